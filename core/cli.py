@@ -1,0 +1,145 @@
+"""Command line: ``python -m core {train,predict,evaluate} ...``.
+
+Exit codes: 0 every input was used, 1 some input could not be, 2 bad usage (including an
+unusable model folder). A bad input gives one sentence, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model and write a run folder")
+    t.add_argument("--task", required=True, help="chest_xray, brain_mri, or any name for a class-folder dataset")
+    t.add_argument("--data", required=True, help="class-folder dataset, e.g. ../shared/data/chest_xray/train")
+    t.add_argument("--out", required=True, help="run folder to write")
+    t.add_argument("--epochs", type=int, default=20)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--input-size", type=int, default=128)
+    t.add_argument("--width", type=int, default=32, help="filters of the first stage")
+    t.add_argument("--learning-rate", type=float, default=2e-3)
+    t.add_argument("--patience", type=int, default=6)
+    t.add_argument("--limit-per-class", type=int, default=None, help="use only the first N files per class")
+
+    p = sub.add_parser("predict", help="classify images or DICOM files")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--model", required=True, help="model folder, e.g. assets/models/chest_xray")
+    p.add_argument("--json", action="store_true", help="one JSON object per input")
+    p.add_argument("--frame", type=int, default=None, help="frame of a multi-frame file (default: middle)")
+
+    e = sub.add_parser("evaluate", help="metrics of a model on a class-folder dataset")
+    e.add_argument("--model", required=True)
+    e.add_argument("--data", required=True)
+    e.add_argument("--json", action="store_true")
+    e.add_argument("--limit-per-class", type=int, default=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"train": _train, "predict": _predict, "evaluate": _evaluate}[args.command](args)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _load(model_dir: str):
+    from core.model import ModelError, load_model
+
+    try:
+        return load_model(model_dir)
+    except ModelError as err:
+        raise UsageError(str(err)) from None
+
+
+def _train(args) -> int:
+    from core.train import TrainConfig, train
+
+    if not Path(args.data).is_dir():
+        raise UsageError(f"dataset folder {args.data} does not exist")
+    config = TrainConfig(task=args.task, data=args.data, out=args.out, epochs=args.epochs, seed=args.seed,
+                         batch_size=args.batch_size, input_size=args.input_size, width=args.width,
+                         learning_rate=args.learning_rate, patience=args.patience,
+                         limit_per_class=args.limit_per_class)
+    train(config, log=lambda line: print(line, flush=True))
+    return 0
+
+
+def predict_file(path: str, loaded, frame: int | None = None) -> dict:
+    """One input's result record: ``ok`` with probabilities, or ``error`` with one sentence."""
+    from core.io import ScanError, load_scan
+
+    record = {"file": path}
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return record | {"ok": False, "error": "The file does not exist."}
+    except IsADirectoryError:
+        return record | {"ok": False, "error": "This is a folder, not a file."}
+    except OSError as err:
+        return record | {"ok": False, "error": f"The file cannot be read ({err.strerror})."}
+    try:
+        scan = load_scan(data, Path(path).name)
+        tensor = loaded.pipeline.scan_tensor(scan, frame)
+    except ScanError as err:
+        return record | {"ok": False, "error": str(err)}
+    probs = loaded.predict(tensor)[0]
+    names = loaded.class_names
+    record |= {"ok": True, "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs)},
+               "predicted": names[loaded.decide(probs)]}
+    if scan.warnings:
+        record["warnings"] = list(scan.warnings)
+    return record
+
+
+def _predict(args) -> int:
+    loaded = _load(args.model)
+    failures = 0
+    for path in args.paths:
+        record = predict_file(path, loaded, args.frame)
+        failures += not record["ok"]
+        if args.json:
+            print(json.dumps(record), flush=True)
+        elif record["ok"]:
+            probs = ", ".join(f"{k} {v:.3f}" for k, v in record["probabilities"].items())
+            print(f"{path}: {record['predicted']} ({probs})", flush=True)
+        else:
+            print(f"{path}: {record['error']}", flush=True)
+    return 1 if failures else 0
+
+
+def _evaluate(args) -> int:
+    from core import data as data_mod
+    from core.metrics import classification_metrics
+
+    loaded = _load(args.model)
+    if not Path(args.data).is_dir():
+        raise UsageError(f"dataset folder {args.data} does not exist")
+    dataset = data_mod.list_dataset(args.data, class_names=loaded.class_names, limit_per_class=args.limit_per_class)
+    x, y = data_mod.prepare_arrays(list(dataset.items), loaded.pipeline)
+    probs = loaded.predict(x)
+    metrics = classification_metrics(y, probs, loaded.class_names, threshold=loaded.threshold)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"{metrics['n']} images: accuracy {metrics['accuracy']:.4f}, AUC {metrics['auc']}")
+        for name, recall in metrics["per_class_recall"].items():
+            print(f"  recall {name}: {recall}")
+        print(f"  ECE {metrics['calibration']['ece']:.4f}")
+    return 0

@@ -1,0 +1,189 @@
+"""Class-folder datasets: list, de-duplicate, split by patient, preprocess, feed ``tf.data``.
+
+Images are decoded with :func:`core.io.load_scan` and prepared with the model's own
+:class:`core.preprocess.Pipeline`, the very code used at inference, once per image; the
+prepared arrays are cached in memory and ``tf.data`` shuffles, augments and prefetches them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.io import load_scan
+from core.preprocess import Pipeline
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm"}
+
+
+@dataclass(frozen=True)
+class Item:
+    path: Path
+    label: int
+    group: str  # patient or study key: items sharing it never straddle the split
+    digest: str  # SHA-256 of the file's bytes
+
+
+@dataclass(frozen=True)
+class Dataset:
+    root: Path
+    class_names: tuple[str, ...]
+    items: tuple[Item, ...]
+    removed_duplicates: int = 0
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([item.label for item in self.items], np.int64)
+
+    def fingerprint(self) -> str:
+        """SHA-256 over every (class/file name, content hash): names the exact data used."""
+        digest = hashlib.sha256()
+        for item in sorted(self.items, key=lambda i: (i.label, i.path.name)):
+            digest.update(f"{self.class_names[item.label]}/{item.path.name}:{item.digest}\n".encode())
+        return digest.hexdigest()
+
+    def counts(self) -> dict[str, int]:
+        counter = Counter(item.label for item in self.items)
+        return {name: counter.get(i, 0) for i, name in enumerate(self.class_names)}
+
+
+def patient_key(file_name: str) -> str:
+    """The patient or study a file belongs to, from the Kermany chest X-ray naming scheme.
+
+    >>> patient_key("person1000_bacteria_2931.jpeg"), patient_key("NORMAL2-IM-0485-0001-0002.jpeg")
+    ('person1000', 'NORMAL2-IM-0485')
+
+    Files with no recognised key (e.g. the brain MRI set) are their own group.
+    """
+    match = re.match(r"(person\d+)_", file_name)
+    if match:
+        return match.group(1)
+    match = re.match(r"((?:NORMAL2-)?IM-\d+)-", file_name)
+    if match:
+        return match.group(1)
+    return file_name
+
+
+def list_dataset(root: str | Path, *, class_names: list[str] | None = None, limit_per_class: int | None = None,
+                 near_duplicates: bool = False) -> Dataset:
+    """List a class-folder dataset (``root/CLASS/*.jpeg``) and drop duplicate images.
+
+    Byte-identical files are always reduced to one. With ``near_duplicates`` images whose
+    16 x 16 difference hash matches are reduced to one too (the brain MRI set holds
+    re-encoded copies of the same slice).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder {root} does not exist")
+    names = class_names or sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not names:
+        raise ValueError(f"{root} has no class sub-folders")
+    items, seen, removed = [], set(), 0
+    for label, name in enumerate(names):
+        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if limit_per_class:
+            files = files[:limit_per_class]
+        for path in files:
+            data = path.read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+            key = _near_hash(data) if near_duplicates else digest
+            if key in seen or digest in seen:
+                removed += 1
+                continue
+            seen.update((key, digest))
+            items.append(Item(path, label, patient_key(path.name), digest))
+    return Dataset(root, tuple(names), tuple(items), removed)
+
+
+def _near_hash(data: bytes) -> str:
+    """Difference hash of a 17 x 16 grey thumbnail: equal for re-encoded or rescaled copies."""
+    import io as _io
+
+    from PIL import Image
+
+    with Image.open(_io.BytesIO(data)) as image:
+        thumb = np.asarray(image.convert("L").resize((17, 16), Image.BILINEAR), np.int16)
+    bits = (thumb[:, 1:] > thumb[:, :-1]).flatten()
+    return "near:" + np.packbits(bits).tobytes().hex()
+
+
+def split_by_group(dataset: Dataset, *, validation_fraction: float = 0.15, seed: int = 0) -> tuple[list[Item], list[Item]]:
+    """Split so that no patient (group) is in both parts, stratified by each group's class."""
+    groups: dict[str, list[Item]] = defaultdict(list)
+    for item in dataset.items:
+        groups[item.group].append(item)
+    by_class: dict[int, list[str]] = defaultdict(list)
+    for key, members in groups.items():
+        majority = Counter(m.label for m in members).most_common(1)[0][0]
+        by_class[majority].append(key)
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for label in sorted(by_class):
+        keys = sorted(by_class[label])
+        rng.shuffle(keys)
+        n_val = int(round(len(keys) * validation_fraction))
+        for i, key in enumerate(keys):
+            (val if i < n_val else train).extend(groups[key])
+    return train, val
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
+    """Inverse-frequency weights (mean 1), so the rarer class counts as much in the loss."""
+    counts = np.bincount(labels, minlength=n_classes).astype(float)
+    weights = counts.sum() / (n_classes * np.maximum(counts, 1))
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def prepare_image(path: Path, pipeline: Pipeline) -> np.ndarray:
+    """Decode one file and run the model's pipeline on it: the (size, size) model image."""
+    scan = load_scan(path.read_bytes(), path.name)
+    return pipeline.scan_tensor(scan)[0, ..., 0]
+
+
+def prepare_arrays(items: list[Item], pipeline: Pipeline, *, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Every item prepared once: images (n, size, size, 1) float32 and labels (n,)."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        images = list(pool.map(lambda item: prepare_image(item.path, pipeline), items))
+    x = np.stack(images)[..., np.newaxis].astype(np.float32) if images else np.zeros(
+        (0, pipeline.input_size, pipeline.input_size, 1), np.float32)
+    return x, np.array([item.label for item in items], np.int64)
+
+
+def augmentation(*, flip: bool):
+    """Keras preprocessing layers for training only: small shifts, rotations, zoom, contrast.
+
+    Test-time augmentation uses the same ranges, so it stays inside what the model saw.
+    """
+    import keras
+    from keras import layers
+
+    steps = [
+        layers.RandomTranslation(0.06, 0.06, fill_mode="nearest"),
+        layers.RandomRotation(0.03, fill_mode="nearest"),
+        layers.RandomZoom(0.08, fill_mode="nearest"),
+        layers.RandomContrast(0.15),
+    ]
+    if flip:
+        steps.insert(0, layers.RandomFlip("horizontal"))
+    return keras.Sequential(steps, name="augmentation")
+
+
+def make_tf_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch_size: int = 32, training: bool,
+                    augment=None, seed: int = 0):
+    """``tf.data`` over prepared arrays: cached, shuffled and augmented for training, prefetched."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, n_classes)))
+    ds = ds.cache()
+    if training:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if training and augment is not None:
+        ds = ds.map(lambda a, b: (augment(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)

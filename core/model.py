@@ -1,0 +1,188 @@
+"""The Keras model module: a small Functional CNN, and self-describing model folders.
+
+A model folder holds ``model.keras`` and ``model.json`` (class names, input size,
+preprocessing parameters, dataset fingerprint, library versions, validation metrics and the
+SHA-256 of the model file). Loading checks that hash and uses Keras ``safe_mode``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.preprocess import Pipeline
+
+#: Name of the last convolution: the layer Grad-CAM-family methods explain by default.
+LAST_CONV = "last_conv"
+MODEL_FILE = "model.keras"
+INFO_FILE = "model.json"
+
+
+class ModelError(RuntimeError):
+    """A model folder that cannot be used; ``str(err)`` is one sentence for the user."""
+
+
+def build_model(input_size: int, n_classes: int, *, width: int = 32, dropout: float = 0.3,
+                name: str = "cnn"):
+    """A Functional CNN, not nested and not Sequential, so tf-keras-vis can rewrite it.
+
+    A stride-2 stem and two pooled stages bring the image to 1/8 scale, where three more
+    convolutions end in the one named :data:`LAST_CONV` (16 x 16 for a 128 input): a map
+    fine enough for Grad-CAM to place a hot spot on the anatomy once upsampled to the scan.
+
+    >>> build_model(64, 2).output_shape
+    (None, 2)
+    """
+    import keras
+    from keras import layers
+
+    def conv(x, filters, stride=1, label=None):
+        x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=label)(x)
+        x = layers.BatchNormalization(name=f"{label}_bn" if label else None)(x)
+        return layers.Activation("relu", name=f"{label}_relu" if label else None)(x)
+
+    inputs = keras.Input((input_size, input_size, 1), name="image")
+    x = conv(inputs, width // 2, stride=2, label="stem")
+    for stage, filters in enumerate((width, width * 2), start=1):
+        x = conv(x, filters, label=f"conv{stage}a")
+        x = conv(x, filters, label=f"conv{stage}b")
+        x = layers.MaxPooling2D(name=f"pool{stage}")(x)
+    x = conv(x, width * 4, label="conv3a")
+    x = conv(x, width * 4, label="conv3b")
+    x = layers.Conv2D(width * 4, 3, padding="same", activation="relu", name=LAST_CONV)(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(n_classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def conv_layer_names(model) -> list[str]:
+    """Names of the convolution layers, input side first (choices for CAM methods)."""
+    return [layer.name for layer in model.layers if type(layer).__name__.startswith("Conv")]
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict:
+    import keras
+    import tensorflow as tf
+
+    versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
+    for module in ("pydicom", "skimage", "numpy", "tf_keras_vis"):
+        try:
+            versions[module] = __import__(module).__version__
+        except Exception:  # noqa: BLE001
+            pass
+    return versions
+
+
+@dataclass
+class LoadedModel:
+    """A Keras model with what it needs for inference."""
+
+    model: object
+    info: dict
+    path: Path
+    pipeline: Pipeline = field(init=False)
+
+    def __post_init__(self):
+        self.pipeline = Pipeline.from_dict(self.info["preprocessing"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.info["class_names"])
+
+    @property
+    def task(self) -> str:
+        return self.info.get("task", self.path.name)
+
+    @property
+    def threshold(self) -> float:
+        """Decision threshold on the positive (last) class for a binary model."""
+        return float(self.info.get("threshold", 0.5))
+
+    @property
+    def temperature(self) -> float:
+        return float(self.info.get("temperature", 1.0))
+
+    def predict(self, tensor: np.ndarray) -> np.ndarray:
+        """Class probabilities, shape (batch, n_classes), calibrated if a temperature is saved."""
+        probs = np.asarray(self.model(tensor, training=False), np.float64)
+        if self.temperature != 1.0:
+            logits = np.log(np.clip(probs, 1e-12, 1.0)) / self.temperature
+            logits -= logits.max(axis=1, keepdims=True)
+            probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        return probs
+
+    def decide(self, probabilities: np.ndarray) -> int:
+        """Index of the predicted class; binary models use :attr:`threshold`."""
+        if len(probabilities) == 2:
+            return int(probabilities[1] >= self.threshold)
+        return int(np.argmax(probabilities))
+
+
+def save_model(model, folder: str | Path, info: dict) -> Path:
+    """Write ``model.keras`` and ``model.json`` (with the model file's SHA-256)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save(folder / MODEL_FILE)
+    info = dict(info)
+    info["sha256"] = sha256_file(folder / MODEL_FILE)
+    info.setdefault("versions", library_versions())
+    info.setdefault("last_conv", LAST_CONV)
+    (folder / INFO_FILE).write_text(json.dumps(info, indent=2, default=_json_default) + "\n")
+    return folder
+
+
+def read_info(folder: str | Path) -> dict:
+    path = Path(folder) / INFO_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{folder} is not a model folder: it has no {INFO_FILE}.") from None
+    except json.JSONDecodeError:
+        raise ModelError(f"The model description {path} is not valid JSON.") from None
+
+
+def load_model(folder: str | Path) -> LoadedModel:
+    """Load a model folder after checking the model file against its recorded SHA-256."""
+    import keras
+
+    folder = Path(folder)
+    info = read_info(folder)
+    for key in ("class_names", "preprocessing", "sha256"):
+        if key not in info:
+            raise ModelError(f"The model description in {folder} lacks '{key}'.")
+    model_path = folder / MODEL_FILE
+    if not model_path.is_file():
+        raise ModelError(f"{folder} has no {MODEL_FILE}.")
+    if sha256_file(model_path) != info["sha256"]:
+        raise ModelError(f"The model file in {folder} does not match the SHA-256 in its {INFO_FILE}; "
+                         "it may be damaged or replaced, so it is refused.")
+    try:
+        model = keras.models.load_model(model_path, safe_mode=True, compile=False)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"The model file in {folder} cannot be loaded ({type(exc).__name__}).") from None
+    return LoadedModel(model=model, info=info, path=folder)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value)}")

@@ -1,0 +1,174 @@
+"""One preprocessing pipeline of small named steps, shared by training and inference.
+
+Each step is a pure function of an array and explicit keyword parameters. Running the
+pipeline records every step (name, parameters, one sentence on why, output) so the
+dashboard can show them and the exact tensor the model received.
+
+>>> import numpy as np
+>>> pipeline = Pipeline(input_size=64)
+>>> trace = pipeline.trace(np.zeros((100, 80), np.float32), window=(0.5, 1.0))
+>>> [s.name for s in trace.steps]
+['grayscale', 'window', 'invert', 'resize', 'contrast', 'normalise']
+>>> trace.tensor.shape
+(1, 64, 64, 1)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+# ----------------------------------------------------------------------------- steps
+
+def grayscale(image: np.ndarray) -> np.ndarray:
+    """Luminance of an RGB image (ITU-R BT.601 weights); a grey image passes unchanged."""
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 3:
+        return (image[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.float32)
+    return image
+
+
+def window_level(image: np.ndarray, *, centre: float, width: float) -> np.ndarray:
+    """Map the window ``[centre - width/2, centre + width/2]`` linearly onto [0, 1], clipping.
+
+    >>> window_level(np.array([0., 50., 100.]), centre=50, width=100).tolist()
+    [0.0, 0.5, 1.0]
+    """
+    width = max(float(width), 1e-6)
+    low = float(centre) - width / 2.0
+    return np.clip((np.asarray(image, np.float32) - low) / width, 0.0, 1.0).astype(np.float32)
+
+
+def invert(image: np.ndarray, *, enabled: bool) -> np.ndarray:
+    """``1 - x`` on a [0, 1] image when enabled (MONOCHROME1: low values are white)."""
+    return (1.0 - image).astype(np.float32) if enabled else image
+
+
+def resize(image: np.ndarray, *, size: int) -> np.ndarray:
+    """Resize the whole image to ``size x size`` without keeping the aspect ratio.
+
+    The training images were squashed this way, so every upload is prepared the same way.
+    Shrinking is anti-aliased (area-like); mapping a saliency map back is the same resize
+    to the scan's own (rows, cols).
+    """
+    from skimage.transform import resize as sk_resize
+
+    if image.shape == (size, size):
+        return image.astype(np.float32, copy=False)
+    shrinking = image.shape[0] > size or image.shape[1] > size
+    return sk_resize(image, (size, size), order=1, anti_aliasing=shrinking,
+                     preserve_range=True).astype(np.float32)
+
+
+def contrast(image: np.ndarray, *, method: str | None, clip_limit: float = 0.01) -> np.ndarray:
+    """Optional contrast enhancement: ``"clahe"`` (adaptive histogram equalisation) or none."""
+    if not method:
+        return image
+    if method != "clahe":
+        raise ValueError(f"unknown contrast method {method!r}")
+    from skimage.exposure import equalize_adapthist
+
+    return equalize_adapthist(np.clip(image, 0, 1), clip_limit=clip_limit).astype(np.float32)
+
+
+def normalise(image: np.ndarray, *, mean: float, std: float) -> np.ndarray:
+    """Standardise intensities: ``(x - mean) / std``, the range the model was trained on."""
+    return ((image - np.float32(mean)) / np.float32(std)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- pipeline
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What one step did: its name, parameters, a sentence on why, and its output."""
+
+    name: str
+    params: dict
+    why: str
+    output: np.ndarray
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Every step of one run and the tensor the model receives, shape (1, size, size, 1)."""
+
+    steps: tuple[StepRecord, ...]
+    tensor: np.ndarray
+
+    @property
+    def model_image(self) -> np.ndarray:
+        """The tensor as a 2-D image, before the batch and channel axes were added."""
+        return self.tensor[0, ..., 0]
+
+
+_WHY = {
+    "grayscale": "The model reads one intensity channel; colour images are reduced to luminance.",
+    "window": "Native values (Hounsfield units, detector counts, 8-bit grey) are mapped to 0-1 "
+              "through the display window, so the model sees the contrast a reader would.",
+    "invert": "MONOCHROME1 files store bone as dark; inverting makes bone bright as in the training images.",
+    "resize": "The whole image is resized to the model's square input without keeping the aspect "
+              "ratio, exactly as the training images were.",
+    "contrast": "Optional adaptive histogram equalisation (CLAHE) evens out local contrast.",
+    "normalise": "Intensities are standardised with the training set's mean and spread, the scale "
+                 "the network's weights expect.",
+}
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """The model's preprocessing; its parameters are saved beside the model.
+
+    Parameters
+    ----------
+    input_size : int
+        Side of the square model input, in pixels.
+    contrast : str or None
+        ``"clahe"`` or ``None``.
+    mean, std : float
+        Normalisation applied last, on the [0, 1] image.
+    """
+
+    input_size: int = 224
+    contrast: str | None = None
+    mean: float = 0.5
+    std: float = 0.25
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, params: dict) -> "Pipeline":
+        return cls(**{k: params[k] for k in ("input_size", "contrast", "mean", "std") if k in params})
+
+    def steps(self, *, window: tuple[float, float], invert_image: bool) -> list[tuple[str, callable, dict]]:
+        """The ordered steps with the parameters they will get for one image."""
+        return [
+            ("grayscale", grayscale, {}),
+            ("window", window_level, {"centre": float(window[0]), "width": float(window[1])}),
+            ("invert", invert, {"enabled": bool(invert_image)}),
+            ("resize", resize, {"size": int(self.input_size)}),
+            ("contrast", contrast, {"method": self.contrast}),
+            ("normalise", normalise, {"mean": float(self.mean), "std": float(self.std)}),
+        ]
+
+    def trace(self, image: np.ndarray, *, window: tuple[float, float], invert_image: bool = False) -> Trace:
+        """Run every step on one frame and record each output."""
+        x = np.asarray(image, np.float32)
+        records = []
+        for name, fn, params in self.steps(window=window, invert_image=invert_image):
+            x = fn(x, **params)
+            records.append(StepRecord(name, params, _WHY[name], x))
+        return Trace(tuple(records), x[np.newaxis, ..., np.newaxis].astype(np.float32))
+
+    def __call__(self, image: np.ndarray, *, window: tuple[float, float], invert_image: bool = False) -> np.ndarray:
+        """The model input tensor, shape (1, size, size, 1), for one frame."""
+        return self.trace(image, window=window, invert_image=invert_image).tensor
+
+    def scan_tensor(self, scan, frame: int | None = None) -> np.ndarray:
+        """The model input for one frame of a :class:`core.io.Scan`, with its display defaults."""
+        return self(scan.frame(frame), window=scan.window, invert_image=scan.invert)
+
+    def scan_trace(self, scan, frame: int | None = None, window: tuple[float, float] | None = None) -> Trace:
+        return self.trace(scan.frame(frame), window=window or scan.window, invert_image=scan.invert)

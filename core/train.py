@@ -1,0 +1,148 @@
+"""Training runs: fit a model on a class-folder dataset and write a self-describing run folder.
+
+A run folder holds ``history.csv`` (one row per epoch), ``params.json``, ``metrics.json``
+(validation metrics of the kept model), ``split.json`` (which files validated it) and the
+model folder files ``model.keras`` + ``model.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core import data as data_mod
+from core.metrics import classification_metrics
+from core.model import _json_default, build_model, save_model
+from core.preprocess import Pipeline
+
+#: Known tasks: class order, whether left-right flips are plausible, near-duplicate removal.
+TASKS = {
+    "chest_xray": {"class_names": ["NORMAL", "PNEUMONIA"], "flip": False, "near_duplicates": False,
+                   "title": "Chest X-ray: pneumonia vs normal (paediatric)"},
+    "brain_mri": {"class_names": ["glioma", "meningioma", "notumor", "pituitary"], "flip": True,
+                  "near_duplicates": True, "title": "Brain MRI: tumour type (4 classes)"},
+}
+
+
+@dataclass
+class TrainConfig:
+    task: str
+    data: str
+    out: str
+    epochs: int = 20
+    seed: int = 0
+    batch_size: int = 32
+    input_size: int = 128
+    width: int = 32
+    learning_rate: float = 2e-3
+    patience: int = 6
+    validation_fraction: float = 0.15
+    limit_per_class: int | None = None
+
+
+def train(config: TrainConfig, log=print) -> dict:
+    """Run one training; returns the validation metrics written to ``metrics.json``."""
+    import keras
+
+    started = time.time()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    spec = TASKS.get(config.task, {})
+
+    dataset = data_mod.list_dataset(config.data, class_names=spec.get("class_names"),
+                                    limit_per_class=config.limit_per_class,
+                                    near_duplicates=spec.get("near_duplicates", False))
+    names = list(dataset.class_names)
+    train_items, val_items = data_mod.split_by_group(dataset, validation_fraction=config.validation_fraction,
+                                                     seed=config.seed)
+    log(f"{len(dataset.items)} images after removing {dataset.removed_duplicates} duplicates; "
+        f"{len(train_items)} train / {len(val_items)} validation, split by patient where names tell it")
+
+    pipeline = Pipeline(input_size=config.input_size)
+    x_train, y_train = data_mod.prepare_arrays(train_items, pipeline)
+    x_val, y_val = data_mod.prepare_arrays(val_items, pipeline)
+    log(f"prepared {len(x_train) + len(x_val)} images with the model pipeline in {time.time() - started:.0f} s")
+
+    n_classes = len(names)
+    augment = data_mod.augmentation(flip=spec.get("flip", False))
+    train_ds = data_mod.make_tf_dataset(x_train, y_train, n_classes, batch_size=config.batch_size,
+                                        training=True, augment=augment, seed=config.seed)
+    val_ds = data_mod.make_tf_dataset(x_val, y_val, n_classes, batch_size=64, training=False)
+
+    model = build_model(config.input_size, n_classes, width=config.width, name=config.task)
+    steps = max(1, int(np.ceil(len(x_train) / config.batch_size))) * config.epochs
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps,
+                                                      warmup_target=None, alpha=0.02)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="categorical_crossentropy",
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")])
+    monitor = "val_auc" if n_classes == 2 else "val_accuracy"
+    best_path = out / "best.weights.h5"
+    callbacks = [
+        keras.callbacks.CSVLogger(str(out / "history.csv")),
+        keras.callbacks.ModelCheckpoint(str(best_path), monitor=monitor, mode="max", save_best_only=True,
+                                        save_weights_only=True),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=config.patience),
+        _EpochLog(log, config.epochs, monitor),
+    ]
+    weights = data_mod.class_weights(y_train, n_classes)
+    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, class_weight=weights,
+              callbacks=callbacks, verbose=0)
+    if best_path.exists():
+        model.load_weights(str(best_path))
+        best_path.unlink()
+
+    probabilities = model.predict(x_val, batch_size=64, verbose=0)
+    metrics = classification_metrics(y_val, probabilities, names)
+    seconds = time.time() - started
+    params = {**asdict(config), "class_weights": weights, "monitor": monitor, "train_seconds": round(seconds, 1),
+              "n_train": len(train_items), "n_validation": len(val_items),
+              "removed_duplicates": dataset.removed_duplicates, "counts": dataset.counts(),
+              "pipeline": pipeline.to_dict(), "model_parameters": int(model.count_params())}
+    info = {
+        "task": config.task,
+        "title": spec.get("title", config.task),
+        "class_names": names,
+        "input_size": config.input_size,
+        "preprocessing": pipeline.to_dict(),
+        "threshold": 0.5,
+        "dataset": {"path": str(config.data), "fingerprint": dataset.fingerprint(), "counts": dataset.counts(),
+                    "removed_duplicates": dataset.removed_duplicates},
+        "validation": {k: metrics[k] for k in ("n", "accuracy", "auc", "per_class_recall")
+                       if k in metrics} | {k: metrics[k] for k in ("sensitivity", "specificity") if k in metrics}
+                      | {"ece": metrics["calibration"]["ece"]},
+        "train_seconds": round(seconds, 1),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    save_model(model, out, info)
+    _write_json(out / "params.json", params)
+    _write_json(out / "metrics.json", metrics)
+    _write_json(out / "split.json", {"validation": [f"{names[i.label]}/{i.path.name}" for i in val_items]})
+    log(f"done in {seconds / 60:.1f} min: validation accuracy {metrics['accuracy']:.4f}, AUC {metrics['auc']}")
+    return metrics
+
+
+def _write_json(path: Path, value) -> None:
+    path.write_text(json.dumps(value, indent=2, default=_json_default) + "\n")
+
+
+class _EpochLog:
+    """Prints one line per epoch (a Keras callback without importing Keras at module level)."""
+
+    def __new__(cls, log, epochs, monitor):
+        import keras
+
+        class EpochLog(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.t0 = time.time()
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                shown = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k != "learning_rate")
+                log(f"epoch {epoch + 1}/{epochs} ({time.time() - self.t0:.0f} s): {shown}")
+
+        return EpochLog()
