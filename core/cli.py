@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--input-size", type=int, default=128)
     t.add_argument("--width", type=int, default=32, help="filters of the first stage")
-    t.add_argument("--learning-rate", type=float, default=2e-3)
+    t.add_argument("--learning-rate", type=float, default=1e-3)
     t.add_argument("--patience", type=int, default=6)
     t.add_argument("--limit-per-class", type=int, default=None, help="use only the first N files per class")
 
@@ -47,12 +47,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from core.io import ScanError
+
     args = _parser().parse_args(argv)
     try:
         return {"train": _train, "predict": _predict, "evaluate": _evaluate}[args.command](args)
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except ScanError as err:  # a dataset image that train or evaluate cannot use
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
 
 class UsageError(Exception):
@@ -131,7 +136,11 @@ def _evaluate(args) -> int:
     loaded = _load(args.model)
     if not Path(args.data).is_dir():
         raise UsageError(f"dataset folder {args.data} does not exist")
-    dataset = data_mod.list_dataset(args.data, class_names=loaded.class_names, limit_per_class=args.limit_per_class)
+    try:
+        dataset = data_mod.list_dataset(args.data, class_names=loaded.class_names,
+                                        limit_per_class=args.limit_per_class)
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from None
     x, y = data_mod.prepare_arrays(list(dataset.items), loaded.pipeline)
     probs = loaded.predict(x)
     metrics = classification_metrics(y, probs, loaded.class_names, threshold=loaded.threshold)

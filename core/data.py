@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.io import load_scan
+from core.io import ScanError, load_scan
 from core.preprocess import Pipeline
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm"}
@@ -86,6 +86,8 @@ def list_dataset(root: str | Path, *, class_names: list[str] | None = None, limi
         raise ValueError(f"{root} has no class sub-folders")
     items, seen, removed = [], set(), 0
     for label, name in enumerate(names):
+        if not (root / name).is_dir():
+            raise FileNotFoundError(f"dataset folder {root} has no class folder {name}")
         files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if limit_per_class:
             files = files[:limit_per_class]
@@ -98,6 +100,8 @@ def list_dataset(root: str | Path, *, class_names: list[str] | None = None, limi
                 continue
             seen.update((key, digest))
             items.append(Item(path, label, patient_key(path.name), digest))
+    if not items:
+        raise ValueError(f"dataset folder {root} holds no images in {', '.join(names)}")
     return Dataset(root, tuple(names), tuple(items), removed)
 
 
@@ -142,7 +146,10 @@ def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
 
 def prepare_image(path: Path, pipeline: Pipeline) -> np.ndarray:
     """Decode one file and run the model's pipeline on it: the (size, size) model image."""
-    scan = load_scan(path.read_bytes(), path.name)
+    try:
+        scan = load_scan(path.read_bytes(), path.name)
+    except ScanError as err:
+        raise ScanError(f"{path}: {err}") from None  # say which of thousands of files it is
     return pipeline.scan_tensor(scan)[0, ..., 0]
 
 
@@ -155,9 +162,12 @@ def prepare_arrays(items: list[Item], pipeline: Pipeline, *, workers: int = 2) -
     return x, np.array([item.label for item in items], np.int64)
 
 
-def augmentation(*, flip: bool):
+def augmentation(*, flip: bool, value_range: tuple[float, float]):
     """Keras preprocessing layers for training only: small shifts, rotations, zoom, contrast.
 
+    ``value_range`` is the range of the pipeline's output (see :meth:`Pipeline.value_range`):
+    ``RandomContrast`` clips to it, and its Keras default (0, 255) would wipe out every
+    negative value of a standardised image in training but not at inference.
     Test-time augmentation uses the same ranges, so it stays inside what the model saw.
     """
     import keras
@@ -167,7 +177,7 @@ def augmentation(*, flip: bool):
         layers.RandomTranslation(0.06, 0.06, fill_mode="nearest"),
         layers.RandomRotation(0.03, fill_mode="nearest"),
         layers.RandomZoom(0.08, fill_mode="nearest"),
-        layers.RandomContrast(0.15),
+        layers.RandomContrast(0.15, value_range=tuple(float(v) for v in value_range)),
     ]
     if flip:
         steps.insert(0, layers.RandomFlip("horizontal"))

@@ -164,11 +164,7 @@ def load_scan(data: bytes, name: str | None = None, *, keep_identifiers: bool = 
         raise ScanError("The image is too large to load in memory.") from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure becomes one sentence
         raise ScanError(_describe_failure(data, exc)) from None
-    raise ScanError(
-        "This file is not a DICOM, PNG, JPEG or TIFF image"
-        + (" (its content does not match its .dcm name)" if (name or "").lower().endswith(".dcm") else "")
-        + "; upload one of those formats."
-    )
+    raise ScanError("This file is not a DICOM, PNG, JPEG or TIFF image; upload one of those formats.")
 
 
 def _describe_failure(data: bytes, exc: Exception) -> str:
@@ -252,14 +248,17 @@ def _bit_depth(mode: str) -> int:
     return 8
 
 
+_ALPHA_NOTE = "The image's transparency (alpha) was dropped."
+
+
 def _image_to_array(image, notes: list[str]) -> np.ndarray:
     mode = image.mode
     if mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
         mode = image.mode
     if mode in ("RGBA", "LA", "PA"):
-        if "alpha dropped" not in " ".join(notes):
-            notes.append("The image's transparency (alpha) was dropped.")
+        if _ALPHA_NOTE not in notes:
+            notes.append(_ALPHA_NOTE)
         image = image.convert("RGB" if mode == "RGBA" else "L")
     elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
         image = image.convert("RGB")
@@ -306,6 +305,13 @@ def _load_dicom(data: bytes, name: str | None, keep_identifiers: bool) -> Scan:
         raise ScanError("This file is not a valid DICOM file; upload a DICOM, PNG, JPEG or TIFF image.") from None
     except Exception:  # noqa: BLE001
         raise ScanError("This DICOM file is damaged or truncated and cannot be read.") from None
+    if not _looks_like_dicom(data) and not any(k in ds for k in ("SOPClassUID", "Modality", "Rows")):
+        # A forced read turns any bytes into some element; none of the basic ones means not DICOM.
+        raise ScanError("This file is not a DICOM, PNG, JPEG or TIFF image (its content does not match "
+                        "its .dcm name); upload one of those formats.")
+    if len(ds) == 0:
+        # pydicom returns an empty dataset when the file ends inside an undefined-length element.
+        raise ScanError("This DICOM file is damaged or truncated and cannot be read.")
 
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         if "Rows" in ds and "Columns" in ds:

@@ -135,13 +135,22 @@ def save_model(model, folder: str | Path, info: dict) -> Path:
     """Write ``model.keras`` and ``model.json`` (with the model file's SHA-256)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    model.save(folder / MODEL_FILE)
+    _inference_copy(model).save(folder / MODEL_FILE)
     info = dict(info)
     info["sha256"] = sha256_file(folder / MODEL_FILE)
     info.setdefault("versions", library_versions())
     info.setdefault("last_conv", LAST_CONV)
     (folder / INFO_FILE).write_text(json.dumps(info, indent=2, default=_json_default) + "\n")
     return folder
+
+
+def _inference_copy(model):
+    """The same architecture and weights without optimizer state: a third of the file size."""
+    import keras
+
+    clone = keras.Model.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    return clone
 
 
 def read_info(folder: str | Path) -> dict:

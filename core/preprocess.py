@@ -135,6 +135,11 @@ class Pipeline:
     mean: float = 0.5
     std: float = 0.25
 
+    @property
+    def value_range(self) -> tuple[float, float]:
+        """The range of the model input: the [0, 1] image after normalisation."""
+        return (0.0 - self.mean) / self.std, (1.0 - self.mean) / self.std
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from core import data as data_mod
+from core.card import write_card
 from core.metrics import classification_metrics
 from core.model import _json_default, build_model, save_model
 from core.preprocess import Pipeline
@@ -38,7 +39,7 @@ class TrainConfig:
     batch_size: int = 32
     input_size: int = 128
     width: int = 32
-    learning_rate: float = 2e-3
+    learning_rate: float = 1e-3
     patience: int = 6
     validation_fraction: float = 0.15
     limit_per_class: int | None = None
@@ -69,7 +70,7 @@ def train(config: TrainConfig, log=print) -> dict:
     log(f"prepared {len(x_train) + len(x_val)} images with the model pipeline in {time.time() - started:.0f} s")
 
     n_classes = len(names)
-    augment = data_mod.augmentation(flip=spec.get("flip", False))
+    augment = data_mod.augmentation(flip=spec.get("flip", False), value_range=pipeline.value_range)
     train_ds = data_mod.make_tf_dataset(x_train, y_train, n_classes, batch_size=config.batch_size,
                                         training=True, augment=augment, seed=config.seed)
     val_ds = data_mod.make_tf_dataset(x_val, y_val, n_classes, batch_size=64, training=False)
@@ -122,6 +123,7 @@ def train(config: TrainConfig, log=print) -> dict:
     _write_json(out / "params.json", params)
     _write_json(out / "metrics.json", metrics)
     _write_json(out / "split.json", {"validation": [f"{names[i.label]}/{i.path.name}" for i in val_items]})
+    write_card(out)
     log(f"done in {seconds / 60:.1f} min: validation accuracy {metrics['accuracy']:.4f}, AUC {metrics['auc']}")
     return metrics
 

@@ -1,0 +1,119 @@
+"""Read training runs: every folder under ``assets/`` that holds a ``history.csv``.
+
+The default models (``assets/models/<task>/``) are run folders themselves; further runs
+live in ``assets/runs/<task>/<run>/``. A run still training has a growing ``history.csv``
+but no ``params.json`` / ``metrics.json`` yet; it is listed all the same.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+def assets_root() -> Path:
+    """Where runs are read from: ``MEDXAI_ASSETS`` if set (tests, other checkouts), else ``assets/``."""
+    configured = os.environ.get("MEDXAI_ASSETS")
+    return Path(configured) if configured else ASSETS
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: its per-epoch history, parameters and final validation metrics."""
+
+    path: Path
+    run_id: str
+    task: str
+    params: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    history: dict = field(default_factory=dict)  # column -> list of floats, one per epoch
+    is_default: bool = False
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history.get("epoch", []))
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run wrote its validation metrics (it has not, while it is still training)."""
+        return bool(self.metrics)
+
+    def history_csv(self) -> bytes:
+        return (self.path / "history.csv").read_bytes()
+
+    def summary(self) -> dict:
+        """One row for a table of runs."""
+        return {
+            "run": self.run_id,
+            "task": self.task,
+            "default model": "yes" if self.is_default else "",
+            "status": "finished" if self.finished else "no metrics yet",
+            "epochs": self.epochs,
+            "seed": self.params.get("seed"),
+            "input size": self.params.get("input_size"),
+            "train / validation": f"{self.params.get('n_train', '?')} / {self.params.get('n_validation', '?')}",
+            "val accuracy": _round(self.metrics.get("accuracy")),
+            "val AUC": _round(self.metrics.get("auc")),
+            "ECE": _round(self.metrics.get("calibration", {}).get("ece")),
+            "minutes": _round(self.params["train_seconds"] / 60, 1) if self.params.get("train_seconds") else None,
+        }
+
+
+def _round(value, digits: int = 4):
+    return None if value is None else round(float(value), digits)
+
+
+def read_history(path: Path) -> dict:
+    """``history.csv`` as columns of floats (Keras CSVLogger format)."""
+    columns: dict[str, list[float]] = {}
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            for key, value in row.items():
+                if key is None:  # surplus fields of a line being written: ignore
+                    continue
+                try:
+                    columns.setdefault(key, []).append(float(value))
+                except (TypeError, ValueError):
+                    columns.setdefault(key, []).append(float("nan"))
+    if "epoch" in columns:
+        columns["epoch"] = [int(e) + 1 for e in columns["epoch"]]  # 1-based, as people count
+    return columns
+
+
+def load_run(path: str | Path, root: str | Path | None = None) -> Run:
+    path = Path(path)
+    root = Path(root) if root is not None else assets_root()
+    params = _read_json(path / "params.json")
+    metrics = _read_json(path / "metrics.json")
+    try:
+        run_id = str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        run_id = path.name
+    is_default = path.parent.name == "models"
+    # models/<task>/ or runs/<task>/<run>/: the folder names the task until params.json exists.
+    task = params.get("task") or (path.name if is_default else path.parent.name)
+    return Run(path=path, run_id=run_id, task=task, params=params, metrics=metrics,
+               history=read_history(path / "history.csv"), is_default=is_default)
+
+
+def list_runs(root: str | Path | None = None, task: str | None = None) -> list[Run]:
+    """Every run under ``root`` (default :func:`assets_root`), default models first, then by run id."""
+    root = Path(root) if root is not None else assets_root()
+    folders = [p.parent for p in root.glob("models/*/history.csv")]
+    folders += [p.parent for p in root.glob("runs/*/*/history.csv")]
+    runs = [load_run(folder, root) for folder in folders]
+    if task:
+        runs = [r for r in runs if r.task == task]
+    return sorted(runs, key=lambda r: (not r.is_default, r.task, r.run_id))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
