@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--data", required=True)
     e.add_argument("--json", action="store_true")
     e.add_argument("--limit-per-class", type=int, default=None)
+    c = sub.add_parser("calibrate", help="fit temperature scaling and the outlier check on the run's own split")
+    c.add_argument("--model", required=True)
+    c.add_argument("--data", required=True, help="the dataset the model was trained on")
     return parser
 
 
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     try:
-        return {"train": _train, "predict": _predict, "evaluate": _evaluate}[args.command](args)
+        return {"train": _train, "predict": _predict, "evaluate": _evaluate, "calibrate": _calibrate}[args.command](args)
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -86,6 +89,10 @@ def _train(args) -> int:
     return 0
 
 
+OUTSIDE_WARNING = ("This image looks unlike the images the {task} model was trained on; "
+                   "its prediction is unreliable.")
+
+
 def predict_file(path: str, loaded, frame: int | None = None) -> dict:
     """One input's result record: ``ok`` with probabilities, or ``error`` with one sentence."""
     from core.io import ScanError, load_scan
@@ -106,10 +113,14 @@ def predict_file(path: str, loaded, frame: int | None = None) -> dict:
         return record | {"ok": False, "error": str(err)}
     probs = loaded.predict(tensor)[0]
     names = loaded.class_names
+    notes = list(scan.warnings)
+    outlier = loaded.outlier_distance(tensor)
+    if outlier and outlier[0] > outlier[1]:
+        notes.append(OUTSIDE_WARNING.format(task=loaded.info.get("title", loaded.task)))
     record |= {"ok": True, "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs)},
                "predicted": names[loaded.decide(probs)]}
-    if scan.warnings:
-        record["warnings"] = list(scan.warnings)
+    if notes:
+        record["warnings"] = notes
     return record
 
 
@@ -127,6 +138,16 @@ def _predict(args) -> int:
         else:
             print(f"{path}: {record['error']}", flush=True)
     return 1 if failures else 0
+
+
+def _calibrate(args) -> int:
+    from core.calibration import calibrate
+
+    _load(args.model)  # refuses a damaged folder with one sentence
+    if not Path(args.data).is_dir():
+        raise UsageError(f"dataset folder {args.data} does not exist")
+    calibrate(args.model, args.data, log=lambda line: print(line, flush=True))
+    return 0
 
 
 def _evaluate(args) -> int:

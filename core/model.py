@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,29 @@ class LoadedModel:
             logits -= logits.max(axis=1, keepdims=True)
             probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
         return probs
+
+    @cached_property
+    def _outlier(self):
+        """(feature model, check) when ``ood.npz`` was fitted by ``python -m core calibrate``."""
+        from core.calibration import OutlierCheck, feature_model
+
+        ood = self.info.get("ood")
+        if not ood or not (self.path / ood["file"]).is_file():
+            return None
+        if sha256_file(self.path / ood["file"]) != ood["sha256"]:
+            raise ModelError(f"The outlier statistics in {self.path} do not match their SHA-256 in {INFO_FILE}.")
+        return feature_model(self.model, ood.get("features", "gap")), OutlierCheck.load(self.path / ood["file"])
+
+    def outlier_distance(self, tensor: np.ndarray) -> tuple[float, float] | None:
+        """(distance, threshold) of the input to the training images in feature space, if fitted.
+
+        A distance above the threshold (the 99th percentile of validation images) means the
+        input looks unlike anything the model was trained on.
+        """
+        if self._outlier is None:
+            return None
+        features, check = self._outlier
+        return float(check.distance(np.asarray(features(tensor, training=False)))[0]), check.threshold
 
     def decide(self, probabilities: np.ndarray) -> int:
         """Index of the predicted class; binary models use :attr:`threshold`."""
