@@ -135,6 +135,8 @@ def _predict(args) -> int:
         elif record["ok"]:
             probs = ", ".join(f"{k} {v:.3f}" for k, v in record["probabilities"].items())
             print(f"{path}: {record['predicted']} ({probs})", flush=True)
+            for note in record.get("warnings", []):
+                print(f"  warning: {note}", flush=True)
         else:
             print(f"{path}: {record['error']}", flush=True)
     return 1 if failures else 0

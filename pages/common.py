@@ -19,10 +19,15 @@ from core.io import Scan, ScanError, load_scan
 from core.model import LoadedModel, ModelError, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = {
-    "chest_xray": ROOT / "assets" / "models" / "chest_xray",
-    "brain_mri": ROOT / "assets" / "models" / "brain_mri",
-}
+
+
+def models_dir() -> Path:
+    """The folder holding one model folder per task: ``MEDXAI_MODELS`` or ``assets/models``."""
+    configured = os.environ.get("MEDXAI_MODELS")
+    return Path(configured) if configured else ROOT / "assets" / "models"
+
+
+MODELS = {task: models_dir() / task for task in ("chest_xray", "brain_mri")}
 MODEL_LABELS = {"chest_xray": "Chest X-ray — pneumonia vs normal", "brain_mri": "Brain MRI — tumour type"}
 
 
@@ -159,10 +164,15 @@ def frame_index(scan: Scan) -> int:
 
 # ----------------------------------------------------------------------------- models
 
-@st.cache_resource(show_spinner="Loading the model…")
 def get_model(task: str) -> LoadedModel:
-    """One model per process, shared by every session; explanations work on clones."""
-    return load_model(MODELS[task])
+    """The model of one task, from the models folder as configured now."""
+    return _load_model(str(models_dir() / task))
+
+
+@st.cache_resource(show_spinner="Loading the model…")
+def _load_model(folder: str) -> LoadedModel:
+    """One model per folder and process, shared by every session; explanations work on clones."""
+    return load_model(folder)
 
 
 def model_choice(suggested: str | None = None) -> LoadedModel | None:
