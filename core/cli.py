@@ -89,10 +89,6 @@ def _train(args) -> int:
     return 0
 
 
-OUTSIDE_WARNING = ("This image looks unlike the images the {task} model was trained on; "
-                   "its prediction is unreliable.")
-
-
 def predict_file(path: str, loaded, frame: int | None = None) -> dict:
     """One input's result record: ``ok`` with probabilities, or ``error`` with one sentence."""
     from core.io import ScanError, load_scan
@@ -114,9 +110,9 @@ def predict_file(path: str, loaded, frame: int | None = None) -> dict:
     probs = loaded.predict(tensor)[0]
     names = loaded.class_names
     notes = list(scan.warnings)
-    outlier = loaded.outlier_distance(tensor)
-    if outlier and outlier[0] > outlier[1]:
-        notes.append(OUTSIDE_WARNING.format(task=loaded.info.get("title", loaded.task)))
+    outside = loaded.outside_message(tensor)
+    if outside:
+        notes.append(outside)
     record |= {"ok": True, "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs)},
                "predicted": names[loaded.decide(probs)]}
     if notes:

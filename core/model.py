@@ -148,6 +148,15 @@ class LoadedModel:
         features, check = self._outlier
         return float(check.distance(np.asarray(features(tensor, training=False)))[0]), check.threshold
 
+    def outside_message(self, tensor: np.ndarray) -> str | None:
+        """One sentence when the input is unlike the training images, else None."""
+        outlier = self.outlier_distance(tensor)
+        if not outlier or outlier[0] <= outlier[1]:
+            return None
+        return (f"This image looks unlike the images the {self.info.get('title', self.task)} model was trained on "
+                f"(feature distance {outlier[0]:.1f}; 99% of validation images are below {outlier[1]:.1f}), "
+                "so its prediction is unreliable.")
+
     def decide(self, probabilities: np.ndarray) -> int:
         """Index of the predicted class; binary models use :attr:`threshold`."""
         if len(probabilities) == 2:

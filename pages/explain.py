@@ -47,8 +47,14 @@ with top[1]:
                     config={"displayModeBar": False}, key="probabilities")
     st.markdown(f"Predicted: **{names[predicted]}**"
                 + (f" — true label **{chosen.true_label}**" if chosen.true_label else ""))
+    if loaded.temperature != 1.0:
+        st.caption(f"Probabilities calibrated by temperature scaling (T = {loaded.temperature:.2f}) on the "
+                   "model's validation split.")
 for note in scan.warnings:
     st.warning(note)
+outside = loaded.outside_message(tensor)
+if outside:
+    st.warning(outside)
 
 # Display window: the one chosen on the Scan page for this scan, else the header's.
 digest = hashlib.sha256(chosen.data).hexdigest()[:16]
