@@ -92,11 +92,14 @@ _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 128
 
 
-def saliency_map(model, tensor: np.ndarray, method: str, class_index: int, layer: str | None = None) -> np.ndarray:
+def saliency_map(model, tensor: np.ndarray, method: str, class_index: int, layer: str | None = None, *,
+                 cache: bool = True) -> np.ndarray:
     """The raw map of one method for one input tensor (1, S, S, 1), normalised to [0, 1].
 
     CAM methods return the explained layer's own grid (e.g. 16 x 16); SmoothGrad returns
     the input grid (S x S). Use :func:`to_geometry` to map either onto an image.
+    ``cache=False`` builds a throw-away visualizer and keeps nothing: for temporary models
+    (the sanity check's randomised copies), whose ``id`` may be reused once they are freed.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -104,12 +107,15 @@ def saliency_map(model, tensor: np.ndarray, method: str, class_index: int, layer
     key = (hashlib.sha1(np.ascontiguousarray(tensor, np.float32).tobytes()).hexdigest(), tensor.shape,
            id(model), method, int(class_index), layer)
     with _CACHE_LOCK:
-        if key in _CACHE:
+        if cache and key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
     from tf_keras_vis.utils.scores import CategoricalScore
 
-    visualizer, lock = _VISUALIZERS.get(model, method)
+    if cache:
+        visualizer, lock = _VISUALIZERS.get(model, method)
+    else:
+        visualizer, lock = _build_visualizer(model, method), threading.Lock()
     score = CategoricalScore([int(class_index)])
     x = np.asarray(tensor, np.float32)
     with lock, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -124,6 +130,8 @@ def saliency_map(model, tensor: np.ndarray, method: str, class_index: int, layer
     result = np.asarray(result[0] if isinstance(result, list) else result, np.float32)[0]
     result = np.nan_to_num(result, nan=0.0, posinf=0.0, neginf=0.0)
     result.setflags(write=False)
+    if not cache:
+        return result
     with _CACHE_LOCK:
         _CACHE[key] = result
         while len(_CACHE) > _CACHE_SIZE:
