@@ -43,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--data", required=True)
     e.add_argument("--json", action="store_true")
     e.add_argument("--limit-per-class", type=int, default=None)
+    x = sub.add_parser("explain-eval", help="faithfulness and sanity-check scores of every saliency method")
+    x.add_argument("--model", required=True)
+    x.add_argument("--data", required=True, help="class-folder dataset; the model's validation split is used when known")
+    x.add_argument("--limit", type=int, default=20, help="number of images (spread over the classes)")
+    x.add_argument("--sanity-limit", type=int, default=3, help="images for the (slower) randomisation check")
+    x.add_argument("--json", action="store_true")
+
     c = sub.add_parser("calibrate", help="fit temperature scaling and the outlier check on the run's own split")
     c.add_argument("--model", required=True)
     c.add_argument("--data", required=True, help="the dataset the model was trained on")
@@ -54,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     try:
-        return {"train": _train, "predict": _predict, "evaluate": _evaluate, "calibrate": _calibrate}[args.command](args)
+        return {"train": _train, "predict": _predict, "evaluate": _evaluate, "calibrate": _calibrate,
+                "explain-eval": _explain_eval}[args.command](args)
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -85,7 +93,10 @@ def _train(args) -> int:
                          batch_size=args.batch_size, input_size=args.input_size, width=args.width,
                          learning_rate=args.learning_rate, patience=args.patience,
                          limit_per_class=args.limit_per_class)
-    train(config, log=lambda line: print(line, flush=True))
+    try:
+        train(config, log=lambda line: print(line, flush=True))
+    except (FileNotFoundError, ValueError) as err:  # a dataset folder of the wrong shape
+        raise UsageError(str(err)) from None
     return 0
 
 
@@ -136,6 +147,18 @@ def _predict(args) -> int:
         else:
             print(f"{path}: {record['error']}", flush=True)
     return 1 if failures else 0
+
+
+def _explain_eval(args) -> int:
+    from core.evaluation import evaluate_explanations, format_table
+
+    loaded = _load(args.model)
+    if not Path(args.data).is_dir():
+        raise UsageError(f"dataset folder {args.data} does not exist")
+    report = evaluate_explanations(loaded, args.data, limit=args.limit, sanity_limit=args.sanity_limit,
+                                   log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(json.dumps(report) if args.json else format_table(report))
+    return 0
 
 
 def _calibrate(args) -> int:

@@ -1,0 +1,77 @@
+"""Shared fixtures: where the real data lives, DICOM test files, one tiny trained model.
+
+The shared data is read in place (``MEDXAI_DATA`` or ``<repo>/../shared/data``), never copied
+into the repository. DICOM files come from ``pydicom`` / ``pydicom-data``, offline.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("MEDXAI_DATA") or REPO.parent / "shared" / "data").resolve()
+CHEST = DATA_DIR / "chest_xray" / "train"
+CHEST_FULLRES = DATA_DIR / "chest_xray_fullres"
+
+#: The tiny model every model, train and CLI test shares: trains in seconds on a CPU.
+TINY = {"input_size": 32, "width": 8, "limit_per_class": 20, "epochs": 1, "batch_size": 16}
+
+
+def dicom_path(name: str) -> Path:
+    """Path of a pydicom / pydicom-data test file, e.g. ``dicom_path("CT_small.dcm")``."""
+    from pydicom.data import get_testdata_file
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns when it cannot reach its download mirror
+        path = get_testdata_file(name)
+    if path is None:
+        pytest.skip(f"pydicom test file {name} is not installed")
+    return Path(path)
+
+
+def dicom_bytes(name: str) -> bytes:
+    return dicom_path(name).read_bytes()
+
+
+def dicom_names(pattern: str) -> list[str]:
+    """Names of the installed test files matching ``pattern`` (e.g. ``"MR_small*"``)."""
+    from pydicom.data import get_testdata_files
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sorted({Path(p).name for p in get_testdata_files(pattern)})
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not CHEST.is_dir():
+        pytest.skip(f"shared data not found at {DATA_DIR} (set MEDXAI_DATA)")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def chest_dir(data_dir) -> Path:
+    return data_dir / "chest_xray" / "train"
+
+
+@pytest.fixture(scope="session")
+def fullres_dir(data_dir) -> Path:
+    return data_dir / "chest_xray_fullres"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(chest_dir, tmp_path_factory):
+    """A run folder trained once per session on 20 real images per class: (folder, metrics, log)."""
+    from core.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    lines: list[str] = []
+    config = TrainConfig(task="chest_xray", data=str(chest_dir), out=str(out), **TINY)
+    metrics = train(config, log=lines.append)
+    return out, metrics, lines

@@ -1,0 +1,145 @@
+"""core.data on the real chest X-ray folder: patient keys, duplicates, the patient split, tf.data."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.data import (
+    class_weights, list_dataset, make_tf_dataset, patient_key, prepare_arrays, prepare_image, split_by_group,
+)
+from core.io import ScanError
+from core.preprocess import Pipeline
+
+
+@pytest.fixture(scope="module")
+def chest(chest_dir):
+    """The full chest listing: hashes ~5,200 small files (about a second)."""
+    return list_dataset(chest_dir)
+
+
+@pytest.mark.parametrize("name, key", [
+    ("person1000_bacteria_2931.jpeg", "person1000"),
+    ("person1_virus_6.jpeg", "person1"),
+    ("person1481_bacteria_3866.jpeg", "person1481"),
+    ("IM-0115-0001.jpeg", "IM-0115"),
+    ("NORMAL2-IM-0587-0001-0002.jpeg", "NORMAL2-IM-0587"),
+    ("Tr-glTr_0000.jpg", "Tr-glTr_0000.jpg"),  # brain MRI names carry no patient: own group
+])
+def test_patient_key(name, key):
+    assert patient_key(name) == key
+
+
+def test_patient_key_on_every_real_chest_file(chest_dir):
+    for path in (chest_dir / "PNEUMONIA").iterdir():
+        assert patient_key(path.name).startswith("person"), path.name
+    for path in (chest_dir / "NORMAL").iterdir():
+        key = patient_key(path.name)
+        assert key != path.name and "IM-" in key and path.name.startswith(key + "-"), path.name
+    # "IM-0001" and "NORMAL2-IM-0001" are different studies
+    assert patient_key("IM-0001-0001.jpeg") != patient_key("NORMAL2-IM-0001-0001.jpeg")
+
+
+def test_list_dataset_with_limit_per_class(chest_dir):
+    dataset = list_dataset(chest_dir, limit_per_class=5)
+    assert dataset.class_names == ("NORMAL", "PNEUMONIA")
+    assert dataset.counts() == {"NORMAL": 5, "PNEUMONIA": 5}
+    assert dataset.labels.tolist() == [0] * 5 + [1] * 5
+    for item in dataset.items:
+        assert item.path.parent.name == dataset.class_names[item.label]
+        assert item.digest == hashlib.sha256(item.path.read_bytes()).hexdigest()
+        assert item.group == patient_key(item.path.name)
+    reordered = list_dataset(chest_dir, class_names=["PNEUMONIA", "NORMAL"], limit_per_class=5)
+    assert reordered.class_names == ("PNEUMONIA", "NORMAL") and reordered.labels.tolist() == [0] * 5 + [1] * 5
+
+
+def test_fingerprint_names_the_exact_data(chest_dir):
+    a = list_dataset(chest_dir, limit_per_class=5)
+    assert a.fingerprint() == list_dataset(chest_dir, limit_per_class=5).fingerprint()
+    assert a.fingerprint() != list_dataset(chest_dir, limit_per_class=6).fingerprint()
+
+
+def test_byte_identical_duplicates_are_removed(chest, chest_dir):
+    files = [p for p in chest_dir.glob("*/*") if p.is_file()]
+    distinct = {hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+    # The data README speaks of 30 groups; this copy has 24 groups holding 26 redundant files.
+    assert chest.removed_duplicates == len(files) - len(distinct) > 0
+    assert len(chest.items) == len(distinct)
+    assert len({item.digest for item in chest.items}) == len(chest.items)
+    assert chest.counts()["NORMAL"] + chest.counts()["PNEUMONIA"] == len(distinct)
+
+
+def test_split_never_puts_one_patient_in_both_parts(chest):
+    per_patient = Counter(item.group for item in chest.items if item.label == 1)
+    assert max(per_patient.values()) > 1  # personN repeats, so a file-wise split would leak
+    train, val = split_by_group(chest, validation_fraction=0.15, seed=0)
+    assert len(train) + len(val) == len(chest.items)
+    assert {i.path for i in train}.isdisjoint({i.path for i in val})
+    assert {i.group for i in train}.isdisjoint({i.group for i in val})
+    assert 0.10 < len(val) / len(chest.items) < 0.20
+    assert {i.label for i in val} == {0, 1}  # stratified by class
+    again, _ = split_by_group(chest, validation_fraction=0.15, seed=0)
+    other, _ = split_by_group(chest, validation_fraction=0.15, seed=1)
+    assert [i.path for i in again] == [i.path for i in train]
+    assert {i.path for i in other} != {i.path for i in train}
+
+
+def test_near_duplicates_are_removed_on_request(chest_dir, tmp_path):
+    original = chest_dir / "NORMAL" / "IM-0115-0001.jpeg"
+    other = chest_dir / "PNEUMONIA" / "person1000_bacteria_2931.jpeg"
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+    (tmp_path / "a" / "IM-0115-0001.jpeg").symlink_to(original)
+    buffer = io.BytesIO()
+    Image.open(original).save(buffer, "PNG")  # same picture, other bytes
+    (tmp_path / "a" / "copy.png").write_bytes(buffer.getvalue())
+    (tmp_path / "b" / other.name).symlink_to(other)
+    assert list_dataset(tmp_path).removed_duplicates == 0
+    near = list_dataset(tmp_path, near_duplicates=True)
+    assert near.removed_duplicates == 1 and near.counts() == {"a": 1, "b": 1}
+
+
+def test_unusable_dataset_folders_raise_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        list_dataset(tmp_path / "missing")
+    with pytest.raises(ValueError, match="no class sub-folders"):
+        list_dataset(tmp_path)
+    (tmp_path / "NORMAL").mkdir()
+    with pytest.raises(FileNotFoundError, match="no class folder PNEUMONIA"):
+        list_dataset(tmp_path, class_names=["NORMAL", "PNEUMONIA"])
+    with pytest.raises(ValueError, match="holds no images"):
+        list_dataset(tmp_path)
+
+
+def test_class_weights_balance_the_loss():
+    labels = np.array([0] * 10 + [1] * 30)
+    weights = class_weights(labels, 2)
+    assert weights == pytest.approx({0: 2.0, 1: 2 / 3})
+    assert np.mean([weights[y] for y in labels]) == pytest.approx(1.0)
+    assert class_weights(np.array([0, 0]), 2)[1] == pytest.approx(1.0)  # absent class: no division by zero
+
+
+def test_prepare_arrays_and_tf_dataset(chest_dir):
+    dataset = list_dataset(chest_dir, limit_per_class=3)
+    pipeline = Pipeline(input_size=32)
+    x, y = prepare_arrays(list(dataset.items), pipeline)
+    assert x.shape == (6, 32, 32, 1) and x.dtype == np.float32 and y.tolist() == [0, 0, 0, 1, 1, 1]
+    assert np.array_equal(x[4, ..., 0], prepare_image(dataset.items[4].path, pipeline))  # order kept
+    batches = list(make_tf_dataset(x, y, 2, batch_size=4, training=False))
+    assert [b[0].shape[0] for b in batches] == [4, 2]
+    assert np.array_equal(batches[0][0].numpy(), x[:4])
+    assert batches[1][1].numpy().tolist() == [[0.0, 1.0], [0.0, 1.0]]
+    shuffled = np.concatenate([b[1].numpy() for b in make_tf_dataset(x, y, 2, batch_size=4, training=True)])
+    assert sorted(shuffled.argmax(1).tolist()) == y.tolist()
+
+
+def test_prepare_image_names_the_file_it_cannot_use(tmp_path):
+    broken = tmp_path / "broken.jpeg"
+    broken.write_bytes(b"\xff\xd8\xff" + b"\x00" * 64)
+    with pytest.raises(ScanError, match="broken.jpeg: This image file is damaged"):
+        prepare_image(broken, Pipeline(input_size=32))

@@ -1,0 +1,113 @@
+"""core.model: the Functional CNN, self-describing model folders, and the SHA-256 check."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from core.data import list_dataset, prepare_arrays
+from core.model import (
+    INFO_FILE, LAST_CONV, MODEL_FILE, LoadedModel, ModelError, build_model, conv_layer_names, load_model,
+    save_model, sha256_file,
+)
+from core.preprocess import Pipeline
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def real_batch(chest_dir):
+    """Six real chest images prepared for a 32-pixel model."""
+    x, _ = prepare_arrays(list(list_dataset(chest_dir, limit_per_class=3).items), Pipeline(input_size=32))
+    return x
+
+
+def minimal_info(size: int = 32) -> dict:
+    return {"class_names": ["NORMAL", "PNEUMONIA"], "input_size": size,
+            "preprocessing": Pipeline(input_size=size).to_dict()}
+
+
+def test_build_model_is_a_flat_functional_cnn():
+    import keras
+
+    model = build_model(64, 4, width=8)
+    assert model.output_shape == (None, 4)
+    assert isinstance(model, keras.Model) and not isinstance(model, keras.Sequential)
+    assert type(model).__name__ == "Functional"
+    assert not any(isinstance(layer, keras.Model) for layer in model.layers)  # not nested
+    names = conv_layer_names(model)
+    assert names[0] == "stem" and names[-1] == LAST_CONV
+    assert model.get_layer(LAST_CONV).output.shape[1:3] == (8, 8)  # 1/8 of the input
+
+
+def test_save_and_load_round_trip_gives_identical_predictions(tmp_path, real_batch):
+    model = build_model(32, 2, width=8)
+    expected = np.asarray(model(real_batch, training=False))
+    folder = save_model(model, tmp_path / "m", minimal_info())
+    info = json.loads((folder / INFO_FILE).read_text())
+    assert info["sha256"] == sha256_file(folder / MODEL_FILE)
+    assert info["last_conv"] == LAST_CONV and {"tensorflow", "keras"} <= set(info["versions"])
+    loaded = load_model(folder)
+    assert loaded.class_names == ["NORMAL", "PNEUMONIA"] and loaded.pipeline == Pipeline(input_size=32)
+    np.testing.assert_array_equal(loaded.predict(real_batch), expected.astype(np.float64))
+
+
+def test_trained_model_folder_loads_and_predicts(tiny_run, real_batch):
+    folder, _, _ = tiny_run
+    loaded = load_model(folder)
+    assert loaded.task == "chest_xray" and loaded.class_names == ["NORMAL", "PNEUMONIA"]
+    assert loaded.pipeline == Pipeline(input_size=32) and loaded.threshold == 0.5
+    probs = loaded.predict(real_batch)
+    assert probs.shape == (6, 2) and np.allclose(probs.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(load_model(folder).predict(real_batch), probs)
+
+
+def test_tampered_model_file_is_refused(tiny_run, tmp_path):
+    folder = shutil.copytree(tiny_run[0], tmp_path / "tampered")
+    data = bytearray((folder / MODEL_FILE).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (folder / MODEL_FILE).write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="does not match the SHA-256"):
+        load_model(folder)
+
+
+def test_swapped_model_file_is_refused(tiny_run, tmp_path):
+    folder = shutil.copytree(tiny_run[0], tmp_path / "swapped")
+    other = save_model(build_model(32, 2, width=8), tmp_path / "other", minimal_info())
+    shutil.copy(other / MODEL_FILE, folder / MODEL_FILE)  # a valid model, but not the described one
+    with pytest.raises(ModelError, match="SHA-256"):
+        load_model(folder)
+
+
+def test_unusable_model_folders_raise_model_error(tiny_run, tmp_path):
+    with pytest.raises(ModelError, match="not a model folder"):
+        load_model(tmp_path / "nowhere")
+    bad_json = shutil.copytree(tiny_run[0], tmp_path / "bad_json")
+    (bad_json / INFO_FILE).write_text("{not json")
+    with pytest.raises(ModelError, match="not valid JSON"):
+        load_model(bad_json)
+    no_classes = shutil.copytree(tiny_run[0], tmp_path / "no_classes")
+    info = json.loads((no_classes / INFO_FILE).read_text())
+    del info["class_names"]
+    (no_classes / INFO_FILE).write_text(json.dumps(info))
+    with pytest.raises(ModelError, match="lacks 'class_names'"):
+        load_model(no_classes)
+    no_file = shutil.copytree(tiny_run[0], tmp_path / "no_file")
+    (no_file / MODEL_FILE).unlink()
+    with pytest.raises(ModelError, match=f"has no {MODEL_FILE}"):
+        load_model(no_file)
+
+
+def test_threshold_and_temperature(tiny_run, real_batch):
+    base = load_model(tiny_run[0])
+    info = dict(base.info, threshold=0.3, temperature=2.0)
+    tuned = LoadedModel(model=base.model, info=info, path=base.path)
+    assert tuned.decide(np.array([0.69, 0.31])) == 1 and base.decide(np.array([0.69, 0.31])) == 0
+    assert tuned.decide(np.array([0.2, 0.3, 0.5])) == 2  # arg-max beyond two classes
+    raw, softened = base.predict(real_batch), tuned.predict(real_batch)
+    assert np.allclose(softened.sum(axis=1), 1.0)
+    assert np.array_equal(raw.argmax(axis=1), softened.argmax(axis=1))  # temperature keeps the ranking
+    assert np.all(np.abs(softened - 0.5) <= np.abs(raw - 0.5) + 1e-12)  # and only softens
