@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model folder, e.g. assets/models/chest_xray")
     p.add_argument("--json", action="store_true", help="one JSON object per input")
     p.add_argument("--frame", type=int, default=None, help="frame of a multi-frame file (default: middle)")
+    p.add_argument("--explain", choices=["gradcam", "gradcam++", "scorecam", "layercam", "smoothgrad"],
+                   help="also write a saliency overlay (PNG, the scan's own geometry) and the raw map (.npy)")
+    p.add_argument("--out", help="folder for --explain outputs")
 
     e = sub.add_parser("evaluate", help="metrics of a model on a class-folder dataset")
     e.add_argument("--model", required=True)
@@ -100,7 +103,8 @@ def _train(args) -> int:
     return 0
 
 
-def predict_file(path: str, loaded, frame: int | None = None) -> dict:
+def predict_file(path: str, loaded, frame: int | None = None, explain: str | None = None,
+                 out: Path | None = None) -> dict:
     """One input's result record: ``ok`` with probabilities, or ``error`` with one sentence."""
     from core.io import ScanError, load_scan
 
@@ -128,14 +132,34 @@ def predict_file(path: str, loaded, frame: int | None = None) -> dict:
                "predicted": names[loaded.decide(probs)]}
     if notes:
         record["warnings"] = notes
+    if explain:
+        record |= _write_explanation(loaded, scan, frame, explain, loaded.decide(probs), Path(path), out)
     return record
 
 
+def _write_explanation(loaded, scan, frame, method: str, target: int, path: Path, out: Path) -> dict:
+    """Overlay PNG at the scan's rows x cols, and the map on the explained layer's grid as .npy."""
+    import numpy as np
+
+    from core.explain import display_image, explain, overlay, png_bytes
+
+    result = explain(loaded, scan, method=method, class_index=target, frame=frame)
+    picture = overlay(display_image(scan.frame(frame), scan.window, scan.invert), result.on_scan)
+    stem = f"{path.stem}_{method.replace('+', 'p')}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.png").write_bytes(png_bytes(picture))
+    np.save(out / f"{stem}.npy", result.raw)
+    return {"explained": loaded.class_names[target], "method": method, "layer": result.layer,
+            "overlay": str(out / f"{stem}.png"), "map": str(out / f"{stem}.npy")}
+
+
 def _predict(args) -> int:
+    if args.explain and not args.out:
+        raise UsageError("--explain needs --out, the folder for the overlays and maps")
     loaded = _load(args.model)
     failures = 0
     for path in args.paths:
-        record = predict_file(path, loaded, args.frame)
+        record = predict_file(path, loaded, args.frame, args.explain, Path(args.out) if args.out else None)
         failures += not record["ok"]
         if args.json:
             print(json.dumps(record), flush=True)

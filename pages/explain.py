@@ -9,6 +9,7 @@ import streamlit as st
 from core.explain import CAM_METHODS, DESCRIPTIONS, METHODS, display_image, explain, overlay, png_bytes
 from core.model import conv_layer_names
 from pages.common import Keys, current_scan, disclaimer, frame_index, image_figure, model_choice
+from pages.trust_panel import trust_panel
 
 COLORMAPS = ["Turbo", "Jet", "Inferno", "Viridis", "Hot"]
 
@@ -97,6 +98,7 @@ with single:
     stem = (chosen.name.rsplit(".", 1)[0] or "scan") if chosen.name else "scan"
     st.download_button("Download overlay (PNG, scan resolution)", png_bytes(figure),
                        file_name=f"{stem}_{method}_{names[target]}.png", mime="image/png")
+    trust_panel(loaded, tensor, result.raw, method, target, result.layer, names)
 
 with grid:
     st.caption("The same scan, class and layer for every method. Maps agreeing on a region is reassuring; "

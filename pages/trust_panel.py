@@ -1,0 +1,77 @@
+"""The Explain page's "how much to trust this" section: faithfulness, sanity check, uncertainty."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.explain import CAM_METHODS, METHODS, to_geometry
+from core.trust import SANITY_LIMIT, faithfulness, sanity_check, test_time_augmentation
+
+
+def curves_figure(result) -> go.Figure:
+    fig = go.Figure()
+    x = result.fractions
+    fig.add_scatter(x=x, y=result.deletion, name=f"deletion (AUC {result.deletion_auc:.2f})", line=dict(color="#e8744c"))
+    fig.add_scatter(x=x, y=result.random_deletion, name="deletion, random order", line=dict(color="#e8744c", dash="dot"))
+    fig.add_scatter(x=x, y=result.insertion, name=f"insertion (AUC {result.insertion_auc:.2f})", line=dict(color="#4c9be8"))
+    fig.add_scatter(x=x, y=result.random_insertion, name="insertion, random order", line=dict(color="#4c9be8", dash="dot"))
+    fig.update_layout(height=260, margin=dict(l=0, r=0, t=10, b=0), legend=dict(font=dict(size=10)),
+                      xaxis=dict(title="fraction of pixels removed / revealed", tickformat=".0%"),
+                      yaxis=dict(title="probability of class", range=[0, 1]))
+    return fig
+
+
+def trust_panel(loaded, tensor: np.ndarray, raw_map: np.ndarray, method: str, target: int, layer: str | None,
+                names: list[str]) -> None:
+    """Scores for the map on screen; the slower checks run when asked."""
+    st.subheader("How much to trust this map")
+    left, middle, right = st.columns(3)
+    with left:
+        st.markdown("**Faithfulness** (deletion / insertion)")
+        with st.spinner("Scoring the map…"):
+            result = faithfulness(loaded.model, tensor, raw_map, target)
+        st.plotly_chart(curves_figure(result), config={"displayModeBar": False}, key="faithfulness_curves")
+        verdict = "better than" if result.deletion_ratio > 1.1 and result.insertion_ratio > 1.1 else "not clearly better than"
+        st.markdown(
+            f"Deletion AUC **{result.deletion_auc:.3f}** ({result.deletion_ratio:.2f}x better than random), "
+            f"insertion AUC **{result.insertion_auc:.3f}** ({result.insertion_ratio:.2f}x random), average drop "
+            f"**{result.average_drop:.1f}%** keeping the top 15%. This map is **{verdict} chance**.")
+        st.caption("Read it like this: if the map points at what the model uses, removing those pixels first makes the "
+                   "probability fall fast (low deletion curve) and revealing them first makes it rise fast (high "
+                   "insertion curve), compared with the dotted random orders.")
+    with middle:
+        st.markdown("**Sanity check** (model randomisation)")
+        st.caption("Layers are re-initialised from the output down on a copy of the model. A map that stays the same "
+                   "when the model is destroyed explains the image, not the model.")
+        if st.button("Run the sanity check", key=f"sanity_{method}"):
+            with st.spinner("Randomising layers and recomputing the map…"):
+                check = sanity_check(loaded.model, tensor, method, target, layer, original=raw_map)
+            strip = st.columns(min(5, len(check.layers)))
+            picks = np.linspace(0, len(check.layers) - 1, len(strip)).round().astype(int)
+            for col, i in zip(strip, picks):
+                col.image(np.clip(check.maps[i], 0, 1), clamp=True, width="stretch",
+                          caption=f"to {check.layers[i]}: ρ {check.spearman[i]:.2f}, SSIM {check.ssim[i]:.2f}")
+            if check.passes:
+                st.success(f"{METHODS[method]} passes on this scan: with every layer randomised its map's rank "
+                           f"correlation with the original is {check.spearman[-1]:.2f} (below {SANITY_LIMIT}).")
+            else:
+                st.error(f"{METHODS[method]} fails on this scan: with every layer randomised its map still correlates "
+                         f"{check.spearman[-1]:.2f} with the original, so it mostly shows the image's structure.")
+    with right:
+        st.markdown("**Uncertainty** (test-time augmentation)")
+        with st.spinner("Predicting shifted and re-contrasted copies…"):
+            threshold = loaded.threshold if len(names) == 2 else None
+            positive = 1 if len(names) == 2 else target
+            tta = test_time_augmentation(loaded.model, tensor, positive, threshold=threshold,
+                                         layer=layer if layer else loaded.info.get("last_conv"))
+        st.metric(f"P({names[positive]})", f"{tta.mean:.1%}", help="Mean over 16 small shifts and contrast changes")
+        st.markdown(f"90% interval **{tta.low:.1%} – {tta.high:.1%}**; the Grad-CAM hot spot moves by "
+                    f"{100 * tta.hotspot_spread:.1f}% of the image side.")
+        if tta.crosses_threshold:
+            st.warning("The interval crosses the decision threshold: small changes to the image flip the prediction.")
+        cal = loaded.info.get("calibration")
+        if cal:
+            st.caption(f"Calibration on the validation split: ECE {cal['ece_before']:.3f} before and "
+                       f"{cal['ece_after']:.3f} after temperature scaling (T = {loaded.temperature:.2f}).")
