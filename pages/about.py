@@ -1,0 +1,123 @@
+"""About: what this tool is and is not, the model cards, data sources and licences, privacy, and
+how to read a saliency map."""
+
+from __future__ import annotations
+
+import re
+
+import streamlit as st
+
+from core.model import ModelError, read_info
+from pages.common import MODEL_LABELS, MODELS
+
+#: Where each model's training images come from (kept in step with the README and the model cards).
+DATA_SOURCES = {
+    "chest_xray": "Kermany D., Zhang K., Goldbaum M. (2018), *Labeled Optical Coherence Tomography (OCT) and "
+                  "Chest X-Ray Images for Classification*, Mendeley Data v2, doi:10.17632/rscbjbr9sj.2, "
+                  "licence CC BY 4.0 — paediatric chest radiographs, training split only.",
+    "brain_mri": "*Brain Tumor MRI Dataset* (M. Nickparvar, 2021), licence CC0, combining the figshare set of "
+                 "Cheng et al. (CC BY 4.0), SARTAJ and Br35H — training split only.",
+}
+
+
+def demoted(markdown: str, levels: int = 2) -> str:
+    """A model card's headings pushed down, so they sit under this page's own headers."""
+    return re.sub(r"^(#{1,4}) ", lambda m: "#" * (len(m.group(1)) + levels) + " ", markdown, flags=re.M)
+
+
+def model_facts(task: str, info: dict) -> str:
+    """The key facts of a model folder's ``model.json`` as Markdown, for when it has no model card yet."""
+    validation = info.get("validation", {})
+    dataset = info.get("dataset", {})
+
+    def number(key):
+        value = validation.get(key)
+        return "—" if value is None else f"{value:.3f}"
+
+    lines = [
+        f"- **Task:** {info.get('title', task)}",
+        f"- **Classes:** {', '.join(info.get('class_names', []))}",
+        f"- **Input:** {info.get('input_size', '?')} × {info.get('input_size', '?')} grey image",
+        f"- **Data:** {DATA_SOURCES.get(task, dataset.get('path', 'not recorded'))}",
+    ]
+    if dataset.get("counts"):
+        counts = ", ".join(f"{name} {count:,}" for name, count in dataset["counts"].items())
+        removed = dataset.get("removed_duplicates", 0)
+        lines.append(f"- **Training images used:** {counts} (duplicates removed: {removed})")
+    lines.append(f"- **Validation** on {validation.get('n', '?')} held-out training-split images (not an "
+                 f"independent test set): accuracy {number('accuracy')}, AUC {number('auc')}"
+                 + (f", sensitivity {number('sensitivity')}, specificity {number('specificity')}"
+                    if "sensitivity" in validation else "")
+                 + f", calibration error (ECE) {number('ece')}")
+    if validation.get("per_class_recall"):
+        recall = ", ".join(f"{name} {value:.3f}" if value is not None else f"{name} —"
+                           for name, value in validation["per_class_recall"].items())
+        lines.append(f"- **Recall per class:** {recall}")
+    if info.get("created"):
+        lines.append(f"- **Trained:** {info['created']}, decision threshold {info.get('threshold', 0.5)}")
+    return "\n".join(lines)
+
+
+st.title("About")
+st.error("**This is a research and teaching tool, not a diagnostic device.** Its models were trained on small "
+         "public datasets with known biases and have not been validated for clinical use. Do not use it to make "
+         "or change any clinical decision.", icon=":material/warning:")
+
+st.header("Models")
+for tab, (task, folder) in zip(st.tabs([MODEL_LABELS.get(task, task) for task in MODELS]), MODELS.items()):
+    with tab:
+        card = folder / "MODEL_CARD.md"
+        if card.is_file():
+            st.container(border=True).markdown(demoted(card.read_text()))
+            continue
+        try:
+            info = read_info(folder)
+        except ModelError:
+            st.info("This model has not been trained yet, so there is nothing to describe.")
+            continue
+        box = st.container(border=True)
+        box.caption("Key facts from the model's own description (`model.json`); its model card is not written yet.")
+        box.markdown(model_facts(task, info))
+
+st.header("Data sources and licences")
+st.markdown(f"""
+- **Chest X-ray:** {DATA_SOURCES['chest_xray']} Paper: Kermany et al., *Identifying Medical Diagnoses and
+  Treatable Diseases by Image-Based Deep Learning*, Cell 172(5), 2018.
+- **Brain MRI:** {DATA_SOURCES['brain_mri']}
+- **DICOM samples:** the test files shipped with the `pydicom` and `pydicom-data` packages (MIT licence).
+
+The images themselves are not part of this tool; only the models trained on them and their training histories are.
+""")
+
+st.header("Privacy")
+st.markdown("""
+- A file you upload is kept **in memory, for your session only**. It is never written to disk, logged, or sent
+  anywhere, and it is discarded when your session ends.
+- Usage statistics are switched off: the dashboard sends nothing to Streamlit or anyone else.
+- DICOM headers are **de-identified on display** following the DICOM PS3.15 Annex E basic application level
+  confidentiality profile: names, identifiers, dates, institutions and UIDs are hidden unless you choose to
+  reveal them for your own file.
+""")
+st.warning("Burned-in text is common in radiographs: names, dates and hospital marks are often part of the "
+           "pixels themselves, where header de-identification cannot reach them. This tool therefore never "
+           "claims that an image is anonymous — look at it before you share it.", icon=":material/visibility:")
+
+st.header("How to read a saliency map")
+st.markdown("""
+A saliency map colours the parts of the image that most changed the model's score for **one chosen class**:
+warm colours mark regions that pushed that score up.
+
+- **Check the class.** A map explains one class; the map for *normal* and the map for *pneumonia* can differ.
+- **Check the anatomy.** Does the hot area lie on a plausible finding (a lung opacity, a tumour), or on something
+  that should not matter — a letter marker, burned-in text, the image border, a tube or a wire? The last are
+  signs of a shortcut the model learned from its training data.
+- **Compare methods.** Grad-CAM-family maps are coarse (computed on a small grid, then enlarged); SmoothGrad is
+  fine-grained but noisy. Agreement between methods is more telling than any single map.
+- **Mind the resolution.** The model sees a small, resized copy of the scan; a map cannot point at detail the
+  model never saw.
+""")
+st.info("**A plausible map is not proof that the model is right.** It shows where the model looked, not whether "
+        "its answer is correct or why; maps can look convincing for wrong predictions, and some methods draw them "
+        "even for a model with random weights (Adebayo et al., *Sanity Checks for Saliency Maps*, NeurIPS 2018). "
+        "An implausible map, on the other hand, is a good reason to distrust the prediction.",
+        icon=":material/lightbulb:")

@@ -1,0 +1,219 @@
+"""Training history: every run of each model — learning curves, validation metrics, confusion
+matrix, ROC curves, reliability diagram, parameters — and two runs side by side.
+
+Runs are read by ``core.runs`` from ``MEDXAI_ASSETS`` (default: the project's ``assets/``).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from core.runs import Run, assets_root, list_runs
+from pages.common import MODEL_LABELS, disclaimer
+
+COLOURS = ("#4C9BE8", "#F28E2B")  # the chosen run, the run it is compared with
+LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.3, x=0)  # clear of the x-axis title
+CURVES = {"loss": "Loss", "accuracy": "Accuracy", "auc": "AUC"}
+READ_CURVES = ("Read each chart left to right: solid lines are the training images, dashed lines the "
+               "validation images the model never learned from; when the validation loss turns up while the "
+               "training loss keeps falling, the model has started to memorise its training set (overfitting).")
+READ_METRICS = ("Validation metrics of the model the run kept, measured on its held-out validation images; "
+                "sensitivity is the share of positive cases found, specificity the share of negatives cleared.")
+READ_CONFUSION = ("Rows are the true class and columns the predicted class: the diagonal counts correct answers "
+                  "and every other cell counts one kind of mistake.")
+READ_ROC = ("As the decision threshold moves, each curve plots the share of cases caught (sensitivity) against "
+            "the share of other cases wrongly flagged (1 − specificity): the nearer the top-left corner the "
+            "better, and the dotted diagonal is what guessing achieves (AUC 0.5).")
+READ_CALIBRATION = ("If the model is well calibrated the dots lie on the diagonal — of the images given 80 % "
+                    "confidence, about 80 % turn out right; dots below the line mean over-confidence, the grey "
+                    "bars count the images in each bin, and the ECE is the count-weighted mean gap.")
+
+
+def curves_figure(metric: str, runs: list[Run]) -> go.Figure | None:
+    """Training (solid) and validation (dashed) values of one metric per epoch, one colour per run."""
+    fig = go.Figure()
+    for run, colour in zip(runs, COLOURS):
+        for column, dash, split in ((metric, "solid", "training"), (f"val_{metric}", "dash", "validation")):
+            if column in run.history:
+                name = f"{split} · {run.run_id}" if len(runs) > 1 else split
+                fig.add_trace(go.Scatter(x=run.history.get("epoch"), y=run.history[column], name=name,
+                                         mode="lines+markers", line=dict(color=colour, dash=dash)))
+    if not fig.data:
+        return None
+    fig.update_layout(title=CURVES[metric], height=340, margin=dict(l=10, r=10, t=40, b=10),
+                      legend=LEGEND_BELOW, hovermode="x unified")
+    fig.update_xaxes(title="epoch", dtick=1 if max(r.epochs for r in runs) <= 20 else None)
+    return fig
+
+
+def confusion_figure(run: Run) -> go.Figure:
+    names, counts = run.metrics["class_names"], run.metrics["confusion_matrix"]
+    fig = go.Figure(go.Heatmap(z=counts, x=names, y=names, text=counts, texttemplate="%{text}", textfont=dict(size=16),
+                               colorscale="Blues", showscale=False,
+                               hovertemplate="true %{y}, predicted %{x}: %{z} images<extra></extra>"))
+    fig.update_xaxes(title="predicted", type="category")
+    fig.update_yaxes(title="true", type="category", autorange="reversed")
+    fig.update_layout(title=f"Confusion matrix · {run.run_id}", height=380, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def roc_figure(run: Run) -> go.Figure | None:
+    """One ROC curve per class (one-vs-rest), or the positive class's curve for a binary model."""
+    roc, names = run.metrics.get("roc") or {}, run.metrics["class_names"]
+    if not roc:
+        return None
+    binary = len(names) == 2
+    fig = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance (AUC 0.5)",
+                               line=dict(color="grey", dash="dot")))
+    for name, curve in roc.items():
+        fpr, tpr = curve["fpr"], curve["tpr"]
+        if binary and run.metrics.get("auc") is not None:
+            label = f"{name} (AUC {run.metrics['auc']:.3f})"
+        else:  # area of the stored (thinned) curve: close to, not exactly, the one-vs-rest AUC
+            area = sum((x1 - x0) * (y1 + y0) / 2 for x0, x1, y0, y1 in zip(fpr, fpr[1:], tpr, tpr[1:]))
+            label = f"{name} vs rest (AUC ≈ {area:.3f})"
+        fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=label, customdata=curve.get("threshold"),
+                                 hovertemplate="1 − specificity %{x:.3f}<br>sensitivity %{y:.3f}"
+                                               "<br>threshold %{customdata:.3f}<extra></extra>"))
+    title = f"ROC · {run.run_id}"
+    if not binary and run.metrics.get("auc") is not None:
+        title += f" · macro AUC {run.metrics['auc']:.3f}"
+    fig.update_xaxes(title="1 − specificity (false positive rate)", range=[0, 1], constrain="domain")
+    fig.update_yaxes(title="sensitivity (true positive rate)", range=[0, 1.02], scaleanchor="x", scaleratio=1)
+    fig.update_layout(title=title, height=420, margin=dict(l=10, r=10, t=40, b=10),
+                      legend=LEGEND_BELOW)
+    return fig
+
+
+def calibration_figure(run: Run) -> go.Figure | None:
+    """Reliability diagram: observed frequency against mean confidence per bin, counts as bars."""
+    calibration = run.metrics.get("calibration") or {}
+    bins = calibration.get("bins") or []
+    if not bins:
+        return None
+    names = run.metrics["class_names"]
+    binary = len(names) == 2
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Bar(x=[(b["low"] + b["high"]) / 2 for b in bins], y=[b["count"] for b in bins],
+                         width=[b["high"] - b["low"] for b in bins], name="images per bin",
+                         marker=dict(color="rgba(160,160,160,0.35)")), secondary_y=True)
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
+                             line=dict(color="grey", dash="dot")), secondary_y=False)
+    used = [b for b in bins if b["count"]]
+    fig.add_trace(go.Scatter(x=[b["confidence"] for b in used], y=[b["accuracy"] for b in used],
+                             mode="lines+markers", name="model", line=dict(color=COLOURS[0])), secondary_y=False)
+    fig.update_xaxes(title=f"predicted P({names[1]})" if binary else "confidence of the predicted class", range=[0, 1])
+    fig.update_yaxes(title=f"fraction truly {names[1]}" if binary else "fraction correct", range=[0, 1.02],
+                     secondary_y=False)
+    fig.update_yaxes(title="images", showgrid=False, tickmode="auto", rangemode="tozero", secondary_y=True)
+    fig.update_layout(title=f"Reliability · {run.run_id} · ECE {calibration.get('ece', float('nan')):.3f}",
+                      height=420, margin=dict(l=10, r=10, t=40, b=10), legend=LEGEND_BELOW)
+    return fig
+
+
+def metrics_table(runs: list[Run]) -> pd.DataFrame:
+    """Validation metrics, one column per run."""
+    columns = {}
+    for run in runs:
+        m = run.metrics
+        column = {"validation images": m.get("n"), "accuracy": m.get("accuracy"), "AUC": m.get("auc"),
+                  "sensitivity": m.get("sensitivity"), "specificity": m.get("specificity"),
+                  "decision threshold": m.get("threshold"), "ECE": (m.get("calibration") or {}).get("ece")}
+        column |= {f"recall {name}": value for name, value in (m.get("per_class_recall") or {}).items()}
+        columns[run.run_id] = {k: v for k, v in column.items() if v is not None}
+    return pd.DataFrame(columns)
+
+
+def params_table(runs: list[Run]) -> pd.DataFrame:
+    """Training parameters, one column per run, as text (nested values as compact JSON)."""
+    def text(value):
+        return value if isinstance(value, str) else json.dumps(value)
+    return pd.DataFrame({run.run_id: {k: text(v) for k, v in run.params.items()} for run in runs}).fillna("")
+
+
+def show(fig: go.Figure | None, missing: str) -> None:
+    if fig is None:
+        st.caption(missing)
+    else:
+        st.plotly_chart(fig, config={"displaylogo": False})
+
+
+# ----------------------------------------------------------------------------- page
+
+st.title("Training history")
+disclaimer()
+
+runs = list_runs()
+if not runs:
+    st.info(f"No training runs yet: a run appears here as soon as `python -m core train` has finished its "
+            f"first epoch under {assets_root()}.")
+    st.stop()
+
+present = {run.task for run in runs}
+tasks = [t for t in MODEL_LABELS if t in present] + sorted(present - set(MODEL_LABELS))
+task = st.radio("Model", tasks, format_func=lambda t: MODEL_LABELS.get(t, t), horizontal=True)
+task_runs = {run.run_id: run for run in runs if run.task == task}
+
+st.dataframe(pd.DataFrame([run.summary() for run in task_runs.values()]).drop(columns="task"), hide_index=True)
+st.caption("One row per training run of this model; the default model is the one the other pages use, and "
+           "“no metrics yet” means the run is still training or stopped before its end.")
+
+left, right = st.columns(2)
+chosen = left.selectbox("Run", list(task_runs))
+others = [run_id for run_id in task_runs if run_id != chosen]
+compared = right.selectbox("Compare with", ["(none)", *others], disabled=not others,
+                           help="Overlay a second run's curves and put its metrics beside the first.")
+shown = [task_runs[chosen]] + ([task_runs[compared]] if compared in task_runs else [])
+
+st.subheader("Learning curves")
+st.caption(READ_CURVES)
+for run in shown:
+    if run.epochs == 0:
+        st.info(f"**{run.run_id}** has not finished its first epoch yet.")
+for column, metric in zip(st.columns(len(CURVES)), CURVES):
+    with column:
+        show(curves_figure(metric, shown), f"No {CURVES[metric].lower()} was recorded.")
+for column, run in zip(st.columns(len(shown)), shown):
+    column.download_button(f"Download the history of {run.run_id} (CSV)", run.history_csv(),
+                           file_name=f"{run.run_id.replace('/', '_')}_history.csv", mime="text/csv",
+                           icon=":material/download:")
+
+st.subheader("Validation metrics")
+for run in shown:
+    if not run.finished:
+        st.info(f"Validation metrics of **{run.run_id}** are not available yet: the run is still training "
+                "(or stopped before its end), so only its learning curves are shown.")
+finished = [run for run in shown if run.finished]
+if finished:
+    st.caption(READ_METRICS)
+    st.dataframe(metrics_table(finished))
+    charts = (("Confusion matrix", confusion_figure, READ_CONFUSION), ("ROC curves", roc_figure, READ_ROC),
+              ("Reliability diagram", calibration_figure, READ_CALIBRATION))
+    missing = "Not available: the validation images did not contain every class."
+    if len(finished) == 1:
+        for column, (title, build, how) in zip(st.columns(len(charts)), charts):
+            with column:
+                st.markdown(f"**{title}**")
+                st.caption(how)
+                show(build(finished[0]), missing)
+    else:
+        for title, build, how in charts:
+            st.markdown(f"**{title}**")
+            st.caption(how)
+            for column, run in zip(st.columns(len(finished)), finished):
+                with column:
+                    show(build(run), missing)
+
+st.subheader("Parameters")
+with_params = [run for run in shown if run.params]
+if with_params:
+    st.caption("How each run was trained: data, epochs, seed, image size, network width, learning rate and the "
+               "class weights that balance the classes.")
+    st.dataframe(params_table(with_params))
+else:
+    st.caption("The parameters are written when the run ends.")

@@ -1,0 +1,179 @@
+"""pages/history.py through the real app entry (``app.py`` + ``st.navigation``) with AppTest.
+
+Runs are read from ``MEDXAI_ASSETS``: the committed ``assets/`` as they are, an empty folder,
+and a small assets folder of real tiny trainings (two chest X-ray runs, one brain MRI run, and
+the ``history.csv`` alone of a run still training).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import REPO
+from core.runs import ASSETS, list_runs, load_run
+from core.train import TrainConfig, train
+
+
+def history_page(assets=None, monkeypatch=None) -> AppTest:
+    if assets is not None:
+        monkeypatch.setenv("MEDXAI_ASSETS", str(assets))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.switch_page("pages/history.py")
+    at.run(timeout=60)
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def table_ids(at: AppTest) -> list[str]:
+    return list(at.dataframe[0].value["run"])
+
+
+def figures(at: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def titled(at: AppTest, prefix: str) -> list[dict]:
+    return [f for f in figures(at) if f["layout"].get("title", {}).get("text", "").startswith(prefix)]
+
+
+def texts(at: AppTest) -> str:
+    return "\n".join(e.value for kind in ("info", "caption", "markdown") for e in getattr(at, kind))
+
+
+# ----------------------------------------------------------------------------- the committed assets
+
+def test_real_assets_table_lists_every_run(monkeypatch):
+    monkeypatch.delenv("MEDXAI_ASSETS", raising=False)
+    at = history_page()
+    runs = list_runs(ASSETS)
+    if not runs:
+        assert "No training runs yet" in at.info[0].value
+        return
+    tasks = sorted({r.task for r in runs})
+    assert len(at.radio[0].options) == len(tasks)
+    for task in tasks:
+        at.radio[0].set_value(task).run(timeout=60)
+        assert not at.exception
+        assert table_ids(at) == [r.run_id for r in list_runs(ASSETS, task=task)]
+        assert at.download_button, "the chosen run's history can be downloaded"
+
+
+def test_no_runs_is_one_sentence(tmp_path, monkeypatch):
+    at = history_page(tmp_path, monkeypatch)
+    assert len(at.info) == 1 and at.info[0].value.startswith("No training runs yet")
+    assert not at.dataframe and not at.get("plotly_chart")
+
+
+# ----------------------------------------------------------------------------- tiny real runs
+
+@pytest.fixture(scope="module")
+def assets(data_dir, tmp_path_factory):
+    """models/chest_xray, runs/chest_xray/seed1, runs/chest_xray/in_progress, models/brain_mri."""
+    root = tmp_path_factory.mktemp("assets")
+    tiny = dict(input_size=32, width=8, limit_per_class=12, batch_size=8)
+    chest = str(data_dir / "chest_xray" / "train")
+    train(TrainConfig(task="chest_xray", data=chest, out=str(root / "models" / "chest_xray"), epochs=1, **tiny),
+          log=lambda _: None)
+    train(TrainConfig(task="chest_xray", data=chest, out=str(root / "runs" / "chest_xray" / "seed1"), epochs=2,
+                      seed=1, **tiny), log=lambda _: None)
+    # A run still training has written its history.csv and nothing else yet.
+    (root / "runs" / "chest_xray" / "in_progress").mkdir()
+    shutil.copy(root / "runs" / "chest_xray" / "seed1" / "history.csv", root / "runs" / "chest_xray" / "in_progress")
+    brain = data_dir / "brain_mri" / "Training"
+    if brain.is_dir():
+        train(TrainConfig(task="brain_mri", data=str(brain), out=str(root / "models" / "brain_mri"), epochs=1, **tiny),
+              log=lambda _: None)
+    return root
+
+
+@pytest.mark.slow
+def test_table_lists_the_runs_of_each_task(assets, monkeypatch):
+    at = history_page(assets, monkeypatch)
+    assert at.radio[0].options[0] == "Chest X-ray — pneumonia vs normal"
+    assert table_ids(at) == [r.run_id for r in list_runs(assets, task="chest_xray")] == [
+        "models/chest_xray", "runs/chest_xray/in_progress", "runs/chest_xray/seed1"]
+    statuses = dict(zip(table_ids(at), at.dataframe[0].value["status"]))
+    assert statuses["runs/chest_xray/in_progress"] == "no metrics yet"
+    assert statuses["models/chest_xray"] == "finished"
+
+
+@pytest.mark.slow
+def test_selected_run_shows_curves_metrics_matrix_roc_and_calibration(assets, monkeypatch):
+    at = history_page(assets, monkeypatch)
+    run = load_run(assets / "models" / "chest_xray", assets)
+    assert at.selectbox[0].value == run.run_id
+
+    for title in ("Loss", "Accuracy", "AUC"):
+        (curve,) = titled(at, title)
+        assert [t["name"] for t in curve["data"]] == ["training", "validation"]
+        assert curve["data"][1]["y"] == pytest.approx(run.history[f"val_{title.lower()}"])
+
+    metrics = at.dataframe[1].value
+    assert list(metrics.columns) == [run.run_id]
+    assert metrics.loc["accuracy", run.run_id] == pytest.approx(run.metrics["accuracy"])
+
+    (matrix,) = titled(at, "Confusion matrix")
+    heatmap = matrix["data"][0]
+    assert heatmap["z"] == run.metrics["confusion_matrix"]
+    assert heatmap["x"] == heatmap["y"] == ["NORMAL", "PNEUMONIA"]
+    assert matrix["layout"]["xaxis"]["title"]["text"] == "predicted"
+    assert matrix["layout"]["yaxis"]["title"]["text"] == "true"
+
+    (roc,) = titled(at, "ROC")
+    diagonal, curve = roc["data"]
+    assert diagonal["x"] == [0, 1] and diagonal["y"] == [0, 1]
+    assert curve["x"] == run.metrics["roc"]["PNEUMONIA"]["fpr"]
+    assert f"AUC {run.metrics['auc']:.3f}" in curve["name"]
+
+    (reliability,) = titled(at, "Reliability")
+    assert f"ECE {run.metrics['calibration']['ece']:.3f}" in reliability["layout"]["title"]["text"]
+    bars = next(t for t in reliability["data"] if t["type"] == "bar")
+    assert bars["y"] == [b["count"] for b in run.metrics["calibration"]["bins"]]
+
+    (download,) = at.download_button
+    assert run.run_id in download.label and download.proto.url.endswith(".csv")
+    assert at.dataframe[2].value.loc["seed", run.run_id] == "0"  # parameters
+    # one sentence on how to read each chart
+    assert all(s in texts(at) for s in ("overfitting", "diagonal counts correct", "top-left corner", "calibrated"))
+
+
+@pytest.mark.slow
+def test_two_runs_side_by_side(assets, monkeypatch):
+    at = history_page(assets, monkeypatch)
+    at.selectbox[1].select("runs/chest_xray/seed1").run(timeout=60)
+    assert not at.exception
+    (loss,) = titled(at, "Loss")
+    assert len(loss["data"]) == 4  # training and validation of each run, overlaid
+    assert list(at.dataframe[1].value.columns) == ["models/chest_xray", "runs/chest_xray/seed1"]
+    assert list(at.dataframe[2].value.columns) == ["models/chest_xray", "runs/chest_xray/seed1"]
+    assert len(titled(at, "Confusion matrix")) == len(titled(at, "ROC")) == len(titled(at, "Reliability")) == 2
+    assert len(at.download_button) == 2
+
+
+@pytest.mark.slow
+def test_run_still_training_shows_curves_and_says_metrics_are_not_available(assets, monkeypatch):
+    at = history_page(assets, monkeypatch)
+    at.selectbox[0].select("runs/chest_xray/in_progress").run(timeout=60)
+    assert not at.exception
+    assert any("not available yet" in i.value for i in at.info)
+    assert len(titled(at, "Loss")) == 1 and not titled(at, "Confusion matrix")
+    assert at.download_button
+
+
+@pytest.mark.slow
+def test_four_class_model_has_one_roc_curve_per_class(assets, monkeypatch):
+    if not (assets / "models" / "brain_mri").is_dir():
+        pytest.skip("brain MRI data not found")
+    at = history_page(assets, monkeypatch)
+    at.radio[0].set_value("brain_mri").run(timeout=60)
+    assert not at.exception
+    assert table_ids(at) == ["models/brain_mri"]
+    (matrix,) = titled(at, "Confusion matrix")
+    assert matrix["data"][0]["x"] == ["glioma", "meningioma", "notumor", "pituitary"]
+    (roc,) = titled(at, "ROC")
+    run = load_run(assets / "models" / "brain_mri", assets)
+    assert len(roc["data"]) == 1 + len(run.metrics["roc"])

@@ -1,0 +1,43 @@
+"""core.runs: run folders read while they are still being written, and where runs are read from."""
+
+from __future__ import annotations
+
+from core.runs import ASSETS, assets_root, list_runs, read_history
+
+HEADER = "epoch,accuracy,auc,loss,val_accuracy,val_auc,val_loss\n"
+EPOCH_1 = "0,0.89,0.96,0.23,0.73,0.73,5.38\n"
+
+
+def test_a_default_model_still_training_is_listed_under_its_task(tmp_path):
+    folder = tmp_path / "models" / "chest_xray"
+    folder.mkdir(parents=True)
+    (folder / "history.csv").write_text(HEADER + EPOCH_1)  # no params.json / metrics.json yet
+
+    (run,) = list_runs(tmp_path)
+    assert (run.run_id, run.task, run.is_default, run.epochs, run.finished) == (
+        "models/chest_xray", "chest_xray", True, 1, False)
+    assert run.summary()["status"] == "no metrics yet" and run.summary()["minutes"] is None
+    assert run.history["epoch"] == [1] and run.history["val_loss"] == [5.38]
+
+
+def test_a_half_written_line_reads_as_missing_values(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_text(HEADER + EPOCH_1 + "1,0.9")
+    history = read_history(path)
+    assert history["accuracy"] == [0.89, 0.9]
+    assert history["loss"][0] == 0.23 and history["loss"][1] != history["loss"][1]  # NaN
+
+
+def test_an_empty_history_is_a_run_with_no_epochs(tmp_path):
+    folder = tmp_path / "runs" / "brain_mri" / "seed1"
+    folder.mkdir(parents=True)
+    (folder / "history.csv").write_text("")  # CSVLogger opened the file, no epoch ended yet
+    (run,) = list_runs(tmp_path, task="brain_mri")
+    assert (run.run_id, run.task, run.is_default, run.epochs) == ("runs/brain_mri/seed1", "brain_mri", False, 0)
+
+
+def test_runs_root_comes_from_medxai_assets(tmp_path, monkeypatch):
+    monkeypatch.delenv("MEDXAI_ASSETS", raising=False)
+    assert assets_root() == ASSETS
+    monkeypatch.setenv("MEDXAI_ASSETS", str(tmp_path))
+    assert assets_root() == tmp_path and list_runs() == []
