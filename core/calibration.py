@@ -128,6 +128,10 @@ def calibrate(model_dir: str | Path, data_dir: str | Path, log=print) -> dict:
     info["ood"] = {"file": OOD_FILE, "sha256": sha256_file(model_dir / OOD_FILE), "threshold": check.threshold,
                    "quantile": OOD_QUANTILE, "features": "gap"}
     (model_dir / INFO_FILE).write_text(json.dumps(info, indent=2, default=_json_default) + "\n")
+    if (model_dir / "metrics.json").exists():
+        from core.card import write_card
+
+        write_card(model_dir)
     log(f"temperature {temperature:.3f}: ECE {info['calibration']['ece_before']:.4f} -> "
         f"{info['calibration']['ece_after']:.4f}; outlier threshold {check.threshold:.2f}")
     return info

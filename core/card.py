@@ -88,6 +88,7 @@ def render_card(folder: str | Path) -> str:
         f"- Recall per class: {', '.join(f'{k} {_pct(v)}' for k, v in metrics['per_class_recall'].items())}",
         f"- Expected calibration error (10 bins): {metrics['calibration']['ece']:.4f}",
         f"- Confusion matrix (rows true, columns predicted; {', '.join(names)}): {metrics['confusion_matrix']}",
+        *_calibration_lines(info, folder),
         "",
         "## Intended use",
         "Teaching and demonstrating explainable AI on medical images; exploring what a small CNN attends to. "
@@ -101,6 +102,21 @@ def render_card(folder: str | Path) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _calibration_lines(info: dict, folder: Path) -> list[str]:
+    cal, ood = info.get("calibration"), info.get("ood")
+    if not cal:
+        return []
+    lines = [f"- Temperature scaling (`python -m core calibrate --model {folder.as_posix()} --data "
+             f"{info['dataset']['path']}`): T = {info.get('temperature', 1.0):.3f}, ECE {cal['ece_before']:.4f} "
+             f"before, {cal['ece_after']:.4f} after, on the {cal['n_validation']} validation images. The "
+             "dashboard and `predict` show the calibrated probabilities."]
+    if ood:
+        lines.append(f"- Outlier check: an input whose pooled features lie farther from the training images than "
+                     f"{ood['threshold']:.1f} (Mahalanobis distance; {100 * ood['quantile']:.0f}% of validation "
+                     "images are closer) is flagged as unlike the training data.")
+    return lines
 
 
 def _history_rows(folder: Path) -> list[str]:
