@@ -35,6 +35,7 @@ def evaluate_explanations(loaded, data_dir, *, limit: int = 20, sanity_limit: in
     layer = loaded.info.get("last_conv")
     rows = {m: {"deletion_auc": [], "insertion_auc": [], "deletion_ratio": [], "insertion_ratio": [],
                 "average_drop": [], "sanity_spearman": [], "sanity_pass": []} for m in METHODS}
+    skipped = {m: 0 for m in METHODS}
     for n, item in enumerate(items, start=1):
         tensor = data_mod.prepare_image(item.path, loaded.pipeline)[None, ..., None]
         target = int(np.argmax(np.asarray(loaded.model(tensor, training=False))[0]))
@@ -42,8 +43,12 @@ def evaluate_explanations(loaded, data_dir, *, limit: int = 20, sanity_limit: in
             use_layer = layer if method in CAM_METHODS else None
             raw = saliency_map(loaded.model, tensor, method, target, use_layer)
             scores = faithfulness(loaded.model, tensor, raw, target).summary()
-            for key, value in scores.items():
-                rows[method][key].append(value)
+            # Only images where blurring everything lowers the class probability can score a map.
+            if scores.pop("informative"):
+                for key, value in scores.items():
+                    rows[method][key].append(value)
+            else:
+                skipped[method] += 1
             if n <= sanity_limit:
                 check = sanity_check(loaded.model, tensor, method, target, use_layer, original=raw)
                 rows[method]["sanity_spearman"].append(check.spearman[-1])
@@ -57,6 +62,8 @@ def evaluate_explanations(loaded, data_dir, *, limit: int = 20, sanity_limit: in
                 entry["sanity_passed"] = f"{sum(series)}/{len(series)}"
             elif series:
                 entry[key] = {"mean": float(np.mean(series)), "std": float(np.std(series))}
+        entry["faithfulness_images"] = len(values["deletion_auc"])
+        entry["uninformative_images"] = skipped[method]
         summary[method] = entry
     return {"model": str(loaded.path), "task": loaded.task, "images": len(items), "sanity_images": min(sanity_limit, len(items)),
             "methods": summary}
@@ -65,7 +72,7 @@ def evaluate_explanations(loaded, data_dir, *, limit: int = 20, sanity_limit: in
 def format_table(report: dict) -> str:
     head = (f"{report['task']}: {report['images']} images (sanity check on {report['sanity_images']})\n"
             f"{'method':<18}{'deletion AUC':>16}{'insertion AUC':>16}{'del. ratio':>13}{'ins. ratio':>13}"
-            f"{'avg drop %':>14}{'sanity rho':>13}{'passed':>8}")
+            f"{'avg drop %':>14}{'sanity rho':>13}{'passed':>8}{'scored':>8}")
     lines = [head]
     for method, e in report["methods"].items():
         def cell(key, width):
@@ -73,5 +80,8 @@ def format_table(report: dict) -> str:
             return f"{v['mean']:.3f}±{v['std']:.3f}".rjust(width) if v else "n/a".rjust(width)
         lines.append(f"{METHODS[method]:<18}{cell('deletion_auc', 16)}{cell('insertion_auc', 16)}"
                      f"{cell('deletion_ratio', 13)}{cell('insertion_ratio', 13)}{cell('average_drop', 14)}"
-                     f"{cell('sanity_spearman', 13)}{e.get('sanity_passed', 'n/a'):>8}")
+                     f"{cell('sanity_spearman', 13)}{e.get('sanity_passed', 'n/a'):>8}"
+                     f"{e['faithfulness_images']:>8}")
+    lines.append("scored: images whose class probability falls by >= 0.2 when the whole image is blurred; "
+                 "on the others deletion/insertion cannot judge any map.")
     return "\n".join(lines)

@@ -29,6 +29,9 @@ KEEP_FRACTION = 0.15
 #: A method passes the sanity check when its map, with every layer randomised, keeps a
 #: Spearman rank correlation below this with the original map.
 SANITY_LIMIT = 0.5
+#: Faithfulness curves are only read when blurring the whole image lowers the class
+#: probability by at least this much.
+MIN_DYNAMIC_RANGE = 0.2
 
 
 def _probabilities(model, batch: np.ndarray, class_index: int, batch_size: int = 64) -> np.ndarray:
@@ -69,11 +72,23 @@ class Faithfulness:
     random_deletion_auc: float
     random_insertion_auc: float
     average_drop: float  # percent; lower is better
+    full_probability: float = 1.0  # the class probability on the intact image
+    baseline_probability: float = 0.0  # ... and on the blurred baseline alone
     fractions: list = field(repr=False, default_factory=list)
     deletion: list = field(repr=False, default_factory=list)
     insertion: list = field(repr=False, default_factory=list)
     random_deletion: list = field(repr=False, default_factory=list)
     random_insertion: list = field(repr=False, default_factory=list)
+
+    @property
+    def informative(self) -> bool:
+        """Whether removing the image's information lowers the class probability at all.
+
+        When the model already gives the blurred baseline the explained class (a chest model
+        that calls any featureless film "pneumonia"), deletion cannot fall and insertion cannot
+        rise, whatever the map: the curves say nothing about the map.
+        """
+        return self.full_probability - self.baseline_probability >= MIN_DYNAMIC_RANGE
 
     @property
     def deletion_ratio(self) -> float:
@@ -88,7 +103,7 @@ class Faithfulness:
     def summary(self) -> dict:
         return {"deletion_auc": self.deletion_auc, "insertion_auc": self.insertion_auc,
                 "deletion_ratio": self.deletion_ratio, "insertion_ratio": self.insertion_ratio,
-                "average_drop": self.average_drop}
+                "average_drop": self.average_drop, "informative": self.informative}
 
 
 def faithfulness(model, tensor: np.ndarray, saliency: np.ndarray, class_index: int, *, steps: int = STEPS,
@@ -119,6 +134,7 @@ def faithfulness(model, tensor: np.ndarray, saliency: np.ndarray, class_index: i
         deletion_auc=_auc(curves[0]), insertion_auc=_auc(curves[1]),
         random_deletion_auc=_auc(random_deletion), random_insertion_auc=_auc(random_insertion),
         average_drop=float(100.0 * max(0.0, full - only_kept) / max(full, 1e-6)),
+        full_probability=float(full), baseline_probability=float(curves[0][-1]),
         fractions=list(np.linspace(0, 1, steps + 1)), deletion=curves[0].tolist(), insertion=curves[1].tolist(),
         random_deletion=random_deletion.tolist(), random_insertion=random_insertion.tolist(),
     )

@@ -17,7 +17,8 @@ def curves_figure(result) -> go.Figure:
     fig.add_scatter(x=x, y=result.random_deletion, name="deletion, random order", line=dict(color="#e8744c", dash="dot"))
     fig.add_scatter(x=x, y=result.insertion, name=f"insertion (AUC {result.insertion_auc:.2f})", line=dict(color="#4c9be8"))
     fig.add_scatter(x=x, y=result.random_insertion, name="insertion, random order", line=dict(color="#4c9be8", dash="dot"))
-    fig.update_layout(height=260, margin=dict(l=0, r=0, t=10, b=0), legend=dict(font=dict(size=10)),
+    fig.update_layout(height=330, margin=dict(l=0, r=0, t=10, b=0),
+                      legend=dict(font=dict(size=10), orientation="h", y=-0.3),
                       xaxis=dict(title="fraction of pixels removed / revealed", tickformat=".0%"),
                       yaxis=dict(title="probability of class", range=[0, 1]))
     return fig
@@ -33,11 +34,17 @@ def trust_panel(loaded, tensor: np.ndarray, raw_map: np.ndarray, method: str, ta
         with st.spinner("Scoring the map…"):
             result = faithfulness(loaded.model, tensor, raw_map, target)
         st.plotly_chart(curves_figure(result), config={"displayModeBar": False}, key="faithfulness_curves")
-        verdict = "better than" if result.deletion_ratio > 1.1 and result.insertion_ratio > 1.1 else "not clearly better than"
-        st.markdown(
-            f"Deletion AUC **{result.deletion_auc:.3f}** ({result.deletion_ratio:.2f}x better than random), "
-            f"insertion AUC **{result.insertion_auc:.3f}** ({result.insertion_ratio:.2f}x random), average drop "
-            f"**{result.average_drop:.1f}%** keeping the top 15%. This map is **{verdict} chance**.")
+        if result.informative:
+            verdict = ("better than" if result.deletion_ratio > 1.1 and result.insertion_ratio > 1.1
+                       else "not clearly better than")
+            st.markdown(
+                f"Deletion AUC **{result.deletion_auc:.3f}** ({result.deletion_ratio:.2f}x better than random), "
+                f"insertion AUC **{result.insertion_auc:.3f}** ({result.insertion_ratio:.2f}x random), average drop "
+                f"**{result.average_drop:.1f}%** keeping the top 15%. This map is **{verdict} chance**.")
+        else:
+            st.info(f"Not measurable on this scan: the model gives even the fully blurred image "
+                    f"{result.baseline_probability:.0%} {names[target]} (the intact scan: {result.full_probability:.0%}), "
+                    "so removing pixels cannot lower the score, whatever the map. Try explaining the other class.")
         st.caption("Read it like this: if the map points at what the model uses, removing those pixels first makes the "
                    "probability fall fast (low deletion curve) and revealing them first makes it rise fast (high "
                    "insertion curve), compared with the dotted random orders.")
@@ -66,7 +73,8 @@ def trust_panel(loaded, tensor: np.ndarray, raw_map: np.ndarray, method: str, ta
             positive = 1 if len(names) == 2 else target
             tta = test_time_augmentation(loaded.model, tensor, positive, threshold=threshold,
                                          layer=layer if layer else loaded.info.get("last_conv"))
-        st.metric(f"P({names[positive]})", f"{tta.mean:.1%}", help="Mean over 16 small shifts and contrast changes")
+        st.metric(f"Mean P({names[positive]}) over 16 variants", f"{tta.mean:.1%}",
+                  help="Small shifts and contrast changes within the training augmentation's range; uncalibrated.")
         st.markdown(f"90% interval **{tta.low:.1%} – {tta.high:.1%}**; the Grad-CAM hot spot moves by "
                     f"{100 * tta.hotspot_spread:.1f}% of the image side.")
         if tta.crosses_threshold:
