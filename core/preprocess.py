@@ -111,8 +111,8 @@ _WHY = {
     "resize": "The whole image is resized to the model's square input without keeping the aspect "
               "ratio, exactly as the training images were.",
     "contrast": "Optional adaptive histogram equalisation (CLAHE) evens out local contrast.",
-    "normalise": "Intensities are standardised with the training set's mean and spread, the scale "
-                 "the network's weights expect.",
+    "normalise": "Intensities are shifted and scaled by fixed constants (saved with the model) to the "
+                 "range the network was trained on, centred on zero.",
 }
 
 
