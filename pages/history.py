@@ -48,6 +48,8 @@ def curves_figure(metric: str, runs: list[Run]) -> go.Figure | None:
     fig.update_layout(title=CURVES[metric], height=340, margin=dict(l=10, r=10, t=40, b=10),
                       legend=LEGEND_BELOW, hovermode="x unified")
     fig.update_xaxes(title="epoch", dtick=1 if max(r.epochs for r in runs) <= 20 else None)
+    if metric == "loss":  # early spikes would flatten the rest of a linear axis
+        fig.update_yaxes(type="log", title="log scale")
     return fig
 
 
