@@ -1,12 +1,17 @@
 """Scans in: bytes of a DICOM, PNG, JPEG or TIFF file become a :class:`Scan`.
 
 Nothing here writes to disk or logs pixel data or header values. Patient identifiers stay
-inside this module unless the caller asks for them with ``keep_identifiers=True``.
+inside this module unless the caller asks for them with ``keep_identifiers=True``. The decoders'
+own warnings and log records are silenced while a thread reads an upload: pydicom quotes odd
+header values (a malformed name or UID) in them, and Pillow logs TIFF tags at debug level.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
+import threading
 import warnings
 from dataclasses import dataclass, field
 
@@ -48,6 +53,45 @@ IDENTIFYING_KEYWORDS = (
     "PatientState", "Allergies",
     "PregnancyStatus", "SmokingStatus", "LastMenstrualDate",
 )
+
+
+#: Loggers of the decoders whose records can quote header values (pydicom, Pillow's TIFF tags).
+DECODER_LOGGERS = (
+    "pydicom", "pydicom.pixels.decoders.base", "pydicom.pixels.utils",
+    "PIL.Image", "PIL.ImageFile", "PIL.PngImagePlugin", "PIL.TiffImagePlugin",
+)
+_READING = threading.local()
+
+
+class _NotWhileReading(logging.Filter):
+    """Drops a decoder's log record when the thread that made it is reading an upload."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_READING, "active", False)
+
+
+_QUIET = _NotWhileReading()
+for _name in DECODER_LOGGERS:  # a logger's filter sees only its own records, so each one gets it
+    logging.getLogger(_name).addFilter(_QUIET)
+
+
+@contextlib.contextmanager
+def _reading():
+    """This thread reads an upload: no decoder warning is shown and no decoder log record kept.
+
+    The log filter is per thread, so other sessions' logging is untouched. The warnings filter
+    is process-wide, as ``warnings`` is, so concurrent loads can race on it; that is why
+    identifying values are only ever read raw (``_has_value``, ``_raw_text``), never converted
+    by pydicom, whose validation would quote them.
+    """
+    previous = getattr(_READING, "active", False)
+    _READING.active = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        _READING.active = previous
 
 
 class ScanError(ValueError):
@@ -151,26 +195,43 @@ def load_scan(data: bytes, name: str | None = None, *, keep_identifiers: bool = 
     if len(data) == 0:
         raise ScanError("The file is empty; upload a DICOM, PNG, JPEG or TIFF image.")
     try:
-        if _looks_like_dicom(data):
-            return _load_dicom(data, name, keep_identifiers)
-        if _looks_like_image(data):
-            return _load_image(data, name)
-        if (name or "").lower().endswith((".dcm", ".dicom")):
-            # DICOM written without the 128-byte preamble: let pydicom try.
-            return _load_dicom(data, name, keep_identifiers)
+        with _reading():
+            return _load_any(data, name, keep_identifiers)
     except ScanError:
         raise
     except MemoryError:
         raise ScanError("The image is too large to load in memory.") from None
-    except Exception as exc:  # noqa: BLE001 - any decoder failure becomes one sentence
-        raise ScanError(_describe_failure(data, exc)) from None
+    except BaseException as exc:  # noqa: BLE001 - any decoder failure becomes one sentence
+        if not _decoder_failure(exc):
+            raise
+        raise ScanError(_describe_failure(data)) from None
+
+
+def _decoder_failure(exc: BaseException) -> bool:
+    """An exception a decoder raised on bad data, not an interrupt or exit.
+
+    Decoders written in Rust (pylibjpeg-rle) panic on some damaged streams, and pyo3 turns
+    a panic into ``PanicException``, which derives from ``BaseException``, not ``Exception``.
+    """
+    return isinstance(exc, Exception) or type(exc).__name__ == "PanicException"
+
+
+def _load_any(data: bytes, name: str | None, keep_identifiers: bool) -> Scan:
+    if _looks_like_dicom(data):
+        return _load_dicom(data, name, keep_identifiers)
+    if _looks_like_image(data):
+        return _load_image(data, name)
+    if (name or "").lower().endswith((".dcm", ".dicom")):
+        # DICOM written without the 128-byte preamble: let pydicom try.
+        return _load_dicom(data, name, keep_identifiers)
     raise ScanError("This file is not a DICOM, PNG, JPEG or TIFF image; upload one of those formats.")
 
 
-def _describe_failure(data: bytes, exc: Exception) -> str:
+def _describe_failure(data: bytes) -> str:
     if _looks_like_dicom(data):
-        return "This DICOM file is damaged or truncated and its pixels cannot be decoded."
-    return "This image file is damaged or truncated and cannot be decoded."
+        return ("This DICOM file is damaged or truncated and its pixels cannot be decoded; "
+                "export it again from the imaging system.")
+    return "This image file is damaged or truncated and cannot be decoded; save or download it again."
 
 
 def _looks_like_dicom(data: bytes) -> bool:
@@ -197,11 +258,13 @@ def _load_image(data: bytes, name: str | None) -> Scan:
     from PIL import Image
 
     with warnings.catch_warnings():
+        # Opening reads only the header. Pillow's own decompression-bomb check (a warning above
+        # ~89 million pixels, an error above ~179 million) fires inside ``open``, before ours.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data))
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ScanError(_too_large_message()) from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ScanError(_too_large_message(declared=_declared_pixels(exc))) from None
     width, height = image.size
     if width * height > MAX_PIXELS_PER_FRAME:
         raise ScanError(_too_large_message(width, height))
@@ -223,9 +286,7 @@ def _load_image(data: bytes, name: str | None) -> Scan:
         pixels[..., 0], pixels[..., 2]
     ):
         pixels = np.ascontiguousarray(pixels[..., 0])  # grey stored as RGB, like the chest set
-    if min(pixels.shape[1:3]) < 8:
-        notes.append(f"The image is only {pixels.shape[2]} x {pixels.shape[1]} pixels; "
-                     "the model sees it enlarged and its prediction means little.")
+    _note_if_tiny(pixels, notes)
     depth = _bit_depth(image.mode)
     window = (127.5, 255.0) if depth == 8 else _range_window(pixels)
     header = {
@@ -238,6 +299,12 @@ def _load_image(data: bytes, name: str | None) -> Scan:
     }
     return Scan(frames=pixels, window=window, kind="image", name=name, header=header,
                 warnings=tuple(notes))
+
+
+def _note_if_tiny(pixels: np.ndarray, notes: list[str]) -> None:
+    if min(pixels.shape[1:3]) < 8:
+        notes.append(f"The image is only {pixels.shape[2]} x {pixels.shape[1]} pixels; "
+                     "the model sees it enlarged and its prediction means little.")
 
 
 def _bit_depth(mode: str) -> int:
@@ -272,7 +339,8 @@ def _finite(pixels: np.ndarray, notes: list[str]) -> np.ndarray:
     if finite.all():
         return pixels
     if not finite.any():
-        raise ScanError("Every pixel of this image is NaN or infinite; there is nothing to show.")
+        raise ScanError("Every pixel of this image is NaN or infinite, so there is nothing to show; "
+                        "export it again with finite values.")
     fill = float(pixels[finite].min())
     notes.append(f"{int((~finite).sum())} NaN or infinite pixel(s) were set to the image minimum.")
     return np.where(finite, pixels, fill).astype(np.float32)
@@ -284,10 +352,24 @@ def _range_window(pixels: np.ndarray) -> tuple[float, float]:
     return (lo + hi) / 2.0, width
 
 
-def _too_large_message(width: int | None = None, height: int | None = None, n: int = 1) -> str:
-    size = f" ({width} x {height}{f' x {n} frames' if n > 1 else ''} pixels)" if width else ""
-    return (f"The image is too large to load{size}; the limit is "
-            f"{MAX_PIXELS_PER_FRAME // 1_000_000} million pixels per frame.")
+def _too_large_message(width: int | None = None, height: int | None = None, n: int = 1, *,
+                       declared: int | None = None) -> str:
+    if width:
+        size = f" ({width} x {height}{f' x {n} frames' if n > 1 else ''} pixels)"
+    elif declared:
+        size = f" (its header declares {declared / 1_000_000:,.0f} million pixels)"
+    else:
+        size = ""
+    return (f"The image is too large to load{size}; the limit is {MAX_PIXELS_PER_FRAME // 1_000_000} "
+            "million pixels per frame, so export it at a lower resolution.")
+
+
+def _declared_pixels(exc: Exception) -> int | None:
+    """The pixel count in Pillow's decompression-bomb message, e.g. "Image size (10000000000 pixels)"."""
+    import re
+
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    return int(found.group(1)) if found else None
 
 
 # ----------------------------------------------------------------------------- DICOM
@@ -298,41 +380,54 @@ def _load_dicom(data: bytes, name: str | None, keep_identifiers: bool) -> Scan:
     from pydicom.pixels import apply_modality_lut
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(io.BytesIO(data), force=not _looks_like_dicom(data))
+        ds = pydicom.dcmread(io.BytesIO(data), force=not _looks_like_dicom(data))
     except InvalidDicomError:
         raise ScanError("This file is not a valid DICOM file; upload a DICOM, PNG, JPEG or TIFF image.") from None
     except Exception:  # noqa: BLE001
-        raise ScanError("This DICOM file is damaged or truncated and cannot be read.") from None
+        raise ScanError(_UNREADABLE_DICOM) from None
     if not _looks_like_dicom(data) and not any(k in ds for k in ("SOPClassUID", "Modality", "Rows")):
         # A forced read turns any bytes into some element; none of the basic ones means not DICOM.
         raise ScanError("This file is not a DICOM, PNG, JPEG or TIFF image (its content does not match "
                         "its .dcm name); upload one of those formats.")
     if len(ds) == 0:
         # pydicom returns an empty dataset when the file ends inside an undefined-length element.
-        raise ScanError("This DICOM file is damaged or truncated and cannot be read.")
+        raise ScanError(_UNREADABLE_DICOM)
 
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         if "Rows" in ds and "Columns" in ds:
-            raise ScanError("This DICOM file is truncated: its header describes an image but the pixel data is missing.")
-        what = ds.get("Modality") or "this object"
-        raise ScanError(f"This DICOM file ({what}) holds no image pixels; upload an image series such as CR, DX, CT or MR.")
+            raise ScanError("This DICOM file is truncated: its header describes an image but the pixel data is "
+                            "missing; export the complete file again.")
+        modality = ds.get("Modality")
+        raise ScanError(f"This DICOM file{f' ({modality})' if modality else ''} holds no image pixels; "
+                        "upload an image series such as CR, DX, CT or MR.")
     rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
     n_frames = int(ds.get("NumberOfFrames") or 1)
     if rows <= 0 or cols <= 0:
-        raise ScanError("This DICOM file does not state its image size (Rows/Columns).")
+        raise ScanError("This DICOM file does not state its image size (Rows/Columns), so its pixels cannot be "
+                        "read; export it again from the imaging system.")
     if rows * cols > MAX_PIXELS_PER_FRAME:
         raise ScanError(_too_large_message(cols, rows))
     if rows * cols * n_frames > MAX_TOTAL_PIXELS:
         raise ScanError(_too_large_message(cols, rows, n_frames))
 
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if not _can_decode(syntax):
+        raise ScanError(f"The pixel data uses {_syntax_name(syntax)}, which this installation "
+                        "cannot decode; export it uncompressed or as PNG.")
+    if not _ends_complete(ds, syntax, n_frames):
+        raise ScanError(_corrupt_message(syntax))
+    if syntax == "1.2.840.10008.1.2.5":  # RLE Lossless
+        # pylibjpeg-rle (Rust) panics on some damaged streams and prints a backtrace to stderr;
+        # pydicom's own RLE decoder reports the same streams as errors, for this dataset only.
+        ds.pixel_array_options(decoding_plugin="pydicom")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            raw = ds.pixel_array
-    except Exception as exc:  # noqa: BLE001
-        raise ScanError(_pixel_failure(ds, exc)) from None
+        raw = ds.pixel_array
+    except BaseException as exc:  # noqa: BLE001
+        if not _decoder_failure(exc):
+            raise
+        raise ScanError(_corrupt_message(syntax) if getattr(syntax, "is_compressed", False) else
+                        "The pixel data is shorter than the header says or damaged, so the file is truncated; "
+                        "export the complete file again.") from None
 
     samples = int(ds.get("SamplesPerPixel") or 1)
     pixels = np.asarray(raw)
@@ -342,6 +437,7 @@ def _load_dicom(data: bytes, name: str | None, keep_identifiers: bool) -> Scan:
     if samples == 1:
         pixels = apply_modality_lut(pixels, ds)
     pixels = _finite(np.asarray(pixels, dtype=np.float32), notes)
+    _note_if_tiny(pixels, notes)
 
     photometric = str(ds.get("PhotometricInterpretation") or "MONOCHROME2")
     modality = str(ds.get("Modality") or "")
@@ -360,15 +456,53 @@ def _load_dicom(data: bytes, name: str | None, keep_identifiers: bool) -> Scan:
     )
 
 
-def _pixel_failure(ds, exc: Exception) -> str:
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    syntax_name = getattr(syntax, "name", None) or "unknown transfer syntax"
-    text = str(exc).lower()
-    if "no pixel data handler" in text or "plugin" in text and "available" in text:
-        return f"The pixel data uses {syntax_name}, which this installation cannot decode."
-    if getattr(syntax, "is_compressed", False):
-        return f"The compressed pixel data ({syntax_name}) is corrupt or cut short and cannot be decoded."
-    return "The pixel data is shorter than the header says or damaged; the file is truncated."
+_UNREADABLE_DICOM = ("This DICOM file is damaged or truncated and cannot be read; "
+                     "export it again from the imaging system.")
+
+#: Transfer syntaxes whose every frame is a JPEG, JPEG-LS or JPEG 2000 codestream, which ends with
+#: the marker FF D9 (EOI / EOC). Some decoders fill a cut-short stream silently, so we look first.
+_FF_D9_SYNTAXES = (
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203",
+)
+
+
+def _can_decode(syntax) -> bool:
+    """Whether an installed pydicom pixel-data plugin decodes this transfer syntax."""
+    from pydicom.pixels import get_decoder
+
+    if syntax is None:
+        return True  # pydicom assumes a native encoding; decoding says whether it fits
+    try:
+        return get_decoder(syntax).is_available
+    except (NotImplementedError, ValueError):
+        return False
+
+
+def _ends_complete(ds, syntax, n_frames: int) -> bool:
+    """False when a JPEG-family frame lacks its end marker, i.e. its codestream was cut short."""
+    if syntax not in _FF_D9_SYNTAXES or "PixelData" not in ds:
+        return True
+    from pydicom.encaps import generate_frames
+
+    try:
+        frames = list(generate_frames(ds.PixelData, number_of_frames=n_frames))
+    except Exception:  # noqa: BLE001 - fragment layouts the decoder will judge itself
+        return True
+    # Encoders pad an odd-length stream with one 00 or FF byte after the marker.
+    return bool(frames) and all(b"\xff\xd9" in frame[-4:] for frame in frames)
+
+
+def _corrupt_message(syntax) -> str:
+    return (f"The pixel data, compressed as {_syntax_name(syntax)}, is corrupt or cut short and cannot "
+            "be decoded; export the file again from the imaging system.")
+
+
+def _syntax_name(syntax) -> str:
+    """The transfer syntax's name, not a damaged header's raw bytes."""
+    name = getattr(syntax, "name", "")
+    return name if name and name != str(syntax) else "an unknown transfer syntax"
 
 
 def _first_number(value) -> float | None:
@@ -409,14 +543,42 @@ def _identifiers(ds, keep: bool) -> tuple[tuple[str, ...], dict]:
     hidden = []
     values = {}
     for keyword in IDENTIFYING_KEYWORDS:
-        if keyword in ds and ds.get(keyword) not in (None, ""):
+        if _has_value(ds, keyword):
             hidden.append(keyword)
             if keep:
-                values[keyword] = str(ds.get(keyword))
-    private = sum(1 for elem in ds if elem.tag.is_private)
+                values[keyword] = _raw_text(ds, keyword)
+    private = sum(1 for tag in ds.keys() if tag.is_private)
     if private:
         hidden.append(f"private tags ({private})")
     return tuple(hidden), values
+
+
+def _has_value(ds, keyword: str) -> bool:
+    """Present and not empty, judged on the raw bytes: converting would validate, and quote, the value."""
+    if keyword not in ds:
+        return False
+    value = ds.get_item(keyword).value
+    if isinstance(value, (bytes, bytearray)):
+        return bool(bytes(value).strip(b" \x00"))
+    return value not in (None, "")
+
+
+def _raw_text(ds, keyword: str) -> str:
+    """An identifying value as text, decoded from its raw bytes.
+
+    pydicom's own conversion validates the value and, when it is malformed, quotes it in a
+    warning and a log record; warnings are process-wide, so another session could print it.
+    """
+    from pydicom.charset import convert_encodings, decode_bytes
+    from pydicom.datadict import dictionary_VR
+
+    if dictionary_VR(keyword) == "SQ":
+        return "(sequence)"
+    value = ds.get_item(keyword).value
+    if not isinstance(value, (bytes, bytearray)):
+        return str(value)  # already converted by the caller of pydicom, not by us
+    encodings = convert_encodings(getattr(ds, "original_character_set", None) or "ISO_IR 6")
+    return decode_bytes(bytes(value), encodings, {0x5C}).strip(" \x00")
 
 
 _SUMMARY_KEYWORDS = (

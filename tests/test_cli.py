@@ -116,4 +116,4 @@ def test_evaluate_refuses_unusable_datasets_in_one_line(model_dir, chest_dir, tm
     broken.write_bytes((chest_dir / "PNEUMONIA" / "person1000_bacteria_2931.jpeg").read_bytes()[:3000])
     assert main(["evaluate", "--model", str(model_dir), "--data", str(one_class), "--json"]) == 1
     out, err = capsys.readouterr()
-    assert out == "" and err.strip() == f"error: {broken}: This image file is damaged or truncated and cannot be decoded."
+    assert out == "" and err.strip() == f"error: {broken}: This image file is damaged or truncated and cannot be decoded; save or download it again."
