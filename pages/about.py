@@ -59,7 +59,7 @@ def model_facts(task: str, info: dict) -> str:
 
 
 st.title("About")
-st.error("**This is a research and teaching tool, not a diagnostic device.** Its models were trained on small "
+st.warning("**This is a research and teaching tool, not a diagnostic device.** Its models were trained on small "
          "public datasets with known biases and have not been validated for clinical use. Do not use it to make "
          "or change any clinical decision.", icon=":material/warning:")
 

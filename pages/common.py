@@ -49,6 +49,17 @@ class Keys:
     LAYER = "layer"
     OPACITY = "opacity"
     COLORMAP = "colormap"
+    # Keys of widgets whose default value is read from the keys above. Without a fixed key a
+    # widget's identity changes with its default, so every second change a user made was lost.
+    # Scan-specific widgets append the scan's digest: a new scan starts from its own defaults.
+    FRAME_WIDGET = "frame_widget"
+    PRESET_WIDGET = "window_preset_widget"
+    CENTRE_WIDGET = "window_centre_widget"
+    WIDTH_WIDGET = "window_width_widget"
+    INVERT_WIDGET = "invert_widget"
+    METHOD_WIDGET = "method_widget"
+    OPACITY_WIDGET = "opacity_widget"
+    COLORMAP_WIDGET = "colormap_widget"
 
 
 UPLOAD = "Your upload"
@@ -223,7 +234,7 @@ def _scale_bar(fig: go.Figure, rows: int, cols: int, spacing: tuple[float, float
     x1, y = cols * 0.95, rows * 0.95
     fig.add_shape(type="line", x0=x1 - length_px, x1=x1, y0=y, y1=y, line=dict(color="yellow", width=4))
     fig.add_annotation(x=x1 - length_px / 2, y=y, text=f"{length_mm:g} mm", showarrow=False, yshift=14,
-                       font=dict(color="yellow", size=13))
+                       font=dict(color="yellow", size=13), bgcolor="rgba(0,0,0,0.6)")  # legible on bright tissue
 
 
 def disclaimer() -> None:

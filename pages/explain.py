@@ -70,25 +70,31 @@ layers = conv_layer_names(loaded.model)
 default_layer = loaded.info.get("last_conv", layers[-1])
 layer = controls[1].selectbox("Convolution layer (CAM methods)", layers, index=layers.index(default_layer),
                               help="Deeper layers: coarser but more class-specific maps.")
-opacity = controls[2].slider("Opacity", 0.0, 1.0, st.session_state.get(Keys.OPACITY, 0.6), 0.05)
+opacity = controls[2].slider("Opacity", 0.0, 1.0, st.session_state.get(Keys.OPACITY, 0.6), 0.05,
+                             key=Keys.OPACITY_WIDGET)
 st.session_state[Keys.OPACITY] = opacity
-colormap = controls[3].selectbox("Colour map", COLORMAPS, index=COLORMAPS.index(st.session_state.get(Keys.COLORMAP, "Turbo")))
+colormap = controls[3].selectbox("Colour map", COLORMAPS, index=COLORMAPS.index(st.session_state.get(Keys.COLORMAP, "Turbo")),
+                                 key=Keys.COLORMAP_WIDGET)
 st.session_state[Keys.COLORMAP] = colormap
 
 single, grid = st.tabs(["One method", "All methods side by side"])
 
 with single:
     method = st.radio("Method", list(METHODS), format_func=METHODS.get, horizontal=True,
-                      index=list(METHODS).index(st.session_state.get(Keys.METHOD, "gradcam")))
+                      index=list(METHODS).index(st.session_state.get(Keys.METHOD, "gradcam")),
+                      key=Keys.METHOD_WIDGET)
     st.session_state[Keys.METHOD] = method
     st.caption(DESCRIPTIONS[method])
     with st.spinner(f"Computing {METHODS[method]}…"):
         result = explain(loaded, scan, method=method, class_index=target, layer=layer, frame=frame)
     figure = overlay(background, result.on_scan, opacity=opacity, colormap=colormap)
     left, right = st.columns(2)
-    left.plotly_chart(image_figure(background, spacing=scan.spacing, title="Scan"), key="plain",
+    # Half-page columns are about 500 px wide: a landscape scan needs less height than a portrait one.
+    aspect = scan.shape[0] * (scan.spacing[0] / scan.spacing[1] if scan.spacing else 1.0) / scan.shape[1]
+    height = int(min(560, max(300, 520 * aspect)))
+    left.plotly_chart(image_figure(background, spacing=scan.spacing, title="Scan", height=height), key="plain",
                       config={"scrollZoom": True, "displaylogo": False})
-    right.plotly_chart(image_figure(figure, spacing=scan.spacing,
+    right.plotly_chart(image_figure(figure, spacing=scan.spacing, height=height,
                                     title=f"{METHODS[method]} for {names[target]}"
                                           + (f", layer {result.layer}" if result.layer else "")),
                        key="overlay", config={"scrollZoom": True, "displaylogo": False})

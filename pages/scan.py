@@ -60,7 +60,9 @@ if st.session_state.get("_window_for") != digest:  # a new scan starts from its 
 with right:
     st.subheader("Display")
     if scan.n_frames > 1:
-        frame = st.slider("Frame", 0, scan.n_frames - 1, frame, help="Multi-frame file: the model reads the frame shown.")
+        # Numbered from 1, as in the figure title and on reading stations; stored from 0.
+        frame = st.slider("Frame", 1, scan.n_frames, frame + 1, key=f"{Keys.FRAME_WIDGET}_{digest}",
+                          help="Multi-frame file: the model reads the frame shown.") - 1
         st.session_state[Keys.FRAME] = frame
     pixels = scan.frame(frame)
     lo, hi = float(pixels.min()), float(pixels.max())
@@ -70,19 +72,25 @@ with right:
     names = list(presets) + ["Custom"]
     preset = st.session_state.get(Keys.PRESET, "Header default")
     preset = st.selectbox("Window preset", names, index=names.index(preset) if preset in names else 0,
+                          key=f"{Keys.PRESET_WIDGET}_{digest}",
                           help="CT presets are in Hounsfield units; other scans offer the header window and the full range.")
     st.session_state[Keys.PRESET] = preset
     if preset != "Custom":
         st.session_state[Keys.WINDOW] = presets[preset]
     centre, width = st.session_state[Keys.WINDOW]
+    # Slider bounds must not follow the value being dragged: that would make a new widget each time.
     span = max(hi - lo, 1.0)
-    centre = st.slider(f"Window centre (level){' [HU]' if scan.units else ''}", min(lo - span, centre),
-                       max(hi + span, centre), float(centre),
-                       disabled=preset != "Custom")
-    width = st.slider("Window width", 1.0, 2 * span + abs(width), float(width), disabled=preset != "Custom")
+    centres = [c for c, _ in presets.values()] + [centre]
+    widths = [w for _, w in presets.values()] + [width]
+    centre = st.slider(f"Window centre (level){' [HU]' if scan.units else ''}", min(lo - span, *centres),
+                       max(hi + span, *centres), float(centre),
+                       disabled=preset != "Custom", key=f"{Keys.CENTRE_WIDGET}_{digest}_{preset}")
+    width = st.slider("Window width", 1.0, max(2 * span, *widths), float(width), disabled=preset != "Custom",
+                      key=f"{Keys.WIDTH_WIDGET}_{digest}_{preset}")
     if preset == "Custom":
         st.session_state[Keys.WINDOW] = (centre, width)
     invert = st.checkbox("Invert (white ↔ black)", value=st.session_state[Keys.INVERT],
+                         key=f"{Keys.INVERT_WIDGET}_{digest}",
                          help="MONOCHROME1 files are inverted by default so bone is white.")
     st.session_state[Keys.INVERT] = invert
 
@@ -110,7 +118,7 @@ with left:
 
 st.subheader("Header (de-identified)")
 st.dataframe({"Attribute": list(scan.header), "Value": [str(v) for v in scan.header.values()]},
-             hide_index=True, width="stretch")
+             hide_index=True, width="stretch", height="content")  # every row, no hidden scroll
 if scan.hidden:
     st.caption("Hidden identifying attributes (DICOM PS3.15 Annex E basic profile): " + ", ".join(scan.hidden))
     reveal = st.toggle("Reveal identifiers for this session", value=st.session_state.get(Keys.REVEAL, False),

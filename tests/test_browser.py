@@ -1,0 +1,218 @@
+"""The dashboard in a real browser: ``streamlit run app.py`` driven by Debian Chromium with Playwright.
+
+One server and one browser page serve every step, with the committed default models in
+``assets/models`` (what the README promises a user gets). Full-page screenshots of every
+page are written to ``test-artifacts/`` (git-ignored) for people to look at.
+
+Without ``/usr/bin/chromium`` (or the default models) the tests skip locally and fail when
+the environment variable ``CI`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, dicom_path
+from page_support import DEFAULT_MODELS, real_models_present
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = REPO / "test-artifacts"
+VIEWPORT = {"width": 1440, "height": 900}
+STARTUP_SECONDS = 90
+#: The first Explain visit loads TensorFlow and the model and computes five maps on a shared CPU.
+EXPLAIN_SECONDS = 300
+
+
+def unavailable(reason: str) -> None:
+    """Skip locally, fail in CI: a CI run must never pass without having driven the browser."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_health(url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"streamlit exited with code {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"streamlit did not answer {url}/_stcore/health within {STARTUP_SECONDS} s")
+
+
+@pytest.fixture(scope="module")
+def server():
+    """``streamlit run app.py`` on a free port with the default models; always terminated."""
+    if not CHROMIUM.is_file():
+        unavailable(f"{CHROMIUM} not found: install Debian's chromium (bash scripts/setup.sh --browser)")
+    if not real_models_present():
+        unavailable(f"the default models are missing from {DEFAULT_MODELS} (model.json and model.keras per task)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k != "MEDXAI_MODELS"}  # the real default models
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    log = ARTIFACTS / "streamlit-server.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_health(url, process, log)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    """One Chromium page for every step, so the upload stays in the same session."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            tab = browser.new_page(viewport=VIEWPORT)
+            tab.set_default_timeout(60_000)
+            tab.goto(server)
+            tab.wait_for_selector('[data-testid="stSidebarNav"]')
+            yield tab
+        finally:
+            browser.close()
+
+
+def settle(page, timeout_ms: int = 60_000) -> None:
+    """Wait until the script run is over: no running indicator and no spinner."""
+    page.wait_for_function(
+        """() => !document.querySelector('[data-testid="stStatusWidget"]')
+                 && !document.querySelector('[data-testid="stSpinner"]')""", timeout=timeout_ms)
+
+
+def open_page(page, title: str, ready: str | None = None, timeout_ms: int = 60_000) -> None:
+    """Click the sidebar link, then wait for the page's title, a text that ends it, and the run's end."""
+    page.locator('[data-testid="stSidebarNavLink"]', has_text=title).click()
+    page.wait_for_selector(f'h1:has-text("{title}")', timeout=timeout_ms)
+    if ready:
+        page.get_by_text(ready).first.wait_for(state="attached", timeout=timeout_ms)  # may sit in a hidden tab
+    else:
+        page.wait_for_timeout(1500)  # let the run start before waiting for its end
+    settle(page, timeout_ms)
+
+
+def assert_no_errors(page, *, error_boxes: bool = True) -> None:
+    """No exception box; with ``error_boxes``, no ``st.error`` message either (e.g. a missing model)."""
+    exceptions = page.locator('[data-testid="stException"]')
+    assert exceptions.count() == 0, exceptions.first.inner_text()
+    if error_boxes:
+        errors = page.locator('[data-testid="stAlertContentError"]')
+        assert errors.count() == 0, errors.first.inner_text()
+
+
+def screenshot(page, name: str) -> Path:
+    """A full-page screenshot: the window is made as tall as Streamlit's scrolling main area."""
+    height = page.evaluate("""() => {
+        const main = document.querySelector('[data-testid="stMain"]');
+        return Math.max(main ? main.scrollHeight : 0, document.documentElement.scrollHeight);
+    }""")
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": min(max(height, VIEWPORT["height"]), 8000)})
+    page.wait_for_timeout(800)  # charts re-layout to the new window size
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(VIEWPORT)
+    assert path.stat().st_size > 10_000
+    return path
+
+
+def plotly_titles(page) -> list[str]:
+    return page.locator('[data-testid="stPlotlyChart"] .gtitle').all_text_contents()
+
+
+@pytest.fixture(scope="module")
+def uploaded(page):
+    """RG1_UNCI.dcm uploaded through the Scan page's real file input."""
+    page.set_input_files('[data-testid="stFileUploader"] input[type=file]', str(dicom_path("RG1_UNCI.dcm")))
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('[data-testid="stPlotlyChart"] .gtitle')]
+                 .some(t => t.textContent === 'RG1_UNCI.dcm')""")
+    settle(page)
+    return page
+
+
+def test_scan_page_shows_the_upload(uploaded):
+    page = uploaded
+    assert "RG1_UNCI.dcm" in plotly_titles(page)
+    assert page.locator('[data-testid="stPlotlyChart"] .main-svg').count() >= 1
+    captions = page.locator('[data-testid="stCaptionContainer"]').all_inner_texts()
+    assert any("1841 x 1955 px" in text for text in captions)
+    assert "CompressedSamples" not in page.locator('[data-testid="stMain"]').inner_text()
+    assert_no_errors(page)
+    screenshot(page, "1-scan")
+
+
+def test_preprocessing_page(uploaded):
+    page = uploaded
+    open_page(page, "Preprocessing", "Download the tensor (.npy)")
+    assert page.get_by_text("The tensor the model received").count() == 1
+    assert page.locator('[data-testid="stImage"] img').count() >= 8
+    assert_no_errors(page)
+    screenshot(page, "2-preprocessing")
+
+
+def test_explain_page_overlays_the_map(uploaded):
+    page = uploaded
+    open_page(page, "Explain", "All maps ready.", EXPLAIN_SECONDS * 1000)
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('[data-testid="stPlotlyChart"] .gtitle')]
+                 .some(t => t.textContent.startsWith('Grad-CAM for'))""", timeout=EXPLAIN_SECONDS * 1000)
+    assert page.get_by_text("Predicted:").count() == 1
+    # The overlay is drawn as an image inside the plot, over the scan's own pixel axes.
+    overlay = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="Grad-CAM for")
+    assert overlay.locator("image").count() == 1
+    box = overlay.locator("image").bounding_box()
+    assert box and box["width"] > 100
+    assert abs(box["height"] / box["width"] - 1955 / 1841) < 0.03  # the scan's aspect ratio
+    page.get_by_role("tab", name="All methods side by side").click()
+    images = page.locator('[data-testid="stTabPanel"] [data-testid="stImage"] img')
+    images.nth(4).wait_for(state="visible", timeout=EXPLAIN_SECONDS * 1000)
+    assert images.count() == 5
+    assert_no_errors(page)
+    screenshot(page, "3-explain-all-methods")
+    page.get_by_role("tab", name="One method").click()
+    assert_no_errors(page)
+    screenshot(page, "3-explain")
+
+
+@pytest.mark.parametrize("title, name", [("Training history", "4-training-history"), ("About", "5-about")])
+def test_other_pages_open_without_errors(uploaded, title, name):
+    open_page(uploaded, title)
+    assert_no_errors(uploaded, error_boxes=False)  # About shows its disclaimer in a red box on purpose
+    screenshot(uploaded, name)
