@@ -214,5 +214,5 @@ def test_explain_page_overlays_the_map(uploaded):
 @pytest.mark.parametrize("title, name", [("Training history", "4-training-history"), ("About", "5-about")])
 def test_other_pages_open_without_errors(uploaded, title, name):
     open_page(uploaded, title)
-    assert_no_errors(uploaded, error_boxes=False)  # About shows its disclaimer in a red box on purpose
+    assert_no_errors(uploaded)
     screenshot(uploaded, name)

@@ -33,7 +33,7 @@ def everything(at: AppTest) -> str:
 
 def test_states_plainly_that_it_is_not_a_diagnostic_device():
     at = about_page()
-    assert "not a diagnostic device" in at.error[0].value  # first, and in an alert box
+    assert "not a diagnostic device" in at.warning[0].value  # first, and in an alert box
 
 
 def test_cites_data_sources_and_licences():
