@@ -85,3 +85,20 @@ def format_table(report: dict) -> str:
     lines.append("scored: images whose class probability falls by >= 0.2 when the whole image is blurred; "
                  "on the others deletion/insertion cannot judge any map.")
     return "\n".join(lines)
+
+
+def format_markdown(report: dict) -> str:
+    """The report as a Markdown table (mean ± standard deviation over the scored images)."""
+    def cell(entry, key, digits=3):
+        v = entry.get(key)
+        return f"{v['mean']:.{digits}f} ± {v['std']:.{digits}f}" if v else "n/a"
+
+    lines = ["| method | deletion AUC (lower better) | insertion AUC (higher better) | deletion vs random | "
+             "insertion vs random | average drop % | randomisation: Spearman ρ | sanity check passed | images scored |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for method, e in report["methods"].items():
+        lines.append(f"| {METHODS[method]} | {cell(e, 'deletion_auc')} | {cell(e, 'insertion_auc')} | "
+                     f"{cell(e, 'deletion_ratio', 2)}x | {cell(e, 'insertion_ratio', 2)}x | {cell(e, 'average_drop', 1)} | "
+                     f"{cell(e, 'sanity_spearman', 2)} | {e.get('sanity_passed', 'n/a')} | "
+                     f"{e['faithfulness_images']} of {e['faithfulness_images'] + e['uninformative_images']} |")
+    return "\n".join(lines)
