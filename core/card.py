@@ -80,6 +80,9 @@ def render_card(folder: str | Path) -> str:
         f"{float(params.get('train_seconds', 0)) / 60:.1f} minutes on a 2-core CPU, Adam with cosine decay, class "
         "weights for imbalance, augmentation: small shifts, rotations, zoom and contrast"
         f"{', horizontal flips' if task == 'brain_mri' else ''}.",
+        f"- The kept weights are those of the epoch with the best validation `{params.get('monitor')}`"
+        f"{_best_epoch(folder, params.get('monitor'))}; the validation figures below are measured on that same "
+        "split, so they are slightly optimistic (the more the validation curve jumps, the more).",
         "",
         "## Validation metrics (own split, not the official test split)",
         f"- Accuracy {_pct(metrics.get('accuracy'))}, AUC {metrics.get('auc') and round(metrics['auc'], 4)}"
@@ -117,6 +120,20 @@ def _calibration_lines(info: dict, folder: Path) -> list[str]:
                      f"{ood['threshold']:.1f} (Mahalanobis distance; {100 * ood['quantile']:.0f}% of validation "
                      "images are closer) is flagged as unlike the training data.")
     return lines
+
+
+def _best_epoch(folder: Path, monitor: str | None) -> str:
+    import csv
+
+    path = folder / "history.csv"
+    if not monitor or not path.exists():
+        return ""
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get(monitor)]
+    if not rows:
+        return ""
+    best = max(rows, key=lambda r: float(r[monitor]))
+    return f" (epoch {int(best['epoch']) + 1} of {len(rows)})"
 
 
 def _history_rows(folder: Path) -> list[str]:
