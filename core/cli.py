@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--limit", type=int, default=20, help="number of images (spread over the classes)")
     x.add_argument("--sanity-limit", type=int, default=3, help="images for the (slower) randomisation check")
     x.add_argument("--json", action="store_true")
+    x.add_argument("--markdown", action="store_true", help="print a Markdown table")
 
     c = sub.add_parser("calibrate", help="fit temperature scaling and the outlier check on the run's own split")
     c.add_argument("--model", required=True)
@@ -103,37 +104,84 @@ def _train(args) -> int:
     return 0
 
 
+#: Inputs decoded ahead and sent through the model together by ``python -m core predict``.
+PREDICT_BATCH = 64
+
+
 def predict_file(path: str, loaded, frame: int | None = None, explain: str | None = None,
                  out: Path | None = None) -> dict:
     """One input's result record: ``ok`` with probabilities, or ``error`` with one sentence."""
+    return next(predict_files([path], loaded, frame, explain, out))
+
+
+def predict_files(paths, loaded, frame: int | None = None, explain: str | None = None,
+                  out: Path | None = None, *, batch_size: int = PREDICT_BATCH, workers: int = 2):
+    """:func:`predict_file` for many inputs, yielded in the order given.
+
+    Files are read and prepared in a thread pool, one batch ahead, and the model sees each
+    batch in one call: per-image calls would spend most of their time in Keras's per-call
+    overhead (BENCHMARKS.md). Scans are kept only until their batch is done, and only when
+    ``explain`` needs them.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    paths = list(paths)
+    size = max(1, min(batch_size, 8 if explain else batch_size))  # an explained batch holds its scans
+    chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        def submit(chunk):
+            return [pool.submit(_prepare, path, loaded, frame, bool(explain)) for path in chunk]
+
+        pending = submit(chunks[0]) if chunks else []
+        for i in range(len(chunks)):
+            prepared = [future.result() for future in pending]
+            pending = submit(chunks[i + 1]) if i + 1 < len(chunks) else []  # decoded while this batch runs
+            good = [p for p in prepared if "tensor" in p]
+            if good:
+                batch = np.concatenate([p["tensor"] for p in good])
+                for p, probs, outside in zip(good, *loaded.predict_and_check(batch)):
+                    p["probs"], p["outside"] = probs, outside
+            for p in prepared:
+                yield _record(p, loaded, frame, explain, out)
+
+
+def _prepare(path: str, loaded, frame, keep_scan: bool) -> dict:
+    """Read and preprocess one input: its tensor and warnings, or its one-sentence error."""
     from core.io import ScanError, load_scan
 
-    record = {"file": path}
+    item = {"file": path}
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
-        return record | {"ok": False, "error": "The file does not exist."}
+        return item | {"error": "The file does not exist."}
     except IsADirectoryError:
-        return record | {"ok": False, "error": "This is a folder, not a file."}
+        return item | {"error": "This is a folder, not a file."}
     except OSError as err:
-        return record | {"ok": False, "error": f"The file cannot be read ({err.strerror})."}
+        return item | {"error": f"The file cannot be read ({err.strerror})."}
     try:
         scan = load_scan(data, Path(path).name)
         tensor = loaded.pipeline.scan_tensor(scan, frame)
     except ScanError as err:
-        return record | {"ok": False, "error": str(err)}
-    probs = loaded.predict(tensor)[0]
+        return item | {"error": str(err)}
+    return item | {"tensor": tensor, "warnings": list(scan.warnings), "scan": scan if keep_scan else None}
+
+
+def _record(item: dict, loaded, frame, explain, out) -> dict:
+    record = {"file": item["file"]}
+    if "error" in item:
+        return record | {"ok": False, "error": item["error"]}
+    probs = item["probs"]
     names = loaded.class_names
-    notes = list(scan.warnings)
-    outside = loaded.outside_message(tensor)
-    if outside:
-        notes.append(outside)
+    notes = item["warnings"] + ([item["outside"]] if item["outside"] else [])
     record |= {"ok": True, "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs)},
                "predicted": names[loaded.decide(probs)]}
     if notes:
         record["warnings"] = notes
     if explain:
-        record |= _write_explanation(loaded, scan, frame, explain, loaded.decide(probs), Path(path), out)
+        record |= _write_explanation(loaded, item["scan"], frame, explain, loaded.decide(probs),
+                                     Path(item["file"]), out)
     return record
 
 
@@ -158,8 +206,8 @@ def _predict(args) -> int:
         raise UsageError("--explain needs --out, the folder for the overlays and maps")
     loaded = _load(args.model)
     failures = 0
-    for path in args.paths:
-        record = predict_file(path, loaded, args.frame, args.explain, Path(args.out) if args.out else None)
+    for record in predict_files(args.paths, loaded, args.frame, args.explain, Path(args.out) if args.out else None):
+        path = record["file"]
         failures += not record["ok"]
         if args.json:
             print(json.dumps(record), flush=True)
@@ -174,14 +222,14 @@ def _predict(args) -> int:
 
 
 def _explain_eval(args) -> int:
-    from core.evaluation import evaluate_explanations, format_table
+    from core.evaluation import evaluate_explanations, format_markdown, format_table
 
     loaded = _load(args.model)
     if not Path(args.data).is_dir():
         raise UsageError(f"dataset folder {args.data} does not exist")
     report = evaluate_explanations(loaded, args.data, limit=args.limit, sanity_limit=args.sanity_limit,
                                    log=lambda line: print(line, file=sys.stderr, flush=True))
-    print(json.dumps(report) if args.json else format_table(report))
+    print(json.dumps(report) if args.json else format_markdown(report) if args.markdown else format_table(report))
     return 0
 
 

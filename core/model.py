@@ -118,7 +118,30 @@ class LoadedModel:
 
     def predict(self, tensor: np.ndarray) -> np.ndarray:
         """Class probabilities, shape (batch, n_classes), calibrated if a temperature is saved."""
-        probs = np.asarray(self.model(tensor, training=False), np.float64)
+        return self._calibrated(self._forward(tensor)[0])
+
+    def predict_and_check(self, tensors: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
+        """:meth:`predict` and :meth:`outside_messages` of a batch from one forward pass."""
+        outputs = self._forward(tensors)
+        return self._calibrated(outputs[0]), self._outside_sentences(outputs[1] if len(outputs) > 1 else None,
+                                                                     len(tensors))
+
+    @cached_property
+    def _forward(self):
+        """The model compiled once (``tf.function``): probabilities, and the outlier check's
+        features when it is fitted. An eager Keras call of this small CNN costs several times
+        its arithmetic in per-layer overhead (BENCHMARKS.md)."""
+        import keras
+        import tensorflow as tf
+
+        outputs = [self.model.output] + ([self._outlier[0].output] if self._outlier is not None else [])
+        both = keras.Model(self.model.input, outputs)  # shares the layers; nothing is modified
+        compiled = tf.function(lambda x: both(x, training=False), reduce_retracing=True)
+        # A one-output Model returns a bare tensor, not a list of one: iterating it would walk the batch.
+        return lambda x: [np.asarray(t) for t in tf.nest.flatten(compiled(np.asarray(x, np.float32)))]
+
+    def _calibrated(self, probs) -> np.ndarray:
+        probs = np.asarray(probs, np.float64)
         if self.temperature != 1.0:
             logits = np.log(np.clip(probs, 1e-12, 1.0)) / self.temperature
             logits -= logits.max(axis=1, keepdims=True)
@@ -145,17 +168,26 @@ class LoadedModel:
         """
         if self._outlier is None:
             return None
-        features, check = self._outlier
-        return float(check.distance(np.asarray(features(tensor, training=False)))[0]), check.threshold
+        check = self._outlier[1]
+        return float(check.distance(self._forward(tensor)[1])[0]), check.threshold
 
     def outside_message(self, tensor: np.ndarray) -> str | None:
         """One sentence when the input is unlike the training images, else None."""
-        outlier = self.outlier_distance(tensor)
-        if not outlier or outlier[0] <= outlier[1]:
-            return None
-        return (f"This image looks unlike the images the {self.info.get('title', self.task)} model was trained on "
-                f"(feature distance {outlier[0]:.1f}; 99% of validation images are below {outlier[1]:.1f}), "
-                "so its prediction is unreliable.")
+        return self.outside_messages(tensor)[0]
+
+    def outside_messages(self, tensors: np.ndarray) -> list[str | None]:
+        """:meth:`outside_message` for every input of a batch, in one forward pass."""
+        return self.predict_and_check(tensors)[1]
+
+    def _outside_sentences(self, features, n: int) -> list[str | None]:
+        if self._outlier is None or features is None:
+            return [None] * n
+        check = self._outlier[1]
+        distances = check.distance(np.asarray(features))
+        return [None if d <= check.threshold else
+                (f"This image looks unlike the images the {self.info.get('title', self.task)} model was trained on "
+                 f"(feature distance {d:.1f}; 99% of validation images are below {check.threshold:.1f}), "
+                 "so its prediction is unreliable.") for d in distances]
 
     def decide(self, probabilities: np.ndarray) -> int:
         """Index of the predicted class; binary models use :attr:`threshold`."""

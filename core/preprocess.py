@@ -16,6 +16,7 @@ dashboard can show them and the exact tensor the model received.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -53,13 +54,62 @@ def resize(image: np.ndarray, *, size: int) -> np.ndarray:
     Shrinking is anti-aliased (area-like); mapping a saliency map back is the same resize
     to the scan's own (rows, cols).
     """
-    from skimage.transform import resize as sk_resize
-
     if image.shape == (size, size):
         return image.astype(np.float32, copy=False)
     shrinking = image.shape[0] > size or image.shape[1] > size
-    return sk_resize(image, (size, size), order=1, anti_aliasing=shrinking,
-                     preserve_range=True).astype(np.float32)
+    if image.ndim != 2:
+        from skimage.transform import resize as sk_resize
+
+        return sk_resize(image, (size, size), order=1, anti_aliasing=shrinking,
+                         preserve_range=True).astype(np.float32)
+    # skimage's resize (Gaussian anti-aliasing, then bilinear at pixel centres) is linear and
+    # separable: the same result, to float precision, is two matrix products, each matrix
+    # being skimage's resize of one axis. A 2,000 x 2,000 radiograph takes milliseconds
+    # instead of a quarter of a second, once its size has been seen (BENCHMARKS.md).
+    rows = _axis_resize(image.shape[0], size, shrinking)
+    cols = _axis_resize(image.shape[1], size, shrinking)
+    image = np.asarray(image, np.float32)
+    with serial_blas():
+        out = (rows @ image) @ cols.T
+    return np.clip(out, image.min(), image.max()).astype(np.float32)  # skimage clips to the input range
+
+
+def serial_blas():
+    """Context in which NumPy's BLAS uses one thread.
+
+    These products are small; a multi-threaded BLAS on two cores that TensorFlow or a second
+    preparing thread also uses waits for descheduled threads, and a 0.3 ms product can then
+    take 50 ms or more (measured while a training ran, BENCHMARKS.md).
+    """
+    from threadpoolctl import ThreadpoolController
+
+    global _BLAS
+    if _BLAS is None:
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
+_BLAS = None
+
+
+@lru_cache(maxsize=32)
+def _axis_resize(n_in: int, n_out: int, anti_aliasing: bool) -> np.ndarray:
+    """(n_out, n_in) matrix of skimage's resize along one axis: skimage applied to the identity.
+
+    Columns are done in blocks, so building it never holds more than a few MB at a time.
+    """
+    from skimage.transform import resize as sk_resize
+
+    matrix = np.empty((n_out, n_in), np.float32)
+    for start in range(0, n_in, 256):
+        stop = min(start + 256, n_in)
+        impulses = np.zeros((n_in, stop - start), np.float32)
+        impulses[np.arange(start, stop), np.arange(stop - start)] = 1.0
+        # Along axis 1 the size is kept, so skimage neither blurs nor moves anything there.
+        matrix[:, start:stop] = sk_resize(impulses, (n_out, stop - start), order=1, anti_aliasing=anti_aliasing,
+                                          preserve_range=True, clip=False)
+    matrix.setflags(write=False)
+    return matrix
 
 
 def contrast(image: np.ndarray, *, method: str | None, clip_limit: float = 0.01) -> np.ndarray:

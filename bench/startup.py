@@ -1,0 +1,157 @@
+"""Benchmark 4: dashboard start-up to a page with the model ready, and memory per session.
+
+- floor: ``python -c "import tensorflow, streamlit"`` in a new process, the least any
+  Streamlit + TensorFlow app can take before it does anything.
+- ours: from launching ``streamlit run app.py --server.headless true`` to the Explain page
+  showing its prediction ("Predicted: ...") in headless Chromium: server start, the page's
+  imports, reading the first sample (RG1_UNCI.dcm), loading the model, the forward pass.
+  The browser is started before the server, so its own start-up is not counted. Also timed:
+  the same page with all five maps drawn ("All maps ready.").
+- memory: resident set of the server process (psutil) with one session, then after
+  ``sessions`` more browser sessions have each drawn the Explain page.
+
+Launches alternate with the floor, so both see the same machine load.
+"""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from bench.common import REPO, Row, python_env
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+TIMEOUT_MS = 300_000
+
+
+def run(model_dir: str, *, launches: int, sessions: int, log=print) -> tuple[list[Row], dict]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        log("  skipped: playwright is not installed")
+        return [], {"skipped": "playwright not installed"}
+    if not Path(CHROMIUM).exists():
+        log(f"  skipped: no browser at {CHROMIUM}")
+        return [], {"skipped": f"no {CHROMIUM}"}
+
+    floors, ready, full, memory = [], [], [], {}
+    with tempfile.TemporaryDirectory() as models, sync_playwright() as playwright:
+        # The app reads models from MEDXAI_MODELS/<task>: point chest_xray at the benchmarked model.
+        (Path(models) / "chest_xray").symlink_to(Path(model_dir).resolve())
+        env = python_env() | {"MEDXAI_MODELS": models}
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            for i in range(launches):
+                floors.append(_floor())
+                measure_memory = i == launches - 1
+                t_ready, t_full, mem = _launch(browser, env, sessions if measure_memory else 0)
+                ready.append(t_ready)
+                full.append(t_full)
+                memory = mem or memory
+                log(f"  launch {i + 1}: floor {floors[-1]:.1f} s, prediction shown {t_ready:.1f} s, "
+                    f"all maps {t_full:.1f} s")
+        finally:
+            browser.close()
+    floor, t_ready, t_full = statistics.median(floors), statistics.median(ready), statistics.median(full)
+    details = {"floor_seconds": floors, "ready_seconds": ready, "all_maps_seconds": full, "memory_mb": memory}
+    rows = [
+        Row("4 start-up", "launch to Explain page with prediction (model ready)", t_ready, "s", floor,
+            "import tensorflow, streamlit", "<= 2", extra=details),
+        Row("4 start-up", "launch to Explain page with all five maps", t_full, "s", floor,
+            "import tensorflow, streamlit", ""),
+    ]
+    if memory:
+        per = (memory["after"] - memory["one"]) / max(memory["extra_sessions"], 1)
+        rows += [
+            Row("4 start-up", "server resident memory, one session", memory["one"], "MB", None, "", ""),
+            Row("4 start-up", f"memory per extra session ({memory['extra_sessions']} more)", per, "MB",
+                memory["one"], "one-session RSS", "",
+                note="the model, its clones and compiled maps are shared; a session holds its scan"),
+        ]
+    return rows, details
+
+
+def _floor() -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import tensorflow, streamlit"], env=python_env(), check=True,
+                   capture_output=True)
+    return time.perf_counter() - start
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _launch(browser, env: dict, extra_sessions: int) -> tuple[float, float, dict]:
+    import psutil
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_file = tempfile.TemporaryFile()
+    start = time.perf_counter()
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                               "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+                              cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    pages = []
+    try:
+        _wait_healthy(url, server)
+        page = browser.new_context().new_page()
+        pages.append(page)
+        page.goto(f"{url}/explain")
+        page.get_by_text("Predicted:").first.wait_for(timeout=TIMEOUT_MS)
+        t_ready = time.perf_counter() - start
+        page.get_by_text("All maps ready.").first.wait_for(state="attached", timeout=TIMEOUT_MS)
+        t_full = time.perf_counter() - start
+        memory = {}
+        if extra_sessions:
+            process = psutil.Process(server.pid)
+            time.sleep(1.0)
+            memory["one"] = _rss_mb(process)
+            for _ in range(extra_sessions):
+                other = browser.new_context().new_page()
+                pages.append(other)
+                other.goto(f"{url}/explain")
+                other.get_by_text("All maps ready.").first.wait_for(state="attached", timeout=TIMEOUT_MS)
+            time.sleep(1.0)
+            memory["after"] = _rss_mb(process)
+            memory["extra_sessions"] = extra_sessions
+        return t_ready, t_full, memory
+    finally:
+        for page in pages:
+            page.context.close()
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log_file.close()
+
+
+def _wait_healthy(url: str, server, timeout: float = 120.0) -> None:
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"streamlit exited with code {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError("streamlit did not become healthy")
+
+
+def _rss_mb(process) -> float:
+    processes = [process] + process.children(recursive=True)
+    return sum(p.memory_info().rss for p in processes) / 2**20
