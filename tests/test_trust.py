@@ -1,0 +1,107 @@
+"""Faithfulness, sanity check and uncertainty on models whose right answer is known."""
+
+import numpy as np
+import pytest
+
+from core.calibration import fit_temperature, scale
+from core.model import build_model
+from core.trust import faithfulness, sanity_check, similarity
+from core.trust import test_time_augmentation as augmented_predictions
+
+SIDE = 64
+PIXEL = (21, 43)
+
+
+@pytest.fixture(scope="module")
+def one_pixel_model():
+    """A Functional model whose class-0 score depends on a single input pixel only.
+
+    Without evidence at that pixel the bias makes class 0 unlikely, so removing the pixel
+    takes its probability from about 1 to about 0.
+    """
+    import keras
+
+    inputs = keras.Input((SIDE, SIDE, 1), name="image")
+    flat = keras.layers.Flatten(name="flat")(inputs)
+    outputs = keras.layers.Dense(2, activation="softmax", name="predictions")(flat)
+    model = keras.Model(inputs, outputs)
+    kernel = np.zeros((SIDE * SIDE, 2), np.float32)
+    index = PIXEL[0] * SIDE + PIXEL[1]
+    kernel[index] = [8.0, -8.0]
+    model.get_layer("predictions").set_weights([kernel, np.array([-3.0, 3.0], np.float32)])
+    return model
+
+
+@pytest.fixture(scope="module")
+def image():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-0.2, 0.2, (SIDE, SIDE)).astype(np.float32)
+    x[PIXEL] = 2.0  # the evidence: the blurred baseline is near 0 there
+    return x[None, ..., None]
+
+
+def test_map_on_the_one_pixel_beats_random_by_a_wide_margin(one_pixel_model, image):
+    saliency = np.zeros((SIDE, SIDE), np.float32)
+    saliency[PIXEL] = 1.0
+    result = faithfulness(one_pixel_model, image, saliency, 0)
+    assert result.informative
+    assert result.deletion_auc < 0.1  # the probability falls at the first step
+    assert result.deletion_ratio > 5
+    assert result.insertion_ratio > 1.3
+    assert result.average_drop < 1.0  # keeping the top 15% keeps the pixel
+
+
+def test_constant_map_does_not_beat_random(one_pixel_model, image):
+    # A constant map's order is its random tie-break: over several seeds it matches chance.
+    runs = [faithfulness(one_pixel_model, image, np.ones((SIDE, SIDE), np.float32), 0, seed=s) for s in range(8)]
+    deletion = np.mean([r.random_deletion_auc for r in runs]) / np.mean([r.deletion_auc for r in runs])
+    insertion = np.mean([r.insertion_auc for r in runs]) / np.mean([r.random_insertion_auc for r in runs])
+    assert 0.6 < deletion < 1.6
+    assert 0.6 < insertion < 1.6
+
+
+def test_a_map_pointing_elsewhere_is_worse_than_random(one_pixel_model, image):
+    saliency = np.ones((SIDE, SIDE), np.float32)
+    saliency[PIXEL] = 0.0  # the one pixel that matters comes last
+    result = faithfulness(one_pixel_model, image, saliency, 0)
+    assert result.deletion_ratio < 0.7
+
+
+def test_uninformative_when_the_baseline_already_scores_the_class(one_pixel_model):
+    flat = np.zeros((1, SIDE, SIDE, 1), np.float32)  # no evidence: both classes at 0.5
+    result = faithfulness(one_pixel_model, flat, np.ones((SIDE, SIDE), np.float32), 0)
+    assert not result.informative
+
+
+def test_similarity_of_identical_and_unrelated_maps():
+    rng = np.random.default_rng(1)
+    a = rng.random((16, 16)).astype(np.float32)
+    assert similarity(a, a)[0] == pytest.approx(1.0)
+    assert abs(similarity(a, rng.random((16, 16)).astype(np.float32))[0]) < 0.3
+
+
+def test_sanity_check_works_on_a_copy_and_leaves_the_model_alone(image):
+    model = build_model(SIDE, 2, width=8)
+    before = [w.copy() for w in model.get_weights()]
+    check = sanity_check(model, image, "gradcam++", 0, "last_conv")
+    weighted = [layer.name for layer in model.layers if type(layer).__name__ in ("Conv2D", "Dense")]
+    assert check.layers == weighted[::-1]  # output side first, one more layer each step
+    assert len(check.maps) == len(check.spearman) == len(check.ssim) == len(weighted)
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_test_time_augmentation_interval(image):
+    model = build_model(SIDE, 2, width=8)  # Grad-CAM's hot spot needs a convolution
+    result = augmented_predictions(model, image, 0, threshold=0.5, n=8, layer="last_conv")
+    assert result.low <= result.mean <= result.high
+    assert len(result.probabilities) == 8
+
+
+def test_temperature_scaling_recovers_a_known_temperature():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, (4000, 3))
+    true = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(3, p=p) for p in true])
+    overconfident = scale(true, 1 / 2.0)  # logits doubled
+    assert fit_temperature(overconfident, labels) == pytest.approx(2.0, rel=0.1)
