@@ -165,6 +165,16 @@ def current_scan() -> tuple[Chosen | None, Scan | None]:
     return chosen, cache[key]
 
 
+def page_with_scan(title: str) -> tuple[Chosen, Scan]:
+    """Title, disclaimer and the chosen scan; stops the page (after one clear sentence) without one."""
+    st.title(title)
+    disclaimer()
+    chosen, scan = current_scan()
+    if scan is None:
+        st.stop()
+    return chosen, scan
+
+
 def frame_index(scan: Scan) -> int:
     """The frame chosen for this scan (the middle one by default)."""
     index = st.session_state.get(Keys.FRAME)

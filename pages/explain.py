@@ -8,7 +8,7 @@ import streamlit as st
 
 from core.explain import CAM_METHODS, DESCRIPTIONS, METHODS, display_image, explain, overlay, png_bytes
 from core.model import conv_layer_names
-from pages.common import Keys, current_scan, disclaimer, frame_index, image_figure, model_choice
+from pages.common import Keys, frame_index, image_figure, model_choice, page_with_scan
 from pages.trust_panel import trust_panel
 
 COLORMAPS = ["Turbo", "Jet", "Inferno", "Viridis", "Hot"]
@@ -26,11 +26,7 @@ def probability_chart(names, probs, predicted: int, threshold: float | None) -> 
     return fig
 
 
-st.title("Explain")
-disclaimer()
-chosen, scan = current_scan()
-if scan is None:
-    st.stop()
+chosen, scan = page_with_scan("Explain")
 
 top = st.columns([1, 1])
 with top[0]:

@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages.common import current_scan, disclaimer, frame_index, model_choice
+from pages.common import frame_index, model_choice, page_with_scan
 
 
 def as_picture(values: np.ndarray) -> np.ndarray:
@@ -26,11 +26,7 @@ def histogram(values: np.ndarray, unit: str) -> go.Figure:
     return fig
 
 
-st.title("Preprocessing")
-disclaimer()
-chosen, scan = current_scan()
-if scan is None:
-    st.stop()
+chosen, scan = page_with_scan("Preprocessing")
 loaded = model_choice(chosen.model)
 if loaded is None:
     st.stop()
