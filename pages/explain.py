@@ -36,7 +36,8 @@ if loaded is None:
 frame = frame_index(scan)
 names = loaded.class_names
 tensor = loaded.pipeline.scan_tensor(scan, frame)
-probs = loaded.predict(tensor)[0]
+probabilities, outside = loaded.predict_and_check(tensor)  # one forward pass for both
+probs, outside = probabilities[0], outside[0]
 predicted = loaded.decide(probs)
 
 with top[1]:
@@ -49,7 +50,6 @@ with top[1]:
                    "model's validation split.")
 for note in scan.warnings:
     st.warning(note)
-outside = loaded.outside_message(tensor)
 if outside:
     st.warning(outside)
 
