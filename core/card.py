@@ -75,11 +75,13 @@ def render_card(folder: str | Path) -> str:
         "",
         "## Training",
         f"- Command: `python -m core train --task {task} --data {info['dataset']['path']} --out {folder.as_posix()} "
-        f"--epochs {params.get('epochs')} --seed {params.get('seed')}`",
+        f"--epochs {params.get('epochs')} --patience {params.get('patience')} --seed {params.get('seed')} "
+        f"--recalibrate-bn {params.get('recalibrate_bn', 0)}`",
         f"- {len(_history_rows(folder))} epochs run (early stopping on `{params.get('monitor')}`), "
         f"{float(params.get('train_seconds', 0)) / 60:.1f} minutes on a 2-core CPU, Adam with cosine decay, class "
         "weights for imbalance, augmentation: small shifts, rotations, zoom and contrast"
         f"{', horizontal flips' if task == 'brain_mri' else ''}.",
+        *_recalibration_lines(params),
         f"- The kept weights are those of the epoch with the best validation `{params.get('monitor')}`"
         f"{_best_epoch(folder, params.get('monitor'))}; the validation figures below are measured on that same "
         "split, so they are slightly optimistic (the more the validation curve jumps, the more).",
@@ -105,6 +107,15 @@ def render_card(folder: str | Path) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _recalibration_lines(params: dict) -> list[str]:
+    n = params.get("recalibrate_bn", 0)
+    if not n:
+        return ["- Batch-norm statistics: Keras's moving averages from training (trained before "
+                "`--recalibrate-bn` existed, or with it off)."]
+    return [f"- Batch-norm statistics recomputed from {n} clean (not augmented) training images before each "
+            "validation, and from all training images for the kept weights; validation images are never used."]
 
 
 def _calibration_lines(info: dict, folder: Path) -> list[str]:

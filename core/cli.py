@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--learning-rate", type=float, default=1e-3)
     t.add_argument("--patience", type=int, default=6)
     t.add_argument("--limit-per-class", type=int, default=None, help="use only the first N files per class")
+    t.add_argument("--recalibrate-bn", type=int, default=1024, metavar="N",
+                   help="recompute batch-norm statistics from N clean training images before each validation "
+                        "and from all of them at the end (0: off)")
 
     p = sub.add_parser("predict", help="classify images or DICOM files")
     p.add_argument("paths", nargs="+", metavar="PATH")
@@ -96,7 +99,7 @@ def _train(args) -> int:
     config = TrainConfig(task=args.task, data=args.data, out=args.out, epochs=args.epochs, seed=args.seed,
                          batch_size=args.batch_size, input_size=args.input_size, width=args.width,
                          learning_rate=args.learning_rate, patience=args.patience,
-                         limit_per_class=args.limit_per_class)
+                         limit_per_class=args.limit_per_class, recalibrate_bn=args.recalibrate_bn)
     try:
         train(config, log=lambda line: print(line, flush=True))
     except (FileNotFoundError, ValueError) as err:  # a dataset folder of the wrong shape

@@ -43,6 +43,7 @@ class TrainConfig:
     patience: int = 6
     validation_fraction: float = 0.15
     limit_per_class: int | None = None
+    recalibrate_bn: int = 1024
 
 
 def train(config: TrainConfig, log=print) -> dict:
@@ -90,12 +91,17 @@ def train(config: TrainConfig, log=print) -> dict:
         keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=config.patience),
         _EpochLog(log, config.epochs, monitor),
     ]
+    if config.recalibrate_bn:
+        # First, so validation and the checkpoint see the recalibrated statistics.
+        callbacks.insert(0, _RecalibrateBN(x_train, config.recalibrate_bn, config.seed))
     weights = data_mod.class_weights(y_train, n_classes)
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, class_weight=weights,
               callbacks=callbacks, verbose=0)
     if best_path.exists():
         model.load_weights(str(best_path))
         best_path.unlink()
+    if config.recalibrate_bn:
+        recalibrate_batch_norm(model, x_train)
 
     probabilities = model.predict(x_val, batch_size=64, verbose=0)
     metrics = classification_metrics(y_val, probabilities, names)
@@ -126,6 +132,49 @@ def train(config: TrainConfig, log=print) -> dict:
     write_card(out)
     log(f"done in {seconds / 60:.1f} min: validation accuracy {metrics['accuracy']:.4f}, AUC {metrics['auc']}")
     return metrics
+
+
+def recalibrate_batch_norm(model, images: np.ndarray, batch_size: int = 128) -> int:
+    """Set every batch-norm layer's moving mean and variance to its average over ``images``.
+
+    In training, batch norm normalises with the statistics of each augmented batch and keeps a
+    lagging moving average for inference. On the brain MRI set that average drifts far enough from
+    what clean images produce that validation accuracy jumps by up to 20 points between epochs.
+    Recomputing it from clean training images with the weights as they are ("precise BN",
+    Wu & Johnson 2021) removes the drift; it uses training images only, never validation ones.
+    Each batch-norm layer averages its batch statistics with equal weight over the batches.
+    Returns the number of layers recalibrated.
+    """
+    import keras
+
+    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if not layers or len(images) == 0:
+        return 0
+    saved = [layer.momentum for layer in layers]
+    try:
+        for k, start in enumerate(range(0, len(images), batch_size)):
+            for layer in layers:
+                layer.momentum = k / (k + 1)  # moving = mean of the k + 1 batch statistics so far
+            model(images[start:start + batch_size], training=True)
+    finally:
+        for layer, momentum in zip(layers, saved):
+            layer.momentum = momentum
+    return len(layers)
+
+
+class _RecalibrateBN:
+    """Recalibrates batch norm on a fixed sample of clean training images before each validation."""
+
+    def __new__(cls, images, n, seed):
+        import keras
+
+        sample = images[np.random.default_rng(seed).permutation(len(images))[:n]]
+
+        class RecalibrateBN(keras.callbacks.Callback):
+            def on_test_begin(self, logs=None):
+                recalibrate_batch_norm(self.model, sample)
+
+        return RecalibrateBN()
 
 
 def _write_json(path: Path, value) -> None:

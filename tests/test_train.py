@@ -77,3 +77,41 @@ def test_validation_patients_never_trained_on(tiny_run, chest_dir):
     assert len(val_items) == len(validation) > 0
     assert {i.label for i in val_items} == {0, 1}
     assert {i.group for i in val_items}.isdisjoint({i.group for i in train_items})
+
+
+def test_batch_norm_recalibration_matches_the_statistics_of_the_images(chest_dir):
+    """After recalibration, the first batch norm's moving mean and variance are those of its input
+    over the given clean images (exactly: it has no batch norm before it), later layers' are
+    finite, the momentum is put back, and the predictions change from the stale statistics'."""
+    import keras
+    import numpy as np
+
+    from core.data import prepare_arrays
+    from core.model import build_model
+    from core.preprocess import Pipeline
+    from core.train import recalibrate_batch_norm
+
+    dataset = list_dataset(chest_dir, limit_per_class=16)
+    x, _ = prepare_arrays(dataset.items, Pipeline(input_size=32))
+    model = build_model(32, 2, width=8)
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in bns:  # stale statistics, far from the data
+        layer.moving_mean.assign(np.full(layer.moving_mean.shape, 3.0, "float32"))
+        layer.moving_variance.assign(np.full(layer.moving_variance.shape, 9.0, "float32"))
+    before = model.predict(x, verbose=0)
+
+    assert recalibrate_batch_norm(model, x, batch_size=8) == len(bns)  # 4 equal batches
+
+    stem = keras.Model(model.inputs, bns[0].input)(x).numpy().reshape(-1, bns[0].input.shape[-1])
+    np.testing.assert_allclose(bns[0].moving_mean.numpy(), stem.mean(0), rtol=1e-4, atol=1e-6)
+    per_batch_var = np.mean([stem.reshape(4, -1, stem.shape[-1])[k].var(0) for k in range(4)], axis=0)
+    np.testing.assert_allclose(bns[0].moving_variance.numpy(), per_batch_var, rtol=1e-3, atol=1e-6)
+    assert all(np.isfinite(layer.moving_variance.numpy()).all() for layer in bns)
+    assert all(not np.allclose(layer.moving_mean.numpy(), 3.0) for layer in bns)
+    assert {layer.momentum for layer in bns} == {0.99}
+    assert not np.allclose(model.predict(x, verbose=0), before)
+
+
+def test_recalibration_sample_size_is_recorded_in_params(tiny_run):
+    folder, _, _ = tiny_run
+    assert read_json(folder / "params.json")["recalibrate_bn"] == 1024
