@@ -434,14 +434,19 @@ def _load_dicom(data: bytes, name: str | None, keep_identifiers: bool) -> Scan:
     if n_frames == 1 or (pixels.ndim == 2 or (pixels.ndim == 3 and samples == 3)):
         pixels = pixels[np.newaxis]
     notes: list[str] = []
+    enhanced_rescale = False
     if samples == 1:
-        pixels = apply_modality_lut(pixels, ds)
+        if _has_top_level_rescale(ds) or not _functional_item(ds, "PixelValueTransformationSequence"):
+            pixels = apply_modality_lut(pixels, ds)
+        else:  # enhanced CT / MR: the rescale sits in the functional groups, per frame or shared
+            pixels = _enhanced_rescale(pixels, ds)
+            enhanced_rescale = True
     pixels = _finite(np.asarray(pixels, dtype=np.float32), notes)
     _note_if_tiny(pixels, notes)
 
     photometric = str(ds.get("PhotometricInterpretation") or "MONOCHROME2")
     modality = str(ds.get("Modality") or "")
-    units = "HU" if modality == "CT" and "RescaleIntercept" in ds else ""
+    units = "HU" if modality == "CT" and ("RescaleIntercept" in ds or enhanced_rescale) else ""
     if pixels.ndim == 4:
         window = (127.5, 255.0) if int(ds.get("BitsStored") or 8) <= 8 else _range_window(pixels)
     else:
@@ -517,9 +522,43 @@ def _first_number(value) -> float | None:
     return number if np.isfinite(number) else None
 
 
+def _functional_item(ds, sequence: str, frame: int = 0):
+    """The first item of ``sequence`` in an enhanced (multi-frame) file's functional groups:
+    the shared group first, else the given frame's own group; None for a classic file."""
+    for group, index in (("SharedFunctionalGroupsSequence", 0), ("PerFrameFunctionalGroupsSequence", frame)):
+        try:
+            item = ds.get(group)[index].get(sequence)[0]
+        except (TypeError, IndexError, AttributeError, KeyError):
+            continue
+        if item is not None:
+            return item
+    return None
+
+
+def _has_top_level_rescale(ds) -> bool:
+    return any(keyword in ds for keyword in ("RescaleSlope", "RescaleIntercept", "ModalityLUTSequence"))
+
+
+def _enhanced_rescale(pixels: np.ndarray, ds) -> np.ndarray:
+    """Rescale slope and intercept from the Pixel Value Transformation functional group, frame by frame."""
+    out = np.asarray(pixels, dtype=np.float32).copy()
+    for f in range(out.shape[0]):
+        item = _functional_item(ds, "PixelValueTransformationSequence", f)
+        if item is None:
+            continue
+        slope = _first_number(item.get("RescaleSlope"))
+        intercept = _first_number(item.get("RescaleIntercept"))
+        out[f] = out[f] * (1.0 if slope is None else slope) + (0.0 if intercept is None else intercept)
+    return out
+
+
 def _dicom_window(ds, pixels: np.ndarray) -> tuple[float, float]:
     centre = _first_number(ds.get("WindowCenter"))
     width = _first_number(ds.get("WindowWidth"))
+    if centre is None or width is None:
+        voi = _functional_item(ds, "FrameVOILUTSequence", pixels.shape[0] // 2)
+        if voi is not None:
+            centre, width = _first_number(voi.get("WindowCenter")), _first_number(voi.get("WindowWidth"))
     if centre is not None and width is not None and width > 0:
         # The header window applies to values after the modality LUT, like our pixels.
         return centre, width
@@ -528,8 +567,10 @@ def _dicom_window(ds, pixels: np.ndarray) -> tuple[float, float]:
 
 
 def _dicom_spacing(ds) -> tuple[float, float] | None:
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
-        value = ds.get(keyword)
+    measures = _functional_item(ds, "PixelMeasuresSequence")  # enhanced multi-frame files keep it there
+    for source, keyword in ((ds, "PixelSpacing"), (measures, "PixelSpacing"), (ds, "ImagerPixelSpacing"),
+                            (ds, "NominalScannedPixelSpacing")):
+        value = source.get(keyword) if source is not None else None
         try:
             row, col = float(value[0]), float(value[1])
         except (TypeError, ValueError, IndexError):

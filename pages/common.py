@@ -49,6 +49,7 @@ class Keys:
     LAYER = "layer"
     OPACITY = "opacity"
     COLORMAP = "colormap"
+    TRUST = "trust_scores"  # (what, inputs' digest) -> faithfulness / uncertainty result, this session only
     # Keys of widgets whose default value is read from the keys above. Without a fixed key a
     # widget's identity changes with its default, so every second change a user made was lost.
     # Scan-specific widgets append the scan's digest: a new scan starts from its own defaults.
@@ -81,6 +82,7 @@ DICOM_SAMPLES = (
     ("CT slice in Hounsfield units (CT_small.dcm)", "CT_small.dcm", None),
     ("MR slice (MR_small.dcm)", "MR_small.dcm", "brain_mri"),
     ("Multi-frame MR, 10 frames (emri_small.dcm)", "emri_small.dcm", "brain_mri"),
+    ("Enhanced CT, 2 frames, in Hounsfield units (eCT_Supplemental.dcm)", "eCT_Supplemental.dcm", None),
 )
 
 

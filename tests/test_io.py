@@ -95,6 +95,25 @@ def test_ct_is_in_hounsfield_units():
     assert scan.spacing == pytest.approx((0.661468, 0.661468))
 
 
+def test_enhanced_ct_takes_rescale_window_and_spacing_from_its_functional_groups():
+    """An enhanced CT keeps no RescaleIntercept, WindowCenter or PixelSpacing at the top level:
+    they sit in the shared functional groups, and must still give Hounsfield units, the header
+    window and a scale bar."""
+    scan = load("eCT_Supplemental.dcm")
+    ds = pydicom.dcmread(dicom_path("eCT_Supplemental.dcm"))
+    assert "RescaleIntercept" not in ds and "PixelSpacing" not in ds and "WindowCenter" not in ds
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    rescale = shared.PixelValueTransformationSequence[0]
+    expected = ds.pixel_array.astype(np.float64) * float(rescale.RescaleSlope) + float(rescale.RescaleIntercept)
+    assert scan.units == "HU" and scan.n_frames == 2
+    np.testing.assert_array_equal(scan.frames, expected.astype(np.float32))
+    assert scan.frames.min() == -1024.0  # air outside the field of view
+    voi = shared.FrameVOILUTSequence[0]
+    assert scan.window == (float(voi.WindowCenter), float(voi.WindowWidth)) == (49.0, 102.0)
+    assert scan.spacing == pytest.approx((0.388672, 0.388672))
+    assert scan.header["Pixel spacing (mm)"] == "0.3887 x 0.3887"
+
+
 def test_mr_small_compressed_variants_exist():
     names = dicom_names("MR_small*")
     for expected in ("MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm"):

@@ -143,6 +143,20 @@ def test_ct_window_presets_change_the_picture(app):
         assert at.session_state[Keys.INVERT] is invert
 
 
+def test_enhanced_ct_sample_shows_hounsfield_window_and_scale_bar(app):
+    """eCT_Supplemental keeps its rescale, window and spacing in functional groups."""
+    picker = widget(app.selectbox, "…or pick a sample")
+    picker.set_value(next(label for label in picker.options if "eCT_Supplemental.dcm" in label))
+    at = app.run()
+    assert_clean(at)
+    assert "Lung" in widget(at.selectbox, "Window preset").options  # offered for CT in HU only
+    assert "window centre 49, width 102 HU" in caption_text(at)
+    spec = figure(at, "scan_figure")
+    assert any("mm" in (shape.get("text") or "") for shape in spec["layout"].get("annotations", []))
+    scan = load_scan(dicom_bytes("eCT_Supplemental.dcm"))
+    assert_image_geometry(spec, scan.shape)
+
+
 def test_radiograph_offers_no_ct_presets(app):
     at = upload(app, "RG1_UNCI.dcm", dicom_bytes("RG1_UNCI.dcm"))
     assert set(widget(at.selectbox, "Window preset").options) == {"Header default", "Full range", "Custom"}
