@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
 from core.explain import CAM_METHODS, METHODS, to_geometry
 from core.trust import SANITY_LIMIT, faithfulness, sanity_check, test_time_augmentation
+from pages.common import Keys
+
+#: Trust results kept per session: the map on screen and the few before it.
+MEMO_SIZE = 8
+
+
+def _digest(*parts) -> str:
+    h = hashlib.sha1()
+    for part in parts:
+        h.update(np.ascontiguousarray(part).tobytes() if isinstance(part, np.ndarray) else repr(part).encode())
+    return h.hexdigest()
+
+
+def remembered(what: str, key: str, compute):
+    """``compute()``, remembered in this session for the same inputs.
+
+    Every widget change reruns the page: without this, moving the opacity slider would score
+    the unchanged map again (about 400 forward passes). Results stay in the session's memory
+    only, like the scan they came from.
+    """
+    memo = st.session_state.setdefault(Keys.TRUST, {})
+    if (what, key) in memo:
+        memo[(what, key)] = memo.pop((what, key))  # most recently used last
+        return memo[(what, key)]
+    value = compute()
+    memo[(what, key)] = value
+    while len(memo) > MEMO_SIZE:
+        memo.pop(next(iter(memo)))
+    return value
 
 
 def curves_figure(result) -> go.Figure:
@@ -32,7 +63,8 @@ def trust_panel(loaded, tensor: np.ndarray, raw_map: np.ndarray, method: str, ta
     with left:
         st.markdown("**Faithfulness** (deletion / insertion)")
         with st.spinner("Scoring the map…"):
-            result = faithfulness(loaded.model, tensor, raw_map, target)
+            result = remembered("faithfulness", _digest(loaded.path, tensor, raw_map, target),
+                                lambda: faithfulness(loaded.model, tensor, raw_map, target))
         st.plotly_chart(curves_figure(result), config={"displayModeBar": False}, key="faithfulness_curves")
         if result.informative:
             verdict = ("better than" if result.deletion_ratio > 1.1 and result.insertion_ratio > 1.1
@@ -71,8 +103,10 @@ def trust_panel(loaded, tensor: np.ndarray, raw_map: np.ndarray, method: str, ta
         with st.spinner("Predicting shifted and re-contrasted copies…"):
             threshold = loaded.threshold if len(names) == 2 else None
             positive = 1 if len(names) == 2 else target
-            tta = test_time_augmentation(loaded.model, tensor, positive, threshold=threshold,
-                                         layer=layer if layer else loaded.info.get("last_conv"))
+            tta_layer = layer if layer else loaded.info.get("last_conv")
+            tta = remembered("uncertainty", _digest(loaded.path, tensor, positive, threshold, tta_layer),
+                             lambda: test_time_augmentation(loaded.model, tensor, positive, threshold=threshold,
+                                                            layer=tta_layer))
         st.metric(f"Mean P({names[positive]}) over 16 variants", f"{tta.mean:.1%}",
                   help="Small shifts and contrast changes within the training augmentation's range; uncalibrated.")
         st.markdown(f"90% interval **{tta.low:.1%} – {tta.high:.1%}**; the Grad-CAM hot spot moves by "

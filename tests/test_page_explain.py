@@ -174,3 +174,40 @@ def test_missing_model_folder_gives_one_clear_error(app, tmp_path, monkeypatch):
     assert len(app.error) == 1
     assert "model.json" in app.error[0].value and "Traceback" not in app.error[0].value
     assert not app.get("plotly_chart")
+
+
+def test_trust_scores_are_computed_once_per_map_not_on_every_rerun(app, models_root, monkeypatch):
+    """Moving the opacity slider reruns the page; the map is unchanged, so its faithfulness
+    curves (about 400 forward passes) and uncertainty must not be recomputed. A new class is a
+    new map and is scored. The real functions run; the wrappers only count the calls."""
+    import pages.trust_panel as panel
+
+    calls = {"faithfulness": 0, "uncertainty": 0}
+    real_faithfulness, real_tta = panel.faithfulness, panel.test_time_augmentation
+
+    def counted_faithfulness(*args, **kwargs):
+        calls["faithfulness"] += 1
+        return real_faithfulness(*args, **kwargs)
+
+    def counted_tta(*args, **kwargs):
+        calls["uncertainty"] += 1
+        return real_tta(*args, **kwargs)
+
+    monkeypatch.setattr(panel, "faithfulness", counted_faithfulness)
+    monkeypatch.setattr(panel, "test_time_augmentation", counted_tta)
+    go(upload(app, "RG1_UNCI.dcm", dicom_bytes("RG1_UNCI.dcm")), "explain")
+    assert calls == {"faithfulness": 1, "uncertainty": 1}
+    shown = markdown_text(app)
+    for opacity in (0.3, 0.8):
+        widget(app.slider, "Opacity").set_value(opacity)
+        app.run()
+        assert_clean(app)
+    assert calls == {"faithfulness": 1, "uncertainty": 1}
+    assert markdown_text(app) == shown  # the same scores, from memory
+
+    names = loaded_model(models_root).class_names
+    predicted = widget(app.selectbox, "Explain class").value
+    widget(app.selectbox, "Explain class").set_value(next(i for i in range(len(names)) if i != predicted))
+    app.run()
+    assert_clean(app)
+    assert calls["faithfulness"] == 2
