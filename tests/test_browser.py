@@ -210,6 +210,15 @@ def test_explain_page_overlays_the_map(uploaded):
     assert_no_errors(page)
     screenshot(page, "3-explain")
 
+    # The overlay PNG is encoded only when the button is clicked; it is the scan's full size.
+    with page.expect_download(timeout=EXPLAIN_SECONDS * 1000) as download:
+        page.get_by_role("button", name="Download overlay (PNG, scan resolution)").click()
+    assert download.value.suggested_filename.startswith("RG1_UNCI_gradcam_")
+    from PIL import Image
+
+    with Image.open(download.value.path()) as png:
+        assert png.format == "PNG" and png.size == (1841, 1955) and png.mode == "RGB"
+
 
 @pytest.mark.parametrize("title, name", [("Training history", "4-training-history"), ("About", "5-about")])
 def test_other_pages_open_without_errors(uploaded, title, name):
