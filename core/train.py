@@ -81,7 +81,7 @@ def train(config: TrainConfig, log=print) -> dict:
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps,
                                                       warmup_target=None, alpha=0.02)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="categorical_crossentropy",
-                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")])
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"), _auc_metric(n_classes)])
     monitor = "val_auc" if n_classes == 2 else "val_accuracy"
     best_path = out / "best.weights.h5"
     callbacks = [
@@ -132,6 +132,21 @@ def train(config: TrainConfig, log=print) -> dict:
     write_card(out)
     log(f"done in {seconds / 60:.1f} min: validation accuracy {metrics['accuracy']:.4f}, AUC {metrics['auc']}")
     return metrics
+
+
+def _auc_metric(n_classes: int):
+    """The ``auc`` of the history: for two classes, the AUC of P(positive class), as ``metrics.json``
+    reports it (Keras's AUC on one-hot labels pools both columns); else Keras's pooled one-vs-rest AUC."""
+    import keras
+
+    if n_classes != 2:
+        return keras.metrics.AUC(name="auc")
+
+    class PositiveClassAUC(keras.metrics.AUC):
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            return super().update_state(y_true[:, 1], y_pred[:, 1], sample_weight=sample_weight)
+
+    return PositiveClassAUC(name="auc")
 
 
 def recalibrate_batch_norm(model, images: np.ndarray, batch_size: int = 128) -> int:

@@ -115,3 +115,21 @@ def test_batch_norm_recalibration_matches_the_statistics_of_the_images(chest_dir
 def test_recalibration_sample_size_is_recorded_in_params(tiny_run):
     folder, _, _ = tiny_run
     assert read_json(folder / "params.json")["recalibrate_bn"] == 1024
+
+
+def test_binary_auc_in_the_history_is_the_auc_of_the_positive_class():
+    """The checkpoint picks epochs by ``val_auc``: for two classes it must be the AUC of
+    P(positive), the figure metrics.json reports, not Keras's AUC pooled over both columns."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from core.train import _auc_metric
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    p = np.clip(0.5 + 0.35 * (labels - 0.5) + rng.normal(0, 0.25, 200), 0.01, 0.99)
+    probabilities = np.stack([1 - p, p], axis=1).astype("float32")
+    one_hot = np.eye(2, dtype="float32")[labels]
+    metric = _auc_metric(2)
+    metric.update_state(one_hot, probabilities)
+    assert float(metric.result()) == pytest.approx(roc_auc_score(labels, p), abs=2e-3)
