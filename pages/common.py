@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,7 +196,43 @@ def get_model(task: str) -> LoadedModel:
 @st.cache_resource(show_spinner="Loading the model…")
 def _load_model(folder: str) -> LoadedModel:
     """One model per folder and process, shared by every session; explanations work on clones."""
-    return load_model(folder)
+    return shared_model(folder)
+
+
+_SHARED: dict[str, LoadedModel] = {}
+_SHARED_LOCKS: dict[str, threading.Lock] = {}
+_SHARED_GUARD = threading.Lock()
+
+
+def shared_model(folder: str) -> LoadedModel:
+    """The process's one copy of a model folder, loaded once even when the start-up warm-up
+    (``serve.py``) and a page ask for it at the same time: the second caller waits for the first."""
+    with _SHARED_GUARD:
+        lock = _SHARED_LOCKS.setdefault(folder, threading.Lock())
+    with lock:
+        if folder not in _SHARED:
+            _SHARED[folder] = load_model(folder)
+        return _SHARED[folder]
+
+
+def warm_models() -> list[str]:
+    """Load every default model and trace its compiled forward pass and Grad-CAM path on a blank
+    input, so the first real request does not pay for it. Returns the tasks warmed; a model that
+    cannot be loaded is skipped here and reported by the page that needs it."""
+    from core.explain import saliency_map
+
+    warmed = []
+    for task in MODELS:
+        try:
+            loaded = shared_model(str(models_dir() / task))
+        except ModelError:
+            continue
+        size = int(loaded.pipeline.input_size)
+        blank = np.zeros((1, size, size, 1), np.float32)
+        loaded.predict_and_check(blank)
+        saliency_map(loaded.model, blank, "gradcam", 0, loaded.info.get("last_conv"))
+        warmed.append(task)
+    return warmed
 
 
 def model_choice(suggested: str | None = None) -> LoadedModel | None:

@@ -1,4 +1,5 @@
-"""The dashboard in a real browser: ``streamlit run app.py`` driven by Debian Chromium with Playwright.
+"""The dashboard in a real browser: ``streamlit run serve.py`` (the README's command), driven by
+Debian Chromium with Playwright.
 
 One server and one browser page serve every step, with the committed default models in
 ``assets/models`` (what the README promises a user gets). Full-page screenshots of every
@@ -65,7 +66,7 @@ def wait_for_health(url: str, process: subprocess.Popen, log: Path) -> None:
 
 @pytest.fixture(scope="module")
 def server():
-    """``streamlit run app.py`` on a free port with the default models; always terminated."""
+    """``streamlit run serve.py`` on a free port with the default models; always terminated."""
     if not CHROMIUM.is_file():
         unavailable(f"{CHROMIUM} not found: install Debian's chromium (bash scripts/setup.sh --browser)")
     if not real_models_present():
@@ -78,7 +79,7 @@ def server():
     log = ARTIFACTS / "streamlit-server.log"
     with open(log, "w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+            [sys.executable, "-m", "streamlit", "run", "serve.py", "--server.headless", "true",
              "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
