@@ -1,5 +1,10 @@
 """Explainable medical imaging dashboard: entry point. Run with ``streamlit run app.py``."""
 
+# pandas before anything draws a figure: plotly checks for it with sys.modules.get("pandas"), which
+# hands out a half-imported module while another thread (an overlapping rerun's script thread, or
+# serve.py's warm-up) is importing it, and the page then fails with "partially initialized module
+# 'pandas' has no attribute 'Series'". An import statement waits for the other import to finish.
+import pandas  # noqa: F401
 import streamlit as st
 
 st.set_page_config(page_title="XAI imaging dashboard", page_icon=":material/radiology:", layout="wide")
@@ -15,3 +20,9 @@ page = st.navigation(pages)
 st.sidebar.caption("Research and teaching tool — **not a diagnostic device**. "
                    "Uploaded files stay in memory for your session only.")
 page.run()
+
+# Once per server process, after the first page is drawn (so it is not slowed down): load both
+# models and trace their compiled paths in the background, ready for the Explain page.
+from pages.common import start_warm_up  # noqa: E402
+
+start_warm_up()

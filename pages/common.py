@@ -205,14 +205,32 @@ _SHARED_GUARD = threading.Lock()
 
 
 def shared_model(folder: str) -> LoadedModel:
-    """The process's one copy of a model folder, loaded once even when the start-up warm-up
-    (``serve.py``) and a page ask for it at the same time: the second caller waits for the first."""
+    """The process's one copy of a model folder, loaded once even when the warm-up thread
+    (:func:`start_warm_up`) and a page ask for it at the same time: the second caller waits."""
     with _SHARED_GUARD:
         lock = _SHARED_LOCKS.setdefault(folder, threading.Lock())
     with lock:
         if folder not in _SHARED:
             _SHARED[folder] = load_model(folder)
         return _SHARED[folder]
+
+
+_WARM_UP_STARTED = threading.Event()
+
+
+def start_warm_up() -> bool:
+    """Start :func:`warm_models` in a background thread, once per process; True if started now.
+
+    ``MEDXAI_WARM_UP=0`` turns it off (the tests do, so that no thread loads models behind them).
+    """
+    if os.environ.get("MEDXAI_WARM_UP", "1") == "0":
+        return False
+    with _SHARED_GUARD:
+        if _WARM_UP_STARTED.is_set():
+            return False
+        _WARM_UP_STARTED.set()
+    threading.Thread(target=warm_models, name="model-warm-up", daemon=True).start()
+    return True
 
 
 def warm_models() -> list[str]:

@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# No background thread loading the default models behind the AppTest page tests (app.py starts
+# one per process); tests/test_browser.py turns it back on for its real server.
+os.environ["MEDXAI_WARM_UP"] = "0"
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("MEDXAI_DATA") or REPO.parent / "shared" / "data").resolve()

@@ -1,4 +1,4 @@
-"""The dashboard in a real browser: ``streamlit run serve.py`` (the README's command), driven by
+"""The dashboard in a real browser: ``streamlit run app.py`` (the README's command), driven by
 Debian Chromium with Playwright.
 
 One server and one browser page serve every step, with the committed default models in
@@ -66,7 +66,8 @@ def wait_for_health(url: str, process: subprocess.Popen, log: Path) -> None:
 
 @pytest.fixture(scope="module")
 def server():
-    """``streamlit run serve.py`` on a free port with the default models; always terminated."""
+    """``streamlit run app.py`` on a free port with the default models (and the models' warm-up
+    thread, as a user gets it); always terminated."""
     if not CHROMIUM.is_file():
         unavailable(f"{CHROMIUM} not found: install Debian's chromium (bash scripts/setup.sh --browser)")
     if not real_models_present():
@@ -76,10 +77,11 @@ def server():
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k != "MEDXAI_MODELS"}  # the real default models
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env["MEDXAI_WARM_UP"] = "1"  # as a user runs it
     log = ARTIFACTS / "streamlit-server.log"
     with open(log, "w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "serve.py", "--server.headless", "true",
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
              "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:

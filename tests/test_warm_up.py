@@ -1,6 +1,7 @@
-"""serve.py: the README's launcher loads the models while the server starts, and shares them.
+"""The models' warm-up: app.py loads both default models in a background thread once per
+process, after the first page is drawn, and every page shares the one copy.
 
-The launch itself, in a real browser, is covered by ``tests/test_browser.py``.
+The warm-up inside a real server is exercised by ``tests/test_browser.py`` (timings: ``python -m bench``).
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-def test_streamlit_runs_serve_py_as_an_app_with_its_warm_up():
-    from streamlit.web.server.app_discovery import discover_asgi_app
+def test_warm_up_starts_once_per_process_and_can_be_turned_off(monkeypatch):
+    from pages import common
 
-    found = discover_asgi_app(REPO / "serve.py")
-    assert found.is_asgi_app and found.import_string.endswith(":app")
-    assert not discover_asgi_app(REPO / "app.py").is_asgi_app  # app.py stays the plain dashboard script
+    monkeypatch.setattr(common, "_WARM_UP_STARTED", threading.Event())
+    monkeypatch.setattr(common, "warm_models", lambda: [])  # the thread's work is tested below
+    monkeypatch.setenv("MEDXAI_WARM_UP", "0")
+    assert common.start_warm_up() is False and not common._WARM_UP_STARTED.is_set()
+    monkeypatch.setenv("MEDXAI_WARM_UP", "1")
+    assert common.start_warm_up() is True
+    assert common.start_warm_up() is False  # the second session of the process starts nothing
 
 
 def test_concurrent_requests_load_a_model_once_and_share_it(monkeypatch):
