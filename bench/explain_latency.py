@@ -139,8 +139,10 @@ def _request(loaded, data: bytes, scan, target: int, *, repeats: int, forward, l
         "overlay (before)": lambda: plain.overlay_repeat(background, on_scan),
         "png_bytes (Up filter, zlib 1)": lambda: ex.png_bytes(picture),
         "png (Pillow default, before)": lambda: plain.png_default(picture),
+        "png (Pillow compress_level=1)": lambda: plain.png_pillow_fast(picture),
     }, repeats=repeats, warmup=1)
-    sizes = {"png_bytes": len(ex.png_bytes(picture)), "png_pillow_default_bytes": len(plain.png_default(picture))}
+    sizes = {"png_bytes": len(ex.png_bytes(picture)), "png_pillow_default_bytes": len(plain.png_default(picture)),
+             "png_pillow_level1_bytes": len(plain.png_pillow_fast(picture))}
     log("  Explain request stages: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in stages.items()))
     return [
         Row("1 explain", "whole Explain request, bytes to overlay PNG (Grad-CAM)", times["ours"], "s",
@@ -149,4 +151,8 @@ def _request(loaded, data: bytes, scan, target: int, *, repeats: int, forward, l
             extra={"stages_seconds": stages, "before_seconds": times["before"], **sizes}),
         Row("1 explain", "whole Explain request: ours vs the previous code path", times["ours"], "s",
             times["before"], "before", "", extra={}),
+        Row("1 explain", "overlay PNG encoding: ours (Up filter, zlib 1) vs Pillow compress_level=1",
+            stages["png_bytes (Up filter, zlib 1)"], "s", stages["png (Pillow compress_level=1)"],
+            "Pillow level 1", "", extra={"ours_bytes": sizes["png_bytes"],
+                                         "pillow_level1_bytes": sizes["png_pillow_level1_bytes"]}),
     ]
