@@ -49,7 +49,7 @@ def curves_figure(metric: str, runs: list[Run]) -> go.Figure | None:
                       legend=LEGEND_BELOW, hovermode="x unified")
     fig.update_xaxes(title="epoch", dtick=1 if max(r.epochs for r in runs) <= 20 else None)
     if metric == "loss":  # early spikes would flatten the rest of a linear axis
-        fig.update_yaxes(type="log", title="log scale")
+        fig.update_yaxes(type="log", title="log scale", dtick="D2")  # minor labels at 2 and 5 only
     return fig
 
 

@@ -50,7 +50,7 @@ def curves_figure(result) -> go.Figure:
     fig.add_scatter(x=x, y=result.random_insertion, name="insertion, random order", line=dict(color="#4c9be8", dash="dot"))
     fig.update_layout(height=330, margin=dict(l=0, r=0, t=10, b=0),
                       legend=dict(font=dict(size=10), orientation="h", y=-0.3),
-                      xaxis=dict(title="fraction of pixels removed / revealed", tickformat=".0%"),
+                      xaxis=dict(title="fraction of pixels removed / revealed", tickformat=".0%", dtick=0.25),
                       yaxis=dict(title="probability of class", range=[0, 1]))
     return fig
 
