@@ -2,7 +2,7 @@
 
 # pandas before anything draws a figure: plotly checks for it with sys.modules.get("pandas"), which
 # hands out a half-imported module while another thread (an overlapping rerun's script thread, or
-# serve.py's warm-up) is importing it, and the page then fails with "partially initialized module
+# the models' warm-up thread) is importing it, and the page then fails with "partially initialized module
 # 'pandas' has no attribute 'Series'". An import statement waits for the other import to finish.
 import pandas  # noqa: F401
 import streamlit as st

@@ -190,13 +190,11 @@ def frame_index(scan: Scan) -> int:
 
 def get_model(task: str) -> LoadedModel:
     """The model of one task, from the models folder as configured now."""
-    return _load_model(str(models_dir() / task))
-
-
-@st.cache_resource(show_spinner="Loading the model…")
-def _load_model(folder: str) -> LoadedModel:
-    """One model per folder and process, shared by every session; explanations work on clones."""
-    return shared_model(folder)
+    folder = str(models_dir() / task)
+    if folder in _SHARED:
+        return _SHARED[folder]
+    with st.spinner("Loading the model…"):
+        return shared_model(folder)
 
 
 _SHARED: dict[str, LoadedModel] = {}
@@ -205,8 +203,9 @@ _SHARED_GUARD = threading.Lock()
 
 
 def shared_model(folder: str) -> LoadedModel:
-    """The process's one copy of a model folder, loaded once even when the warm-up thread
-    (:func:`start_warm_up`) and a page ask for it at the same time: the second caller waits."""
+    """The process's one copy of a model folder, shared by every session (explanations work on
+    clones), loaded once even when the warm-up thread (:func:`start_warm_up`) and a page ask
+    for it at the same time: the second caller waits. A folder that fails to load is not kept."""
     with _SHARED_GUARD:
         lock = _SHARED_LOCKS.setdefault(folder, threading.Lock())
     with lock:
