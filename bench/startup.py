@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench.common import REPO, Row, python_env
@@ -100,14 +101,8 @@ DWELL_SECONDS = 5.0
 
 def _scan_then_explain(browser, env: dict) -> tuple[float, float]:
     """Launch, wait for the Scan page's scan, look for DWELL_SECONDS, click Explain: (shown, to prediction)."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
     start = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                               "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_healthy(url, server)
+    with _server(env) as (url, _):
         page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
         page.goto(url)
         page.get_by_text("1841 x 1955 px").first.wait_for(timeout=TIMEOUT_MS)  # the scan's caption
@@ -119,12 +114,26 @@ def _scan_then_explain(browser, env: dict) -> tuple[float, float]:
         to_prediction = time.perf_counter() - clicked
         page.context.close()
         return shown, to_prediction
-    finally:
-        server.terminate()
+
+
+@contextmanager
+def _server(env: dict):
+    """``streamlit run app.py`` on a free port, healthy: yields (url, process); always terminated."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile() as log_file:
+        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                                   "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+                                  cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
         try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+            _wait_healthy(url, server)
+            yield url, server
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
 
 
 def _floor() -> float:
@@ -143,46 +152,34 @@ def _free_port() -> int:
 def _launch(browser, env: dict, extra_sessions: int) -> tuple[float, float, dict]:
     import psutil
 
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_file = tempfile.TemporaryFile()
     start = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                               "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-                              cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     pages = []
-    try:
-        _wait_healthy(url, server)
-        page = browser.new_context().new_page()
-        pages.append(page)
-        page.goto(f"{url}/explain")
-        page.get_by_text("Predicted:").first.wait_for(timeout=TIMEOUT_MS)
-        t_ready = time.perf_counter() - start
-        page.get_by_text("All maps ready.").first.wait_for(state="attached", timeout=TIMEOUT_MS)
-        t_full = time.perf_counter() - start
-        memory = {}
-        if extra_sessions:
-            process = psutil.Process(server.pid)
-            time.sleep(1.0)
-            memory["one"] = _rss_mb(process)
-            for _ in range(extra_sessions):
-                other = browser.new_context().new_page()
-                pages.append(other)
-                other.goto(f"{url}/explain")
-                other.get_by_text("All maps ready.").first.wait_for(state="attached", timeout=TIMEOUT_MS)
-            time.sleep(1.0)
-            memory["after"] = _rss_mb(process)
-            memory["extra_sessions"] = extra_sessions
-        return t_ready, t_full, memory
-    finally:
-        for page in pages:
-            page.context.close()
-        server.terminate()
+    with _server(env) as (url, server):
         try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log_file.close()
+            page = browser.new_context().new_page()
+            pages.append(page)
+            page.goto(f"{url}/explain")
+            page.get_by_text("Predicted:").first.wait_for(timeout=TIMEOUT_MS)
+            t_ready = time.perf_counter() - start
+            page.get_by_text("All maps ready.").first.wait_for(state="attached", timeout=TIMEOUT_MS)
+            t_full = time.perf_counter() - start
+            memory = {}
+            if extra_sessions:
+                process = psutil.Process(server.pid)
+                time.sleep(1.0)
+                memory["one"] = _rss_mb(process)
+                for _ in range(extra_sessions):
+                    other = browser.new_context().new_page()
+                    pages.append(other)
+                    other.goto(f"{url}/explain")
+                    other.get_by_text("All maps ready.").first.wait_for(state="attached", timeout=TIMEOUT_MS)
+                time.sleep(1.0)
+                memory["after"] = _rss_mb(process)
+                memory["extra_sessions"] = extra_sessions
+            return t_ready, t_full, memory
+        finally:
+            for page in pages:
+                page.context.close()
 
 
 def _wait_healthy(url: str, server, timeout: float = 120.0) -> None:
