@@ -400,7 +400,7 @@ def search_studies(client, *, modality: str | None = None, date=None, descriptio
     Examples
     --------
     >>> rows = search_studies(client, modality="CT", date="20040101-20041231")  # doctest: +SKIP
-    >>> rows[0].modalities, rows[0].patient_name
+    >>> rows[0].modalities, rows[0].patient_name  # doctest: +SKIP
     (('CT',), None)
     """
     filters: dict[str, str] = {}

@@ -285,7 +285,7 @@ def group_series(files: list[tuple[str, bytes]], *, max_files: int = MAX_FILES,
     Examples
     --------
     >>> series, notes = group_series(read_zip(zip_bytes))  # doctest: +SKIP
-    >>> series[0].ordered_by, series[0].scan.frames.shape
+    >>> series[0].ordered_by, series[0].scan.frames.shape  # doctest: +SKIP
     ('position', (24, 128, 128))
     """
     files = list(files)
