@@ -32,10 +32,13 @@ overlay but no Parametric Map; no geometry is ever invented.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import io
+import logging
 import re
+import threading
 import warnings
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -43,7 +46,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-#: Coding scheme designator of this project's own codes (PS3.16 8.2: private schemes start "99").
+#: Coding scheme designator of this project's own codes (by DICOM convention a private scheme's
+#: designator begins with "99").
 LOCAL_SCHEME = "99MEDXAI"
 #: Name written as the manufacturer of every object (and of the SR's device observer).
 MANUFACTURER = "XAI imaging dashboard"
@@ -115,6 +119,52 @@ class DicomResultError(ValueError):
     """Results that cannot be made into DICOM; ``str(err)`` is one sentence for the user."""
 
 
+_BUILDING = threading.local()
+
+
+class _DropWhileBuilding(logging.Filter):
+    """Drops a library's log record made by a thread inside :func:`_quiet` (other threads log as usual)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_BUILDING, "active", False)
+
+
+_DROP = _DropWhileBuilding()
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Neither a warning nor a log record while a header is read or copied: highdicom logs the
+    source's SOP Instance UID and dumps datasets at debug level, pydicom's value checks quote the
+    values (a malformed patient name, say), and nothing a user uploads is shown or logged.
+
+    A logger's filter sees only its own records, so every logger of these libraries gets it
+    (``addFilter`` ignores one already there); warnings are process-wide, as ``warnings`` is.
+    """
+    import highdicom  # noqa: F401 - its modules' loggers exist once it is imported
+
+    for name in list(logging.root.manager.loggerDict):
+        if name.split(".")[0] in ("highdicom", "pydicom", "pylibjpeg"):
+            logging.getLogger(name).addFilter(_DROP)
+    previous = getattr(_BUILDING, "active", False)
+    _BUILDING.active = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        _BUILDING.active = previous
+
+
+def _quietly(function):
+    """Run ``function`` inside :func:`_quiet`."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with _quiet():
+            return function(*args, **kwargs)
+    return wrapper
+
+
 @dataclass(frozen=True)
 class ExplanationFacts:
     """What the dashboard knows about one prediction and its explanation.
@@ -129,7 +179,8 @@ class ExplanationFacts:
     predicted_index : int
         Index of the predicted class.
     method : str
-        Explanation method, a key of ``core.explain.METHODS`` ("gradcam") or its display name.
+        Explanation method: the dashboard's key ("gradcam", "gradcam++", "scorecam", "layercam",
+        "smoothgrad") or its display name ("Grad-CAM").
     layer : str or None
         Explained layer (CAM methods); None for methods that use no layer (SmoothGrad).
     threshold : float or None
@@ -193,6 +244,9 @@ class ExplanationFacts:
             raise DicomResultError("The calibration temperature must be a positive number.")
         if not self.model_title.strip() or not self.model_version.strip():
             raise DicomResultError("The model needs a title and a version to be recorded in DICOM.")
+        for key, value in self.trust.items():
+            if not (value is None or isinstance(value, (bool, np.bool_, int, float, np.integer, np.floating))):
+                raise DicomResultError(f"The trust score {key!r} must be a number or true/false.")
 
     @property
     def predicted_class(self) -> str:
@@ -200,7 +254,11 @@ class ExplanationFacts:
 
     @property
     def explained_class(self) -> str:
-        return self.class_names[self.predicted_index if self.explained_index is None else self.explained_index]
+        return self.class_names[self._explained]
+
+    @property
+    def _explained(self) -> int:
+        return int(self.predicted_index if self.explained_index is None else self.explained_index)
 
     @property
     def decision_rule(self) -> str:
@@ -213,6 +271,7 @@ class ExplanationFacts:
 
 # ----------------------------------------------------------------------------- sources
 
+@_quietly
 def read_source(data: bytes) -> "Dataset | None":
     """The header of an uploaded DICOM file, without its pixels; None for a PNG, JPEG or TIFF.
 
@@ -236,14 +295,20 @@ def read_source(data: bytes) -> "Dataset | None":
 
     data = bytes(data)
     preamble = len(data) >= 132 and data[128:132] == b"DICM"
+    if not preamble and data.startswith(_IMAGE_MAGIC):
+        return None  # a forced read would turn an image's bytes into some element
     try:
-        with _quiet():
-            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=not preamble)
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=not preamble)
     except Exception:  # noqa: BLE001 - any unreadable header: not a DICOM source
         return None
     return ds if "SOPInstanceUID" in ds and "Rows" in ds else None
 
 
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+", b"BM",
+                b"GIF87a", b"GIF89a")
+
+
+@_quietly
 def source_from_pixels(pixels: np.ndarray, *, series_number: int = SERIES_NUMBERS["source"]) -> "Dataset":
     """A Secondary Capture of a non-DICOM upload, in a new study with an anonymous patient.
 
@@ -258,7 +323,8 @@ def source_from_pixels(pixels: np.ndarray, *, series_number: int = SERIES_NUMBER
     Returns
     -------
     highdicom.sc.SCImage
-        The new source image; its patient ID is a random anonymous one, its name "Anonymous".
+        The new source image; its patient is :data:`ANONYMOUS_NAME` with an ID made from the new
+        study's UID.
 
     Examples
     --------
@@ -270,16 +336,15 @@ def source_from_pixels(pixels: np.ndarray, *, series_number: int = SERIES_NUMBER
 
     array, photometric, bits = _image_pixels(pixels)
     study_uid = hd.UID()
-    with _quiet():
-        image = hd.sc.SCImage(
-            pixel_array=array, photometric_interpretation=photometric, bits_allocated=bits,
-            coordinate_system="PATIENT", study_instance_uid=study_uid, series_instance_uid=hd.UID(),
-            series_number=series_number, sop_instance_uid=hd.UID(), instance_number=1,
-            manufacturer=MANUFACTURER, patient_id=_anonymous_id(study_uid), patient_name=ANONYMOUS_NAME,
-            patient_birth_date="", patient_sex="", accession_number="", study_id="",
-            referring_physician_name="", patient_orientation=("L", "F"),
-            series_description="Uploaded image (not DICOM)",
-        )
+    image = hd.sc.SCImage(
+        pixel_array=array, photometric_interpretation=photometric, bits_allocated=bits,
+        coordinate_system="PATIENT", study_instance_uid=study_uid, series_instance_uid=hd.UID(),
+        series_number=series_number, sop_instance_uid=hd.UID(), instance_number=1,
+        manufacturer=MANUFACTURER, patient_id=_anonymous_id(study_uid), patient_name=ANONYMOUS_NAME,
+        patient_birth_date="", patient_sex="", accession_number="", study_id="",
+        referring_physician_name="", patient_orientation=("L", "F"),
+        series_description="Uploaded image (not DICOM)",
+    )
     # highdicom requires an orientation for a patient image; an upload's is unknown, and the
     # attribute is Type 2C, so it is emptied rather than invented.
     image.PatientOrientation = ""
@@ -347,6 +412,7 @@ def _method_code(facts: ExplanationFacts):
 
 # ----------------------------------------------------------------------------- structured report
 
+@_quietly
 def structured_report(source, facts: ExplanationFacts, *, series_number: int = SERIES_NUMBERS["sr"],
                       instance_number: int = 1) -> "Dataset":
     """A Comprehensive SR (TID 1500 Measurement Report) of the prediction and its explanation.
@@ -409,8 +475,7 @@ def structured_report(source, facts: ExplanationFacts, *, series_number: int = S
 
     measurements, evaluations = [], [
         hd.sr.QualitativeEvaluation(_local("EXPL-METHOD"), _method_code(facts)),
-        hd.sr.QualitativeEvaluation(_local("EXPLAINED-CLASS"),
-                                    _class_code(facts, facts.class_names.index(facts.explained_class))),
+        hd.sr.QualitativeEvaluation(_local("EXPLAINED-CLASS"), _class_code(facts, facts._explained)),
     ]
     for key, value in facts.trust.items():
         name, unit = _trust_code(key)
@@ -441,16 +506,16 @@ def structured_report(source, facts: ExplanationFacts, *, series_number: int = S
         procedure_reported=codes.SCT.ImagingProcedure,
         imaging_measurements=[classification, explanation],
     )
-    with _quiet():
-        return hd.sr.ComprehensiveSR(
-            evidence=[source], content=report[0], series_instance_uid=hd.UID(), series_number=series_number,
-            sop_instance_uid=hd.UID(), instance_number=instance_number, manufacturer=MANUFACTURER,
-            is_complete=True, is_final=False, series_description="XAI result: not a diagnostic device",
-        )
+    return hd.sr.ComprehensiveSR(
+        evidence=[source], content=report[0], series_instance_uid=hd.UID(), series_number=series_number,
+        sop_instance_uid=hd.UID(), instance_number=instance_number, manufacturer=MANUFACTURER,
+        is_complete=True, is_final=False, series_description="XAI result: not a diagnostic device",
+    )
 
 
 # ----------------------------------------------------------------------------- maps
 
+@_quietly
 def saliency_parametric_map(source, saliency: np.ndarray, facts: ExplanationFacts, *,
                             series_number: int = SERIES_NUMBERS["pm"], instance_number: int = 1) -> "Dataset":
     """The saliency map as a float32 Parametric Map on the source image's own geometry.
@@ -489,22 +554,22 @@ def saliency_parametric_map(source, saliency: np.ndarray, facts: ExplanationFact
         lut_label="SALIENCY", value_range=(0.0, 1.0), slope=1.0, intercept=0.0,
         lut_explanation=f"{facts.method_name} saliency for {facts.explained_class}: 0 none, 1 highest"[:64],
         quantity_definition=_method_code(facts), unit=codes.UCUM.NoUnits)
-    with _quiet():
-        parametric_map = hd.pm.ParametricMap(
-            source_images=[source], pixel_array=values[np.newaxis], series_instance_uid=hd.UID(),
-            series_number=series_number, sop_instance_uid=hd.UID(), instance_number=instance_number,
-            manufacturer=MANUFACTURER, manufacturer_model_name=facts.model_title[:64],
-            software_versions=facts.model_version[:64], device_serial_number=facts.model_sha256,
-            contains_recognizable_visual_features=False, real_world_value_mappings=[mapping],
-            voi_lut_transformations=[hd.VOILUTTransformation(window_center=0.5, window_width=1.0)],
-            content_label="SALIENCY", content_description=DISCLAIMER,
-            series_description=f"Saliency map ({facts.method_name})"[:64],
-            **_frame_geometry(source, facts),
-        )
+    parametric_map = hd.pm.ParametricMap(
+        source_images=[source], pixel_array=values[np.newaxis], series_instance_uid=hd.UID(),
+        series_number=series_number, sop_instance_uid=hd.UID(), instance_number=instance_number,
+        manufacturer=MANUFACTURER, manufacturer_model_name=facts.model_title[:64],
+        software_versions=facts.model_version[:64], device_serial_number=facts.model_sha256,
+        contains_recognizable_visual_features=False, real_world_value_mappings=[mapping],
+        voi_lut_transformations=[hd.VOILUTTransformation(window_center=0.5, window_width=1.0)],
+        content_label="SALIENCY", content_description=DISCLAIMER,
+        series_description=f"Saliency map ({facts.method_name})"[:64],
+        **_frame_geometry(source, facts),
+    )
     _copy_laterality(source, parametric_map)
     return parametric_map
 
 
+@_quietly
 def saliency_segmentation(source, saliency: np.ndarray, facts: ExplanationFacts, *, threshold: float = 0.5,
                           series_number: int = SERIES_NUMBERS["seg"], instance_number: int = 1) -> "Dataset":
     """The map's top region (saliency >= ``threshold``) as a binary Segmentation.
@@ -549,17 +614,16 @@ def saliency_segmentation(source, saliency: np.ndarray, facts: ExplanationFacts,
         segmented_property_category=codes.SCT.SpatialAndRelationalConcept,
         segmented_property_type=_local("SALIENT-REGION"),
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm)
-    with _quiet():
-        segmentation = hd.seg.Segmentation(
-            source_images=[_without_invalid_spacing(source)], pixel_array=mask[np.newaxis], segmentation_type="BINARY",
-            segment_descriptions=[segment], series_instance_uid=hd.UID(), series_number=series_number,
-            sop_instance_uid=hd.UID(), instance_number=instance_number, manufacturer=MANUFACTURER,
-            manufacturer_model_name=facts.model_title[:64], software_versions=facts.model_version[:64],
-            device_serial_number=facts.model_sha256, omit_empty_frames=False,
-            content_label="SALIENCY", content_description=DISCLAIMER,
-            series_description=f"Salient region ({facts.method_name})"[:64],
-            **_frame_geometry(source, facts),
-        )
+    segmentation = hd.seg.Segmentation(
+        source_images=[_without_invalid_spacing(source)], pixel_array=mask[np.newaxis], segmentation_type="BINARY",
+        segment_descriptions=[segment], series_instance_uid=hd.UID(), series_number=series_number,
+        sop_instance_uid=hd.UID(), instance_number=instance_number, manufacturer=MANUFACTURER,
+        manufacturer_model_name=facts.model_title[:64], software_versions=facts.model_version[:64],
+        device_serial_number=facts.model_sha256, omit_empty_frames=False,
+        content_label="SALIENCY", content_description=DISCLAIMER,
+        series_description=f"Salient region ({facts.method_name})"[:64],
+        **_frame_geometry(source, facts),
+    )
     if flat:
         # Without a frame of reference nothing else orients the frame (General Image, Type 2C);
         # the source's own statement is copied, or left empty when it has none.
@@ -676,6 +740,7 @@ def _copy_laterality(source, result) -> None:
 
 # ----------------------------------------------------------------------------- overlay
 
+@_quietly
 def overlay_secondary_capture(source, overlay_rgb: np.ndarray, facts: ExplanationFacts, *,
                               series_number: int = SERIES_NUMBERS["sc"], instance_number: int = 1) -> "Dataset":
     """The overlay as shown (map, colour bar, legend) as an RGB Secondary Capture in the source's study.
@@ -703,15 +768,14 @@ def overlay_secondary_capture(source, overlay_rgb: np.ndarray, facts: Explanatio
         raise DicomResultError("The overlay must be an RGB image of 8-bit values (rows x columns x 3).")
     same_grid = rgb.shape[:2] == (int(source.Rows), int(source.Columns))
     orientation = _patient_orientation(source) if same_grid else None
-    with _quiet():
-        capture = hd.sc.SCImage.from_ref_dataset(
-            ref_dataset=source, pixel_array=np.ascontiguousarray(rgb), photometric_interpretation="RGB",
-            bits_allocated=8, coordinate_system="PATIENT", series_instance_uid=hd.UID(),
-            series_number=series_number, sop_instance_uid=hd.UID(), instance_number=instance_number,
-            manufacturer=MANUFACTURER, pixel_spacing=_pixel_spacing(source) if same_grid else None,
-            patient_orientation=orientation or ("L", "F"), transfer_syntax_uid="1.2.840.10008.1.2.1",
-            series_description=f"Saliency overlay ({facts.method_name}): not diagnostic"[:64],
-        )
+    capture = hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=source, pixel_array=np.ascontiguousarray(rgb), photometric_interpretation="RGB",
+        bits_allocated=8, coordinate_system="PATIENT", series_instance_uid=hd.UID(),
+        series_number=series_number, sop_instance_uid=hd.UID(), instance_number=instance_number,
+        manufacturer=MANUFACTURER, pixel_spacing=_pixel_spacing(source) if same_grid else None,
+        patient_orientation=orientation or ("L", "F"), transfer_syntax_uid="1.2.840.10008.1.2.1",
+        series_description=f"Saliency overlay ({facts.method_name}): not diagnostic"[:64],
+    )
     if orientation is None:  # unknown (and Type 2C): emptied rather than invented, see source_from_pixels
         capture.PatientOrientation = ""
     _copy_laterality(source, capture)
@@ -733,14 +797,18 @@ def _source_reference(source, facts: ExplanationFacts):
 
 
 def _pixel_spacing(source) -> tuple[float, float] | None:
-    """Pixel spacing in mm of the source's pixels (patient plane or, for radiographs, the imager)."""
+    """Pixel Spacing in mm of the source (patient plane), if it states a usable one.
+
+    A radiograph's Imager Pixel Spacing is at the detector, magnified: it is not carried over
+    as a patient-plane spacing.
+    """
     measures = None
     for group in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
         with contextlib.suppress(TypeError, IndexError, AttributeError, KeyError):
             measures = measures or source.get(group)[0].PixelMeasuresSequence[0]
-    for holder, keyword in ((source, "PixelSpacing"), (measures, "PixelSpacing"), (source, "ImagerPixelSpacing")):
+    for holder in (source, measures):
         with contextlib.suppress(TypeError, ValueError, IndexError, AttributeError):
-            row, col = (float(v) for v in holder.get(keyword))
+            row, col = (float(v) for v in holder.get("PixelSpacing"))
             if row > 0 and col > 0:
                 return row, col
     return None
@@ -770,6 +838,7 @@ def _patient_orientation(source) -> tuple[str, str] | None:
 
 # ----------------------------------------------------------------------------- together
 
+@_quietly
 def results_for_pacs(source, facts: ExplanationFacts, saliency: np.ndarray, overlay_rgb: np.ndarray, *,
                      image: np.ndarray | None = None, segmentation_threshold: float = 0.5) -> list:
     """Every result object as it would be stored in the PACS: in the source's study, with its patient.
@@ -844,6 +913,7 @@ _ALSO_IDENTIFYING = frozenset({
 })
 
 
+@_quietly
 def deidentified(datasets: Sequence, *, salt: str | bytes) -> list:
     """Copies for download: patient anonymised, dates removed, every UID replaced consistently.
 
@@ -869,7 +939,8 @@ def deidentified(datasets: Sequence, *, salt: str | bytes) -> list:
 
     Examples
     --------
-    >>> downloads = deidentified(results_for_pacs(source, facts, saliency, overlay), salt=session_salt)  # doctest: +SKIP
+    >>> objects = results_for_pacs(source, facts, saliency, overlay)  # doctest: +SKIP
+    >>> downloads = deidentified(objects, salt=session_salt)  # doctest: +SKIP
     """
     import copy
 
@@ -957,6 +1028,7 @@ def _mark_deidentified(ds) -> None:
 
 # ----------------------------------------------------------------------------- bytes
 
+@_quietly
 def to_bytes(ds) -> bytes:
     """The object as a DICOM Part 10 file, in memory.
 
@@ -1007,12 +1079,3 @@ def to_zip(datasets: Sequence) -> bytes:
                 name = name.replace(".dcm", f"-{seen[name]}.dcm")
             archive.writestr(name, to_bytes(ds))
     return buffer.getvalue()
-
-
-@contextlib.contextmanager
-def _quiet():
-    """No warning while a header is read or copied: pydicom's value checks quote the values
-    (a malformed patient name, say), and nothing a user uploads is shown or logged."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield

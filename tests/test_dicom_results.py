@@ -122,7 +122,7 @@ def _by_kind(objects) -> dict:
     return {_kind(ds): ds for ds in objects}
 
 
-def _walk(ds, path=""):
+def _walk(ds):
     """(keyword, element) for every element, recursively, file meta included."""
     meta = getattr(ds, "file_meta", None)
     for holder in ([meta] if meta is not None else []) + [ds]:
@@ -281,7 +281,8 @@ def test_parametric_map_holds_the_saliency_on_the_source_geometry(built, name):
     np.testing.assert_allclose(values, case["saliency"], atol=1e-7)  # float32: no quantisation at all
 
     mapping = again.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
-    assert (mapping.DoubleFloatRealWorldValueFirstValueMapped, mapping.DoubleFloatRealWorldValueLastValueMapped) == (0, 1)
+    first, last = mapping.DoubleFloatRealWorldValueFirstValueMapped, mapping.DoubleFloatRealWorldValueLastValueMapped
+    assert (first, last) == (0, 1)
     assert (float(mapping.RealWorldValueSlope), float(mapping.RealWorldValueIntercept)) == (1.0, 0.0)
     assert mapping.QuantityDefinitionSequence[0].ConceptCodeSequence[0].CodeValue == "130403"
 
@@ -427,6 +428,12 @@ def test_deidentified_copies_hold_none_of_the_source_identifiers(built, name):
     assert str(case["objects"][0].PatientName) == str(case["source"].PatientName)
 
 
+def _derived_from(image) -> str:
+    """The SOP Instance UID a parametric map's or segmentation's first frame was derived from."""
+    derivation = image.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0]
+    return derivation.SourceImageSequence[0].ReferencedSOPInstanceUID
+
+
 def test_deidentified_references_stay_consistent_among_themselves(built):
     case = built["CT_small.dcm"]
     deid = _by_kind(case["deid"])
@@ -435,10 +442,12 @@ def test_deidentified_references_stay_consistent_among_themselves(built):
     assert sr.StudyInstanceUID != case["source"].StudyInstanceUID
     assert len({ds.PatientID for ds in deid.values()}) == 1
 
-    source_uid = pm.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+    source_uid = _derived_from(pm)
     assert source_uid != case["source"].SOPInstanceUID
-    assert seg.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID == source_uid
-    in_report = {i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for i in _content_items(sr) if i.ValueType == "IMAGE"}
+    assert _derived_from(seg) == source_uid
+    assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == source_uid
+    in_report = {i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+                 for i in _content_items(sr) if i.ValueType == "IMAGE"}
     assert in_report == {source_uid}
     evidence = sr.CurrentRequestedProcedureEvidenceSequence[0]
     assert evidence.StudyInstanceUID == sr.StudyInstanceUID
@@ -496,6 +505,17 @@ def test_an_rgb_upload_becomes_an_rgb_source():
     source = dr.source_from_pixels(rgb)
     assert source.PhotometricInterpretation == "RGB"
     np.testing.assert_array_equal(pydicom.dcmread(io.BytesIO(dr.to_bytes(source))).pixel_array, rgb.astype(np.uint8))
+
+
+def test_building_logs_and_warns_nothing_about_the_source(caplog, recwarn):
+    import logging
+
+    caplog.set_level(logging.DEBUG)  # highdicom logs the source's UID at INFO, datasets at DEBUG
+    source, _, facts, saliency, overlay, _ = _case("RG1_UNCI.dcm")
+    dr.deidentified(dr.results_for_pacs(source, facts, saliency, overlay), salt=SALT)
+    said = " ".join(r.getMessage() for r in caplog.records) + " ".join(str(w.message) for w in recwarn)
+    for value in (source.SOPInstanceUID, source.StudyInstanceUID, str(source.PatientName), source.PatientID):
+        assert value not in said
 
 
 # ----------------------------------------------------------------------------- bad input
