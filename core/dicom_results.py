@@ -537,7 +537,8 @@ def saliency_parametric_map(source, saliency: np.ndarray, facts: ExplanationFact
     Raises
     ------
     DicomResultError
-        For a source without a patient frame of reference (CR, DX, secondary capture).
+        For a source that states no position in the patient (CR, DX, secondary capture) or a
+        multi-frame source that states none for its frames.
 
     Examples
     --------
@@ -548,7 +549,7 @@ def saliency_parametric_map(source, saliency: np.ndarray, facts: ExplanationFact
 
     _check_source(source)
     if _coordinate_system(source) is None:
-        raise DicomResultError(_NO_GEOMETRY_PM if "FrameOfReferenceUID" in source else _NO_FRAME_OF_REFERENCE)
+        raise DicomResultError(_NO_FRAME_POSITIONS if _n_frames(source) > 1 else _NO_PATIENT_GEOMETRY)
     values = _checked_map(source, saliency)
     mapping = hd.pm.RealWorldValueMapping(
         lut_label="SALIENCY", value_range=(0.0, 1.0), slope=1.0, intercept=0.0,
@@ -601,7 +602,7 @@ def saliency_segmentation(source, saliency: np.ndarray, facts: ExplanationFacts,
     if not 0.0 < threshold <= 1.0:
         raise DicomResultError("The segmentation threshold must lie above 0 and at most 1.")
     if _coordinate_system(source) is None and _n_frames(source) > 1:
-        raise DicomResultError(_NO_GEOMETRY_SEG)
+        raise DicomResultError(_NO_FRAME_POSITIONS)
     mask = _checked_map(source, saliency) >= threshold
     flat = _coordinate_system(source) is None
     algorithm = hd.AlgorithmIdentificationSequence(
@@ -653,12 +654,10 @@ def _positive(values) -> bool:
         return False
 
 
-_NO_FRAME_OF_REFERENCE = ("This image has no patient frame of reference (a projection radiograph or a "
-                          "secondary capture), so the map can only be stored as a segmentation or an overlay.")
-_NO_GEOMETRY_PM = ("This image states no position for its frames, so the map cannot be placed on it as a "
-                   "parametric map; store the overlay instead.")
-_NO_GEOMETRY_SEG = ("This multi-frame image states no position for its frames, so the map cannot be placed "
-                    "on one of them as a segmentation; store the overlay instead.")
+_NO_PATIENT_GEOMETRY = ("This image states no position in the patient (a projection radiograph or a secondary "
+                        "capture), so the map is stored as a segmentation and an overlay, not as a parametric map.")
+_NO_FRAME_POSITIONS = ("This multi-frame image states no position for its frames, so the map cannot be placed on "
+                       "one of them and is stored as an overlay only.")
 
 
 def _check_source(source) -> None:
@@ -721,7 +720,7 @@ def _frame_geometry(source, facts: ExplanationFacts) -> dict:
     position, orientation, measures = (item(k) for k in ("PlanePositionSequence", "PlaneOrientationSequence",
                                                            "PixelMeasuresSequence"))
     if position is None or orientation is None or measures is None:
-        raise DicomResultError(_NO_GEOMETRY_SEG)
+        raise DicomResultError(_NO_FRAME_POSITIONS)
     return {"plane_positions": [hd.PlanePositionSequence.from_sequence(position)],
             "plane_orientation": hd.PlaneOrientationSequence.from_sequence(orientation),
             "pixel_measures": hd.PixelMeasuresSequence.from_sequence(measures)}
@@ -859,7 +858,7 @@ def results_for_pacs(source, facts: ExplanationFacts, saliency: np.ndarray, over
     -------
     list of pydicom.Dataset
         [source capture (non-DICOM only), SR, Parametric Map, Segmentation, overlay capture]. The
-        Parametric Map is left out for images without a patient frame of reference, and both maps
+        Parametric Map is left out for images that state no position in the patient, and both maps
         for a multi-frame image without frame positions; call the builders to get the sentence why.
 
     Examples
@@ -878,7 +877,7 @@ def results_for_pacs(source, facts: ExplanationFacts, saliency: np.ndarray, over
         try:
             objects.append(build(source, saliency, facts))
         except DicomResultError as err:
-            if str(err) not in (_NO_FRAME_OF_REFERENCE, _NO_GEOMETRY_PM, _NO_GEOMETRY_SEG):
+            if str(err) not in (_NO_PATIENT_GEOMETRY, _NO_FRAME_POSITIONS):
                 raise
     objects.append(overlay_secondary_capture(source, overlay_rgb, facts))
     return objects
@@ -892,7 +891,7 @@ _CLASS_UID_KEYWORDS = frozenset({
     "ImplementationClassUID", "CodingSchemeUID", "ContextUID", "MappingResourceUID",
     "ContextGroupExtensionCreatorUID", "ReferencedSOPClassUIDInFile", "ReferencedTransferSyntaxUIDInFile",
     "PrivateInformationCreatorUID", "RelatedGeneralSOPClassUID", "OriginalSpecializedSOPClassUID",
-    "SOPClassesInStudy", "CreatorVersionUID", "ReferencedColorPaletteInstanceUID",
+    "SOPClassesInStudy", "CreatorVersionUID",
 })
 #: Top-level attributes that must stay (Type 2) but lose their value.
 _EMPTIED = frozenset({"PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "ReferringPhysicianName",

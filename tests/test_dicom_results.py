@@ -173,6 +173,9 @@ def test_a_map_that_cannot_be_placed_says_why_in_one_sentence():
     source, _, facts, saliency, _, _ = _case("emri_small.dcm")
     with pytest.raises(dr.DicomResultError, match="states no position for its frames"):
         dr.saliency_segmentation(source, saliency, facts)
+    source, _, facts, saliency, _, _ = _case("RG1_UNCI.dcm")
+    with pytest.raises(dr.DicomResultError, match="stored as a segmentation and an overlay"):
+        dr.saliency_parametric_map(source, saliency, facts)
 
 
 # ----------------------------------------------------------------------------- validity
