@@ -38,8 +38,6 @@ import hmac
 import io
 import logging
 import re
-import threading
-import warnings
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping, Sequence
@@ -71,8 +69,11 @@ LOCAL_CODES = {
     "CLASSIFICATION": "Image classification by a neural network",
 }
 
-#: Trust scores the dashboard computes: key -> (code value, code meaning, UCUM unit).
-#: Booleans are recorded as Yes/No (SNOMED CT); unknown keys get a code derived from their name.
+#: Trust scores the dashboard computes: key -> (code value, code meaning, UCUM unit). The keys are
+#: those of ``core.trust`` (``Faithfulness.summary()``; the sanity check's last Spearman and SSIM
+#: and ``passes``; ``Uncertainty`` as ``probability_*``, ``crosses_threshold``, ``hotspot_spread``)
+#: and of ``core.localisation.localisation_scores``. Booleans are recorded as Yes/No (SNOMED CT);
+#: unknown keys get a stable local code derived from their name.
 TRUST_CODES = {
     "deletion_ratio": ("FAITH-DEL-RATIO", "Faithfulness: deletion ratio (random AUC / map AUC)", "{ratio}"),
     "insertion_ratio": ("FAITH-INS-RATIO", "Faithfulness: insertion ratio (map AUC / random AUC)", "{ratio}"),
@@ -83,14 +84,16 @@ TRUST_CODES = {
     "sanity_spearman": ("SANITY-RHO", "Sanity check: Spearman correlation after randomisation", "1"),
     "sanity_ssim": ("SANITY-SSIM", "Sanity check: SSIM after randomisation", "1"),
     "sanity_passes": ("SANITY-PASS", "Sanity check passed (map changes when randomised)", "1"),
+    "probability_mean": ("UNC-MEAN", "Uncertainty: mean probability under augmentation", "1"),
     "probability_low": ("UNC-P05", "Uncertainty: 5th percentile of probability", "1"),
     "probability_high": ("UNC-P95", "Uncertainty: 95th percentile of probability", "1"),
     "probability_std": ("UNC-STD", "Uncertainty: standard deviation of probability", "1"),
     "crosses_threshold": ("UNC-CROSSES", "Uncertainty interval contains the threshold", "1"),
     "hotspot_spread": ("UNC-HOTSPOT", "Uncertainty: hot-spot spread (fraction of side)", "1"),
-    "pointing_game": ("LOC-POINTING", "Localisation: pointing game hit", "1"),
-    "energy_pointing": ("LOC-ENERGY", "Localisation: energy inside the mask", "1"),
-    "mask_iou": ("LOC-IOU", "Localisation: intersection over union with mask", "1"),
+    "pointing_game": ("LOC-POINTING", "Localisation: pointing game (1 hit, 0 miss)", "1"),
+    "energy": ("LOC-ENERGY", "Localisation: energy-based pointing game", "1"),
+    "rank_accuracy": ("LOC-RANK-ACC", "Localisation: relevance rank accuracy", "1"),
+    "auroc": ("LOC-AUROC", "Localisation: pixel AUROC against the mask", "1"),
 }
 
 _UNITS = {"1": "no units", "{ratio}": "ratio", "%": "Percent"}
@@ -119,41 +122,26 @@ class DicomResultError(ValueError):
     """Results that cannot be made into DICOM; ``str(err)`` is one sentence for the user."""
 
 
-_BUILDING = threading.local()
-
-
-class _DropWhileBuilding(logging.Filter):
-    """Drops a library's log record made by a thread inside :func:`_quiet` (other threads log as usual)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(_BUILDING, "active", False)
-
-
-_DROP = _DropWhileBuilding()
+#: Libraries that log or warn about the datasets they copy: highdicom logs the source's SOP Instance
+#: UID at INFO and dumps datasets at DEBUG, pydicom's value checks quote values (a malformed name).
+_QUIET_LIBRARIES = ("highdicom", "pydicom", "pylibjpeg")
 
 
 @contextlib.contextmanager
 def _quiet():
-    """Neither a warning nor a log record while a header is read or copied: highdicom logs the
-    source's SOP Instance UID and dumps datasets at debug level, pydicom's value checks quote the
-    values (a malformed patient name, say), and nothing a user uploads is shown or logged.
+    """Neither a warning nor a log record of these libraries while results are built: nothing a
+    user uploads is shown or logged (:mod:`core.quiet`; per thread for logs).
 
-    A logger's filter sees only its own records, so every logger of these libraries gets it
-    (``addFilter`` ignores one already there); warnings are process-wide, as ``warnings`` is.
+    A logger's filter sees only its own records, so each existing logger of these libraries is
+    silenced, after importing highdicom so that all of its modules' loggers exist.
     """
-    import highdicom  # noqa: F401 - its modules' loggers exist once it is imported
+    import highdicom  # noqa: F401
 
-    for name in list(logging.root.manager.loggerDict):
-        if name.split(".")[0] in ("highdicom", "pydicom", "pylibjpeg"):
-            logging.getLogger(name).addFilter(_DROP)
-    previous = getattr(_BUILDING, "active", False)
-    _BUILDING.active = True
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        _BUILDING.active = previous
+    from core.quiet import quiet, silence
+
+    silence([name for name in list(logging.root.manager.loggerDict) if name.split(".")[0] in _QUIET_LIBRARIES])
+    with quiet():
+        yield
 
 
 def _quietly(function):
