@@ -21,8 +21,9 @@ st.sidebar.caption("Research and teaching tool — **not a diagnostic device**. 
                    "Uploaded files stay in memory for your session only.")
 page.run()
 
-# Once per server process, after the first page is drawn (so it is not slowed down): load both
-# models and trace their compiled paths in the background, ready for the Explain page.
-from pages.common import start_warm_up  # noqa: E402
+# Once per server process, after the first page is drawn (so it is not slowed down): load the
+# models and trace their compiled paths in the background, ready for the Explain page. TensorFlow is
+# imported there, quietly (core.runtime), not here: the Scan page does not need it.
+from ui.models import start_warm_up  # noqa: E402
 
 start_warm_up()

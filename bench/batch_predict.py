@@ -21,7 +21,7 @@ import time
 
 from bench.common import REPO, Row, median_time, python_env
 from bench.training_input import DATA
-from core.cli import PREDICT_BATCH
+from core.predict import BATCH as PREDICT_BATCH
 
 
 def run(loaded, model_dir: str, *, n_images: int, repeats: int, log=print) -> tuple[list[Row], dict]:

@@ -12,7 +12,7 @@ import numpy as np
 
 
 def to_geometry_skimage(saliency: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """The map enlarged with ``skimage.transform.resize`` (what ``core.explain`` did before)."""
+    """The map enlarged with ``skimage.transform.resize`` (what the map enlargement did before)."""
     from skimage.transform import resize
 
     out = resize(saliency.astype(np.float32), shape, order=1, anti_aliasing=False, preserve_range=True)
@@ -21,10 +21,10 @@ def to_geometry_skimage(saliency: np.ndarray, shape: tuple[int, int]) -> np.ndar
 
 def overlay_repeat(image: np.ndarray, saliency: np.ndarray, *, opacity: float = 0.5) -> np.ndarray:
     """The blend with the grey image copied to three channels first (the previous overlay)."""
-    from core.explain import _lut
+    from core.render import colormap_lut
 
     grey = np.repeat(np.clip(image, 0, 1)[..., None] * 255.0, 3, axis=-1)
-    colour = _lut("Turbo")[np.clip((saliency * 255).astype(np.int32), 0, 255)].astype(np.float32)
+    colour = colormap_lut("Turbo")[np.clip((saliency * 255).astype(np.int32), 0, 255)].astype(np.float32)
     weight = opacity * np.where(saliency >= 0.0, saliency, 0.0)[..., None]
     return np.clip(grey * (1 - weight) + colour * weight, 0, 255).astype(np.uint8)
 
@@ -35,15 +35,6 @@ def png_default(rgb: np.ndarray) -> bytes:
 
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def png_pillow_fast(rgb: np.ndarray) -> bytes:
-    """PNG with Pillow at zlib level 1: the simplest fast alternative to our own encoder."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

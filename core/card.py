@@ -5,42 +5,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SOURCES = {
-    "chest_xray": (
-        "Kermany D., Zhang K., Goldbaum M. (2018), *Labeled Optical Coherence Tomography (OCT) and Chest "
-        "X-Ray Images for Classification*, Mendeley Data v2, doi:10.17632/rscbjbr9sj.2, licence CC BY 4.0; "
-        "paper: Kermany et al., *Identifying Medical Diagnoses and Treatable Diseases by Image-Based Deep "
-        "Learning*, Cell 172(5), 2018. Training split only (paediatric patients, Guangzhou Women and "
-        "Children's Medical Center), images squashed to 224 x 224."
-    ),
-    "brain_mri": (
-        "*Brain Tumor MRI Dataset* (M. Nickparvar, 2021), licence CC0, combining the figshare set of "
-        "Cheng et al. (2015/2017, CC BY 4.0), the SARTAJ set and Br35H. Training split only; 224 x 224 "
-        "JPEG, mixed axial, coronal and sagittal slices and mixed MR sequences."
-    ),
-}
-
-LIMITS = {
-    "chest_xray": [
-        "Paediatric patients (1-5 years) from one centre: adult radiographs, other hospitals and other "
-        "devices are outside what it learned.",
-        "The images were squashed to a square; every upload is squashed the same way before the model sees it.",
-        "Pneumonia labels (bacterial and viral together) come from the dataset's graders; the model knows "
-        "no other finding and says nothing about anything else in the image.",
-    ],
-    "brain_mri": [
-        "The file names carry no patient key, so the validation split cannot be grouped by patient: "
-        "neighbouring slices of one patient may sit on both sides and the validation score is optimistic. "
-        "Near-identical images were removed before splitting to limit this.",
-        "Mixed sequences and planes from several public sources; a scan from another scanner or protocol "
-        "may look unlike anything it learned.",
-        "It only ever answers one of four classes, even for an image that is not a brain MRI.",
-    ],
-}
-
-
 def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * float(value):.1f}%"
+
+
+def source_text(info: dict) -> str:
+    """Where a model's training images come from, with citation and licence, from its ``model.json``."""
+    source = info.get("source") or {}
+    if not source:
+        return f"Class-folder dataset at `{(info.get('dataset') or {}).get('path', 'an unrecorded folder')}`."
+    parts = [source.get("citation", "")]
+    if source.get("licence"):
+        parts.append(f"Licence {source['licence']}.")
+    if source.get("description"):
+        parts.append(source["description"])
+    return " ".join(p for p in parts if p)
 
 
 def render_card(folder: str | Path) -> str:
@@ -57,7 +36,8 @@ def render_card(folder: str | Path) -> str:
         "",
         "## Model",
         f"- Keras 3 Functional CNN ({params.get('model_parameters', '?'):,} parameters), input "
-        f"{info['input_size']} x {info['input_size']} x 1, softmax over {len(names)} classes: {', '.join(names)}.",
+        f"{info['input_size']} x {info['input_size']} x {info['preprocessing'].get('channels', 1)}, softmax over "
+        f"{len(names)} classes: {', '.join(names)}.",
         f"- Last convolution `{info.get('last_conv', 'last_conv')}` (explained by the CAM methods).",
         f"- Preprocessing (saved in `model.json`, the same code for training and inference): "
         f"{json.dumps(info['preprocessing'])}.",
@@ -65,22 +45,22 @@ def render_card(folder: str | Path) -> str:
         f"- File `model.keras`, SHA-256 `{info['sha256']}`; loaded with Keras `safe_mode` after the hash check.",
         "",
         "## Data",
-        SOURCES.get(task, f"Class-folder dataset at `{info['dataset']['path']}`."),
+        source_text(info),
         "",
         f"- Images used: {sum(info['dataset']['counts'].values())} "
         f"({', '.join(f'{k} {v}' for k, v in info['dataset']['counts'].items())}) after removing "
         f"{info['dataset']['removed_duplicates']} duplicates; dataset fingerprint `{info['dataset']['fingerprint'][:16]}…`.",
         f"- Split: {params.get('n_train')} training / {params.get('n_validation')} validation images, "
-        f"{'grouped by patient (file names)' if task == 'chest_xray' else 'grouped by file (no patient key in the names)'}, seed {params.get('seed')}.",
+        f"{(info.get('split') or {}).get('description') or 'split by file'}, seed {params.get('seed')}.",
         "",
         "## Training",
-        f"- Command: `python -m core train --task {task} --data {info['dataset']['path']} --out {folder.as_posix()} "
+        f"- Command: `python -m core train --task {params.get('task', task)} --data {info['dataset']['path']} --out {folder.as_posix()} "
         f"--epochs {params.get('epochs')} --patience {params.get('patience')} --seed {params.get('seed')} "
         f"--recalibrate-bn {params.get('recalibrate_bn', 0)}`",
         f"- {len(_history_rows(folder))} epochs run (early stopping on `{params.get('monitor')}`), "
         f"{float(params.get('train_seconds', 0)) / 60:.1f} minutes on a 2-core CPU, Adam with cosine decay, class "
         "weights for imbalance, augmentation: small shifts, rotations, zoom and contrast"
-        f"{', horizontal flips' if task == 'brain_mri' else ''}.",
+        f"{', horizontal flips' if info.get('flip') else ''}.",
         *_recalibration_lines(params),
         f"- The kept weights are those of the epoch with the best validation `{params.get('monitor')}`"
         f"{_best_epoch(folder, params.get('monitor'))}; the validation figures below are measured on that same "
@@ -96,11 +76,11 @@ def render_card(folder: str | Path) -> str:
         *_calibration_lines(info, folder),
         "",
         "## Intended use",
-        "Teaching and demonstrating explainable AI on medical images; exploring what a small CNN attends to. "
-        "Not for diagnosis, triage or any clinical decision.",
+        info.get("intended_use") or ("Teaching and demonstrating explainable AI on medical images. "
+                                     "Not for diagnosis, triage or any clinical decision."),
         "",
         "## Limits",
-        *[f"- {limit}" for limit in LIMITS.get(task, [])],
+        *[f"- {limit}" for limit in info.get("limits", [])],
         "- Burned-in text (names, dates, markers) is common in radiographs; the model may use it and an "
         "image is never anonymous because its header was de-identified.",
         "- Saliency maps show what raised the class score in this model, not where disease is.",

@@ -1,26 +1,30 @@
-"""Command line: ``python -m core {train,predict,evaluate} ...``.
+"""Command line: ``python -m core {train,calibrate,predict,evaluate,explain-eval} ...``.
 
-Exit codes: 0 every input was used, 1 some input could not be, 2 bad usage (including an
-unusable model folder). A bad input gives one sentence, never a traceback.
+The commands only parse arguments and print; the work is done by the library modules.
+Exit codes: 0 every input was used, 1 some input could not be (or nothing could be scored),
+2 bad usage (including an unusable model folder). A bad input gives one sentence, never a traceback.
+TensorFlow's start-up log lines are silenced unless ``--verbose``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from core.saliency import METHODS
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description=__doc__.splitlines()[0])
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model and write a run folder")
-    t.add_argument("--task", required=True, help="chest_xray, brain_mri, or any name for a class-folder dataset")
+    t.add_argument("--task", required=True,
+                   help="a task spec: a name from assets/tasks (chest_xray, brain_mri, ...) or a .json file; "
+                        "any other name trains a plain class-folder task")
     t.add_argument("--data", required=True, help="class-folder dataset, e.g. ../shared/data/chest_xray/train")
     t.add_argument("--out", required=True, help="run folder to write")
     t.add_argument("--epochs", type=int, default=20)
@@ -40,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model folder, e.g. assets/models/chest_xray")
     p.add_argument("--json", action="store_true", help="one JSON object per input")
     p.add_argument("--frame", type=int, default=None, help="frame of a multi-frame file (default: middle)")
-    p.add_argument("--explain", choices=["gradcam", "gradcam++", "scorecam", "layercam", "smoothgrad"],
+    p.add_argument("--explain", choices=list(METHODS),
                    help="also write a saliency overlay (PNG, the scan's own geometry) and the raw map (.npy)")
     p.add_argument("--out", help="folder for --explain outputs")
 
@@ -49,11 +53,22 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--data", required=True)
     e.add_argument("--json", action="store_true")
     e.add_argument("--limit-per-class", type=int, default=None)
+
     x = sub.add_parser("explain-eval", help="faithfulness and sanity-check scores of every saliency method")
     x.add_argument("--model", required=True)
-    x.add_argument("--data", required=True, help="class-folder dataset; the model's validation split is used when known")
+    x.add_argument("--data", required=True,
+                   help="class-folder dataset; when it is the model's own training data, only its validation split")
     x.add_argument("--limit", type=int, default=20, help="number of images (spread over the classes)")
     x.add_argument("--sanity-limit", type=int, default=3, help="images for the (slower) randomisation check")
+    x.add_argument("--masks", help="expert outlines mirroring --data (MASKS/{class}/N.png): score localisation "
+                                   "against them instead of faithfulness")
+    x.add_argument("--layers", help="with --masks: comma-separated convolutions to explain "
+                                    "(default: the last one and the last on a finer grid)")
+    x.add_argument("--spacing", type=float, help="with --masks: pixel size in mm for files that do not state one")
+    x.add_argument("--tolerance-mm", type=float, default=7.0, help="with --masks: pointing-game tolerance")
+    x.add_argument("--where", metavar="COLUMN=VALUE",
+                   help="with --masks: only images whose row of the index CSV has this value, e.g. subset=unseen")
+    x.add_argument("--index", help="the index CSV for --where (default: index.csv beside --data)")
     x.add_argument("--json", action="store_true")
     x.add_argument("--markdown", action="store_true", help="print a Markdown table")
 
@@ -63,23 +78,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class UsageError(Exception):
+    pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not args.verbose:
+        from core.runtime import quiet_tensorflow
+
+        quiet_tensorflow()
+    from core.evaluation import EvaluationError
     from core.io import ScanError
 
-    args = _parser().parse_args(argv)
     try:
         return {"train": _train, "predict": _predict, "evaluate": _evaluate, "calibrate": _calibrate,
                 "explain-eval": _explain_eval}[args.command](args)
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except ScanError as err:  # a dataset image that train or evaluate cannot use
+    except (ScanError, EvaluationError) as err:  # a dataset image that cannot be used, or nothing to score
         print(f"error: {err}", file=sys.stderr)
         return 1
-
-
-class UsageError(Exception):
-    pass
 
 
 def _load(model_dir: str):
@@ -91,158 +111,95 @@ def _load(model_dir: str):
         raise UsageError(str(err)) from None
 
 
+def _folder(path: str) -> str:
+    if not Path(path).is_dir():
+        raise UsageError(f"The dataset folder {path} does not exist.")
+    return path
+
+
 def _train(args) -> int:
+    from core.tasks import TaskError
     from core.train import TrainConfig, train
 
-    if not Path(args.data).is_dir():
-        raise UsageError(f"dataset folder {args.data} does not exist")
-    config = TrainConfig(task=args.task, data=args.data, out=args.out, epochs=args.epochs, seed=args.seed,
+    config = TrainConfig(task=args.task, data=_folder(args.data), out=args.out, epochs=args.epochs, seed=args.seed,
                          batch_size=args.batch_size, input_size=args.input_size, width=args.width,
                          learning_rate=args.learning_rate, patience=args.patience,
                          limit_per_class=args.limit_per_class, recalibrate_bn=args.recalibrate_bn)
     try:
         train(config, log=lambda line: print(line, flush=True))
-    except (FileNotFoundError, ValueError) as err:  # a dataset folder of the wrong shape
+    except (FileNotFoundError, ValueError, TaskError) as err:  # a dataset folder of the wrong shape
         raise UsageError(str(err)) from None
     return 0
 
 
-#: Inputs decoded ahead and sent through the model together by ``python -m core predict``.
-PREDICT_BATCH = 64
-
-
-def predict_file(path: str, loaded, frame: int | None = None, explain: str | None = None,
-                 out: Path | None = None) -> dict:
-    """One input's result record: ``ok`` with probabilities, or ``error`` with one sentence."""
-    return next(predict_files([path], loaded, frame, explain, out))
-
-
-def predict_files(paths, loaded, frame: int | None = None, explain: str | None = None,
-                  out: Path | None = None, *, batch_size: int = PREDICT_BATCH, workers: int = 2):
-    """:func:`predict_file` for many inputs, yielded in the order given.
-
-    Files are read and prepared in a thread pool, one batch ahead, and the model sees each
-    batch in one call: per-image calls would spend most of their time in Keras's per-call
-    overhead (BENCHMARKS.md). Scans are kept only until their batch is done, and only when
-    ``explain`` needs them.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    import numpy as np
-
-    paths = list(paths)
-    size = max(1, min(batch_size, 8 if explain else batch_size))  # an explained batch holds its scans
-    chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        def submit(chunk):
-            return [pool.submit(_prepare, path, loaded, frame, bool(explain)) for path in chunk]
-
-        pending = submit(chunks[0]) if chunks else []
-        for i in range(len(chunks)):
-            prepared = [future.result() for future in pending]
-            pending = submit(chunks[i + 1]) if i + 1 < len(chunks) else []  # decoded while this batch runs
-            good = [p for p in prepared if "tensor" in p]
-            if good:
-                batch = np.concatenate([p["tensor"] for p in good])
-                for p, probs, outside in zip(good, *loaded.predict_and_check(batch)):
-                    p["probs"], p["outside"] = probs, outside
-            for p in prepared:
-                yield _record(p, loaded, frame, explain, out)
-
-
-def _prepare(path: str, loaded, frame, keep_scan: bool) -> dict:
-    """Read and preprocess one input: its tensor and warnings, or its one-sentence error."""
-    from core.io import ScanError, load_scan
-
-    item = {"file": path}
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        return item | {"error": "The file does not exist."}
-    except IsADirectoryError:
-        return item | {"error": "This is a folder, not a file."}
-    except OSError as err:
-        return item | {"error": f"The file cannot be read ({err.strerror})."}
-    try:
-        scan = load_scan(data, Path(path).name)
-        tensor = loaded.pipeline.scan_tensor(scan, frame)
-    except ScanError as err:
-        return item | {"error": str(err)}
-    return item | {"tensor": tensor, "warnings": list(scan.warnings), "scan": scan if keep_scan else None}
-
-
-def _record(item: dict, loaded, frame, explain, out) -> dict:
-    record = {"file": item["file"]}
-    if "error" in item:
-        return record | {"ok": False, "error": item["error"]}
-    probs = item["probs"]
-    names = loaded.class_names
-    notes = item["warnings"] + ([item["outside"]] if item["outside"] else [])
-    record |= {"ok": True, "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs)},
-               "predicted": names[loaded.decide(probs)]}
-    if notes:
-        record["warnings"] = notes
-    if explain:
-        record |= _write_explanation(loaded, item["scan"], frame, explain, loaded.decide(probs),
-                                     Path(item["file"]), out)
-    return record
-
-
-def _write_explanation(loaded, scan, frame, method: str, target: int, path: Path, out: Path) -> dict:
-    """Overlay PNG at the scan's rows x cols, and the map on the explained layer's grid as .npy."""
-    import numpy as np
-
-    from core.explain import display_image, explain, overlay, png_bytes
-
-    result = explain(loaded, scan, method=method, class_index=target, frame=frame)
-    picture = overlay(display_image(scan.frame(frame), scan.window, scan.invert), result.on_scan)
-    stem = f"{path.stem}_{method.replace('+', 'p')}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.png").write_bytes(png_bytes(picture))
-    np.save(out / f"{stem}.npy", result.raw)
-    return {"explained": loaded.class_names[target], "method": method, "layer": result.layer,
-            "overlay": str(out / f"{stem}.png"), "map": str(out / f"{stem}.npy")}
-
-
 def _predict(args) -> int:
+    from core.predict import predict_files, write_explanation
+
     if args.explain and not args.out:
         raise UsageError("--explain needs --out, the folder for the overlays and maps")
     loaded = _load(args.model)
     failures = 0
-    for record in predict_files(args.paths, loaded, args.frame, args.explain, Path(args.out) if args.out else None):
-        path = record["file"]
+    for record in predict_files(args.paths, loaded, args.frame, keep_scans=bool(args.explain)):
+        if args.explain and record["ok"]:
+            scan, tensor, prediction = record.pop("scan"), record.pop("tensor"), record.pop("prediction")
+            record |= write_explanation(loaded, scan, tensor, args.explain, prediction.predicted, args.frame,
+                                        Path(record["file"]).stem, Path(args.out))
         failures += not record["ok"]
-        if args.json:
-            print(json.dumps(record), flush=True)
-        elif record["ok"]:
-            probs = ", ".join(f"{k} {v:.3f}" for k, v in record["probabilities"].items())
-            print(f"{path}: {record['predicted']} ({probs})", flush=True)
-            for note in record.get("warnings", []):
-                print(f"  warning: {note}", flush=True)
-        else:
-            print(f"{path}: {record['error']}", flush=True)
+        _print_record(record, args.json)
     return 1 if failures else 0
+
+
+def _print_record(record: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(record), flush=True)
+    elif record["ok"]:
+        probs = ", ".join(f"{k} {v:.3f}" for k, v in record["probabilities"].items())
+        print(f"{record['file']}: {record['predicted']} ({probs})", flush=True)
+        for note in record.get("warnings", []):
+            print(f"  warning: {note}", flush=True)
+    else:
+        print(f"{record['file']}: {record['error']}", flush=True)
 
 
 def _explain_eval(args) -> int:
     from core.evaluation import evaluate_explanations, format_markdown, format_table
 
     loaded = _load(args.model)
-    if not Path(args.data).is_dir():
-        raise UsageError(f"dataset folder {args.data} does not exist")
-    report = evaluate_explanations(loaded, args.data, limit=args.limit, sanity_limit=args.sanity_limit,
-                                   log=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.masks:
+        return _localisation(args, loaded)
+    try:
+        report = evaluate_explanations(loaded, _folder(args.data), limit=args.limit, sanity_limit=args.sanity_limit,
+                                       log=lambda line: print(line, file=sys.stderr, flush=True))
+    except (FileNotFoundError, ValueError) as err:  # a dataset folder of the wrong shape
+        raise UsageError(str(err)) from None
     print(json.dumps(report) if args.json else format_markdown(report) if args.markdown else format_table(report))
     return 0
 
 
+def _localisation(args, loaded) -> int:
+    from core import localisation as loc
+    from core.evaluation import evaluate_localisation
+
+    where = None
+    if args.where:
+        if "=" not in args.where:
+            raise UsageError("--where takes COLUMN=VALUE, e.g. subset=unseen")
+        where = tuple(part.strip() for part in args.where.split("=", 1))
+    report = evaluate_localisation(
+        loaded, _folder(args.data), args.masks, limit=args.limit,
+        layers=[name.strip() for name in args.layers.split(",")] if args.layers else None,
+        spacing=(args.spacing, args.spacing) if args.spacing else None, tolerance_mm=args.tolerance_mm,
+        where=where, index=args.index, log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(json.dumps(report) if args.json else loc.format_markdown(report) if args.markdown
+          else loc.format_table(report))
+    return 0
+
+
 def _calibrate(args) -> int:
-    from core.calibration import calibrate
+    from core.train import calibrate_run
 
     _load(args.model)  # refuses a damaged folder with one sentence
-    if not Path(args.data).is_dir():
-        raise UsageError(f"dataset folder {args.data} does not exist")
-    calibrate(args.model, args.data, log=lambda line: print(line, flush=True))
+    calibrate_run(args.model, _folder(args.data), log=lambda line: print(line, flush=True))
     return 0
 
 
@@ -251,16 +208,13 @@ def _evaluate(args) -> int:
     from core.metrics import classification_metrics
 
     loaded = _load(args.model)
-    if not Path(args.data).is_dir():
-        raise UsageError(f"dataset folder {args.data} does not exist")
     try:
-        dataset = data_mod.list_dataset(args.data, class_names=loaded.class_names,
-                                        limit_per_class=args.limit_per_class)
+        dataset = data_mod.list_for_spec(_folder(args.data), loaded.info, class_names=loaded.class_names,
+                                         limit_per_class=args.limit_per_class)
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from None
     x, y = data_mod.prepare_arrays(list(dataset.items), loaded.pipeline)
-    probs = loaded.predict(x)
-    metrics = classification_metrics(y, probs, loaded.class_names, threshold=loaded.threshold)
+    metrics = classification_metrics(y, loaded.predict(x), loaded.class_names, threshold=loaded.threshold)
     if args.json:
         print(json.dumps(metrics))
     else:

@@ -53,41 +53,47 @@ class Dataset:
         return {name: counter.get(i, 0) for i, name in enumerate(self.class_names)}
 
 
-def patient_key(file_name: str) -> str:
-    """The patient or study a file belongs to, from the Kermany chest X-ray naming scheme.
+def group_key(file_name: str, patterns: tuple[str, ...] = ()) -> str:
+    r"""The patient or study a file belongs to: the first capture group of the first pattern that
+    matches its name (a task spec's ``split.patterns``), else the file itself.
 
-    >>> patient_key("person1000_bacteria_2931.jpeg"), patient_key("NORMAL2-IM-0485-0001-0002.jpeg")
+    >>> chest = (r"^(person\d+)_", r"^((?:NORMAL2-)?IM-\d+)-")
+    >>> group_key("person1000_bacteria_2931.jpeg", chest), group_key("NORMAL2-IM-0485-0001-0002.jpeg", chest)
     ('person1000', 'NORMAL2-IM-0485')
-
-    Files with no recognised key (e.g. the brain MRI set) are their own group.
+    >>> group_key("Tr-gl_0001.jpg", chest)
+    'Tr-gl_0001.jpg'
     """
-    match = re.match(r"(person\d+)_", file_name)
-    if match:
-        return match.group(1)
-    match = re.match(r"((?:NORMAL2-)?IM-\d+)-", file_name)
-    if match:
-        return match.group(1)
+    for pattern in patterns:
+        match = re.match(pattern, file_name)
+        if match:
+            return match.group(1)
     return file_name
 
 
+def item_key(item: Item, class_names) -> str:
+    """How a run's ``split.json`` names a file: ``class/file name``."""
+    return f"{class_names[item.label]}/{item.path.name}"
+
+
 def list_dataset(root: str | Path, *, class_names: list[str] | None = None, limit_per_class: int | None = None,
-                 near_duplicates: bool = False) -> Dataset:
+                 near_duplicates: bool = False, group_patterns: tuple[str, ...] = ()) -> Dataset:
     """List a class-folder dataset (``root/CLASS/*.jpeg``) and drop duplicate images.
 
     Byte-identical files are always reduced to one. With ``near_duplicates`` images whose
     16 x 16 difference hash matches are reduced to one too (the brain MRI set holds
-    re-encoded copies of the same slice).
+    re-encoded copies of the same slice). ``group_patterns`` name each file's patient or study
+    (:func:`group_key`); files in one group never straddle the validation split.
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset folder {root} does not exist")
+        raise FileNotFoundError(f"The dataset folder {root} does not exist.")
     names = class_names or sorted(p.name for p in root.iterdir() if p.is_dir())
     if not names:
-        raise ValueError(f"{root} has no class sub-folders")
+        raise ValueError(f"The dataset folder {root} has no class sub-folders (one folder of images per class).")
     items, seen, removed = [], set(), 0
     for label, name in enumerate(names):
         if not (root / name).is_dir():
-            raise FileNotFoundError(f"dataset folder {root} has no class folder {name}")
+            raise FileNotFoundError(f"The dataset folder {root} has no class folder {name}.")
         files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if limit_per_class:
             files = files[:limit_per_class]
@@ -99,10 +105,26 @@ def list_dataset(root: str | Path, *, class_names: list[str] | None = None, limi
                 removed += 1
                 continue
             seen.update((key, digest))
-            items.append(Item(path, label, patient_key(path.name), digest))
+            items.append(Item(path, label, group_key(path.name, tuple(group_patterns)), digest))
     if not items:
-        raise ValueError(f"dataset folder {root} holds no images in {', '.join(names)}")
+        raise ValueError(f"The dataset folder {root} holds no images in {', '.join(names)}.")
     return Dataset(root, tuple(names), tuple(items), removed)
+
+
+def list_for_spec(root: str | Path, spec: dict, *, class_names: list[str] | None = None,
+                  limit_per_class: int | None = None) -> Dataset:
+    """:func:`list_dataset` with a task spec's (or a model folder's ``model.json``'s) own policies."""
+    return list_dataset(root, class_names=class_names or spec.get("class_names"), limit_per_class=limit_per_class,
+                        near_duplicates=bool(spec.get("near_duplicates")),
+                        group_patterns=tuple((spec.get("split") or {}).get("patterns", ())))
+
+
+def split_from_record(dataset: Dataset, validation_names) -> tuple[list[Item], list[Item]]:
+    """A run's split rebuilt from the names its ``split.json`` lists as validation."""
+    validation = set(validation_names)
+    train = [i for i in dataset.items if item_key(i, dataset.class_names) not in validation]
+    val = [i for i in dataset.items if item_key(i, dataset.class_names) in validation]
+    return train, val
 
 
 def _near_hash(data: bytes) -> str:
@@ -137,6 +159,20 @@ def split_by_group(dataset: Dataset, *, validation_fraction: float = 0.15, seed:
     return train, val
 
 
+def split_dataset(dataset: Dataset, policy: dict | None, *, validation_fraction: float = 0.15,
+                  seed: int = 0) -> tuple[list[Item], list[Item]]:
+    """Training and validation items by a task spec's split policy (``{"policy": "group" | "file"}``).
+
+    Both policies are :func:`split_by_group`: with ``group`` the files' patient or study keys (from the
+    spec's patterns, already in each item's ``group``) keep a patient on one side; with ``file`` every
+    file is its own group.
+    """
+    kind = (policy or {}).get("policy", "file")
+    if kind not in ("group", "file"):
+        raise ValueError(f"unknown split policy {kind!r}")
+    return split_by_group(dataset, validation_fraction=validation_fraction, seed=seed)
+
+
 def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
     """Inverse-frequency weights (mean 1), so the rarer class counts as much in the loss."""
     counts = np.bincount(labels, minlength=n_classes).astype(float)
@@ -145,20 +181,20 @@ def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
 
 
 def prepare_image(path: Path, pipeline: Pipeline) -> np.ndarray:
-    """Decode one file and run the model's pipeline on it: the (size, size) model image."""
+    """Decode one file and run the model's pipeline on it: the (size, size, channels) model image."""
     try:
         scan = load_scan(path.read_bytes(), path.name)
     except ScanError as err:
         raise ScanError(f"{path}: {err}") from None  # say which of thousands of files it is
-    return pipeline.scan_tensor(scan)[0, ..., 0]
+    return pipeline.scan_tensor(scan)[0]
 
 
 def prepare_arrays(items: list[Item], pipeline: Pipeline, *, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Every item prepared once: images (n, size, size, 1) float32 and labels (n,)."""
+    """Every item prepared once: images (n, size, size, channels) float32 and labels (n,)."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         images = list(pool.map(lambda item: prepare_image(item.path, pipeline), items))
-    x = np.stack(images)[..., np.newaxis].astype(np.float32) if images else np.zeros(
-        (0, pipeline.input_size, pipeline.input_size, 1), np.float32)
+    x = np.stack(images).astype(np.float32) if images else np.zeros(
+        (0, pipeline.input_size, pipeline.input_size, pipeline.channels), np.float32)
     return x, np.array([item.label for item in items], np.int64)
 
 

@@ -1,4 +1,9 @@
-"""Scores of every saliency method over a set of images: ``python -m core explain-eval``."""
+"""Scores of every saliency method over a set of images: ``python -m core explain-eval``.
+
+Without masks: faithfulness (deletion/insertion, average drop) and the randomisation sanity check
+(:func:`evaluate_explanations`). With expert outlines: localisation against them, with baselines and
+bootstrap intervals (:func:`evaluate_localisation`).
+"""
 
 from __future__ import annotations
 
@@ -8,41 +13,72 @@ from pathlib import Path
 import numpy as np
 
 from core import data as data_mod
-from core.explain import CAM_METHODS, METHODS, saliency_map
+from core.saliency import CAM_METHODS, METHODS, to_geometry
 from core.trust import faithfulness, sanity_check
 
 
-def evaluation_items(loaded, data_dir: str | Path, limit: int) -> list:
-    """Up to ``limit`` images spread over the classes, from the model's validation split when known."""
+class EvaluationError(Exception):
+    """Nothing could be scored; ``str(err)`` is one sentence."""
+
+
+#: Share of a model's validation files a folder must hold to count as the model's own training data.
+OWN_DATA_SHARE = 0.9
+
+
+def evaluation_items(loaded, data_dir: str | Path, limit: int) -> tuple[list, str]:
+    """Up to ``limit`` images of ``data_dir`` spread over the classes, and a sentence saying which.
+
+    The folder given is evaluated. Only when it is the model's own training data (it holds at least
+    90% of the files the model's ``split.json`` lists as validation) are the images restricted to
+    that validation split, so that no image the model trained on is scored.
+    """
     names = loaded.class_names
-    dataset = data_mod.list_dataset(data_dir, class_names=names)
-    split_file = loaded.path / "split.json"
+    try:
+        dataset = data_mod.list_for_spec(data_dir, loaded.info, class_names=names)
+    except ValueError:  # class folders without a single image
+        raise EvaluationError(f"No image in {data_dir} could be scored: it holds none in the model's classes "
+                              f"({', '.join(names)}).") from None
     items = list(dataset.items)
+    subset = f"all {len(items)} images of {data_dir}"
+    split_file = loaded.path / "split.json"
     if split_file.exists():
         validation = set(json.loads(split_file.read_text())["validation"])
-        items = [i for i in items if f"{names[i.label]}/{i.path.name}" in validation]
+        held_out = [i for i in items if data_mod.item_key(i, names) in validation]
+        if validation and len(held_out) >= OWN_DATA_SHARE * len(validation):
+            items = held_out
+            subset = (f"the model's own validation split ({len(items)} of the {len(dataset.items)} images of "
+                      f"{data_dir}, which is its training data)")
     rng = np.random.default_rng(0)
     per_class = [[i for i in items if i.label == c] for c in range(len(names))]
     chosen = []
     for members in per_class:
         take = min(len(members), int(np.ceil(limit / len(names))))
         chosen += [members[j] for j in sorted(rng.choice(len(members), take, replace=False))] if take else []
-    return chosen[:limit]
+    return chosen[:limit], subset
 
 
 def evaluate_explanations(loaded, data_dir, *, limit: int = 20, sanity_limit: int = 3, log=print) -> dict:
-    items = evaluation_items(loaded, data_dir, limit)
-    layer = loaded.info.get("last_conv")
+    """Faithfulness (deletion/insertion, average drop) and the randomisation check of every method.
+
+    Raises :class:`EvaluationError` when the folder holds no image that can be scored.
+    """
+    items, subset = evaluation_items(loaded, data_dir, limit)
+    if not items:
+        raise EvaluationError(f"No image in {data_dir} could be scored: it holds none in the model's classes "
+                              f"({', '.join(loaded.class_names)}).")
+    log(f"scoring {len(items)} images from {subset}")
+    layer = loaded.last_conv
+    methods = [m for m in METHODS if layer or m not in CAM_METHODS]
     rows = {m: {"deletion_auc": [], "insertion_auc": [], "deletion_ratio": [], "insertion_ratio": [],
-                "average_drop": [], "sanity_spearman": [], "sanity_pass": []} for m in METHODS}
-    skipped = {m: 0 for m in METHODS}
+                "average_drop": [], "sanity_spearman": [], "sanity_pass": []} for m in methods}
+    skipped = {m: 0 for m in methods}
     for n, item in enumerate(items, start=1):
-        tensor = data_mod.prepare_image(item.path, loaded.pipeline)[None, ..., None]
-        target = int(np.argmax(np.asarray(loaded.model(tensor, training=False))[0]))
-        for method in METHODS:
+        tensor = data_mod.prepare_image(item.path, loaded.pipeline)[None]
+        target = int(np.argmax(loaded.uncalibrated(tensor)[0]))
+        for method in methods:
             use_layer = layer if method in CAM_METHODS else None
-            raw = saliency_map(loaded.model, tensor, method, target, use_layer)
-            scores = faithfulness(loaded.model, tensor, raw, target).summary()
+            raw = loaded.explainer.saliency(tensor, method, target, use_layer)
+            scores = faithfulness(loaded, tensor, raw, target).summary()
             # Only images where blurring everything lowers the class probability can score a map.
             if scores.pop("informative"):
                 for key, value in scores.items():
@@ -50,7 +86,7 @@ def evaluate_explanations(loaded, data_dir, *, limit: int = 20, sanity_limit: in
             else:
                 skipped[method] += 1
             if n <= sanity_limit:
-                check = sanity_check(loaded.model, tensor, method, target, use_layer, original=raw)
+                check = sanity_check(loaded, tensor, method, target, use_layer, original=raw)
                 rows[method]["sanity_spearman"].append(check.spearman[-1])
                 rows[method]["sanity_pass"].append(check.passes)
         log(f"{n}/{len(items)} {item.path.name}")
@@ -65,12 +101,13 @@ def evaluate_explanations(loaded, data_dir, *, limit: int = 20, sanity_limit: in
         entry["faithfulness_images"] = len(values["deletion_auc"])
         entry["uninformative_images"] = skipped[method]
         summary[method] = entry
-    return {"model": str(loaded.path), "task": loaded.task, "images": len(items), "sanity_images": min(sanity_limit, len(items)),
-            "methods": summary}
+    return {"model": str(loaded.path), "task": loaded.task, "images": len(items), "subset": subset,
+            "sanity_images": min(sanity_limit, len(items)), "methods": summary}
 
 
 def format_table(report: dict) -> str:
-    head = (f"{report['task']}: {report['images']} images (sanity check on {report['sanity_images']})\n"
+    head = (f"{report['task']}: {report['images']} images from {report['subset']} "
+            f"(sanity check on {report['sanity_images']})\n"
             f"{'method':<18}{'deletion AUC':>16}{'insertion AUC':>16}{'del. ratio':>13}{'ins. ratio':>13}"
             f"{'avg drop %':>14}{'sanity rho':>13}{'passed':>8}{'scored':>8}")
     lines = [head]
@@ -93,7 +130,8 @@ def format_markdown(report: dict) -> str:
         v = entry.get(key)
         return f"{v['mean']:.{digits}f} ± {v['std']:.{digits}f}" if v else "n/a"
 
-    lines = ["| method | deletion AUC (lower better) | insertion AUC (higher better) | deletion vs random | "
+    lines = [f"{report['images']} images from {report['subset']}.", "",
+             "| method | deletion AUC (lower better) | insertion AUC (higher better) | deletion vs random | "
              "insertion vs random | average drop % | randomisation: Spearman ρ | sanity check passed | images scored |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for method, e in report["methods"].items():
@@ -102,3 +140,141 @@ def format_markdown(report: dict) -> str:
                      f"{cell(e, 'sanity_spearman', 2)} | {e.get('sanity_passed', 'n/a')} | "
                      f"{e['faithfulness_images']} of {e['faithfulness_images'] + e['uninformative_images']} |")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- localisation (expert outlines)
+
+def localisation_layers(loaded, requested: list[str] | None = None) -> list[str]:
+    """The layers to score: those requested, else the last convolution and the last one on a finer grid.
+
+    The second is the last convolution before the final downsampling: a map one octave finer, to show
+    whether an earlier layer localises better than the class-specific last one.
+    """
+    layers = loaded.explainable_layers
+    if requested:
+        unknown = [name for name in requested if name not in layers]
+        if unknown:
+            raise EvaluationError(f"The model has no convolution named {', '.join(unknown)}; its convolutions are "
+                                  f"{', '.join(layers)}.")
+        return list(requested)
+    if not loaded.last_conv:
+        return []
+    grid = loaded.model.get_layer(loaded.last_conv).output.shape[1:3]
+    finer = [name for name in layers if loaded.model.get_layer(name).output.shape[1:3] != grid
+             and loaded.model.get_layer(name).output.shape[1] > grid[0]]
+    return [loaded.last_conv] + finer[-1:]
+
+
+def read_index(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def evaluate_localisation(loaded, images_dir, masks_dir, *, limit: int = 50, layers: list[str] | None = None,
+                          spacing: tuple[float, float] | None = None, tolerance_mm: float = 7.0,
+                          where: tuple[str, str] | None = None, index: Path | None = None,
+                          n_resamples: int = 2000, log=print) -> dict:
+    """Scores of every method's map against expert outlines, with baselines and bootstrap intervals.
+
+    ``images_dir/{class}/N.jpg`` pairs with ``masks_dir/{class}/N.png`` (:func:`core.masks.pair_masks`).
+    Each map explains the image's true class (its folder), on the scan's own geometry; the centre,
+    intensity and random baselines are scored the same way on the same images (:mod:`core.localisation`).
+    ``where=(column, value)`` keeps the images whose row of the index CSV (``index``, by default
+    ``index.csv`` beside ``images_dir``; its ``image`` column is relative to that folder's parent)
+    has that value, e.g. ``("subset", "unseen")``. ``spacing`` (mm per pixel) is used for files that
+    do not state one; without either the tolerance is a fraction of the image size, and the report
+    says which. Files that cannot be used are skipped with a sentence each and counted.
+
+    Raises :class:`EvaluationError` when nothing could be scored.
+    """
+    import zlib
+    from collections import Counter
+
+    from core import localisation as loc
+    from core.io import ScanError, load_scan
+    from core.masks import MaskError, load_mask, pair_masks
+    from core.render import display_image
+
+    images_dir, masks_dir = Path(images_dir), Path(masks_dir)
+    try:
+        pairs, skipped = pair_masks(images_dir, masks_dir)
+    except MaskError as err:
+        raise EvaluationError(str(err)) from None
+    skipped = [(path, reason) for path, reason in skipped]
+    names = loaded.class_names
+    usable = []
+    for cls, image, mask in pairs:
+        if cls in names:
+            usable.append((cls, image, mask))
+        else:
+            skipped.append((image, f"The class {cls} is not one of the model's classes ({', '.join(names)})."))
+    subset = f"{images_dir}"
+    if where is not None:
+        column, value = where
+        index = Path(index) if index else images_dir.parent / "index.csv"
+        if not index.is_file():
+            raise EvaluationError(f"--where needs an index CSV and {index} does not exist.")
+        rows = read_index(index)
+        if not rows or column not in rows[0] or "image" not in rows[0]:
+            raise EvaluationError(f"The index {index} has no 'image' and '{column}' columns.")
+        keep = {(index.parent / row["image"]).resolve() for row in rows if row[column] == value}
+        usable = [pair for pair in usable if pair[1].resolve() in keep]
+        subset = f"{images_dir}, {column} = {value}"
+    rng = np.random.default_rng(0)
+    chosen = []
+    classes = sorted({cls for cls, _, _ in usable}, key=names.index)
+    for cls in classes:
+        members = [pair for pair in usable if pair[0] == cls]
+        take = min(len(members), int(np.ceil(limit / max(len(classes), 1))))
+        chosen += [members[j] for j in sorted(rng.choice(len(members), take, replace=False))]
+    chosen = chosen[:limit]
+    score_layers = localisation_layers(loaded, layers)
+    methods = [(m, layer) for m in METHODS if m in CAM_METHODS for layer in score_layers] + [("smoothgrad", None)]
+    rows, correct, tolerance = [], [], None
+    log(f"scoring {len(chosen)} outlined images from {subset}: {len(methods)} maps and 3 baselines each")
+    for n, (cls, image_path, mask_path) in enumerate(chosen, start=1):
+        try:
+            scan = load_scan(image_path.read_bytes(), image_path.name)
+            mask = load_mask(mask_path.read_bytes(), scan.shape)
+        except (ScanError, MaskError) as err:
+            skipped.append((image_path, str(err)))
+            continue
+        pixel_spacing = scan.spacing or spacing
+        tolerance = tolerance or loc.pointing_tolerance(scan.shape, spacing=pixel_spacing, tolerance_mm=tolerance_mm)
+        tensor = loaded.pipeline.scan_tensor(scan)
+        target = names.index(cls)
+        probabilities = loaded.predict(tensor)[0]
+        correct.append(loaded.decide(probabilities) == target)
+        key = f"{cls}/{image_path.name}"
+        base = {"image": key, "class": cls}
+        for method, layer in methods:
+            raw = loaded.explainer.saliency(tensor, method, target, layer)
+            rows.append(base | {"method": method, "layer": layer,
+                                **loc.localisation_scores(to_geometry(raw, scan.shape), mask, spacing=pixel_spacing,
+                                                          tolerance_mm=tolerance_mm)})
+        shown = display_image(scan.frame(), scan.window, scan.invert, voi=scan.voi)
+        for name, prior in (("centre", loc.centre_prior(scan.shape, spacing=pixel_spacing)),
+                            ("intensity", loc.intensity_prior(shown)),
+                            ("random", loc.random_smooth_map(scan.shape, seed=zlib.crc32(key.encode())))):
+            rows.append(base | {"method": f"{loc.BASELINE_PREFIX}{name}", "layer": None,
+                                **loc.localisation_scores(prior, mask, spacing=pixel_spacing,
+                                                          tolerance_mm=tolerance_mm)})
+        log(f"{n}/{len(chosen)} {key}")
+    if not rows:
+        raise EvaluationError(f"No outlined image in {images_dir} could be scored"
+                              + (f": {skipped[0][1]}" if skipped else "."))
+    report = loc.summarise(rows, n_resamples=n_resamples)
+    reasons = Counter(reason for _, reason in skipped)
+    report["notes"] = [f"{report['n_images']} outlined images from {subset}; each map explains the image's true "
+                       f"class, and the model's prediction was right on {sum(correct)} of them "
+                       f"({100 * np.mean(correct):.0f}%).", tolerance.describe()]
+    if skipped:
+        report["notes"].append(f"{len(skipped)} files were skipped: "
+                               + "; ".join(f"{count} x {reason.rstrip('.')}" for reason, count in reasons.most_common(5))
+                               + ".")
+    report |= {"model": str(loaded.path), "task": loaded.task, "subset": subset, "layers": score_layers,
+               "accuracy": float(np.mean(correct)), "skipped": len(skipped),
+               "skipped_reasons": dict(reasons.most_common())}
+    return report

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-#: Files that count as images in a class folder (the set ``core.data`` lists datasets with).
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm"}
+from core.data import IMAGE_SUFFIXES  # the files that count as images in a class folder
+
 MASK_SUFFIX = ".png"
 
 

@@ -36,6 +36,26 @@ def calibration_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 
     return bins, float(ece)
 
 
+def calibration_of(p: np.ndarray, y: np.ndarray) -> tuple[list[dict], float, str]:
+    """Reliability bins, ECE and what they are of, the way every report here measures calibration.
+
+    Two classes: calibration of P(positive class), the probability a binary decision reads.
+    More classes: of the confidence of the predicted (arg-max) class.
+    """
+    p = np.asarray(p, float)
+    y = np.asarray(y, int)
+    if p.shape[1] == 2:
+        bins, ece = calibration_bins(p[:, 1], y == 1)
+        return bins, ece, "P(positive class)"
+    bins, ece = calibration_bins(p.max(axis=1), p.argmax(axis=1) == y)
+    return bins, ece, "confidence of the predicted class"
+
+
+def expected_calibration_error(p: np.ndarray, y: np.ndarray) -> float:
+    """The ECE of :func:`calibration_of`."""
+    return calibration_of(p, y)[1]
+
+
 def classification_metrics(y: np.ndarray, p: np.ndarray, class_names: list[str], *, threshold: float = 0.5) -> dict:
     """Everything the history page and the model card show, as plain JSON-able values.
 
@@ -68,18 +88,15 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, class_names: list[str],
             result["auc"] = float(roc_auc_score(y, p[:, 1]))
             fpr, tpr, thr = roc_curve(y, p[:, 1])
             roc[class_names[1]] = _thin_roc(fpr, tpr, thr)
-        bins, ece = calibration_bins(p[:, 1], y == 1)
-    else:
-        if len(present) == n_classes:
-            result["auc"] = float(roc_auc_score(y, p, multi_class="ovr", average="macro"))
-            for i, name in enumerate(class_names):
-                fpr, tpr, thr = roc_curve(y == i, p[:, i])
-                roc[name] = _thin_roc(fpr, tpr, thr)
-        bins, ece = calibration_bins(p.max(axis=1), predicted == y)
+    elif len(present) == n_classes:
+        result["auc"] = float(roc_auc_score(y, p, multi_class="ovr", average="macro"))
+        for i, name in enumerate(class_names):
+            fpr, tpr, thr = roc_curve(y == i, p[:, i])
+            roc[name] = _thin_roc(fpr, tpr, thr)
+    bins, ece, of = calibration_of(p, y)
     result.setdefault("auc", None)
     result["roc"] = roc
-    result["calibration"] = {"bins": bins, "ece": ece,
-                             "of": "P(positive class)" if binary else "confidence of the predicted class"}
+    result["calibration"] = {"bins": bins, "ece": ece, "of": of}
     return result
 
 

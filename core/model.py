@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core.calibration import OutlierCheck, scale
 from core.preprocess import Pipeline
+from core.saliency import Explainer, conv_layer_names
 
 #: Name of the last convolution: the layer Grad-CAM-family methods explain by default.
 LAST_CONV = "last_conv"
@@ -61,11 +63,6 @@ def build_model(input_size: int, n_classes: int, *, width: int = 32, dropout: fl
     return keras.Model(inputs, outputs, name=name)
 
 
-def conv_layer_names(model) -> list[str]:
-    """Names of the convolution layers, input side first (choices for CAM methods)."""
-    return [layer.name for layer in model.layers if type(layer).__name__.startswith("Conv")]
-
-
 def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -89,7 +86,11 @@ def library_versions() -> dict:
 
 @dataclass
 class LoadedModel:
-    """A Keras model with what it needs for inference."""
+    """A Keras model with what it needs for inference: its folder's facts, pipeline and calibration.
+
+    ``info`` is the folder's ``model.json``. Probabilities are calibrated when a temperature is
+    saved; a single-output sigmoid model gives two columns, P(class 0) and P(class 1).
+    """
 
     model: object
     info: dict
@@ -108,6 +109,10 @@ class LoadedModel:
         return self.info.get("task", self.path.name)
 
     @property
+    def title(self) -> str:
+        return str(self.info.get("title") or self.task)
+
+    @property
     def threshold(self) -> float:
         """Decision threshold on the positive (last) class for a binary model."""
         return float(self.info.get("threshold", 0.5))
@@ -116,15 +121,42 @@ class LoadedModel:
     def temperature(self) -> float:
         return float(self.info.get("temperature", 1.0))
 
-    def predict(self, tensor: np.ndarray) -> np.ndarray:
-        """Class probabilities, shape (batch, n_classes), calibrated if a temperature is saved."""
-        return self._calibrated(self._forward(tensor)[0])
+    @property
+    def last_conv(self) -> str | None:
+        """The convolution CAM methods explain by default (None: the model has none)."""
+        layers = self.explainable_layers
+        return self.info.get("last_conv") if self.info.get("last_conv") in layers else (layers[-1] if layers else None)
 
-    def predict_and_check(self, tensors: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
-        """:meth:`predict` and :meth:`outside_messages` of a batch from one forward pass."""
+    @cached_property
+    def explainable_layers(self) -> list[str]:
+        """The convolutions CAM methods can explain, input side first."""
+        return conv_layer_names(self.model)
+
+    @cached_property
+    def explainer(self) -> Explainer:
+        """The compiled saliency paths of this model, built on first use and kept with it."""
+        return Explainer(self.model)
+
+    def predict(self, tensors: np.ndarray) -> np.ndarray:
+        """Class probabilities, shape (batch, n_classes), calibrated if a temperature is saved."""
+        return self.predict_with_distance(tensors)[0]
+
+    def uncalibrated(self, tensors: np.ndarray) -> np.ndarray:
+        """The model's own probabilities, before temperature scaling (what calibration is fitted on)."""
+        return _two_columns(self._forward(tensors)[0])
+
+    def predict_with_distance(self, tensors: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and each input's outlier distance (None when no check is fitted), from one pass."""
         outputs = self._forward(tensors)
-        return self._calibrated(outputs[0]), self._outside_sentences(outputs[1] if len(outputs) > 1 else None,
-                                                                     len(tensors))
+        probabilities = scale(_two_columns(outputs[0]), self.temperature)
+        if self._outlier is None:
+            return probabilities, None
+        return probabilities, self._outlier[1].distance(outputs[1])
+
+    @property
+    def outlier_threshold(self) -> float | None:
+        """The distance above which an input is unlike the training images (None when not fitted)."""
+        return None if self._outlier is None else self._outlier[1].threshold
 
     @cached_property
     def _forward(self):
@@ -140,60 +172,44 @@ class LoadedModel:
         # A one-output Model returns a bare tensor, not a list of one: iterating it would walk the batch.
         return lambda x: [np.asarray(t) for t in tf.nest.flatten(compiled(np.asarray(x, np.float32)))]
 
-    def _calibrated(self, probs) -> np.ndarray:
-        probs = np.asarray(probs, np.float64)
-        if self.temperature != 1.0:
-            logits = np.log(np.clip(probs, 1e-12, 1.0)) / self.temperature
-            logits -= logits.max(axis=1, keepdims=True)
-            probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-        return probs
-
     @cached_property
     def _outlier(self):
         """(feature model, check) when ``ood.npz`` was fitted by ``python -m core calibrate``."""
-        from core.calibration import OutlierCheck, feature_model
+        import keras
 
         ood = self.info.get("ood")
         if not ood or not (self.path / ood["file"]).is_file():
             return None
         if sha256_file(self.path / ood["file"]) != ood["sha256"]:
             raise ModelError(f"The outlier statistics in {self.path} do not match their SHA-256 in {INFO_FILE}.")
-        return feature_model(self.model, ood.get("features", "gap")), OutlierCheck.load(self.path / ood["file"])
-
-    def outlier_distance(self, tensor: np.ndarray) -> tuple[float, float] | None:
-        """(distance, threshold) of the input to the training images in feature space, if fitted.
-
-        A distance above the threshold (the 99th percentile of validation images) means the
-        input looks unlike anything the model was trained on.
-        """
-        if self._outlier is None:
-            return None
-        check = self._outlier[1]
-        return float(check.distance(self._forward(tensor)[1])[0]), check.threshold
-
-    def outside_message(self, tensor: np.ndarray) -> str | None:
-        """One sentence when the input is unlike the training images, else None."""
-        return self.outside_messages(tensor)[0]
-
-    def outside_messages(self, tensors: np.ndarray) -> list[str | None]:
-        """:meth:`outside_message` for every input of a batch, in one forward pass."""
-        return self.predict_and_check(tensors)[1]
-
-    def _outside_sentences(self, features, n: int) -> list[str | None]:
-        if self._outlier is None or features is None:
-            return [None] * n
-        check = self._outlier[1]
-        distances = check.distance(np.asarray(features))
-        return [None if d <= check.threshold else
-                (f"This image looks unlike the images the {self.info.get('title', self.task)} model was trained on "
-                 f"(feature distance {d:.1f}; 99% of validation images are below {check.threshold:.1f}), "
-                 "so its prediction is unreliable.") for d in distances]
+        features = keras.Model(self.model.input, self.model.get_layer(ood.get("features", "gap")).output)
+        return features, OutlierCheck.load(self.path / ood["file"])
 
     def decide(self, probabilities: np.ndarray) -> int:
         """Index of the predicted class; binary models use :attr:`threshold`."""
         if len(probabilities) == 2:
             return int(probabilities[1] >= self.threshold)
         return int(np.argmax(probabilities))
+
+
+def feature_layer(model) -> str:
+    """The layer whose output the outlier check reads: the pooled features feeding the classifier head
+    (``gap`` in the models built here; the input of the last Dense layer in any other)."""
+    names = [layer.name for layer in model.layers]
+    if "gap" in names:
+        return "gap"
+    dense = [layer for layer in model.layers if type(layer).__name__ == "Dense"]
+    if not dense:
+        return model.layers[-2].name
+    inbound = dense[-1]._inbound_nodes[0].input_tensors if dense[-1]._inbound_nodes else None
+    source = getattr(inbound[0] if isinstance(inbound, (list, tuple)) else inbound, "_keras_history", None)
+    return source[0].name if source else model.layers[-2].name
+
+
+def _two_columns(outputs: np.ndarray) -> np.ndarray:
+    """A sigmoid model's single column P(class 1) as the two columns (P(class 0), P(class 1))."""
+    outputs = np.asarray(outputs, np.float64)
+    return np.concatenate([1.0 - outputs, outputs], axis=1) if outputs.shape[1] == 1 else outputs
 
 
 def save_model(model, folder: str | Path, info: dict) -> Path:
@@ -205,7 +221,7 @@ def save_model(model, folder: str | Path, info: dict) -> Path:
     info["sha256"] = sha256_file(folder / MODEL_FILE)
     info.setdefault("versions", library_versions())
     info.setdefault("last_conv", LAST_CONV)
-    (folder / INFO_FILE).write_text(json.dumps(info, indent=2, default=_json_default) + "\n")
+    write_info(folder, info)
     return folder
 
 
@@ -250,7 +266,12 @@ def load_model(folder: str | Path) -> LoadedModel:
     return LoadedModel(model=model, info=info, path=folder)
 
 
-def _json_default(value):
+def write_info(folder: str | Path, info: dict) -> None:
+    """Write a model folder's ``model.json``."""
+    (Path(folder) / INFO_FILE).write_text(json.dumps(info, indent=2, default=json_default) + "\n")
+
+
+def json_default(value):
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (np.floating,)):

@@ -31,12 +31,18 @@ def grayscale(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def window_level(image: np.ndarray, *, centre: float, width: float) -> np.ndarray:
+def window_level(image: np.ndarray, *, centre: float, width: float, voi=None) -> np.ndarray:
     """Map the window ``[centre - width/2, centre + width/2]`` linearly onto [0, 1], clipping.
+
+    With ``voi`` (a DICOM header's own VOI transform, :class:`core.io.dicom.VOI`) that transform is
+    applied instead, by pydicom: it honours the VOI LUT Function (LINEAR, LINEAR_EXACT, SIGMOID)
+    and a VOI LUT Sequence; ``centre`` and ``width`` are then only what the display sliders show.
 
     >>> window_level(np.array([0., 50., 100.]), centre=50, width=100).tolist()
     [0.0, 0.5, 1.0]
     """
+    if voi is not None:
+        return voi.apply(image)
     width = max(float(width), 1e-6)
     low = float(centre) - width / 2.0
     return np.clip((np.asarray(image, np.float32) - low) / width, 0.0, 1.0).astype(np.float32)
@@ -52,22 +58,34 @@ def resize(image: np.ndarray, *, size: int) -> np.ndarray:
 
     The training images were squashed this way, so every upload is prepared the same way.
     Shrinking is anti-aliased (area-like); mapping a saliency map back is the same resize
-    to the scan's own (rows, cols).
+    to the scan's own (rows, cols), :func:`resize_to`.
     """
-    if image.shape == (size, size):
-        return image.astype(np.float32, copy=False)
-    shrinking = image.shape[0] > size or image.shape[1] > size
+    return resize_to(image, (size, size))
+
+
+def resize_to(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """skimage's ``resize(image, shape, order=1, anti_aliasing=<shrinking>, preserve_range=True)``, fast.
+
+    skimage's resize (Gaussian anti-aliasing when shrinking, then bilinear at pixel centres,
+    mirrored at the border) is linear and separable: the same result, to float precision, is two
+    matrix products, each matrix being skimage's resize of one axis. A 2,000 x 2,000 radiograph
+    takes milliseconds instead of a quarter of a second, once its size has been seen
+    (BENCHMARKS.md; ``tests/test_preprocess.py`` checks the equality).
+
+    >>> resize_to(np.ones((4, 6), np.float32), (2, 3)).shape
+    (2, 3)
+    """
+    shape = (int(shape[0]), int(shape[1]))
+    if image.shape[:2] == shape:
+        return np.asarray(image, np.float32)
+    shrinking = image.shape[0] > shape[0] or image.shape[1] > shape[1]
     if image.ndim != 2:
         from skimage.transform import resize as sk_resize
 
-        return sk_resize(image, (size, size), order=1, anti_aliasing=shrinking,
+        return sk_resize(image, shape + image.shape[2:], order=1, anti_aliasing=shrinking,
                          preserve_range=True).astype(np.float32)
-    # skimage's resize (Gaussian anti-aliasing, then bilinear at pixel centres) is linear and
-    # separable: the same result, to float precision, is two matrix products, each matrix
-    # being skimage's resize of one axis. A 2,000 x 2,000 radiograph takes milliseconds
-    # instead of a quarter of a second, once its size has been seen (BENCHMARKS.md).
-    rows = _axis_resize(image.shape[0], size, shrinking)
-    cols = _axis_resize(image.shape[1], size, shrinking)
+    rows = _axis_resize(image.shape[0], shape[0], shrinking)
+    cols = _axis_resize(image.shape[1], shape[1], shrinking)
     image = np.asarray(image, np.float32)
     with serial_blas():
         out = (rows @ image) @ cols.T
@@ -128,6 +146,15 @@ def normalise(image: np.ndarray, *, mean: float, std: float) -> np.ndarray:
     return ((image - np.float32(mean)) / np.float32(std)).astype(np.float32)
 
 
+def channels(image: np.ndarray, *, n: int) -> np.ndarray:
+    """The grey image repeated on ``n`` channels, for a model that takes RGB input.
+
+    >>> channels(np.zeros((2, 2), np.float32), n=3).shape
+    (2, 2, 3)
+    """
+    return np.repeat(np.asarray(image, np.float32)[..., np.newaxis], int(n), axis=-1)
+
+
 # ----------------------------------------------------------------------------- pipeline
 
 @dataclass(frozen=True)
@@ -142,7 +169,7 @@ class StepRecord:
 
 @dataclass(frozen=True)
 class Trace:
-    """Every step of one run and the tensor the model receives, shape (1, size, size, 1)."""
+    """Every step of one run and the tensor the model receives, shape (1, size, size, channels)."""
 
     steps: tuple[StepRecord, ...]
     tensor: np.ndarray
@@ -162,7 +189,8 @@ _WHY = {
               "ratio, exactly as the training images were.",
     "contrast": "Optional adaptive histogram equalisation (CLAHE) evens out local contrast.",
     "normalise": "Intensities are shifted and scaled by fixed constants (saved with the model) to the "
-                 "range the network was trained on, centred on zero.",
+                 "range the network was trained on.",
+    "channels": "This model takes colour (RGB) input: the grey image is repeated on its three channels.",
 }
 
 
@@ -174,6 +202,8 @@ class Pipeline:
     ----------
     input_size : int
         Side of the square model input, in pixels.
+    channels : int
+        Channels of the model input: 1, or 3 for a model that takes RGB (the grey image repeated).
     contrast : str or None
         ``"clahe"`` or ``None``.
     mean, std : float
@@ -184,6 +214,7 @@ class Pipeline:
     contrast: str | None = None
     mean: float = 0.5
     std: float = 0.25
+    channels: int = 1
 
     @property
     def value_range(self) -> tuple[float, float]:
@@ -195,35 +226,45 @@ class Pipeline:
 
     @classmethod
     def from_dict(cls, params: dict) -> "Pipeline":
-        return cls(**{k: params[k] for k in ("input_size", "contrast", "mean", "std") if k in params})
+        return cls(**{k: params[k] for k in ("input_size", "contrast", "mean", "std", "channels") if k in params})
 
-    def steps(self, *, window: tuple[float, float], invert_image: bool) -> list[tuple[str, callable, dict]]:
+    def steps(self, *, window: tuple[float, float], invert_image: bool, voi=None) -> list[tuple[str, callable, dict]]:
         """The ordered steps with the parameters they will get for one image."""
-        return [
+        window_params = {"centre": float(window[0]), "width": float(window[1])}
+        if voi is not None:
+            window_params["voi"] = voi
+        steps = [
             ("grayscale", grayscale, {}),
-            ("window", window_level, {"centre": float(window[0]), "width": float(window[1])}),
+            ("window", window_level, window_params),
             ("invert", invert, {"enabled": bool(invert_image)}),
             ("resize", resize, {"size": int(self.input_size)}),
             ("contrast", contrast, {"method": self.contrast}),
             ("normalise", normalise, {"mean": float(self.mean), "std": float(self.std)}),
         ]
+        if self.channels > 1:
+            steps.append(("channels", channels, {"n": int(self.channels)}))
+        return steps
 
-    def trace(self, image: np.ndarray, *, window: tuple[float, float], invert_image: bool = False) -> Trace:
+    def trace(self, image: np.ndarray, *, window: tuple[float, float], invert_image: bool = False,
+              voi=None) -> Trace:
         """Run every step on one frame and record each output."""
         x = np.asarray(image, np.float32)
         records = []
-        for name, fn, params in self.steps(window=window, invert_image=invert_image):
+        for name, fn, params in self.steps(window=window, invert_image=invert_image, voi=voi):
             x = fn(x, **params)
             records.append(StepRecord(name, params, _WHY[name], x))
-        return Trace(tuple(records), x[np.newaxis, ..., np.newaxis].astype(np.float32))
+        tensor = x[np.newaxis, ..., np.newaxis] if x.ndim == 2 else x[np.newaxis]
+        return Trace(tuple(records), tensor.astype(np.float32))
 
-    def __call__(self, image: np.ndarray, *, window: tuple[float, float], invert_image: bool = False) -> np.ndarray:
-        """The model input tensor, shape (1, size, size, 1), for one frame."""
-        return self.trace(image, window=window, invert_image=invert_image).tensor
+    def __call__(self, image: np.ndarray, *, window: tuple[float, float], invert_image: bool = False,
+                 voi=None) -> np.ndarray:
+        """The model input tensor, shape (1, size, size, channels), for one frame."""
+        return self.trace(image, window=window, invert_image=invert_image, voi=voi).tensor
 
     def scan_tensor(self, scan, frame: int | None = None) -> np.ndarray:
-        """The model input for one frame of a :class:`core.io.Scan`, with its display defaults."""
-        return self(scan.frame(frame), window=scan.window, invert_image=scan.invert)
+        """The model input for one frame of a :class:`core.io.Scan`, with its header's display transform."""
+        return self.scan_trace(scan, frame).tensor
 
-    def scan_trace(self, scan, frame: int | None = None, window: tuple[float, float] | None = None) -> Trace:
-        return self.trace(scan.frame(frame), window=window or scan.window, invert_image=scan.invert)
+    def scan_trace(self, scan, frame: int | None = None) -> Trace:
+        """:meth:`trace` of one frame of a scan, with the header's own window (never a display choice)."""
+        return self.trace(scan.frame(frame), window=scan.window, invert_image=scan.invert, voi=scan.voi)

@@ -33,6 +33,12 @@ class Run:
     metrics: dict = field(default_factory=dict)
     history: dict = field(default_factory=dict)  # column -> list of floats, one per epoch
     is_default: bool = False
+    info: dict = field(default_factory=dict)  # the run's model.json, once written
+
+    @property
+    def title(self) -> str:
+        """The model's short name, from its own ``model.json`` (the task's name until it is written)."""
+        return str(self.info.get("short_title") or self.info.get("title") or self.task)
 
     @property
     def epochs(self) -> int:
@@ -90,15 +96,16 @@ def load_run(path: str | Path, root: str | Path | None = None) -> Run:
     root = Path(root) if root is not None else assets_root()
     params = _read_json(path / "params.json")
     metrics = _read_json(path / "metrics.json")
+    info = _read_json(path / "model.json")
     try:
         run_id = str(path.resolve().relative_to(root.resolve()))
     except ValueError:
         run_id = path.name
     is_default = path.parent.name == "models"
     # models/<task>/ or runs/<task>/<run>/: the folder names the task until params.json exists.
-    task = params.get("task") or (path.name if is_default else path.parent.name)
+    task = info.get("task") or params.get("task") or (path.name if is_default else path.parent.name)
     return Run(path=path, run_id=run_id, task=task, params=params, metrics=metrics,
-               history=read_history(path / "history.csv"), is_default=is_default)
+               history=read_history(path / "history.csv"), is_default=is_default, info=info)
 
 
 def list_runs(root: str | Path | None = None, task: str | None = None) -> list[Run]:

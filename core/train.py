@@ -2,7 +2,9 @@
 
 A run folder holds ``history.csv`` (one row per epoch), ``params.json``, ``metrics.json``
 (validation metrics of the kept model), ``split.json`` (which files validated it) and the
-model folder files ``model.keras`` + ``model.json``.
+model folder files ``model.keras`` + ``model.json``; ``model.json`` carries the task spec's facts
+(title, data source, split policy, routing, limits: :mod:`core.tasks`). :func:`calibrate_run`
+then fits temperature scaling and the outlier check on the run's own split.
 """
 
 from __future__ import annotations
@@ -15,23 +17,18 @@ from pathlib import Path
 import numpy as np
 
 from core import data as data_mod
+from core.calibration import OOD_FILE, OOD_QUANTILE, OutlierCheck, fit_temperature, scale
 from core.card import write_card
-from core.metrics import classification_metrics
-from core.model import _json_default, build_model, save_model
+from core.metrics import classification_metrics, expected_calibration_error
+from core.model import (INFO_FILE, build_model, feature_layer, json_default, load_model, save_model,
+                        sha256_file, write_info)
 from core.preprocess import Pipeline
-
-#: Known tasks: class order, whether left-right flips are plausible, near-duplicate removal.
-TASKS = {
-    "chest_xray": {"class_names": ["NORMAL", "PNEUMONIA"], "flip": False, "near_duplicates": False,
-                   "title": "Chest X-ray: pneumonia vs normal (paediatric)"},
-    "brain_mri": {"class_names": ["glioma", "meningioma", "notumor", "pituitary"], "flip": True,
-                  "near_duplicates": True, "title": "Brain MRI: tumour type (4 classes)"},
-}
+from core.tasks import load_spec, spec_facts
 
 
 @dataclass
 class TrainConfig:
-    task: str
+    task: str  # a task spec's name (assets/tasks/<name>.json) or path; any other name: a plain class-folder task
     data: str
     out: str
     epochs: int = 20
@@ -54,16 +51,15 @@ def train(config: TrainConfig, log=print) -> dict:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
-    spec = TASKS.get(config.task, {})
+    spec = load_spec(config.task)
 
-    dataset = data_mod.list_dataset(config.data, class_names=spec.get("class_names"),
-                                    limit_per_class=config.limit_per_class,
-                                    near_duplicates=spec.get("near_duplicates", False))
+    dataset = data_mod.list_for_spec(config.data, spec, limit_per_class=config.limit_per_class)
     names = list(dataset.class_names)
-    train_items, val_items = data_mod.split_by_group(dataset, validation_fraction=config.validation_fraction,
-                                                     seed=config.seed)
+    train_items, val_items = data_mod.split_dataset(dataset, spec.get("split"),
+                                                    validation_fraction=config.validation_fraction, seed=config.seed)
     log(f"{len(dataset.items)} images after removing {dataset.removed_duplicates} duplicates; "
-        f"{len(train_items)} train / {len(val_items)} validation, split by patient where names tell it")
+        f"{len(train_items)} train / {len(val_items)} validation "
+        f"({(spec.get('split') or {}).get('description') or 'split ' + spec['split']['policy'] + ' by file'})")
 
     pipeline = Pipeline(input_size=config.input_size)
     x_train, y_train = data_mod.prepare_arrays(train_items, pipeline)
@@ -76,7 +72,7 @@ def train(config: TrainConfig, log=print) -> dict:
                                         training=True, augment=augment, seed=config.seed)
     val_ds = data_mod.make_tf_dataset(x_val, y_val, n_classes, batch_size=64, training=False)
 
-    model = build_model(config.input_size, n_classes, width=config.width, name=config.task)
+    model = build_model(config.input_size, n_classes, width=config.width, name=spec["name"])
     steps = max(1, int(np.ceil(len(x_train) / config.batch_size))) * config.epochs
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps,
                                                       warmup_target=None, alpha=0.02)
@@ -111,8 +107,8 @@ def train(config: TrainConfig, log=print) -> dict:
               "removed_duplicates": dataset.removed_duplicates, "counts": dataset.counts(),
               "pipeline": pipeline.to_dict(), "model_parameters": int(model.count_params())}
     info = {
-        "task": config.task,
-        "title": spec.get("title", config.task),
+        "task": spec["name"],
+        **spec_facts(spec),
         "class_names": names,
         "input_size": config.input_size,
         "preprocessing": pipeline.to_dict(),
@@ -128,7 +124,7 @@ def train(config: TrainConfig, log=print) -> dict:
     save_model(model, out, info)
     _write_json(out / "params.json", params)
     _write_json(out / "metrics.json", metrics)
-    _write_json(out / "split.json", {"validation": [f"{names[i.label]}/{i.path.name}" for i in val_items]})
+    _write_json(out / "split.json", {"validation": [data_mod.item_key(i, names) for i in val_items]})
     write_card(out)
     log(f"done in {seconds / 60:.1f} min: validation accuracy {metrics['accuracy']:.4f}, AUC {metrics['auc']}")
     return metrics
@@ -193,7 +189,53 @@ class _RecalibrateBN:
 
 
 def _write_json(path: Path, value) -> None:
-    path.write_text(json.dumps(value, indent=2, default=_json_default) + "\n")
+    path.write_text(json.dumps(value, indent=2, default=json_default) + "\n")
+
+
+def calibrate_run(model_dir: str | Path, data_dir: str | Path, log=print) -> dict:
+    """Fit temperature scaling and the outlier check for a trained run folder on its own split.
+
+    Rebuilds the run's split from its ``split.json`` (the dataset listed with the policies recorded in
+    its ``model.json``), then writes into the folder: ``temperature`` in ``model.json`` (1.0 when
+    scaling would not lower the validation NLL) with the ECE before and after, and ``ood.npz``: mean
+    and precision of the pooled features on the training images and the distance threshold (the
+    99th percentile of the validation images' distances). Returns the updated ``model.json``.
+    """
+    model_dir = Path(model_dir)
+    loaded = load_model(model_dir)
+    split = json.loads((model_dir / "split.json").read_text())
+    params = json.loads((model_dir / "params.json").read_text()) if (model_dir / "params.json").exists() else {}
+    dataset = data_mod.list_for_spec(data_dir, loaded.info, class_names=loaded.class_names,
+                                     limit_per_class=params.get("limit_per_class"))
+    train_items, val_items = data_mod.split_from_record(dataset, split["validation"])
+    log(f"{len(train_items)} training and {len(val_items)} validation images from the run's split")
+    x_train, _ = data_mod.prepare_arrays(train_items, loaded.pipeline)
+    x_val, y_val = data_mod.prepare_arrays(val_items, loaded.pipeline)
+
+    raw = loaded.uncalibrated(x_val)
+    temperature = fit_temperature(raw, y_val)
+
+    import keras
+
+    layer = feature_layer(loaded.model)
+    features = keras.Model(loaded.model.input, loaded.model.get_layer(layer).output)
+    check = OutlierCheck.fit(features.predict(x_train, batch_size=64, verbose=0),
+                             features.predict(x_val, batch_size=64, verbose=0))
+    check.save(model_dir / OOD_FILE)
+
+    info = json.loads((model_dir / INFO_FILE).read_text())
+    info["temperature"] = temperature
+    info["calibration"] = {"ece_before": expected_calibration_error(raw, y_val),
+                           "ece_after": expected_calibration_error(scale(raw, temperature), y_val),
+                           "n_validation": len(y_val), "method": "temperature scaling on the validation split"}
+    info["ood"] = {"file": OOD_FILE, "sha256": sha256_file(model_dir / OOD_FILE), "threshold": check.threshold,
+                   "quantile": OOD_QUANTILE, "features": layer}
+    write_info(model_dir, info)
+    if (model_dir / "metrics.json").exists():
+        write_card(model_dir)
+    log(f"temperature {temperature:.3f}: ECE {info['calibration']['ece_before']:.4f} -> "
+        f"{info['calibration']['ece_after']:.4f}; outlier threshold {check.threshold:.2f}")
+    return info
 
 
 class _EpochLog:

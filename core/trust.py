@@ -12,7 +12,8 @@
 - Test-time augmentation: small shifts and contrast changes within the training
   augmentation's range give a spread of the probability and of the Grad-CAM hot spot.
 
-Everything works on the model input grid (S x S) and never modifies the shared model.
+Everything works on the model input grid (S x S) and never modifies the shared model. ``loaded`` is a
+:class:`core.model.LoadedModel`: curves read its uncalibrated probabilities through its compiled forward pass.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.explain import CAM_METHODS, saliency_map, to_geometry
+from core.saliency import CAM_METHODS, reference_map, to_geometry
 
 STEPS = 32
 RANDOM_ORDERS = 5
@@ -34,10 +35,10 @@ SANITY_LIMIT = 0.5
 MIN_DYNAMIC_RANGE = 0.2
 
 
-def _probabilities(model, batch: np.ndarray, class_index: int, batch_size: int = 64) -> np.ndarray:
+def _probabilities(loaded, batch: np.ndarray, class_index: int, batch_size: int = 64) -> np.ndarray:
     out = []
     for start in range(0, len(batch), batch_size):
-        out.append(np.asarray(model(batch[start:start + batch_size], training=False))[:, class_index])
+        out.append(loaded.uncalibrated(batch[start:start + batch_size])[:, class_index])
     return np.concatenate(out)
 
 
@@ -106,7 +107,7 @@ class Faithfulness:
                 "average_drop": self.average_drop, "informative": self.informative}
 
 
-def faithfulness(model, tensor: np.ndarray, saliency: np.ndarray, class_index: int, *, steps: int = STEPS,
+def faithfulness(loaded, tensor: np.ndarray, saliency: np.ndarray, class_index: int, *, steps: int = STEPS,
                  random_orders: int = RANDOM_ORDERS, keep: float = KEEP_FRACTION, seed: int = 0) -> Faithfulness:
     """Deletion/insertion AUCs of a map against random orders, and the average drop.
 
@@ -114,6 +115,7 @@ def faithfulness(model, tensor: np.ndarray, saliency: np.ndarray, class_index: i
     ``2 * (1 + random_orders)`` batches of ``steps + 1`` images plus one of two.
     """
     image = np.asarray(tensor, np.float32)[0, ..., 0]
+    channels = tensor.shape[-1]
     saliency = to_geometry(np.asarray(saliency, np.float32), image.shape)
     baseline = blurred_baseline(image)
     rng = np.random.default_rng(seed)
@@ -125,7 +127,7 @@ def faithfulness(model, tensor: np.ndarray, saliency: np.ndarray, class_index: i
         batches.extend(_curve_batches(image, baseline, rng.permutation(image.size), steps))
     kept = np.where(saliency >= np.quantile(saliency, 1 - keep), image, baseline)
     stacked = np.concatenate(batches + [image[None], kept[None]])[..., None]
-    probs = _probabilities(model, stacked, class_index)
+    probs = _probabilities(loaded, np.repeat(stacked, channels, axis=-1) if channels > 1 else stacked, class_index)
     curves = probs[:-2].reshape(len(batches), steps + 1)
     full, only_kept = probs[-2], probs[-1]
     random_deletion = curves[2::2].mean(axis=0)
@@ -195,16 +197,20 @@ class SanityCheck:
         return bool(self.spearman) and abs(self.spearman[-1]) < SANITY_LIMIT
 
 
-def sanity_check(model, tensor: np.ndarray, method: str, class_index: int, layer: str | None = None,
+def sanity_check(loaded, tensor: np.ndarray, method: str, class_index: int, layer: str | None = None,
                  *, original: np.ndarray | None = None, seed: int = 0) -> SanityCheck:
-    """Cascading randomisation for one method; the shared model is never touched."""
+    """Cascading randomisation for one method; the shared model is never touched.
+
+    The randomised copies are throw-away models, so their maps come from tf-keras-vis directly
+    (:func:`core.saliency.reference_map`) rather than a compiled path built for each.
+    """
     size = tensor.shape[1:3]
-    layer = layer if method in CAM_METHODS else None
-    base = original if original is not None else saliency_map(model, tensor, method, class_index, layer)
+    layer = (layer or loaded.last_conv) if method in CAM_METHODS else None
+    base = original if original is not None else loaded.explainer.saliency(tensor, method, class_index, layer)
     base = to_geometry(base, size)
     names, maps, rhos, ssims = [], [], [], []
-    for name, copy in randomised_copies(model, seed=seed):
-        new = to_geometry(saliency_map(copy, tensor, method, class_index, layer, cache=False), size)
+    for name, copy in randomised_copies(loaded.model, seed=seed):
+        new = to_geometry(reference_map(copy, tensor, method, class_index, layer), size)
         rho, ssim = similarity(base, new)
         names.append(name)
         maps.append(new)
@@ -232,7 +238,7 @@ def _shift(image: np.ndarray, dy: float, dx: float) -> np.ndarray:
     return shift(image, (dy, dx), order=1, mode="nearest")
 
 
-def test_time_augmentation(model, tensor: np.ndarray, class_index: int, *, threshold: float | None = None,
+def test_time_augmentation(loaded, tensor: np.ndarray, class_index: int, *, threshold: float | None = None,
                            n: int = 16, seed: int = 0, max_shift: float = 0.06, max_contrast: float = 0.15,
                            layer: str | None = None) -> Uncertainty:
     """Probability spread over small shifts and contrast changes, and Grad-CAM hot-spot stability.
@@ -241,6 +247,7 @@ def test_time_augmentation(model, tensor: np.ndarray, class_index: int, *, thres
     peak is located, so the spread measures the map, not the shift.
     """
     image = np.asarray(tensor, np.float32)[0, ..., 0]
+    channels = tensor.shape[-1]
     side = image.shape[0]
     rng = np.random.default_rng(seed)
     shifts = rng.uniform(-max_shift, max_shift, (n, 2)) * side
@@ -249,15 +256,17 @@ def test_time_augmentation(model, tensor: np.ndarray, class_index: int, *, thres
     factors[0] = 1.0
     mean = image.mean()
     variants = np.stack([(_shift(image, dy, dx) - mean) * f + mean for (dy, dx), f in zip(shifts, factors)])
-    probs = _probabilities(model, variants[..., None], class_index)
+    variants = np.repeat(variants[..., None], channels, axis=-1)
+    probs = _probabilities(loaded, variants, class_index)
     peaks = []
-    for i in range(min(n, 8)):  # eight maps are enough to see whether the hot spot moves
-        cam = to_geometry(saliency_map(model, variants[i][None, ..., None], "gradcam", class_index, layer), (side, side))
+    layer = layer or loaded.last_conv
+    for i in range(min(n, 8) if layer else 0):  # eight maps are enough to see whether the hot spot moves
+        cam = to_geometry(loaded.explainer.saliency(variants[i][None], "gradcam", class_index, layer), (side, side))
         back = _shift(cam, -shifts[i][0], -shifts[i][1])
         peaks.append(np.unravel_index(np.argmax(back), back.shape))
-    peaks = np.array(peaks, float) / side
+    peaks = np.array(peaks, float).reshape(-1, 2) / side
     low, high = (float(v) for v in np.percentile(probs, [5, 95]))
     crosses = threshold is not None and low < threshold <= high
     return Uncertainty(mean=float(probs.mean()), low=low, high=high, std=float(probs.std()),
-                       crosses_threshold=bool(crosses), hotspot_spread=float(np.sqrt(peaks.var(axis=0).sum())),
+                       crosses_threshold=bool(crosses), hotspot_spread=float(np.sqrt(peaks.var(axis=0).sum())) if len(peaks) else 0.0,
                        probabilities=probs.tolist())

@@ -4,21 +4,12 @@ how to read a saliency map."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import streamlit as st
 
-from core.model import ModelError, read_info
-from pages.common import MODEL_LABELS, MODELS
-
-#: Where each model's training images come from (kept in step with the README and the model cards).
-DATA_SOURCES = {
-    "chest_xray": "Kermany D., Zhang K., Goldbaum M. (2018), *Labeled Optical Coherence Tomography (OCT) and "
-                  "Chest X-Ray Images for Classification*, Mendeley Data v2, doi:10.17632/rscbjbr9sj.2, "
-                  "licence CC BY 4.0 — paediatric chest radiographs, training split only.",
-    "brain_mri": "*Brain Tumor MRI Dataset* (M. Nickparvar, 2021), licence CC0, combining the figshare set of "
-                 "Cheng et al. (CC BY 4.0), SARTAJ and Br35H — training split only.",
-}
-
+from core.card import source_text
+from ui.models import model_folders
 
 def demoted(markdown: str, levels: int = 2) -> str:
     """A model card's headings pushed down, so they sit under this page's own headers."""
@@ -38,7 +29,7 @@ def model_facts(task: str, info: dict) -> str:
         f"- **Task:** {info.get('title', task)}",
         f"- **Classes:** {', '.join(info.get('class_names', []))}",
         f"- **Input:** {info.get('input_size', '?')} × {info.get('input_size', '?')} grey image",
-        f"- **Data:** {DATA_SOURCES.get(task, dataset.get('path', 'not recorded'))}",
+        f"- **Data:** {source_text(info)}",
     ]
     if dataset.get("counts"):
         counts = ", ".join(f"{name} {count:,}" for name, count in dataset["counts"].items())
@@ -64,30 +55,28 @@ st.warning("**This is a research and teaching tool, not a diagnostic device.** I
          "or change any clinical decision.", icon=":material/warning:")
 
 st.header("Models")
-for tab, (task, folder) in zip(st.tabs([MODEL_LABELS.get(task, task) for task in MODELS]), MODELS.items()):
+entries = model_folders()
+if not entries:
+    st.info("No model folder is installed yet, so there is nothing to describe.")
+for tab, entry in zip(st.tabs([entry.title for entry in entries]) if entries else [], entries):
     with tab:
-        card = folder / "MODEL_CARD.md"
+        if entry.problem:
+            st.error(f"This model cannot be used: {entry.problem}")
+            continue
+        card = Path(entry.folder) / "MODEL_CARD.md"
         if card.is_file():
             st.container(border=True).markdown(demoted(card.read_text()))
             continue
-        try:
-            info = read_info(folder)
-        except ModelError:
-            st.info("This model has not been trained yet, so there is nothing to describe.")
-            continue
         box = st.container(border=True)
         box.caption("Key facts from the model's own description (`model.json`); its model card is not written yet.")
-        box.markdown(model_facts(task, info))
+        box.markdown(model_facts(entry.task, entry.info))
 
 st.header("Data sources and licences")
-st.markdown(f"""
-- **Chest X-ray:** {DATA_SOURCES['chest_xray']} Paper: Kermany et al., *Identifying Medical Diagnoses and
-  Treatable Diseases by Image-Based Deep Learning*, Cell 172(5), 2018.
-- **Brain MRI:** {DATA_SOURCES['brain_mri']}
-- **DICOM samples:** the test files shipped with the `pydicom` and `pydicom-data` packages (MIT licence).
-
-The images themselves are not part of this tool; only the models trained on them and their training histories are.
-""")
+sources = [f"- **{entry.title}:** {source_text(entry.info)}" for entry in entries if entry.info]
+st.markdown("\n".join(sources + ["- **DICOM samples:** the test files shipped with the `pydicom` and "
+                                  "`pydicom-data` packages (MIT licence)."]))
+st.markdown("The training images themselves are not part of this tool; only the models trained on them, their "
+            "training histories and a few sample cases (with their licence and citation beside them) are.")
 
 st.header("Privacy")
 st.markdown("""

@@ -1,44 +1,30 @@
 """Explain: the prediction with its threshold, and saliency maps lying over the scan."""
 
-import hashlib
-
-import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
-from core.explain import CAM_METHODS, DESCRIPTIONS, METHODS, display_image, explain, overlay, png_bytes
-from core.model import conv_layer_names
-from pages.common import Keys, frame_index, image_figure, model_choice, page_with_scan
-from pages.trust_panel import trust_panel
-
-COLORMAPS = ["Turbo", "Jet", "Inferno", "Viridis", "Hot"]
-
-
-def probability_chart(names, probs, predicted: int, threshold: float | None) -> go.Figure:
-    colours = ["#e8744c" if i == predicted else "#4c9be8" for i in range(len(names))]
-    fig = go.Figure(go.Bar(x=probs, y=names, orientation="h", marker_color=colours,
-                           text=[f"{p:.1%}" for p in probs], textposition="auto"))
-    if threshold is not None:
-        fig.add_vline(x=threshold, line_dash="dash", line_color="white",
-                      annotation_text=f"threshold {threshold:.2f} for {names[1]}", annotation_position="top")
-    fig.update_layout(height=80 + 45 * len(names), margin=dict(l=0, r=10, t=30, b=0),
-                      xaxis=dict(range=[0, 1], tickformat=".0%", title="probability"), yaxis=dict(autorange="reversed"))
-    return fig
-
+from core.predict import out_of_range_sentence, predict_tensors
+from core.render import COLORMAPS, display_image, overlay, png_bytes
+from core.saliency import CAM_METHODS, DESCRIPTIONS, METHODS, explain
+from ui.figures import image_figure, probability_chart
+from ui.layout import page_with_scan
+from ui.models import model_choice
+from ui.scans import display_window, frame_index
+from ui.state import Keys
+from ui.trust_panel import trust_panel
 
 chosen, scan = page_with_scan("Explain")
 
 top = st.columns([1, 1])
 with top[0]:
-    loaded = model_choice(chosen.model)
+    loaded = model_choice(chosen, scan)
 if loaded is None:
     st.stop()
 frame = frame_index(scan)
 names = loaded.class_names
 tensor = loaded.pipeline.scan_tensor(scan, frame)
-probabilities, outside = loaded.predict_and_check(tensor)  # one forward pass for both
-probs, outside = probabilities[0], outside[0]
-predicted = loaded.decide(probs)
+prediction = predict_tensors(loaded, tensor)[0]  # probabilities and the outlier check from one forward pass
+probs, predicted = prediction.probabilities, prediction.predicted
+outside = out_of_range_sentence(prediction, loaded.title)
 
 with top[1]:
     st.plotly_chart(probability_chart(names, probs, predicted, loaded.threshold if len(names) == 2 else None),
@@ -54,18 +40,17 @@ if outside:
     st.warning(outside)
 
 # Display window: the one chosen on the Scan page for this scan, else the header's.
-digest = hashlib.sha256(chosen.data).hexdigest()[:16]
-window = st.session_state.get(Keys.WINDOW) if st.session_state.get("_window_for") == digest else None
-invert_display = st.session_state.get(Keys.INVERT, scan.invert) if window else scan.invert
-background = display_image(scan.frame(frame), window or scan.window, invert_display)
+window, invert_display, voi = display_window(chosen, scan)
+background = display_image(scan.frame(frame), window, invert_display, voi=voi)
 
 controls = st.columns(4)
 target = controls[0].selectbox("Explain class", range(len(names)), index=predicted, format_func=lambda i: names[i],
                                help="Which class score the map explains; the predicted class by default.")
-layers = conv_layer_names(loaded.model)
-default_layer = loaded.info.get("last_conv", layers[-1])
-layer = controls[1].selectbox("Convolution layer (CAM methods)", layers, index=layers.index(default_layer),
-                              help="Deeper layers: coarser but more class-specific maps.")
+layers = loaded.explainable_layers
+layer = controls[1].selectbox("Convolution layer (CAM methods)", layers or ["(none)"],
+                              index=layers.index(loaded.last_conv) if layers else 0, disabled=not layers,
+                              help="Deeper layers: coarser but more class-specific maps.") if layers else None
+methods = [m for m in METHODS if layers or m not in CAM_METHODS]
 opacity = controls[2].slider("Opacity", 0.0, 1.0, st.session_state.get(Keys.OPACITY, 0.6), 0.05,
                              key=Keys.OPACITY_WIDGET)
 st.session_state[Keys.OPACITY] = opacity
@@ -76,13 +61,17 @@ st.session_state[Keys.COLORMAP] = colormap
 single, grid = st.tabs(["One method", "All methods side by side"])
 
 with single:
-    method = st.radio("Method", list(METHODS), format_func=METHODS.get, horizontal=True,
-                      index=list(METHODS).index(st.session_state.get(Keys.METHOD, "gradcam")),
+    if not layers:
+        st.info("This model has no convolution layer, so only SmoothGrad (input gradients) can explain it: the "
+                "Grad-CAM family weighs a convolution's feature maps.")
+    remembered_method = st.session_state.get(Keys.METHOD, "gradcam")
+    method = st.radio("Method", methods, format_func=METHODS.get, horizontal=True,
+                      index=methods.index(remembered_method) if remembered_method in methods else 0,
                       key=Keys.METHOD_WIDGET)
     st.session_state[Keys.METHOD] = method
     st.caption(DESCRIPTIONS[method])
     with st.spinner(f"Computing {METHODS[method]}…"):
-        result = explain(loaded, scan, method=method, class_index=target, layer=layer, frame=frame)
+        result = explain(loaded, tensor, scan.shape, method=method, class_index=target, layer=layer)
     figure = overlay(background, result.on_scan, opacity=opacity, colormap=colormap)
     left, right = st.columns(2)
     # Half-page columns are about 500 px wide: a landscape scan needs less height than a portrait one.
@@ -107,12 +96,13 @@ with grid:
     st.caption("The same scan, class and layer for every method. Maps agreeing on a region is reassuring; "
                "disagreement is a reason for caution.")
     progress = st.progress(0.0, text="Computing maps…")
-    columns = st.columns(len(METHODS))
+    columns = st.columns(len(methods))
     small = max(1, max(scan.shape) // 512)
-    for i, (key, title) in enumerate(METHODS.items()):
-        progress.progress(i / len(METHODS), text=f"Computing {title}…")
-        result = explain(loaded, scan, method=key, class_index=target, layer=layer if key in CAM_METHODS else None,
-                         frame=frame)
+    for i, key in enumerate(methods):
+        title = METHODS[key]
+        progress.progress(i / len(methods), text=f"Computing {title}…")
+        result = explain(loaded, tensor, scan.shape, method=key, class_index=target,
+                         layer=layer if key in CAM_METHODS else None)
         picture = overlay(background[::small, ::small], result.on_scan[::small, ::small], opacity=opacity,
                           colormap=colormap)
         columns[i].image(picture, caption=title, width="stretch")

@@ -14,7 +14,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from core.runs import Run, assets_root, list_runs
-from pages.common import MODEL_LABELS, disclaimer
+from ui.layout import disclaimer
 
 COLOURS = ("#4C9BE8", "#F28E2B")  # the chosen run, the run it is compared with
 LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.3, x=0)  # clear of the x-axis title
@@ -156,9 +156,10 @@ if not runs:
             f"first epoch under {assets_root()}.")
     st.stop()
 
-present = {run.task for run in runs}
-tasks = [t for t in MODEL_LABELS if t in present] + sorted(present - set(MODEL_LABELS))
-task = st.radio("Model", tasks, format_func=lambda t: MODEL_LABELS.get(t, t), horizontal=True)
+titles = {}
+for run in runs:  # default models first: their own model.json names the task
+    titles.setdefault(run.task, run.title)
+task = st.radio("Model", list(titles), format_func=titles.get, horizontal=True)
 task_runs = {run.run_id: run for run in runs if run.task == task}
 
 st.dataframe(pd.DataFrame([run.summary() for run in task_runs.values()]).drop(columns="task"), hide_index=True)

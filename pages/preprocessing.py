@@ -6,7 +6,9 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages.common import frame_index, model_choice, page_with_scan
+from ui.layout import page_with_scan
+from ui.models import model_choice
+from ui.scans import frame_index
 
 
 def as_picture(values: np.ndarray) -> np.ndarray:
@@ -27,7 +29,7 @@ def histogram(values: np.ndarray, unit: str) -> go.Figure:
 
 
 chosen, scan = page_with_scan("Preprocessing")
-loaded = model_choice(chosen.model)
+loaded = model_choice(chosen, scan)
 if loaded is None:
     st.stop()
 

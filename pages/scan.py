@@ -1,13 +1,12 @@
 """Scan: upload a DICOM, PNG or JPEG (or pick a sample) and view it as on a reading station."""
 
-import hashlib
-
-import numpy as np
 import streamlit as st
 
-from core.explain import display_image
-from core.preprocess import window_level
-from pages.common import UPLOAD, Keys, current_scan, disclaimer, frame_index, image_figure, samples
+from core.render import display_image, display_rgb
+from ui.figures import image_figure
+from ui.layout import disclaimer
+from ui.scans import current_scan, frame_index, samples
+from ui.state import UPLOAD, Keys
 
 #: CT window presets (centre, width) in Hounsfield units, as on common reading stations.
 CT_PRESETS = {
@@ -48,11 +47,11 @@ chosen, scan = current_scan()
 if scan is None:
     st.stop()
 
-digest = hashlib.sha256(chosen.data).hexdigest()[:16]
+digest = chosen.digest
 frame = frame_index(scan)
 header_window = scan.window
-if st.session_state.get("_window_for") != digest:  # a new scan starts from its own defaults
-    st.session_state["_window_for"] = digest
+if st.session_state.get(Keys.WINDOW_FOR) != digest:  # a new scan starts from its own defaults
+    st.session_state[Keys.WINDOW_FOR] = digest
     st.session_state[Keys.WINDOW] = header_window
     st.session_state[Keys.INVERT] = scan.invert
     st.session_state[Keys.PRESET] = "Header default"
@@ -96,11 +95,11 @@ with right:
 
 with left:
     centre, width = st.session_state[Keys.WINDOW]
+    voi = scan.voi if preset == "Header default" else None
     if scan.is_color:
-        rgb = np.stack([window_level(pixels[..., c], centre=centre, width=width) for c in range(3)], axis=-1)
-        image = ((1 - rgb if invert else rgb) * 255).astype(np.uint8)
+        image = display_rgb(pixels, (centre, width), invert)
     else:
-        image = display_image(pixels, (centre, width), invert)
+        image = display_image(pixels, (centre, width), invert, voi=voi)
     title = f"{chosen.name} — frame {frame + 1} of {scan.n_frames}" if scan.n_frames > 1 else chosen.name
     st.plotly_chart(image_figure(image, spacing=scan.spacing, title=title), config={"scrollZoom": True,
                     "displaylogo": False}, key="scan_figure")

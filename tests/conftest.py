@@ -78,3 +78,34 @@ def tiny_run(chest_dir, tmp_path_factory):
     config = TrainConfig(task="chest_xray", data=str(chest_dir), out=str(out), **TINY)
     metrics = train(config, log=lines.append)
     return out, metrics, lines
+
+
+# ----------------------------------------------------------------------------- the dashboard's models
+
+@pytest.fixture(scope="session")
+def models_root(request, tmp_path_factory) -> Path:
+    """The folder the app reads its models from during the page tests."""
+    from page_support import DEFAULT_MODELS, real_models_present, tiny_models
+
+    if real_models_present():
+        return DEFAULT_MODELS
+    return tiny_models(request.getfixturevalue("data_dir"), tmp_path_factory)
+
+
+@pytest.fixture
+def app(models_root, monkeypatch):
+    """A fresh AppTest of the whole app (first page: Scan), reading models from ``models_root``."""
+    from streamlit.testing.v1 import AppTest
+
+    from page_support import APP, DEFAULT_MODELS, assert_clean
+
+    if models_root == DEFAULT_MODELS:
+        monkeypatch.delenv("MEDXAI_MODELS", raising=False)
+    else:
+        monkeypatch.setenv("MEDXAI_MODELS", str(models_root))
+    at = AppTest.from_file(str(APP), default_timeout=180)
+    at.run()
+    assert_clean(at)
+    return at
+
+

@@ -1,4 +1,4 @@
-"""Helpers for the page tests (AppTest) and the browser test: models, uploads, figures.
+"""Helpers for the page tests (AppTest) and the browser test: models, uploads, figures (fixtures: conftest.py).
 
 The dashboard is tested against the real default models in ``assets/models`` when both are
 there (what a user gets). Until they are, a tiny model per task is trained once per session
@@ -44,29 +44,6 @@ def tiny_models(data_dir: Path, tmp_path_factory) -> Path:
     return _TINY_ROOT[0]
 
 
-@pytest.fixture(scope="session")
-def models_root(request, tmp_path_factory) -> Path:
-    """The folder the app reads its models from during the page tests."""
-    if real_models_present():
-        return DEFAULT_MODELS
-    return tiny_models(request.getfixturevalue("data_dir"), tmp_path_factory)
-
-
-@pytest.fixture
-def app(models_root, monkeypatch):
-    """A fresh AppTest of the whole app (first page: Scan), reading models from ``models_root``."""
-    from streamlit.testing.v1 import AppTest
-
-    if models_root == DEFAULT_MODELS:
-        monkeypatch.delenv("MEDXAI_MODELS", raising=False)
-    else:
-        monkeypatch.setenv("MEDXAI_MODELS", str(models_root))
-    at = AppTest.from_file(str(APP), default_timeout=180)
-    at.run()
-    assert_clean(at)
-    return at
-
-
 def loaded_model(models_root: Path, task: str = "chest_xray"):
     from core.model import load_model
 
@@ -77,7 +54,7 @@ def loaded_model(models_root: Path, task: str = "chest_xray"):
 
 def upload(at, name: str, data: bytes, mime: str = "application/octet-stream"):
     """Upload ``data`` through the Scan page's file uploader and rerun."""
-    from pages.common import Keys
+    from ui.state import Keys
 
     at.file_uploader(key=Keys.UPLOADER).set_value((name, data, mime))
     return at.run()

@@ -109,7 +109,7 @@ def test_evaluate_refuses_unusable_datasets_in_one_line(model_dir, chest_dir, tm
     (one_class / "NORMAL").mkdir(parents=True)
     (one_class / "NORMAL" / "IM-0115-0001.jpeg").symlink_to(chest_dir / "NORMAL" / "IM-0115-0001.jpeg")
     assert main(["evaluate", "--model", str(model_dir), "--data", str(one_class)]) == 2
-    assert capsys.readouterr().err.strip() == f"error: dataset folder {one_class} has no class folder PNEUMONIA"
+    assert capsys.readouterr().err.strip() == f"error: The dataset folder {one_class} has no class folder PNEUMONIA."
 
     (one_class / "PNEUMONIA").mkdir()
     broken = one_class / "PNEUMONIA" / "person1_virus_1.jpeg"
@@ -117,3 +117,13 @@ def test_evaluate_refuses_unusable_datasets_in_one_line(model_dir, chest_dir, tm
     assert main(["evaluate", "--model", str(model_dir), "--data", str(one_class), "--json"]) == 1
     out, err = capsys.readouterr()
     assert out == "" and err.strip() == f"error: {broken}: This image file is damaged or truncated and cannot be decoded; save or download it again."
+
+
+def test_tensorflow_start_up_lines_are_silent_unless_verbose(model_dir, fullres_dir):
+    """Defect 4 of issue 10: every call printed absl and oneDNN lines on stderr."""
+    image = str(sorted((fullres_dir / "NORMAL").glob("*.jpeg"))[0])
+    quiet = run_cli("predict", "--model", model_dir, "--json", image)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    loud = run_cli("--verbose", "predict", "--model", model_dir, "--json", image)
+    assert loud.returncode == 0 and "oneDNN" in loud.stderr
+    assert json.loads(loud.stdout) == json.loads(quiet.stdout)

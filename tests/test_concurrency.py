@@ -53,23 +53,13 @@ REQUESTS = [
 assert len(REQUESTS) == SESSIONS and sum(r[0] == "smoothgrad" for r in REQUESTS) == 1
 
 
-def forget_finished_maps() -> None:
-    """Empty the explanation cache, so the concurrent run computes every map itself."""
-    import core.explain
-
-    cache, lock = getattr(core.explain, "_CACHE", None), getattr(core.explain, "_CACHE_LOCK", None)
-    if cache is not None:
-        with lock:
-            cache.clear()
-
-
 def one_session(loaded, name: str, data: bytes, request) -> dict:
-    from core.explain import explain
+    from core.saliency import explain
 
     method, target, layer, frame = request
     scan = load_scan(data, name)
     tensor = loaded.pipeline.scan_tensor(scan, frame)
-    result = explain(loaded, scan, method=method, class_index=target, layer=layer, frame=frame)
+    result = explain(loaded, tensor, scan.shape, method=method, class_index=target, layer=layer)
     return {"name": name, "shape": scan.shape, "probs": loaded.predict(tensor)[0], "raw": result.raw,
             "on_scan": result.on_scan, "layer": result.layer}
 
@@ -85,7 +75,6 @@ def test_eight_sessions_explaining_at_once_get_what_they_get_alone(tiny_run, dat
     weights = [w.copy() for w in loaded.model.get_weights()]
 
     # All eight at once: a barrier releases the threads together.
-    forget_finished_maps()
     barrier = threading.Barrier(SESSIONS)
     together: list[dict | BaseException | None] = [None] * SESSIONS
 
@@ -107,7 +96,6 @@ def test_eight_sessions_explaining_at_once_get_what_they_get_alone(tiny_run, dat
     assert not failures, failures
 
     # Each alone, one after the other, from a cold cache.
-    forget_finished_maps()
     alone = []
     for i in range(SESSIONS):
         if REQUESTS[i][0] == "smoothgrad":
@@ -163,7 +151,7 @@ def page_text(at) -> str:
 def test_eight_dashboard_sessions_each_see_only_their_own_scan(data_dir):
     from streamlit.testing.v1 import AppTest
 
-    from pages.common import UPLOAD, Keys
+    from ui.state import UPLOAD, Keys
 
     files = session_files(data_dir, full_size=False)  # the page's work per file is not what is tested here
     sessions = [AppTest.from_file(str(APP), default_timeout=120) for _ in range(SESSIONS)]

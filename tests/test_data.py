@@ -11,16 +11,24 @@ import pytest
 from PIL import Image
 
 from core.data import (
-    class_weights, list_dataset, make_tf_dataset, patient_key, prepare_arrays, prepare_image, split_by_group,
+    class_weights, group_key, item_key, list_dataset, list_for_spec, make_tf_dataset, prepare_arrays, prepare_image,
+    split_by_group, split_dataset, split_from_record,
 )
 from core.io import ScanError
 from core.preprocess import Pipeline
+from core.tasks import load_spec
+
+CHEST_PATTERNS = tuple(load_spec("chest_xray")["split"]["patterns"])
+
+
+def patient_key(name: str) -> str:
+    return group_key(name, CHEST_PATTERNS)
 
 
 @pytest.fixture(scope="module")
 def chest(chest_dir):
-    """The full chest listing: hashes ~5,200 small files (about a second)."""
-    return list_dataset(chest_dir)
+    """The full chest listing with the chest task's policies: hashes ~5,200 small files (about a second)."""
+    return list_for_spec(chest_dir, load_spec("chest_xray"))
 
 
 @pytest.mark.parametrize("name, key", [
@@ -46,7 +54,7 @@ def test_patient_key_on_every_real_chest_file(chest_dir):
 
 
 def test_list_dataset_with_limit_per_class(chest_dir):
-    dataset = list_dataset(chest_dir, limit_per_class=5)
+    dataset = list_dataset(chest_dir, limit_per_class=5, group_patterns=CHEST_PATTERNS)
     assert dataset.class_names == ("NORMAL", "PNEUMONIA")
     assert dataset.counts() == {"NORMAL": 5, "PNEUMONIA": 5}
     assert dataset.labels.tolist() == [0] * 5 + [1] * 5
@@ -89,6 +97,22 @@ def test_split_never_puts_one_patient_in_both_parts(chest):
     assert {i.path for i in other} != {i.path for i in train}
 
 
+def test_split_policy_and_split_record(chest):
+    train, val = split_dataset(chest, {"policy": "group"}, validation_fraction=0.15, seed=0)
+    assert [i.path for i in val] == [i.path for i in split_by_group(chest, validation_fraction=0.15, seed=0)[1]]
+    again_train, again_val = split_from_record(chest, [item_key(i, chest.class_names) for i in val])
+    assert {i.path for i in again_val} == {i.path for i in val}
+    assert {i.path for i in again_train} == {i.path for i in train}
+    assert item_key(val[0], chest.class_names) == f"{val[0].path.parent.name}/{val[0].path.name}"
+    with pytest.raises(ValueError, match="unknown split policy"):
+        split_dataset(chest, {"policy": "by-moon-phase"})
+
+
+def test_without_patterns_every_file_is_its_own_group(chest_dir):
+    dataset = list_dataset(chest_dir, limit_per_class=5)
+    assert all(item.group == item.path.name for item in dataset.items)
+
+
 def test_near_duplicates_are_removed_on_request(chest_dir, tmp_path):
     original = chest_dir / "NORMAL" / "IM-0115-0001.jpeg"
     other = chest_dir / "PNEUMONIA" / "person1000_bacteria_2931.jpeg"
@@ -129,7 +153,7 @@ def test_prepare_arrays_and_tf_dataset(chest_dir):
     pipeline = Pipeline(input_size=32)
     x, y = prepare_arrays(list(dataset.items), pipeline)
     assert x.shape == (6, 32, 32, 1) and x.dtype == np.float32 and y.tolist() == [0, 0, 0, 1, 1, 1]
-    assert np.array_equal(x[4, ..., 0], prepare_image(dataset.items[4].path, pipeline))  # order kept
+    assert np.array_equal(x[4], prepare_image(dataset.items[4].path, pipeline))  # order kept
     batches = list(make_tf_dataset(x, y, 2, batch_size=4, training=False))
     assert [b[0].shape[0] for b in batches] == [4, 2]
     assert np.array_equal(batches[0][0].numpy(), x[:4])

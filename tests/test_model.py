@@ -10,9 +10,10 @@ import pytest
 
 from core.data import list_dataset, prepare_arrays
 from core.model import (
-    INFO_FILE, LAST_CONV, MODEL_FILE, LoadedModel, ModelError, build_model, conv_layer_names, load_model,
-    save_model, sha256_file,
+    INFO_FILE, LAST_CONV, MODEL_FILE, LoadedModel, ModelError, build_model, feature_layer, load_model, save_model,
+    sha256_file,
 )
+from core.saliency import conv_layer_names
 from core.preprocess import Pipeline
 
 pytestmark = pytest.mark.slow
@@ -111,3 +112,36 @@ def test_threshold_and_temperature(tiny_run, real_batch):
     assert np.allclose(softened.sum(axis=1), 1.0)
     assert np.array_equal(raw.argmax(axis=1), softened.argmax(axis=1))  # temperature keeps the ranking
     assert np.all(np.abs(softened - 0.5) <= np.abs(raw - 0.5) + 1e-12)  # and only softens
+
+
+def test_trained_model_folder_describes_its_task(tiny_run):
+    """The task spec's facts travel with the model folder: pages never need the task's name."""
+    info = load_model(tiny_run[0]).info
+    assert info["title"].startswith("Chest X-ray") and "Kermany" in info["source"]["citation"]
+    assert info["split"]["policy"] == "group" and info["routing"]["modalities"] == ["CR", "DX"]
+    assert info["limits"] and info["intended_use"]
+
+
+def test_uncalibrated_and_calibrated_probabilities(tiny_run, real_batch):
+    base = load_model(tiny_run[0])
+    tuned = LoadedModel(model=base.model, info=dict(base.info, temperature=3.0), path=base.path)
+    np.testing.assert_array_equal(tuned.uncalibrated(real_batch), base.predict(real_batch))
+    probabilities, distances = tuned.predict_with_distance(real_batch)
+    np.testing.assert_array_equal(probabilities, tuned.predict(real_batch))
+    assert distances is None and tuned.outlier_threshold is None  # the tiny run has no outlier check
+
+
+def test_a_sigmoid_model_gives_two_columns(tmp_path, real_batch):
+    import keras
+
+    inputs = keras.Input((32, 32, 1))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
+    loaded = load_model(save_model(model, tmp_path / "sigmoid", minimal_info()))
+    probabilities = loaded.predict(real_batch)
+    positive = np.asarray(model(real_batch, training=False), np.float64)[:, 0]
+    np.testing.assert_allclose(probabilities[:, 1], positive, rtol=1e-6)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
+    assert loaded.explainable_layers == ["conv"] and loaded.last_conv == "conv"
+    assert feature_layer(loaded.model) == "pool"

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import REPO
 from core.model import read_info
-
-
-def common():
-    """pages.common, imported when a test runs rather than at collection (it reads MEDXAI_MODELS on import)."""
-    from pages import common as module
-
-    return module
 
 
 def about_page() -> AppTest:
@@ -60,10 +54,14 @@ def test_saliency_guide_warns_a_plausible_map_is_no_proof():
 
 
 def test_each_committed_model_is_described():
+    from ui.models import model_folders
+
     at = about_page()
     text = everything(at)
-    assert [t.label for t in at.tabs] == [common().MODEL_LABELS[task] for task in common().MODELS]
-    for folder in common().MODELS.values():
+    entries = model_folders()
+    assert entries and [t.label for t in at.tabs] == [entry.title for entry in entries]
+    for entry in entries:
+        folder = Path(entry.folder)
         card = folder / "MODEL_CARD.md"
         if card.is_file():
             assert card.read_text().strip().splitlines()[0].lstrip("# ") in text
@@ -77,7 +75,7 @@ def test_each_committed_model_is_described():
 def test_model_card_or_model_json_facts(tiny_run, tmp_path, monkeypatch):
     folder = tmp_path / "chest_xray"
     shutil.copytree(tiny_run[0], folder)
-    monkeypatch.setitem(common().MODELS, "chest_xray", folder)
+    monkeypatch.setenv("MEDXAI_MODELS", str(tmp_path))
     card = (folder / "MODEL_CARD.md").read_text()  # written by core.train
 
     text = everything(about_page())

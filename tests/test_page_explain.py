@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from conftest import dicom_bytes
-from core.explain import METHODS, display_image, explain, overlay
+from core.render import display_image, overlay
+from core.saliency import METHODS, explain
 from core.io import load_scan
-from page_support import (  # noqa: F401 - fixtures
-    app,
+from page_support import (
     assert_clean,
     assert_image_geometry,
     caption_text,
@@ -20,12 +20,11 @@ from page_support import (  # noqa: F401 - fixtures
     image_trace,
     loaded_model,
     markdown_text,
-    models_root,
     png_bytes_of,
     upload,
     widget,
 )
-from pages.common import Keys
+from ui.state import Keys
 
 pytestmark = pytest.mark.slow
 
@@ -42,9 +41,12 @@ def overlay_title(at) -> str:
 def expected_overlay(loaded, scan, *, method="gradcam", class_index, frame=None, window=None, invert=None,
                      opacity=0.6, colormap="Turbo") -> np.ndarray:
     """What the page should draw, recomputed with core only; also checks the map's geometry."""
-    result = explain(loaded, scan, method=method, class_index=class_index, frame=frame)
+    tensor = loaded.pipeline.scan_tensor(scan, frame)
+    result = explain(loaded, tensor, scan.shape, method=method, class_index=class_index)
     assert result.on_scan.shape == scan.shape
-    background = display_image(scan.frame(frame), window or scan.window, scan.invert if invert is None else invert)
+    voi = scan.voi if window is None else None
+    background = display_image(scan.frame(frame), window or scan.window, scan.invert if invert is None else invert,
+                               voi=voi)
     return overlay(background, result.on_scan, opacity=opacity, colormap=colormap)
 
 
@@ -128,7 +130,9 @@ def test_the_window_chosen_on_the_scan_page_is_the_background(app, models_root):
     plain = assert_image_geometry(figure(at, "plain"), scan.shape)
     assert np.array_equal(plain[..., 0], (display_image(scan.frame(0), (-600, 1500), False) * 255).astype(np.uint8))
     # The model still reads the header window: the display choice does not change the prediction.
-    loaded = loaded_model(models_root)
+    from core.model import load_model
+
+    loaded = load_model(widget(at.selectbox, "Model").value)  # the model the page routed the scan to
     np.testing.assert_allclose(shown_probabilities(at)[1], loaded.predict(loaded.pipeline.scan_tensor(scan))[0],
                                atol=1e-5)
 
@@ -153,7 +157,7 @@ def test_multiframe_scan_with_the_brain_model(app, models_root):
     widget(at.slider, "Frame").set_value(3)  # the third frame, index 2
     at.run()
     go(at, "explain")
-    widget(at.selectbox, "Model").set_value("brain_mri")
+    widget(at.selectbox, "Model").set_value(str(models_root / "brain_mri"))
     at.run()
     assert_clean(at)
     brain = loaded_model(models_root, "brain_mri")
@@ -172,7 +176,7 @@ def test_missing_model_folder_gives_one_clear_error(app, tmp_path, monkeypatch):
     go(app, "explain")
     assert not app.exception
     assert len(app.error) == 1
-    assert "model.json" in app.error[0].value and "Traceback" not in app.error[0].value
+    assert app.error[0].value == f"No model is available: {tmp_path} holds no usable model folder."
     assert not app.get("plotly_chart")
 
 
@@ -180,7 +184,7 @@ def test_trust_scores_are_computed_once_per_map_not_on_every_rerun(app, models_r
     """Moving the opacity slider reruns the page; the map is unchanged, so its faithfulness
     curves (about 400 forward passes) and uncertainty must not be recomputed. A new class is a
     new map and is scored. The real functions run; the wrappers only count the calls."""
-    import pages.trust_panel as panel
+    import ui.trust_panel as panel
 
     calls = {"faithfulness": 0, "uncertainty": 0}
     real_faithfulness, real_tta = panel.faithfulness, panel.test_time_augmentation

@@ -6,19 +6,17 @@ import pytest
 
 from conftest import dicom_bytes
 from core.io import load_scan
-from page_support import (  # noqa: F401 - fixtures
-    app,
+from page_support import (
     assert_clean,
     first_image,
     go,
     loaded_model,
     markdown_text,
-    models_root,
     png_bytes_of,
     upload,
     widget,
 )
-from pages.common import MODEL_LABELS
+from ui.models import model_folders
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +41,7 @@ def test_every_step_and_the_exact_tensor_are_shown(app, models_root):
 
     # The parameters are the header window and MONOCHROME1 inversion of this file.
     code = [c.value for c in app.code]
-    assert "centre=15000.0, width=30000.0" in code
+    assert "centre=15000.0, width=30000.0, voi=header window 15000 / 30000 (LINEAR)" in code
     assert "enabled=True" in code
 
     loaded = loaded_model(models_root)
@@ -90,12 +88,11 @@ def test_png_and_model_choice(app, models_root, fullres_dir):
     assert f"squashed from {cols} x {rows} px" in markdown_text(app)
 
     model = widget(app.selectbox, "Model")
-    assert model.value == "chest_xray"  # an upload suggests no model: the chest model first
-    model.set_value("brain_mri")
+    model.set_value(str(models_root / "brain_mri"))
     app.run()
     assert_clean(app)
     brain = loaded_model(models_root, "brain_mri")
     text = markdown_text(app)
     assert f"The **{brain.info.get('title', brain.task)}** model prepares **xray.png**" in text
     assert tensor_summary(brain.pipeline.scan_tensor(scan)) in text
-    assert set(widget(app.selectbox, "Model").options) == set(MODEL_LABELS.values())
+    assert set(widget(app.selectbox, "Model").options) == {entry.title for entry in model_folders()}

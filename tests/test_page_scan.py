@@ -7,23 +7,21 @@ import pydicom
 import pytest
 
 from conftest import dicom_bytes, dicom_path
-from core.explain import display_image
+from core.render import display_image
 from core.io import load_scan
-from page_support import (  # noqa: F401 - fixtures
-    app,
+from page_support import (
     assert_clean,
     assert_image_geometry,
     caption_text,
     figure,
     first_image,
     is_one_sentence,
-    models_root,
     png_bytes_of,
     upload,
     go,
     widget,
 )
-from pages.common import UPLOAD, Keys
+from ui.state import UPLOAD, Keys
 
 pytestmark = pytest.mark.slow
 

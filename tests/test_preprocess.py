@@ -90,7 +90,9 @@ def test_trace_records_every_step_and_the_tensor():
     assert [s.name for s in trace.steps] == STEP_NAMES
     assert all(s.why and s.why.endswith(".") for s in trace.steps)
     by_name = {s.name: s for s in trace.steps}
-    assert by_name["window"].params == {"centre": 15000.0, "width": 30000.0}
+    params = dict(by_name["window"].params)
+    assert repr(params.pop("voi")) == "header window 15000 / 30000 (LINEAR)"  # pydicom applies the header's own
+    assert params == {"centre": 15000.0, "width": 30000.0}
     assert by_name["invert"].params == {"enabled": True}  # MONOCHROME1
     assert by_name["grayscale"].output.shape == scan.shape
     assert by_name["window"].output.min() >= 0 and by_name["window"].output.max() <= 1
@@ -98,14 +100,77 @@ def test_trace_records_every_step_and_the_tensor():
     assert by_name["resize"].output.shape == (64, 64)
     assert trace.tensor.shape == (1, 64, 64, 1) and trace.tensor.dtype == np.float32
     assert np.array_equal(trace.model_image, trace.steps[-1].output)
+    assert repr(by_name["window"].params["voi"]) in repr(trace.steps[1].params)
     assert np.array_equal(pipeline.scan_tensor(scan), trace.tensor)
 
 
-def test_scan_trace_accepts_a_window_override():
+def ct_with_window(function: str | None = None) -> tuple[object, bytes]:
+    """The real CT_small.dcm with a soft-tissue window (and VOI LUT Function) written into its header."""
+    import io
+
+    import pydicom
+
+    ds = pydicom.dcmread(dicom_path("CT_small.dcm"))
+    ds.WindowCenter, ds.WindowWidth = 40, 400
+    if function:
+        ds.VOILUTFunction = function
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return ds, buffer.getvalue()
+
+
+def test_the_model_reads_the_header_window_through_pydicom():
+    """``scan_trace`` always uses the header's own VOI transform, applied by pydicom, mapped onto [0, 1]."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    ds, data = ct_with_window()
+    scan = load_scan(data, "ct.dcm")
+    window = Pipeline(input_size=32).scan_trace(scan).steps[1]
+    assert (window.params["centre"], window.params["width"]) == scan.window == (40.0, 400.0)
+    expected = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds)
+    # pydicom's output range is the stored values' range; ours is [0, 1]: the same transform up to
+    # an increasing affine map, everything below the window at 0 and above it at 1.
+    low, high = expected.min(), expected.max()
+    assert (window.output[expected == low] == 0).all() and (window.output[expected == high] == 1).all()
+    np.testing.assert_allclose(window.output, (expected - low) / (high - low), atol=1e-5)
+
+
+def test_a_header_without_a_window_gets_the_percentile_window():
     scan = load_scan(dicom_bytes("CT_small.dcm"), "CT_small.dcm")
-    trace = Pipeline(input_size=32).scan_trace(scan, window=(40.0, 400.0))
-    assert trace.steps[1].params == {"centre": 40.0, "width": 400.0}
-    assert not np.array_equal(trace.tensor, Pipeline(input_size=32).scan_tensor(scan))
+    assert scan.voi is None
+    low, high = np.percentile(scan.frames[0], [0.5, 99.5])
+    assert scan.window == pytest.approx(((low + high) / 2, high - low))
+
+
+def test_voi_lut_sequence_and_sigmoid_function_are_honoured():
+    import pydicom
+    from pydicom.pixels import apply_voi_lut
+
+    scan = load_scan(dicom_bytes("vlut_04.dcm"), "vlut_04.dcm")
+    assert "VOI LUT Sequence" in repr(scan.voi)
+    ds = pydicom.dcmread(dicom_path("vlut_04.dcm"))
+    shown = window_level(scan.frame(0), centre=scan.window[0], width=scan.window[1], voi=scan.voi)
+    lut = apply_voi_lut(ds.pixel_array, ds).astype(np.float64)
+    bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+    np.testing.assert_allclose(shown, lut / (2 ** bits - 1), atol=1e-6)
+
+    sigmoid = load_scan(ct_with_window("SIGMOID")[1], "sigmoid.dcm")
+    linear = load_scan(ct_with_window()[1], "linear.dcm")
+    assert "SIGMOID" in repr(sigmoid.voi) and "LINEAR" in repr(linear.voi)
+    a = window_level(sigmoid.frame(0), centre=40, width=400, voi=sigmoid.voi)
+    b = window_level(linear.frame(0), centre=40, width=400, voi=linear.voi)
+    assert 0.0 < a.min() and a.max() < 1.0 and not np.allclose(a, b)  # a sigmoid never reaches 0 or 1
+
+
+def test_rgb_models_get_the_grey_image_on_three_channels():
+    scan = load_scan(dicom_bytes("CT_small.dcm"), "CT_small.dcm")
+    grey, rgb = Pipeline(input_size=32), Pipeline(input_size=32, channels=3)
+    trace = rgb.scan_trace(scan)
+    assert [s.name for s in trace.steps] == STEP_NAMES + ["channels"]
+    assert trace.tensor.shape == (1, 32, 32, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(trace.tensor[..., c], grey.scan_tensor(scan)[..., 0])
+    assert Pipeline.from_dict(rgb.to_dict()) == rgb
 
 
 def test_pipeline_parameters_round_trip():
@@ -127,11 +192,11 @@ def test_training_and_inference_paths_give_identical_tensors(data_dir, relative)
     upload = load_scan(path.read_bytes(), "upload.jpeg")  # what the dashboard does with an upload
     served = pipeline.scan_tensor(upload)
     assert served.shape == (1, 64, 64, 1)
-    assert np.array_equal(served[0, ..., 0], trained_on)
+    assert np.array_equal(served[0], trained_on)
 
 
 def test_training_and_inference_paths_agree_on_dicom():
     pipeline = Pipeline(input_size=32)
     path = dicom_path("emri_small.dcm")
     served = pipeline.scan_tensor(load_scan(path.read_bytes()))
-    assert np.array_equal(served[0, ..., 0], prepare_image(path, pipeline))
+    assert np.array_equal(served[0], prepare_image(path, pipeline))

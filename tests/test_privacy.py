@@ -34,8 +34,8 @@ import pytest
 
 from conftest import REPO, dicom_path
 from core.io import IDENTIFYING_KEYWORDS, load_scan
-from page_support import DEFAULT_MODELS, models_root  # noqa: F401 - the session's models for the pages
-from pages.common import UPLOAD, Keys
+from page_support import DEFAULT_MODELS
+from ui.state import UPLOAD, Keys
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import io
 import numpy as np
 import pytest
 
-from core.explain import explain
+from core.saliency import explain as explain_tensor
 from core.io import load_scan
 from core.model import build_model, load_model, save_model
 from core.preprocess import Pipeline
@@ -73,6 +73,11 @@ def train_disc_model(folder):
     model.fit(np.stack(x), keras.utils.to_categorical(y, 2), epochs=12, batch_size=16, verbose=0)
     save_model(model, folder, {"task": "disc", "class_names": ["empty", "disc"], "preprocessing": pipeline.to_dict()})
     return load_model(folder)
+
+
+def explain(loaded, scan, **kwargs):
+    """The map of what the model received from this scan, on the scan's geometry."""
+    return explain_tensor(loaded, loaded.pipeline.scan_tensor(scan), scan.shape, **kwargs)
 
 
 def scan_with_disc(centre):

@@ -42,7 +42,7 @@ def test_params_record_the_run(tiny_run, chest_dir):
     assert params["task"] == "chest_xray" and params["monitor"] == "val_auc"
     assert params["counts"] == {"NORMAL": 20, "PNEUMONIA": 20}
     assert params["n_train"] + params["n_validation"] == 40 - params["removed_duplicates"]
-    assert params["pipeline"] == {"input_size": 32, "contrast": None, "mean": 0.5, "std": 0.25}
+    assert params["pipeline"] == {"input_size": 32, "contrast": None, "mean": 0.5, "std": 0.25, "channels": 1}
     assert set(params["class_weights"]) == {"0", "1"} and params["model_parameters"] > 0
 
 

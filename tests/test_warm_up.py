@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_warm_up_starts_once_per_process_and_can_be_turned_off(monkeypatch):
-    from pages import common
+    from ui import models as common
 
     monkeypatch.setattr(common, "_WARM_UP_STARTED", threading.Event())
     monkeypatch.setattr(common, "warm_models", lambda: [])  # the thread's work is tested below
@@ -30,13 +30,14 @@ def test_warm_up_starts_once_per_process_and_can_be_turned_off(monkeypatch):
 
 
 def test_concurrent_requests_load_a_model_once_and_share_it(monkeypatch):
-    """The warm-up thread and a page asking at the same moment get one object, loaded once."""
+    """The warm-up thread and a page asking at the same moment get one object, loaded once
+    (``st.cache_resource`` computes a key once and makes concurrent callers wait)."""
     if not real_models_present():
         pytest.skip(f"the default models are missing from {DEFAULT_MODELS}")
-    from pages import common
+    from ui import models as common
 
     folder = str(DEFAULT_MODELS / "chest_xray")
-    common._SHARED.pop(folder, None)
+    common._shared.clear()
     loads = []
     real_load = common.load_model
 
@@ -46,7 +47,11 @@ def test_concurrent_requests_load_a_model_once_and_share_it(monkeypatch):
 
     monkeypatch.setattr(common, "load_model", counted)
     results = [None] * 4
-    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, common.shared_model(folder)))
+
+    def ask(i):
+        results[i] = common.shared_model(folder)
+
+    threads = [threading.Thread(target=ask, args=(i,), name="model-warm-up" if i == 0 else f"page-{i}")
                for i in range(4)]
     for thread in threads:
         thread.start()
@@ -60,20 +65,18 @@ def test_warm_up_loads_every_default_model_and_its_compiled_paths(monkeypatch):
     if not real_models_present():
         pytest.skip(f"the default models are missing from {DEFAULT_MODELS}")
     monkeypatch.delenv("MEDXAI_MODELS", raising=False)
-    from core import explain
-    from pages import common
+    from ui import models as common
 
-    assert common.warm_models() == ["chest_xray", "brain_mri"]
-    for task in ("chest_xray", "brain_mri"):
-        loaded = common._SHARED[str(DEFAULT_MODELS / task)]
-        assert common.shared_model(str(DEFAULT_MODELS / task)) is loaded
+    folders = [entry.folder for entry in common.model_folders()]
+    assert common.warm_models() == folders and len(folders) >= 2
+    for folder in folders:
+        loaded = common.shared_model(folder)
         assert "_forward" in vars(loaded)  # the compiled forward pass was built (cached_property)
-        key = (id(loaded.model), loaded.info.get("last_conv"))
-        assert explain._COMPILED._items[key][1] is loaded.model  # and the compiled Grad-CAM path
+        assert loaded.last_conv in loaded.explainer._paths  # and the compiled Grad-CAM path
 
 
 def test_a_missing_model_is_skipped_by_the_warm_up(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDXAI_MODELS", str(tmp_path))  # no model folders at all
-    from pages import common
+    from ui import models as common
 
     assert common.warm_models() == []

@@ -8,9 +8,9 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.explain import CAM_METHODS, METHODS, to_geometry
+from core.saliency import METHODS
 from core.trust import SANITY_LIMIT, faithfulness, sanity_check, test_time_augmentation
-from pages.common import Keys
+from ui.state import Keys
 
 #: Trust results kept per session: the map on screen and the few before it.
 MEMO_SIZE = 8
@@ -64,7 +64,7 @@ def trust_panel(loaded, tensor: np.ndarray, raw_map: np.ndarray, method: str, ta
         st.markdown("**Faithfulness** (deletion / insertion)")
         with st.spinner("Scoring the map…"):
             result = remembered("faithfulness", _digest(loaded.path, tensor, raw_map, target),
-                                lambda: faithfulness(loaded.model, tensor, raw_map, target))
+                                lambda: faithfulness(loaded, tensor, raw_map, target))
         st.plotly_chart(curves_figure(result), config={"displayModeBar": False}, key="faithfulness_curves")
         if result.informative:
             verdict = ("better than" if result.deletion_ratio > 1.1 and result.insertion_ratio > 1.1
@@ -84,9 +84,15 @@ def trust_panel(loaded, tensor: np.ndarray, raw_map: np.ndarray, method: str, ta
         st.markdown("**Sanity check** (model randomisation)")
         st.caption("Layers are re-initialised from the output down on a copy of the model. A map that stays the same "
                    "when the model is destroyed explains the image, not the model.")
-        if st.button("Run the sanity check", key=f"sanity_{method}"):
+        key = _digest(loaded.path, tensor, raw_map, method, target, layer)
+        checks = st.session_state.setdefault(Keys.SANITY, {})
+        if key not in checks and st.button("Run the sanity check", key=f"{Keys.SANITY_BUTTON}_{method}"):
             with st.spinner("Randomising layers and recomputing the map…"):
-                check = sanity_check(loaded.model, tensor, method, target, layer, original=raw_map)
+                checks[key] = sanity_check(loaded, tensor, method, target, layer, original=raw_map)
+                while len(checks) > MEMO_SIZE:
+                    checks.pop(next(iter(checks)))
+        check = checks.get(key)  # kept with its map across reruns, this session only
+        if check is not None:
             strip = st.columns(min(5, len(check.layers)))
             picks = np.linspace(0, len(check.layers) - 1, len(strip)).round().astype(int)
             for col, i in zip(strip, picks):
@@ -103,9 +109,9 @@ def trust_panel(loaded, tensor: np.ndarray, raw_map: np.ndarray, method: str, ta
         with st.spinner("Predicting shifted and re-contrasted copies…"):
             threshold = loaded.threshold if len(names) == 2 else None
             positive = 1 if len(names) == 2 else target
-            tta_layer = layer if layer else loaded.info.get("last_conv")
+            tta_layer = layer or loaded.last_conv
             tta = remembered("uncertainty", _digest(loaded.path, tensor, positive, threshold, tta_layer),
-                             lambda: test_time_augmentation(loaded.model, tensor, positive, threshold=threshold,
+                             lambda: test_time_augmentation(loaded, tensor, positive, threshold=threshold,
                                                             layer=tta_layer))
         st.metric(f"Mean P({names[positive]}) over 16 variants", f"{tta.mean:.1%}",
                   help="Small shifts and contrast changes within the training augmentation's range; uncalibrated.")

@@ -1,0 +1,81 @@
+"""core.saliency: the compiled maps equal tf-keras-vis's own, the shared model is left alone,
+and maps go back to the scan's geometry exactly as skimage would resize them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core import saliency as sal
+from core.io import load_scan
+from core.model import load_model
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_run):
+    return load_model(tiny_run[0])
+
+
+@pytest.fixture(scope="module")
+def radiograph(fullres_dir):
+    path = sorted((fullres_dir / "PNEUMONIA").glob("*.jpeg"))[0]
+    return load_scan(path.read_bytes(), path.name)
+
+
+@pytest.mark.parametrize("method,layer", [(m, "last_conv") for m in sal.METHODS]
+                         + [(m, "conv2b") for m in sal.CAM_METHODS])
+def test_compiled_map_equals_tf_keras_vis(loaded, radiograph, method, layer):
+    x = loaded.pipeline.scan_tensor(radiograph)
+    layer = layer if method in sal.CAM_METHODS else None
+    # SmoothGrad: the same noise (both draw it from NumPy's global generator). The eager and the
+    # compiled gradient differ in the last float bits, which ReLU gradients amplify a little.
+    tolerance = 2e-3 if method == "smoothgrad" else 1e-5
+    non_zero = 0
+    for class_index in range(len(loaded.class_names)):
+        np.random.seed(7)
+        reference = sal.reference_map(loaded.model, x, method, class_index, layer)
+        np.random.seed(7)
+        fast = loaded.explainer.saliency(x, method, class_index, layer)
+        assert fast.shape == reference.shape
+        np.testing.assert_allclose(fast, reference, atol=tolerance)
+        non_zero += float(reference.max()) > 0.5
+    assert non_zero, "every map was empty: the comparison proved nothing"
+
+
+def test_shared_model_keeps_its_softmax(loaded, radiograph):
+    x = loaded.pipeline.scan_tensor(radiograph)
+    before = loaded.predict(x)
+    for method in sal.METHODS:
+        loaded.explainer.saliency(x, method, 0, loaded.last_conv)
+        sal.reference_map(loaded.model, x, method, 0, loaded.last_conv)
+    np.testing.assert_allclose(loaded.predict(x), before, rtol=0, atol=0)
+    assert loaded.model.layers[-1].activation.__name__ == "softmax"
+    assert before.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_explain_maps_the_tensor_the_model_received_to_the_scan(loaded, radiograph):
+    x = loaded.pipeline.scan_tensor(radiograph)
+    result = sal.explain(loaded, x, radiograph.shape, method="gradcam", class_index=1)
+    assert result.layer == loaded.last_conv and result.raw.shape == (4, 4)  # 32 px input / 8
+    np.testing.assert_array_equal(result.on_scan, sal.to_geometry(result.raw, radiograph.shape))
+    assert result.on_scan.shape == radiograph.shape
+    smooth = sal.explain(loaded, x, radiograph.shape, method="smoothgrad", class_index=1, layer="conv2b")
+    assert smooth.layer is None and smooth.raw.shape == x.shape[1:3]
+
+
+def test_unknown_method_is_refused(loaded, radiograph):
+    with pytest.raises(ValueError, match="unknown method"):
+        loaded.explainer.saliency(loaded.pipeline.scan_tensor(radiograph), "occlusion", 0)
+
+
+@pytest.mark.parametrize("grid,shape", [((16, 16), (1955, 1841)), ((4, 4), (32, 32)), ((13, 7), (100, 301)),
+                                         ((1, 5), (3, 9)), ((16, 16), (16, 40)), ((128, 128), (64, 64))])
+def test_to_geometry_equals_skimage_resize(grid, shape):
+    from skimage.transform import resize
+
+    saliency = np.random.default_rng(0).random(grid).astype(np.float32)
+    shrinking = grid[0] > shape[0] or grid[1] > shape[1]
+    expected = np.clip(resize(saliency, shape, order=1, anti_aliasing=shrinking, preserve_range=True), 0, 1)
+    np.testing.assert_allclose(sal.to_geometry(saliency, shape), expected, atol=1e-5)

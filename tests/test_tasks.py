@@ -1,0 +1,46 @@
+"""core.tasks: task specs are data, and everything a page needs travels from them into model.json."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.tasks import SPEC_KEYS, TASKS_DIR, TaskError, display_title, load_spec, spec_facts
+
+
+@pytest.mark.parametrize("path", sorted(TASKS_DIR.glob("*.json")), ids=lambda p: p.stem)
+def test_every_committed_spec_is_complete(path):
+    spec = load_spec(path.stem)
+    assert spec["name"] == path.stem
+    for key in ("title", "short_title", "class_names", "split", "source", "routing", "intended_use", "limits"):
+        assert spec.get(key), f"{path.name} lacks {key}"
+    assert spec["source"]["citation"] and spec["source"]["licence"]
+    assert spec["split"]["policy"] in ("group", "file", "listed") and spec["split"]["description"]
+
+
+def test_unknown_name_is_a_plain_class_folder_task():
+    spec = load_spec("my_own_dataset")
+    assert spec == {"name": "my_own_dataset", "title": "my_own_dataset", "split": {"policy": "file"}}
+
+
+def test_a_spec_file_by_path_and_its_errors(tmp_path):
+    good = tmp_path / "knees.json"
+    good.write_text(json.dumps({"name": "knees", "class_names": ["ok", "torn"], "flip": True}))
+    assert load_spec(str(good))["title"] == "knees"
+    (tmp_path / "bad.json").write_text("{nope")
+    with pytest.raises(TaskError, match="not valid JSON"):
+        load_spec(str(tmp_path / "bad.json"))
+    (tmp_path / "odd.json").write_text(json.dumps({"name": "odd", "colour": "blue"}))
+    with pytest.raises(TaskError, match="unknown keys: colour"):
+        load_spec(str(tmp_path / "odd.json"))
+    with pytest.raises(TaskError, match="does not exist"):
+        load_spec(str(tmp_path / "missing.json"))
+
+
+def test_facts_for_model_json_and_titles():
+    spec = load_spec("chest_xray")
+    facts = spec_facts(spec)
+    assert "class_names" not in facts and set(facts) <= set(SPEC_KEYS)
+    assert display_title(facts) == spec["short_title"]
+    assert display_title({"task": "x"}) == "x"
