@@ -4,8 +4,9 @@ and their answers are kept for the teacher's live view until the class is delete
 What is stored, and nothing else (``tests/test_classroom.py`` lists every column of every table):
 
 - ``classes``: the class code, an optional title, the quiz seed, when the class was opened, when
-  it expires and when it was ended (Unix seconds, UTC), and a change counter the teacher's page
-  polls (:meth:`ClassroomStore.class_version`);
+  it expires and when it was ended (Unix seconds, UTC), a change counter the teacher's page
+  polls (:meth:`ClassroomStore.class_version`) and the SHA-256 of the random teacher key the
+  teacher's browser session holds (only that key may end or delete the class);
 - ``class_cases``: the ids of the cases the class answers, in order (short neutral labels such
   as ``brain-07``, see :data:`core.quiz.CASE_ID_PATTERN`);
 - ``students``: the nickname a student typed, a case-folded copy that keeps nicknames unique in
@@ -17,13 +18,14 @@ What is stored, and nothing else (``tests/test_classroom.py`` lists every column
 No image, scan data, file name, real name, IP address, browser or device identifier is ever
 stored: no scan leaves the server, and the class database only ever sees the values above.
 
-Where: an embedded SQLite file ``classes.sqlite`` in ``MEDXAI_CLASS_DIR`` (else
-``$XDG_DATA_HOME/medxai-dashboard``, else ``~/.local/share/medxai-dashboard``; a folder this module
-creates is made private, mode 0700, and the file 0600). SQLite runs in WAL mode with a busy
+Where: an embedded SQLite file ``classes.sqlite`` in the ``class_dir`` setting (``MEDXAI_CLASS_DIR``
+or the settings file, see :mod:`core.settings`; else ``$XDG_DATA_HOME/medxai-dashboard``, else
+``~/.local/share/medxai-dashboard``; a folder this module creates is made private, mode 0700, and
+the file 0600). SQLite runs in WAL mode with a busy
 timeout and every write takes the write lock up front (``BEGIN IMMEDIATE``), so a room of students
 answering at once queue for a few milliseconds each instead of failing. Several dashboard servers
-serving one class share a server database instead: any SQLAlchemy URL in ``MEDXAI_CLASS_DB`` (or
-the ``url`` argument). The SQLite folder must be on a local disk (WAL needs shared memory).
+serving one class share a server database instead: any SQLAlchemy URL in the ``class_db``
+setting (``MEDXAI_CLASS_DB``, or the ``url`` argument). Classes last ``class_days`` days (7 by default). The SQLite folder must be on a local disk (WAL needs shared memory).
 
 Answers are final: a student's first answer to a case is kept; submitting the same answer again
 (a page rerun) is harmless, a different one is refused with a sentence, because the point of the
@@ -62,6 +64,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from core.quiz import CASE_ID_PATTERN, Case
+from core.settings import SettingsError, setting
 
 #: Class codes: 6 characters without the look-alikes I, L, O, 0 and 1 (31**6, about 887 million).
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
@@ -88,6 +91,7 @@ classes = sa.Table(
     sa.Column("expires_at", sa.BigInteger, nullable=False),
     sa.Column("ended_at", sa.BigInteger, nullable=True),
     sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("teacher_sha256", sa.String(64), nullable=True),
 )
 class_cases = sa.Table(
     "class_cases", metadata,
@@ -183,21 +187,31 @@ def _token_hash(student: str) -> str:
     return hashlib.sha256(str(student).encode("utf-8")).hexdigest()
 
 
+def _setting(name: str) -> str | None:
+    """A setting of :mod:`core.settings`; a broken settings file is one sentence, as a ClassError."""
+    try:
+        return setting(name)
+    except SettingsError as err:
+        raise ClassError(str(err)) from None
+
+
 def _days(expires_days) -> float:
     if expires_days is None:
-        expires_days = os.environ.get("MEDXAI_CLASS_DAYS") or DEFAULT_DAYS
+        expires_days = _setting("class_days") or DEFAULT_DAYS
     try:
         days = float(expires_days)
     except (TypeError, ValueError):
         days = -1.0
     if not 0 <= days <= MAX_DAYS:
-        raise ClassError(f"A class lasts 0 to {MAX_DAYS:g} days (MEDXAI_CLASS_DAYS); {expires_days!r} is not usable.")
+        raise ClassError(f"A class lasts 0 to {MAX_DAYS:g} days (the class_days setting, MEDXAI_CLASS_DAYS); "
+                          f"{expires_days!r} is not usable.")
     return days
 
 
 def class_dir() -> Path:
-    """The folder of the default class database: ``MEDXAI_CLASS_DIR``, else the per-user data folder."""
-    configured = os.environ.get("MEDXAI_CLASS_DIR")
+    """The folder of the default class database: the ``class_dir`` setting (``MEDXAI_CLASS_DIR``),
+    else the per-user data folder."""
+    configured = _setting("class_dir")
     if configured:
         return Path(configured).expanduser()
     if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
@@ -273,7 +287,8 @@ class ClassroomStore:
     Parameters
     ----------
     url : str or None
-        A SQLAlchemy URL. None: ``MEDXAI_CLASS_DB``, else ``classes.sqlite`` in :func:`class_dir`.
+        A SQLAlchemy URL. None: the ``class_db`` setting (``MEDXAI_CLASS_DB``), else
+        ``classes.sqlite`` in :func:`class_dir`.
 
     Example
     -------
@@ -284,7 +299,7 @@ class ClassroomStore:
     """
 
     def __init__(self, url: str | None = None):
-        self._engine = _engine(url or os.environ.get("MEDXAI_CLASS_DB") or _default_url())
+        self._engine = _engine(url or _setting("class_db") or _default_url())
         self.location = self._engine.url.render_as_string(hide_password=True)
         self._create_tables()
 
@@ -310,6 +325,9 @@ class ClassroomStore:
             try:
                 with self._transaction(write=True) as connection:
                     metadata.create_all(connection)
+                    columns = {c["name"] for c in sa.inspect(connection).get_columns("classes")}
+                    if "teacher_sha256" not in columns:  # a database made before classes had a teacher key
+                        connection.execute(sa.text("ALTER TABLE classes ADD COLUMN teacher_sha256 VARCHAR(64)"))
                 return
             except (sa.exc.ProgrammingError, sa.exc.IntegrityError):
                 if attempt:
@@ -348,11 +366,14 @@ class ClassroomStore:
     # ----------------------------------------------------------------- teacher
 
     def open_class(self, case_ids: Sequence[str], *, title: str | None = None, seed: int | None = None,
-                   expires_days: float | None = None, now: datetime | None = None) -> Classroom:
+                   expires_days: float | None = None, now: datetime | None = None,
+                   teacher: str | None = None) -> Classroom:
         """Open a class on these cases (in this order) under a new short code.
 
-        Expired classes are purged first. ``expires_days`` defaults to ``MEDXAI_CLASS_DAYS`` or 7;
-        0 gives a class that has already expired (for tests).
+        Expired classes are purged first. ``expires_days`` defaults to the ``class_days`` setting
+        (``MEDXAI_CLASS_DAYS``) or 7; 0 gives a class that has already expired (for tests).
+        ``teacher`` is a secret the teacher's session keeps (e.g. :func:`new_teacher_key`); only
+        its SHA-256 is stored, and once given, :meth:`end_class` and :meth:`delete_class` need it.
 
         Returns
         -------
@@ -372,6 +393,8 @@ class ClassroomStore:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or abs(seed) >= 2 ** 63):
             raise ClassError(f"The seed must be a whole number, not {seed!r}.")
         days = _days(expires_days)
+        if teacher is not None and (not isinstance(teacher, str) or len(teacher) < 8):
+            raise ClassError("The teacher key must be a secret of at least 8 characters.")
         opened = _seconds(now)
         self.purge_expired(now=now)
         for _ in range(20):  # a clash among ~900 million codes is rare; try another one
@@ -380,7 +403,8 @@ class ClassroomStore:
                 with self._transaction(write=True) as connection:
                     connection.execute(classes.insert().values(
                         code=code, title=title, seed=seed, opened_at=opened,
-                        expires_at=opened + round(days * 86400), ended_at=None, version=0))
+                        expires_at=opened + round(days * 86400), ended_at=None, version=0,
+                        teacher_sha256=None if teacher is None else _token_hash(teacher)))
                     connection.execute(class_cases.insert(), [
                         {"code": code, "case_id": case_id, "position": i} for i, case_id in enumerate(case_ids)])
                     return self._classroom(connection, self._class_row(connection, code))
@@ -394,21 +418,38 @@ class ClassroomStore:
         with self._transaction(write=False) as connection:
             return self._classroom(connection, self._class_row(connection, code))
 
-    def end_class(self, code: str, *, now: datetime | None = None) -> Classroom:
-        """Stop accepting students and answers; the answers stay until deletion or expiry."""
+    def is_teacher(self, code: str, teacher: str | None) -> bool:
+        """Whether ``teacher`` is the key the class was opened with (True for a class opened without one)."""
+        code = _code(code)
+        with self._transaction(write=False) as connection:
+            return _teacher_matches(self._class_row(connection, code), teacher)
+
+    @staticmethod
+    def _check_teacher(row, teacher: str | None) -> None:
+        if not _teacher_matches(row, teacher):
+            raise ClassError(f"Only the teacher who opened class {row.code} can end or delete it; use the "
+                             "teacher key shown when the class was opened.")
+
+    def end_class(self, code: str, *, now: datetime | None = None, teacher: str | None = None) -> Classroom:
+        """Stop accepting students and answers; the answers stay until deletion or expiry.
+
+        ``teacher``: the key the class was opened with, when it was opened with one."""
         code = _code(code)
         with self._transaction(write=True) as connection:
             row = self._class_row(connection, code)
+            self._check_teacher(row, teacher)
             if row.ended_at is None:
                 connection.execute(classes.update().where(classes.c.code == code)
                                    .values(ended_at=_seconds(now), version=classes.c.version + 1))
             return self._classroom(connection, self._class_row(connection, code))
 
-    def delete_class(self, code: str) -> int:
-        """Delete the class, its students and every answer; returns how many answers were removed."""
+    def delete_class(self, code: str, *, teacher: str | None = None) -> int:
+        """Delete the class, its students and every answer; returns how many answers were removed.
+
+        ``teacher``: the key the class was opened with, when it was opened with one."""
         code = _code(code)
         with self._transaction(write=True) as connection:
-            self._class_row(connection, code)
+            self._check_teacher(self._class_row(connection, code), teacher)
             return self._delete(connection, [code])
 
     @staticmethod
@@ -611,6 +652,17 @@ class ClassroomStore:
             "class_accuracy": sum(scored) / len(scored) if scored else None,
             "model_accuracy": sum(c.model_correct for c in cases) / len(cases) if cases else None,
         }
+
+
+def new_teacher_key() -> str:
+    """A fresh random teacher key (22 URL-safe characters) for :meth:`ClassroomStore.open_class`."""
+    return secrets.token_urlsafe(16)
+
+
+def _teacher_matches(row, teacher: str | None) -> bool:
+    if row.teacher_sha256 is None:
+        return True
+    return isinstance(teacher, str) and secrets.compare_digest(_token_hash(teacher), row.teacher_sha256)
 
 
 def _flag(value) -> bool | None:

@@ -91,7 +91,7 @@ def test_bad_database_addresses_give_one_sentence(tmp_path):
 
 
 EXPECTED_SCHEMA = {
-    "classes": ["code", "title", "seed", "opened_at", "expires_at", "ended_at", "version"],
+    "classes": ["code", "title", "seed", "opened_at", "expires_at", "ended_at", "version", "teacher_sha256"],
     "class_cases": ["code", "case_id", "position"],
     "students": ["id", "code", "nickname", "nickname_key", "token_sha256"],
     "answers": ["student_id", "case_id", "code", "diagnosis", "click_row", "click_col", "click_hit",
@@ -154,6 +154,48 @@ def test_class_days_come_from_the_environment(store, monkeypatch):
     monkeypatch.delenv("MEDXAI_CLASS_DAYS")
     room = store.open_class(IDS)
     assert room.expires_at - room.opened_at == timedelta(days=7)
+
+
+def test_class_settings_come_from_the_settings_file(tmp_path, monkeypatch):
+    settings = tmp_path / "settings.toml"
+    settings.write_text(f'class_dir = "{tmp_path / "from-file"}"\nclass_days = 2\n')
+    for name in ("MEDXAI_CLASS_DB", "MEDXAI_CLASS_DIR", "MEDXAI_CLASS_DAYS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MEDXAI_SETTINGS", str(settings))
+    store = ClassroomStore()
+    room = store.open_class(IDS)
+    assert room.expires_at - room.opened_at == timedelta(days=2)
+    assert (tmp_path / "from-file" / "classes.sqlite").is_file()
+    store.close()
+    settings.write_text("class_days = [\n")  # not TOML
+    assert "not valid TOML" in sentence_of(ClassroomStore)
+
+
+def test_only_the_teacher_key_ends_or_deletes_a_class(store, db_file):
+    from core.classroom import new_teacher_key
+
+    key = new_teacher_key()
+    room = store.open_class(IDS, teacher=key)
+    assert store.is_teacher(room.code, key) and not store.is_teacher(room.code, None)
+    assert not store.is_teacher(room.code, new_teacher_key())
+    assert "Only the teacher" in sentence_of(store.end_class, room.code)
+    assert "Only the teacher" in sentence_of(store.delete_class, room.code, teacher="not-the-key")
+    assert store.get_class(room.code).status() == "open"
+    assert key not in repr(rows_of(db_file, "classes"))  # only its SHA-256 is stored
+    assert store.end_class(room.code, teacher=key).status() == "ended"
+    assert store.delete_class(room.code, teacher=key) == 0
+    assert "teacher key" in sentence_of(store.open_class, IDS, teacher="short")
+
+
+def test_a_database_made_before_the_teacher_key_is_upgraded(db_file):
+    with sqlite3.connect(db_file) as raw:  # the first schema of the classes table
+        raw.execute("CREATE TABLE classes (code VARCHAR(6) PRIMARY KEY, title VARCHAR(80), seed BIGINT, "
+                    "opened_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, ended_at BIGINT, version INTEGER NOT NULL)")
+        raw.execute("INSERT INTO classes VALUES ('ABCDEF', NULL, NULL, 0, 99999999999, NULL, 0)")
+    store = ClassroomStore(f"sqlite:///{db_file}")
+    assert store.is_teacher("ABCDEF", None)  # an old class has no key: anyone on its server may end it
+    assert store.open_class(IDS, teacher="k" * 22).code
+    store.close()
 
 
 # --------------------------------------------------------------------------------- students
