@@ -1,4 +1,4 @@
-"""Command line: ``python -m core {train,calibrate,predict,evaluate,explain-eval} ...``.
+"""Command line: ``python -m core {train,calibrate,predict,evaluate,explain-eval,import-model} ...``.
 
 The commands only parse arguments and print; the work is done by the library modules.
 Exit codes: 0 every input was used, 1 some input could not be (or nothing could be scored),
@@ -75,6 +75,19 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("calibrate", help="fit temperature scaling and the outlier check on the run's own split")
     c.add_argument("--model", required=True)
     c.add_argument("--data", required=True, help="the dataset the model was trained on")
+
+    i = sub.add_parser("import-model", help="check a Keras 3 .keras classifier and write a model folder for it")
+    i.add_argument("file", metavar="FILE.keras")
+    i.add_argument("--classes", required=True, help="class names in the order of the model's outputs, e.g. a,b,c "
+                                                    "(a single sigmoid output: negative,positive)")
+    i.add_argument("--out", required=True, help="the model folder to write (new or empty)")
+    i.add_argument("--input-size", type=int, help="side of the square input (needed only if the model takes any size)")
+    i.add_argument("--channels", type=int, choices=(1, 3), help="input channels (default: what the model takes)")
+    i.add_argument("--preprocess", default="unit",
+                   help="input range the model was trained on: unit [0,1] (default), signed [-1,1], byte 0-255, "
+                        "standard (this project's models), or mean=M,std=S applied to the [0,1] image")
+    i.add_argument("--contrast", choices=("clahe",), help="add CLAHE to the pipeline")
+    i.add_argument("--title", help="how the dashboard names the model (default: the file name)")
     return parser
 
 
@@ -93,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return {"train": _train, "predict": _predict, "evaluate": _evaluate, "calibrate": _calibrate,
-                "explain-eval": _explain_eval}[args.command](args)
+                "explain-eval": _explain_eval,
+                "import-model": _import_model}[args.command](args)
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -200,6 +214,23 @@ def _calibrate(args) -> int:
 
     _load(args.model)  # refuses a damaged folder with one sentence
     calibrate_run(args.model, _folder(args.data), log=lambda line: print(line, flush=True))
+    return 0
+
+
+def _import_model(args) -> int:
+    from core.importer import ModelImportError, import_model
+
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError:
+        raise UsageError(f"The model file {args.file} cannot be read.") from None
+    try:
+        result = import_model(data, class_names=args.classes, out=args.out, input_size=args.input_size,
+                              channels=args.channels, preprocess=args.preprocess, contrast=args.contrast,
+                              title=args.title, file_name=Path(args.file).name)
+    except ModelImportError as err:
+        raise UsageError(str(err)) from None
+    print(result.summary(), flush=True)
     return 0
 
 

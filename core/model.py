@@ -122,6 +122,16 @@ class LoadedModel:
         return float(self.info.get("temperature", 1.0))
 
     @property
+    def output(self) -> str:
+        """``"sigmoid"`` (one output, P(last class)) or ``"softmax"``: ``model.json``'s ``output``, else the output's width."""
+        return str(self.info.get("output") or ("sigmoid" if self.model.output_shape[-1] == 1 else "softmax"))
+
+    @property
+    def imported(self) -> bool:
+        """Whether the model was imported from a user's Keras file (:mod:`core.importer`), not trained here."""
+        return bool(self.info.get("imported"))
+
+    @property
     def last_conv(self) -> str | None:
         """The convolution CAM methods explain by default (None: the model has none)."""
         layers = self.explainable_layers
@@ -263,6 +273,12 @@ def load_model(folder: str | Path) -> LoadedModel:
         model = keras.models.load_model(model_path, safe_mode=True, compile=False)
     except Exception as exc:  # noqa: BLE001
         raise ModelError(f"The model file in {folder} cannot be loaded ({type(exc).__name__}).") from None
+    pipeline = Pipeline.from_dict(info["preprocessing"])
+    takes = tuple(model.inputs[0].shape[1:])
+    prepared = (int(pipeline.input_size), int(pipeline.input_size), int(pipeline.channels))
+    if len(takes) != 3 or any(t is not None and t != p for t, p in zip(takes, prepared)):
+        raise ModelError(f"The model in {folder} takes inputs of shape {takes} but its {INFO_FILE} prepares "
+                         f"{prepared}; correct its preprocessing (input_size, channels) or import the model again.")
     return LoadedModel(model=model, info=info, path=folder)
 
 
