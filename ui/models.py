@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from core.model import INFO_FILE, LoadedModel, ModelError, load_model, read_info
+from core.model import INFO_FILE, LoadedModel, ModelError, load_model
+from core.registry import discover, extra_roots
 from core.routing import Route, route
 from core.runtime import quiet_tensorflow
-from core.tasks import display_title
+from core.settings import SettingsError
 from ui.state import Keys
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +42,7 @@ class ModelEntry:
     title: str
     info: dict | None
     problem: str | None = None
+    origin: str = "default"  # "default", "imported" or "trained" (core.registry.ModelFolder.origin)
 
     @property
     def task(self) -> str:
@@ -48,18 +50,15 @@ class ModelEntry:
 
 
 def model_folders() -> list[ModelEntry]:
-    """Every model folder under :func:`models_dir`, by title; a folder that cannot be read says why."""
-    entries = []
-    root = models_dir()
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
-        if not (folder / INFO_FILE).exists():
-            continue
-        try:
-            info = read_info(folder)
-            entries.append(ModelEntry(str(folder), display_title(info), info))
-        except ModelError as err:
-            entries.append(ModelEntry(str(folder), folder.name, None, str(err)))
-    return entries
+    """Every model folder: the defaults (:func:`models_dir`) first, then those of the ``extra_models`` folders
+    (:mod:`core.registry`), each root by folder name; a folder that fails its checks says why."""
+    roots, unreadable = [models_dir()], []
+    try:
+        roots += extra_roots()
+    except SettingsError as err:
+        unreadable = [ModelEntry("settings", "Extra models", None, f"The extra model folders cannot be read: {err}",
+                                 "settings")]
+    return [ModelEntry(str(m.folder), m.title, m.info, m.problem, m.origin) for m in discover(roots)] + unreadable
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
