@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--recalibrate-bn", type=int, default=1024, metavar="N",
                    help="recompute batch-norm statistics from N clean training images before each validation "
                         "and from all of them at the end (0: off)")
+    t.add_argument("--strategy", choices=("mirrored", "multiworker"),
+                   help="train with tf.distribute: mirrored = every local GPU; multiworker = one process per machine "
+                        "as TF_CONFIG lists them (README, 'Scaling out'); --batch-size is then per replica")
 
     p = sub.add_parser("predict", help="classify images or DICOM files")
     p.add_argument("paths", nargs="+", metavar="PATH")
@@ -138,7 +141,8 @@ def _train(args) -> int:
     config = TrainConfig(task=args.task, data=_folder(args.data), out=args.out, epochs=args.epochs, seed=args.seed,
                          batch_size=args.batch_size, input_size=args.input_size, width=args.width,
                          learning_rate=args.learning_rate, patience=args.patience,
-                         limit_per_class=args.limit_per_class, recalibrate_bn=args.recalibrate_bn)
+                         limit_per_class=args.limit_per_class, recalibrate_bn=args.recalibrate_bn,
+                         strategy=args.strategy)
     try:
         train(config, log=lambda line: print(line, flush=True))
     except (FileNotFoundError, ValueError, TaskError) as err:  # a dataset folder of the wrong shape

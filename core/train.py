@@ -41,10 +41,13 @@ class TrainConfig:
     validation_fraction: float = 0.15
     limit_per_class: int | None = None
     recalibrate_bn: int = 1024
+    strategy: str | None = None  # "mirrored" | "multiworker" (core.multiworker); None: one process, no tf.distribute
 
 
 def train(config: TrainConfig, log=print) -> dict:
     """Run one training; returns the validation metrics written to ``metrics.json``."""
+    if config.strategy:
+        return _train_replicated(config, log)
     import keras
 
     started = time.time()
@@ -71,6 +74,7 @@ def train(config: TrainConfig, log=print) -> dict:
     train_ds = data_mod.make_tf_dataset(x_train, y_train, n_classes, batch_size=config.batch_size,
                                         training=True, augment=augment, seed=config.seed)
     val_ds = data_mod.make_tf_dataset(x_val, y_val, n_classes, batch_size=64, training=False)
+    train_ds, val_ds = _sharded(train_ds), _sharded(val_ds)  # for tf.distribute; unchanged in one process
 
     model = build_model(config.input_size, n_classes, width=config.width, name=spec["name"])
     steps = max(1, int(np.ceil(len(x_train) / config.batch_size))) * config.epochs
@@ -186,6 +190,63 @@ class _RecalibrateBN:
                 recalibrate_batch_norm(self.model, sample)
 
         return RecalibrateBN()
+
+
+def _train_replicated(config: TrainConfig, log) -> dict:
+    """:func:`train` on every replica of a ``tf.distribute`` strategy (:mod:`core.multiworker`).
+
+    The same steps as one process, run inside the strategy's scope (the model is built and compiled
+    there), with the global batch (``batch_size`` per replica x replicas) and the learning rate scaled
+    linearly with it; ``params.json`` states both. Every worker runs every step (the collectives need
+    them all), but only the chief writes ``config.out``: the others write into a temporary folder that
+    is removed at the end. Each worker logs the SHA-256 of its final weights, the same on all of them.
+    """
+    import shutil
+    import tempfile
+    from dataclasses import replace
+
+    from core import multiworker
+
+    strategy = multiworker.make_strategy(config.strategy)  # first: collectives are set up before other TF work
+    role = multiworker.worker_role(multiworker.read_tf_config() if config.strategy == "multiworker" else None)
+    replicas = multiworker.replica_count(strategy)
+    batch = multiworker.global_batch_size(config.batch_size, replicas)
+    rate = multiworker.scaled_learning_rate(config.learning_rate, replicas)
+    say = log if role.chief else (lambda line: log(f"worker {role.index}: {line}"))
+    say(f"{config.strategy} strategy: {replicas} replicas on {role.workers} worker(s); global batch {batch} "
+        f"({config.batch_size} per replica), learning rate {rate:g} ({config.learning_rate:g} x {replicas}); "
+        f"{'this worker writes ' + config.out if role.chief else 'the chief writes the run folder'}")
+    out = Path(config.out) if role.chief else Path(tempfile.mkdtemp(prefix=f"medxai-worker{role.index}-"))
+    try:
+        with strategy.scope():
+            metrics = train(replace(config, strategy=None, out=str(out), batch_size=batch, learning_rate=rate),
+                            log=say)
+        say(f"final weights SHA-256 {multiworker.weights_digest(load_model(out).model)}")
+        if role.chief:
+            params = json.loads((out / "params.json").read_text())
+            params |= {"strategy": config.strategy, "batch_size": config.batch_size,
+                       "learning_rate": config.learning_rate, "replicas": replicas, "workers": role.workers,
+                       "global_batch_size": batch, "scaled_learning_rate": rate,
+                       "learning_rate_scaling": "linear in the replicas (Goyal et al. 2017)",
+                       "data_sharding": multiworker.SHARD_POLICY}
+            _write_json(out / "params.json", params)
+            write_card(out)
+    finally:
+        if not role.chief:
+            shutil.rmtree(out, ignore_errors=True)
+    return metrics
+
+
+def _sharded(dataset):
+    """``dataset`` with an explicit sharding policy when a ``tf.distribute`` strategy is in scope
+    (:data:`core.multiworker.SHARD_POLICY`); the same object when none is (one process)."""
+    import tensorflow as tf
+
+    if not tf.distribute.has_strategy():
+        return dataset
+    from core.multiworker import shard_input
+
+    return shard_input(dataset)
 
 
 def _write_json(path: Path, value) -> None:
