@@ -14,6 +14,7 @@ pages = [
     st.Page("pages/preprocessing.py", title="Preprocessing", icon=":material/tune:"),
     st.Page("pages/explain.py", title="Explain", icon=":material/visibility:"),
     st.Page("pages/history.py", title="Training history", icon=":material/monitoring:"),
+    st.Page("pages/models.py", title="Models", icon=":material/model_training:"),
     st.Page("pages/about.py", title="About", icon=":material/info:"),
 ]
 page = st.navigation(pages)

@@ -1,24 +1,31 @@
 """Training history: every run of each model — learning curves, validation metrics, confusion
 matrix, ROC curves, reliability diagram, parameters — and two runs side by side.
 
-Runs are read by ``core.runs`` from ``MEDXAI_ASSETS`` (default: the project's ``assets/``).
+Runs are read by ``core.runs`` from ``MEDXAI_ASSETS`` (default: the project's ``assets/``), and from the
+folders of extra models (models trained from the Models page); a training still running on the server's
+queue (``core.jobs``) is listed too, its curves redrawn live as its epochs end.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from core.runs import Run, assets_root, list_runs
+from core.jobs import shared_queue
+from core.registry import extra_roots
+from core.runs import Run, assets_root, list_runs, load_run
+from core.settings import SettingsError
 from ui.layout import disclaimer
 
 COLOURS = ("#4C9BE8", "#F28E2B")  # the chosen run, the run it is compared with
 LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.3, x=0)  # clear of the x-axis title
 CURVES = {"loss": "Loss", "accuracy": "Accuracy", "auc": "AUC"}
+LIVE_SECONDS = 3.0  # how often the curves of a run still training are redrawn
 READ_CURVES = ("Read each chart left to right: solid lines are the training images, dashed lines the "
                "validation images the model never learned from; when the validation loss turns up while the "
                "training loss keeps falling, the model has started to memorise its training set (overfitting).")
@@ -145,12 +152,69 @@ def show(fig: go.Figure | None, missing: str) -> None:
         st.plotly_chart(fig, config={"displaylogo": False})
 
 
+def live_run(view) -> Run:
+    """A training still on the server's queue, read from its staging folder (``core.jobs``), under the run id
+    its model folder will have once it is finished, so the page keeps it chosen when it is."""
+    root = view.staging.parents[2]
+    return replace(load_run(view.staging, view.staging), run_id=f"{root.name}/{view.name}", task=view.name,
+                   is_default=False)
+
+
+def extra_runs() -> tuple[list[Run], dict[str, str]]:
+    """Runs of the models trained into the folders of extra models, and the trainings running now:
+    (runs, {run id: job id} of the running ones)."""
+    try:
+        roots = extra_roots()
+    except SettingsError:
+        roots = []
+    found = {}
+    for root in roots:
+        for path in sorted(root.glob("*/history.csv")) if root.is_dir() else []:
+            run = replace(load_run(path.parent, root.parent), is_default=False)
+            found[run.run_id] = run
+    live = {}
+    for view in shared_queue().views():
+        if view.active and (view.staging / "history.csv").is_file():
+            run = live_run(view)
+            found.setdefault(run.run_id, run)
+            live[run.run_id] = view.id
+    return list(found.values()), live
+
+
+def learning_curves(shown: list[Run]) -> None:
+    for run in shown:
+        if run.epochs == 0:
+            st.info(f"**{run.run_id}** has not finished its first epoch yet.")
+    for column, metric in zip(st.columns(len(CURVES)), CURVES):
+        with column:
+            show(curves_figure(metric, shown), f"No {CURVES[metric].lower()} was recorded.")
+    for column, run in zip(st.columns(len(shown)), shown):
+        column.download_button(f"Download the history of {run.run_id} (CSV)", run.history_csv(),
+                               file_name=f"{run.run_id.replace('/', '_')}_history.csv", mime="text/csv",
+                               icon=":material/download:")
+
+
+@st.fragment(run_every=LIVE_SECONDS)
+def live_learning_curves(job_id: str, compared: list[Run]) -> None:
+    """The curves of a run still training, redrawn every few seconds from its growing ``history.csv``;
+    the whole page is redrawn once the run ends (its metrics, or its removal when cancelled)."""
+    view = shared_queue().view(job_id)
+    if view is None or not view.active or not (view.staging / "history.csv").is_file():
+        st.rerun()
+    run = live_run(view)
+    st.caption(f"Training now: {run.epochs} of {view.epochs} epochs done"
+               + (", calibrating" if view.state == "calibrating" else "")
+               + f"; the curves are redrawn every {LIVE_SECONDS:g} s.")
+    learning_curves([run] + compared)
+
+
 # ----------------------------------------------------------------------------- page
 
 st.title("Training history")
 disclaimer()
 
-runs = list_runs()
+trained_here, live = extra_runs()
+runs = list_runs() + trained_here
 if not runs:
     st.info(f"No training runs yet: a run appears here as soon as `python -m core train` has finished its "
             f"first epoch under {assets_root()}.")
@@ -175,16 +239,10 @@ shown = [task_runs[chosen]] + ([task_runs[compared]] if compared in task_runs el
 
 st.subheader("Learning curves")
 st.caption(READ_CURVES)
-for run in shown:
-    if run.epochs == 0:
-        st.info(f"**{run.run_id}** has not finished its first epoch yet.")
-for column, metric in zip(st.columns(len(CURVES)), CURVES):
-    with column:
-        show(curves_figure(metric, shown), f"No {CURVES[metric].lower()} was recorded.")
-for column, run in zip(st.columns(len(shown)), shown):
-    column.download_button(f"Download the history of {run.run_id} (CSV)", run.history_csv(),
-                           file_name=f"{run.run_id.replace('/', '_')}_history.csv", mime="text/csv",
-                           icon=":material/download:")
+if chosen in live:
+    live_learning_curves(live[chosen], shown[1:])
+else:
+    learning_curves(shown)
 
 st.subheader("Validation metrics")
 for run in shown:
