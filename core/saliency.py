@@ -169,8 +169,13 @@ class Explainer:
             cam = np.sum(conv * grads.mean(axis=(1, 2), keepdims=True), axis=-1)
         elif method == "layercam":
             cam = np.sum(conv * np.maximum(grads, 0.0), axis=-1)
-        else:  # gradcam++, the arithmetic of tf_keras_vis.gradcam_plus_plus
-            first = np.exp(score).reshape(-1, 1, 1, 1) * grads
+        else:  # gradcam++, the arithmetic of tf_keras_vis.gradcam_plus_plus but for its factor exp(score):
+            # one positive number per input, it scales the whole map, which the normalisation undoes, but in
+            # float32 it overflows (a NaN map) for a score above 88, and for a very negative score it shrinks
+            # the map until the normaliser's epsilon drowns it, as an imported model's large logits or a
+            # sigmoid model's other class give. So the factor is kept between 1 and exp(80), in float64.
+            factor = np.exp(np.clip(np.asarray(score, np.float64), 0.0, 80.0))
+            first = factor.reshape(-1, 1, 1, 1) * grads
             second = first * grads
             third = second * grads
             total = conv.sum(axis=(1, 2), keepdims=True)

@@ -196,7 +196,34 @@ def test_compiled_maps_equal_tf_keras_vis_on_imported_models(imported, radiograp
             reference = sal.reference_map(loaded.model, x, method, class_index, loaded.last_conv)
             np.random.seed(3)
             fast = loaded.explainer.saliency(x, method, class_index, loaded.last_conv)
+            if method == "gradcam++" and name == "rgb_sequential":
+                continue  # its 0-255 inputs give scores whose exp() overflows in tf-keras-vis: next test
             np.testing.assert_allclose(fast, reference, atol=2e-3 if method == "smoothgrad" else 1e-5)
+
+
+def test_gradcam_plus_plus_survives_the_large_scores_of_an_imported_model(imported, radiograph):
+    """tf-keras-vis multiplies Grad-CAM++'s derivatives by exp(score). The factor scales the whole map, which the
+    normalisation undoes, but in float32 it overflows above 88 (a NaN map, shown as zeros), and far below 0 it
+    shrinks the map into the normaliser's epsilon. With 0-255 inputs this model's scores are that large: where
+    tf-keras-vis's map is still sound ours is the same, elsewhere ours is the map and its is not."""
+    loaded = load_model(imported["rgb_sequential"].folder)
+    linear = sal._linear_clone(loaded.model)
+    for gain in (1.0, 1.5, 2.0, 3.0, 4.0):  # the radiograph, brighter until a score passes 88
+        x = loaded.pipeline.scan_tensor(radiograph) * np.float32(gain)
+        scores = np.asarray(linear(x, training=False), np.float64)[0]
+        if scores.max() > 88:
+            break
+    assert scores.max() > 88 and scores.min() < -10, scores  # what this test is about
+    for class_index, score in enumerate(scores):
+        fast = loaded.explainer.saliency(x, "gradcam++", class_index, loaded.last_conv)
+        assert np.isfinite(fast).all() and fast.max() > 0.99
+        reference = sal.reference_map(loaded.model, x, "gradcam++", class_index, loaded.last_conv)
+        if 0 <= score <= 80:
+            np.testing.assert_allclose(fast, reference, atol=1e-5)
+        elif score > 88:
+            assert reference.max() < 0.5, "tf-keras-vis's factor overflowed"
+        elif reference.max() > 0:  # shrunk, not lost: the same map, scaled down
+            assert np.corrcoef(fast.ravel(), reference.ravel())[0, 1] > 0.99
 
 
 @pytest.mark.parametrize("name", list(GOOD))
