@@ -1,4 +1,4 @@
-"""``python -m bench``: the speed benchmarks of issue 6, as ratios measured side by side.
+"""``python -m bench``: the speed benchmarks, as ratios measured side by side.
 
 Prints a Markdown table and writes ``bench/results.json``. Every figure divides two things
 measured in the same run (see :mod:`bench.common`); none is a pass/fail test.
@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench.common import REPO, machine, table, versions  # noqa: E402
 
-BENCHES = ("explain", "training", "predict", "startup", "large")
+BENCHES = ("explain", "training", "predict", "startup", "large", "viewer", "scaling")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--predict-images", type=int, default=600)
     parser.add_argument("--launches", type=int, default=3, help="dashboard launches (median)")
     parser.add_argument("--sessions", type=int, default=4, help="extra browser sessions for the memory figure")
+    parser.add_argument("--viewer-sessions", type=int, default=16, help="browser sessions at once for the viewer")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, images and launches")
     parser.add_argument("--out", default=str(REPO / "bench" / "results.json"))
     args = parser.parse_args(argv)
@@ -67,6 +68,14 @@ def main(argv: list[str] | None = None) -> int:
         elif name == "startup":
             from bench import startup
             new, info = startup.run(args.model, launches=args.launches, sessions=args.sessions, log=log)
+        elif name == "viewer":
+            from bench import viewer
+            new, info = viewer.run(args.model, repeats=max(5, args.repeats // 2 + 1), sessions=args.viewer_sessions,
+                                   log=log)
+        elif name == "scaling":
+            from bench import scaling
+            new, info = scaling.run(loaded, args.model, n_images=args.predict_images, train_images=args.train_images // 2,
+                                    rounds=max(2, args.repeats // 3), log=log)
         else:
             from bench import large_inputs
             new, info = large_inputs.run(loaded, repeats=args.repeats, log=log)

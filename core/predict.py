@@ -68,8 +68,10 @@ def predict_files(paths, loaded, frame: int | None = None, *, batch_size: int = 
 
     Files are read and prepared in a thread pool, one batch ahead, and the model sees each batch in
     one call: per-image calls would spend most of their time in Keras's per-call overhead
-    (BENCHMARKS.md). A record is ``{"file", "ok": True, "probabilities", "predicted", "in_range",
-    ["warnings"]}`` or ``{"file", "ok": False, "error"}``; with ``keep_scans`` the record also holds
+    (BENCHMARKS.md). A record is ``{"file", "ok": True, "probabilities", "predicted", "out_of_range",
+    ["warnings"]}`` or ``{"file", "ok": False, "error"}``; ``out_of_range`` is true when the input looks
+    unlike the model's training images (its sentence is among the warnings), so the prediction should not be
+    trusted. With ``keep_scans`` the record also holds
     the ``scan`` and its ``tensor`` (for explaining it), until the caller drops them. ``read`` turns
     an input into bytes (a path by default; a DICOMweb source, for instance, passes its own).
     """
@@ -111,7 +113,7 @@ def _record(item: dict, loaded, keep_scan: bool) -> dict:
     outside = out_of_range_sentence(prediction, loaded.title)
     notes = list(item["scan"].warnings) + ([outside] if outside else [])
     record |= {"ok": True, "probabilities": {n: round(float(p), 6) for n, p in zip(names, prediction.probabilities)},
-               "predicted": names[prediction.predicted], "in_range": prediction.in_range}
+               "predicted": names[prediction.predicted], "out_of_range": not prediction.in_range}
     if notes:
         record["warnings"] = notes
     if keep_scan:

@@ -253,6 +253,9 @@ def _write_json(path: Path, value) -> None:
     path.write_text(json.dumps(value, indent=2, default=json_default) + "\n")
 
 
+REFERENCE_FILE = "reference.npy"
+
+
 def calibrate_run(model_dir: str | Path, data_dir: str | Path, log=print) -> dict:
     """Fit temperature scaling and the outlier check for a trained run folder on its own split.
 
@@ -291,6 +294,12 @@ def calibrate_run(model_dir: str | Path, data_dir: str | Path, log=print) -> dic
                            "n_validation": len(y_val), "method": "temperature scaling on the validation split"}
     info["ood"] = {"file": OOD_FILE, "sha256": sha256_file(model_dir / OOD_FILE), "threshold": check.threshold,
                    "quantile": OOD_QUANTILE, "features": layer}
+    # The mean training image on the model's input grid: a class-neutral deletion baseline (core.trust).
+    np.save(model_dir / REFERENCE_FILE, x_train.mean(axis=0)[..., 0].astype(np.float32))
+    reference = loaded.uncalibrated(x_train.mean(axis=0, keepdims=True))[0]
+    info["reference"] = {"file": REFERENCE_FILE, "sha256": sha256_file(model_dir / REFERENCE_FILE),
+                         "probabilities": [float(p) for p in reference],
+                         "what": "mean of the training images after preprocessing"}
     write_info(model_dir, info)
     if (model_dir / "metrics.json").exists():
         write_card(model_dir)

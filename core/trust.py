@@ -49,6 +49,22 @@ def blurred_baseline(image: np.ndarray) -> np.ndarray:
     return gaussian_filter(image, sigma=image.shape[0] / 16.0, mode="nearest").astype(np.float32)
 
 
+def reference_baseline(loaded) -> np.ndarray | None:
+    """The model's mean training image on its input grid (``reference.npy``, written by
+    ``python -m core calibrate``), or None when the folder has none.
+
+    A class-neutral "nothing in particular" for deletion: it holds no one patient's finding, and lies at
+    the centre of what the model was trained on, so a model that has not learned a shortcut scores it near
+    its prior. When the blurred baseline is uninformative (the model already calls a featureless film the
+    explained class), deletion towards this mean may still be measurable.
+    """
+    reference = loaded.info.get("reference")
+    path = loaded.path / reference["file"] if reference else None
+    if path is None or not path.is_file():
+        return None
+    return np.load(path).astype(np.float32)
+
+
 def _curve_batches(image: np.ndarray, baseline: np.ndarray, order: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Deletion and insertion images for one pixel order: (steps + 1, S, S) each."""
     n = image.size
@@ -108,16 +124,19 @@ class Faithfulness:
 
 
 def faithfulness(loaded, tensor: np.ndarray, saliency: np.ndarray, class_index: int, *, steps: int = STEPS,
-                 random_orders: int = RANDOM_ORDERS, keep: float = KEEP_FRACTION, seed: int = 0) -> Faithfulness:
+                 random_orders: int = RANDOM_ORDERS, keep: float = KEEP_FRACTION, seed: int = 0,
+                 baseline: np.ndarray | None = None) -> Faithfulness:
     """Deletion/insertion AUCs of a map against random orders, and the average drop.
 
-    ``saliency`` may be on any grid; it is resized to the input grid. Costs
+    ``saliency`` may be on any grid; it is resized to the input grid. Removed pixels take the values
+    of ``baseline`` (the model-input grid, S x S): by default the image blurred beyond recognition;
+    :func:`reference_baseline` gives the model's mean training image instead. Costs
     ``2 * (1 + random_orders)`` batches of ``steps + 1`` images plus one of two.
     """
     image = np.asarray(tensor, np.float32)[0, ..., 0]
     channels = tensor.shape[-1]
     saliency = to_geometry(np.asarray(saliency, np.float32), image.shape)
-    baseline = blurred_baseline(image)
+    baseline = blurred_baseline(image) if baseline is None else np.asarray(baseline, np.float32).reshape(image.shape)
     rng = np.random.default_rng(seed)
     # Ties (flat regions of an upsampled CAM) are broken at random, not by raster order.
     order = np.lexsort((rng.random(image.size), -saliency.ravel()))

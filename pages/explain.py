@@ -1,30 +1,59 @@
 """Explain: the prediction with its threshold, and saliency maps lying over the scan."""
 
+from datetime import datetime, timezone
+
 import streamlit as st
 
+from core import localisation as loc
+from core.masks import MaskError, load_mask
 from core.predict import out_of_range_sentence, predict_tensors
-from core.render import COLORMAPS, display_image, overlay, png_bytes
-from core.saliency import CAM_METHODS, DESCRIPTIONS, METHODS, explain
-from ui.figures import image_figure, probability_chart
+from core.render import COLORMAPS, colormap_lut, display_image, display_pixels, png_bytes
+from core.report import legend_strip
+from core.saliency import CAM_METHODS, DESCRIPTIONS, METHODS
+from ui.figures import DISPLAY_SIDE, figure_height, image_figure, probability_chart
 from ui.layout import page_with_scan
-from ui.models import model_choice
-from ui.scans import display_window, frame_index
-from ui.state import Keys
-from ui.trust_panel import trust_panel
+from ui.maps import baseline_scores, localisation, overlay_picture, raw_map
+from ui.models import model_choice, models_that_fit
+from ui.scans import display_window, frame_index, shrunk_frame
+from ui.state import Keys, scan_key
+from ui.trust_panel import outline_scores, trust_panel
+
+VIEWS = ("One method", "All methods side by side")
 
 chosen, scan = page_with_scan("Explain")
-
 top = st.columns([1, 1])
 with top[0]:
     loaded = model_choice(chosen, scan)
 if loaded is None:
     st.stop()
-frame = frame_index(scan)
+if scan.n_frames > 1:
+    with top[0]:
+        frame = st.slider("Frame", 1, scan.n_frames, frame_index(scan) + 1,
+                          key=scan_key(Keys.EXPLAIN_FRAME_WIDGET, chosen.digest),
+                          help="The model reads, and the maps explain, the frame shown.") - 1
+    st.session_state[Keys.FRAME] = frame
+else:
+    frame = frame_index(scan)
 names = loaded.class_names
 tensor = loaded.pipeline.scan_tensor(scan, frame)
 prediction = predict_tensors(loaded, tensor)[0]  # probabilities and the outlier check from one forward pass
 probs, predicted = prediction.probabilities, prediction.predicted
-outside = out_of_range_sentence(prediction, loaded.title)
+for note in scan.warnings:
+    st.warning(note)
+
+# A scan outside what the model learned from: say so first; the prediction stays behind a click.
+shown_anyway = st.session_state.setdefault(Keys.SHOW_ANYWAY, set())
+if not prediction.in_range and (chosen.digest, str(loaded.path)) not in shown_anyway:
+    st.error(out_of_range_sentence(prediction, loaded.title))
+    fitting = models_that_fit(scan, exclude=str(loaded.path))
+    st.caption((f"The {', '.join(fitting)} model would fit this scan: pick it above. " if fitting else
+                "No installed model was trained on images like this one. ")
+               + "You can still look at what this model says, knowing that it answers a question about an image "
+                 "it was never meant for.")
+    if st.button("Show the prediction and maps anyway"):
+        shown_anyway.add((chosen.digest, str(loaded.path)))
+        st.rerun()
+    st.stop()
 
 with top[1]:
     st.plotly_chart(probability_chart(names, probs, predicted, loaded.threshold if len(names) == 2 else None),
@@ -34,76 +63,147 @@ with top[1]:
     if loaded.temperature != 1.0:
         st.caption(f"Probabilities calibrated by temperature scaling (T = {loaded.temperature:.2f}) on the "
                    "model's validation split.")
-for note in scan.warnings:
-    st.warning(note)
-if outside:
-    st.warning(outside)
+if not prediction.in_range:
+    st.warning(out_of_range_sentence(prediction, loaded.title))
 
-# Display window: the one chosen on the Scan page for this scan, else the header's.
+# The expert outline: a sample's own, or a mask the person uploads beside the scan (kept in memory only).
+mask, mask_problem = None, None
+if chosen.mask is None:
+    with st.expander("Compare with an expert outline (optional)"):
+        file = st.file_uploader("Outline of the finding: a black-and-white PNG of exactly the scan's size",
+                                type=["png"], key=scan_key(Keys.MASK_UPLOADER, chosen.digest))
+        if file is not None:
+            st.session_state[Keys.MASK] = {"for": chosen.digest, "name": file.name, "data": file.getvalue()}
+    upload = st.session_state.get(Keys.MASK)
+    mask_bytes = upload["data"] if upload and upload["for"] == chosen.digest else None
+else:
+    mask_bytes = chosen.mask
+if mask_bytes is not None:
+    try:
+        mask = load_mask(mask_bytes, scan.shape)
+    except MaskError as err:
+        st.error(f"The outline cannot be used: {err}")
+
 window, invert_display, voi = display_window(chosen, scan)
-background = display_image(scan.frame(frame), window, invert_display, voi=voi)
-
-controls = st.columns(4)
-target = controls[0].selectbox("Explain class", range(len(names)), index=predicted, format_func=lambda i: names[i],
-                               help="Which class score the map explains; the predicted class by default.")
 layers = loaded.explainable_layers
-layer = controls[1].selectbox("Convolution layer (CAM methods)", layers or ["(none)"],
-                              index=layers.index(loaded.last_conv) if layers else 0, disabled=not layers,
-                              help="Deeper layers: coarser but more class-specific maps.") if layers else None
 methods = [m for m in METHODS if layers or m not in CAM_METHODS]
-opacity = controls[2].slider("Opacity", 0.0, 1.0, st.session_state.get(Keys.OPACITY, 0.6), 0.05,
-                             key=Keys.OPACITY_WIDGET)
-st.session_state[Keys.OPACITY] = opacity
-colormap = controls[3].selectbox("Colour map", COLORMAPS, index=COLORMAPS.index(st.session_state.get(Keys.COLORMAP, "Turbo")),
-                                 key=Keys.COLORMAP_WIDGET)
-st.session_state[Keys.COLORMAP] = colormap
+controls = st.columns([1, 1, 1])
+target = controls[0].selectbox("Explain class", range(len(names)), index=predicted, format_func=lambda i: names[i],
+                               key=scan_key(Keys.TARGET_WIDGET, chosen.digest, loaded.path),
+                               help="Which class score the map explains; the predicted class by default.")
+layer = controls[1].selectbox("Convolution layer (CAM methods)", layers, index=layers.index(loaded.last_conv),
+                              key=scan_key(Keys.LAYER_WIDGET, loaded.path),
+                              help="Deeper layers: coarser but more class-specific maps.") if layers else None
+view = controls[2].segmented_control("View", VIEWS, default=VIEWS[0],
+                                     key=Keys.VIEW) or VIEWS[0]
+if not layers:
+    st.info("This model has no convolution layer, so only SmoothGrad (input gradients) can explain it: the "
+            "Grad-CAM family weighs a convolution's feature maps.")
 
-single, grid = st.tabs(["One method", "All methods side by side"])
+pixels = shrunk_frame(chosen, scan, frame, DISPLAY_SIDE)
+background = display_pixels(pixels, window, invert_display, voi=voi)
+tolerance = loc.pointing_tolerance(scan.shape, spacing=scan.spacing).describe() if mask is not None else ""
 
-with single:
-    if not layers:
-        st.info("This model has no convolution layer, so only SmoothGrad (input gradients) can explain it: the "
-                "Grad-CAM family weighs a convolution's feature maps.")
+
+def full_background():
+    return display_image(scan.frame(frame), window, invert_display, voi=voi)
+
+
+@st.fragment
+def one_method():
+    """One method's map over the scan: a change of method, opacity, colour map or outline reruns only this."""
     remembered_method = st.session_state.get(Keys.METHOD, "gradcam")
     method = st.radio("Method", methods, format_func=METHODS.get, horizontal=True,
                       index=methods.index(remembered_method) if remembered_method in methods else 0,
                       key=Keys.METHOD_WIDGET)
     st.session_state[Keys.METHOD] = method
     st.caption(DESCRIPTIONS[method])
+    settings = st.columns([2, 1, 1])
+    opacity = settings[0].slider("Opacity", 0.0, 1.0, st.session_state.get(Keys.OPACITY, 0.6), 0.05,
+                                 key=Keys.OPACITY_WIDGET)
+    st.session_state[Keys.OPACITY] = opacity
+    colormap = settings[1].selectbox("Colour map", COLORMAPS,
+                                     index=COLORMAPS.index(st.session_state.get(Keys.COLORMAP, "Turbo")),
+                                     key=Keys.COLORMAP_WIDGET)
+    st.session_state[Keys.COLORMAP] = colormap
+    show_outline = mask is not None and settings[2].toggle("Expert outline", value=st.session_state.get(Keys.OUTLINE, True),
+                                                           key=f"{Keys.OUTLINE}_widget",
+                                                           help="The radiologists' outline of the finding, in green.")
+    if mask is not None:
+        st.session_state[Keys.OUTLINE] = show_outline
+    use_layer = layer if method in CAM_METHODS else None
     with st.spinner(f"Computing {METHODS[method]}…"):
-        result = explain(loaded, tensor, scan.shape, method=method, class_index=target, layer=layer)
-    figure = overlay(background, result.on_scan, opacity=opacity, colormap=colormap)
+        raw = raw_map(loaded, tensor, method, target, use_layer)
+    picture = overlay_picture(background, raw, opacity=opacity, colormap=colormap,
+                              outline=mask if show_outline else None)
+    plain = overlay_picture(background, raw, opacity=0.0, colormap=colormap, outline=mask if show_outline else None)
+    height = figure_height(scan.shape, scan.spacing, width=620)
     left, right = st.columns(2)
-    # Half-page columns are about 500 px wide: a landscape scan needs less height than a portrait one.
-    aspect = scan.shape[0] * (scan.spacing[0] / scan.spacing[1] if scan.spacing else 1.0) / scan.shape[1]
-    height = int(min(560, max(300, 520 * aspect)))
-    left.plotly_chart(image_figure(background, spacing=scan.spacing, title="Scan", height=height), key="plain",
+    left.plotly_chart(image_figure(plain, scan.shape, spacing=scan.spacing, title="Scan", height=height, bar_space=True),
+                      key="plain",
                       config={"scrollZoom": True, "displaylogo": False})
-    right.plotly_chart(image_figure(figure, spacing=scan.spacing, height=height,
+    right.plotly_chart(image_figure(picture, scan.shape, spacing=scan.spacing, height=height, colormap=colormap,
                                     title=f"{METHODS[method]} for {names[target]}"
-                                          + (f", layer {result.layer}" if result.layer else "")),
+                                          + (f", layer {use_layer}" if use_layer else "")),
                        key="overlay", config={"scrollZoom": True, "displaylogo": False})
-    st.caption(f"The map ({result.raw.shape[0]} x {result.raw.shape[1]} cells) is upsampled straight to the scan's "
+    st.caption(f"The map ({raw.shape[0]} x {raw.shape[1]} cells) is upsampled straight to the scan's "
                f"{scan.shape[1]} x {scan.shape[0]} pixels: the model saw the whole scan squashed to a square, so each "
-               "cell lies over the region it was computed from. Warm colours: regions that raised the score.")
+               "cell lies over the region it was computed from. Warm colours: regions that raised the score."
+               + (" Green: the expert outline." if show_outline else ""))
     stem = (chosen.name.rsplit(".", 1)[0] or "scan") if chosen.name else "scan"
-    # Encoded only when clicked (about 0.1 s for a 1955 x 1841 radiograph), not on every rerun.
-    st.download_button("Download overlay (PNG, scan resolution)", lambda picture=figure: png_bytes(picture),
-                       file_name=f"{stem}_{method}_{names[target]}.png", mime="image/png")
-    trust_panel(loaded, tensor, result.raw, method, target, result.layer, names)
 
-with grid:
+    def download() -> bytes:  # encoded only when clicked: the full-resolution overlay with its legend strip
+        full = overlay_picture(full_background(), raw, opacity=opacity, colormap=colormap,
+                               outline=mask if show_outline else None)
+        strip = legend_strip(full, model=loaded.title, class_name=names[target], probability=float(probs[target]),
+                             method=METHODS[method], layer=use_layer, date=datetime.now(timezone.utc),
+                             colormap_lut=colormap_lut(colormap))
+        return png_bytes(strip)
+
+    st.download_button("Download overlay (PNG, scan resolution, with legend)", download,
+                       file_name=f"{stem}_{method}_{names[target]}.png", mime="image/png")
+    if mask is not None:
+        st.markdown("**Does the map point at the finding?** Scores against the expert outline, beside baselines "
+                    "that know nothing about the disease:")
+        shown_full = full_background() if mask.shape == scan.shape else background
+        outline_scores(localisation(raw, mask, scan.spacing),
+                       baseline_scores(chosen.digest, shown_full, mask, scan.spacing), tolerance)
+    trust_panel(loaded, tensor, raw, method, target, use_layer, names)
+
+
+@st.fragment
+def side_by_side():
+    """Every method for the same scan, class and layer; with an outline, each one's localisation score."""
     st.caption("The same scan, class and layer for every method. Maps agreeing on a region is reassuring; "
                "disagreement is a reason for caution.")
+    opacity = st.session_state.get(Keys.OPACITY, 0.6)
+    colormap = st.session_state.get(Keys.COLORMAP, "Turbo")
+    small = display_pixels(shrunk_frame(chosen, scan, frame, DISPLAY_SIDE // 2), window, invert_display, voi=voi)
     progress = st.progress(0.0, text="Computing maps…")
     columns = st.columns(len(methods))
-    small = max(1, max(scan.shape) // 512)
-    for i, key in enumerate(methods):
-        title = METHODS[key]
-        progress.progress(i / len(methods), text=f"Computing {title}…")
-        result = explain(loaded, tensor, scan.shape, method=key, class_index=target,
-                         layer=layer if key in CAM_METHODS else None)
-        picture = overlay(background[::small, ::small], result.on_scan[::small, ::small], opacity=opacity,
-                          colormap=colormap)
-        columns[i].image(picture, caption=title, width="stretch")
+    rows = []
+    for i, method in enumerate(methods):
+        progress.progress(i / len(methods), text=f"Computing {METHODS[method]}…")
+        use_layer = layer if method in CAM_METHODS else None
+        raw = raw_map(loaded, tensor, method, target, use_layer)
+        columns[i].image(overlay_picture(small, raw, opacity=opacity, colormap=colormap, outline=mask),
+                         caption=METHODS[method], width="stretch")
+        if mask is not None:
+            scores = localisation(raw, mask, scan.spacing)
+            rows.append([METHODS[method]] + [scores[m] for m in loc.METRICS])
     progress.progress(1.0, text="All maps ready.")
+    if rows:
+        baselines = baseline_scores(chosen.digest, full_background(), mask, scan.spacing)
+        rows += [[name] + [scores[m] for m in loc.METRICS] for name, scores in baselines.items()]
+        st.markdown("**Which method finds the finding?** Every method's localisation against the expert outline:")
+        st.dataframe({"method": [r[0] for r in rows],
+                      **{loc.LABELS[m]: [f"{r[j + 1]:.2f}" for r in rows] for j, m in enumerate(loc.METRICS)}},
+                     hide_index=True, width="stretch")
+        st.caption(f"{tolerance} A method that scores like the centre prior or the image intensity follows the "
+                   "head or the bone, not the lesion.")
+
+
+if view == VIEWS[0]:
+    one_method()
+else:
+    side_by_side()

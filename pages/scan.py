@@ -1,12 +1,13 @@
 """Scan: upload a DICOM, PNG or JPEG (or pick a sample) and view it as on a reading station."""
 
+import numpy as np
 import streamlit as st
 
-from core.render import display_image, display_rgb
-from ui.figures import image_figure
+from core.render import display_pixels
+from ui.figures import DISPLAY_SIDE, image_figure
 from ui.layout import disclaimer
-from ui.scans import current_scan, frame_index, samples
-from ui.state import UPLOAD, Keys
+from ui.scans import current_scan, frame_index, samples, shrunk_frame
+from ui.state import UPLOAD, Keys, scan_key
 
 #: CT window presets (centre, width) in Hounsfield units, as on common reading stations.
 CT_PRESETS = {
@@ -24,8 +25,8 @@ options = [s.label for s in samples()] + [UPLOAD]
 if st.session_state.get(Keys.SOURCE) not in options:
     st.session_state[Keys.SOURCE] = options[0]
 
-left, right = st.columns([2, 1])
-with right:
+pick, upload = st.columns([1, 1])
+with upload:
     uploaded = st.file_uploader(
         "Upload a scan (DICOM with or without extension, PNG, JPEG, TIFF)", key=Keys.UPLOADER,
         help="The file stays in this session's memory: it is not written to disk, logged or sent anywhere.")
@@ -36,8 +37,10 @@ with right:
             st.session_state[Keys.UPLOAD] = {"name": uploaded.name, "data": data}
             st.session_state[Keys.SOURCE] = UPLOAD
             st.session_state[Keys.FRAME] = None
-    choice = st.selectbox("…or pick a sample", options, index=options.index(st.session_state[Keys.SOURCE]),
-                          help="Real DICOM files from pydicom-data; dataset images with their true label.")
+with pick:
+    choice = st.selectbox("Pick a sample…", options, index=options.index(st.session_state[Keys.SOURCE]),
+                          help="Real DICOM files from pydicom-data; curated cases of every model with their true "
+                               "label (and the expert outline where one exists).")
     if choice != st.session_state[Keys.SOURCE]:
         st.session_state[Keys.SOURCE] = choice
         st.session_state[Keys.FRAME] = None
@@ -46,72 +49,92 @@ with right:
 chosen, scan = current_scan()
 if scan is None:
     st.stop()
-
 digest = chosen.digest
-frame = frame_index(scan)
-header_window = scan.window
 if st.session_state.get(Keys.WINDOW_FOR) != digest:  # a new scan starts from its own defaults
     st.session_state[Keys.WINDOW_FOR] = digest
-    st.session_state[Keys.WINDOW] = header_window
+    st.session_state[Keys.WINDOW] = scan.window
     st.session_state[Keys.INVERT] = scan.invert
     st.session_state[Keys.PRESET] = "Header default"
 
-with right:
-    st.subheader("Display")
-    if scan.n_frames > 1:
-        # Numbered from 1, as in the figure title and on reading stations; stored from 0.
-        frame = st.slider("Frame", 1, scan.n_frames, frame + 1, key=f"{Keys.FRAME_WIDGET}_{digest}",
-                          help="Multi-frame file: the model reads the frame shown.") - 1
-        st.session_state[Keys.FRAME] = frame
-    pixels = scan.frame(frame)
-    lo, hi = float(pixels.min()), float(pixels.max())
-    presets = {"Header default": header_window, "Full range": ((lo + hi) / 2, max(hi - lo, 1.0))}
-    if scan.units == "HU":
-        presets.update(CT_PRESETS)
-    names = list(presets) + ["Custom"]
-    preset = st.session_state.get(Keys.PRESET, "Header default")
-    preset = st.selectbox("Window preset", names, index=names.index(preset) if preset in names else 0,
-                          key=f"{Keys.PRESET_WIDGET}_{digest}",
-                          help="CT presets are in Hounsfield units; other scans offer the header window and the full range.")
-    st.session_state[Keys.PRESET] = preset
-    if preset != "Custom":
-        st.session_state[Keys.WINDOW] = presets[preset]
-    centre, width = st.session_state[Keys.WINDOW]
-    # Slider bounds must not follow the value being dragged: that would make a new widget each time.
-    span = max(hi - lo, 1.0)
-    centres = [c for c, _ in presets.values()] + [centre]
-    widths = [w for _, w in presets.values()] + [width]
-    centre = st.slider(f"Window centre (level){' [HU]' if scan.units else ''}", min(lo - span, *centres),
-                       max(hi + span, *centres), float(centre),
-                       disabled=preset != "Custom", key=f"{Keys.CENTRE_WIDGET}_{digest}_{preset}")
-    width = st.slider("Window width", 1.0, max(2 * span, *widths), float(width), disabled=preset != "Custom",
-                      key=f"{Keys.WIDTH_WIDGET}_{digest}_{preset}")
-    if preset == "Custom":
-        st.session_state[Keys.WINDOW] = (centre, width)
-    invert = st.checkbox("Invert (white ↔ black)", value=st.session_state[Keys.INVERT],
-                         key=f"{Keys.INVERT_WIDGET}_{digest}",
-                         help="MONOCHROME1 files are inverted by default so bone is white.")
-    st.session_state[Keys.INVERT] = invert
 
-with left:
-    centre, width = st.session_state[Keys.WINDOW]
-    voi = scan.voi if preset == "Header default" else None
-    if scan.is_color:
-        image = display_rgb(pixels, (centre, width), invert)
-    else:
-        image = display_image(pixels, (centre, width), invert, voi=voi)
-    title = f"{chosen.name} — frame {frame + 1} of {scan.n_frames}" if scan.n_frames > 1 else chosen.name
-    st.plotly_chart(image_figure(image, spacing=scan.spacing, title=title), config={"scrollZoom": True,
-                    "displaylogo": False}, key="scan_figure")
-    rows, cols = scan.shape
-    size = f"{cols} x {rows} px"
-    if scan.spacing:
-        size += f", {cols * scan.spacing[1]:.0f} x {rows * scan.spacing[0]:.0f} mm"
-    st.caption(f"{size}; window centre {centre:g}, width {width:g}{' HU' if scan.units else ''}"
-               f"{'; inverted' if invert else ''}. Scroll to zoom, drag to pan, double-click to reset."
-               + ("" if scan.spacing else " No pixel spacing stated, so no scale bar."))
+def slider_range(pixels: np.ndarray, units: str) -> tuple[float, float, float]:
+    """(low, high, step) of the window sliders: the data's own range, whole numbers for integer data (HU)."""
+    lo, hi = float(pixels.min()), float(pixels.max())
+    integral = units == "HU" or np.allclose(pixels[::7, ::7], np.round(pixels[::7, ::7]))
+    if integral:  # whole HU or stored values: integer sliders
+        return int(np.floor(lo)), int(np.ceil(max(hi, lo + 1))), 1
+    span = max(hi - lo, 1e-6)
+    step = float(10 ** np.floor(np.log10(span / 500)))
+    return lo, lo + span, step
+
+
+@st.fragment
+def viewer():
+    """The picture and its display controls: a change here reruns only this part of the page."""
+    frame = frame_index(scan)
+    left, right = st.columns([2, 1])
+    with right:
+        st.subheader("Display")
+        if scan.n_frames > 1:
+            # Numbered from 1, as in the figure title and on reading stations; stored from 0.
+            frame = st.slider("Frame", 1, scan.n_frames, frame + 1, key=scan_key(Keys.FRAME_WIDGET, digest),
+                              help="Multi-frame file: the model reads the frame shown.") - 1
+            st.session_state[Keys.FRAME] = frame
+        pixels = scan.frame(frame)
+        low, high, step = slider_range(pixels if pixels.ndim == 2 else pixels.mean(axis=-1), scan.units)
+        presets = {"Header default": scan.window, "Full range": ((low + high) / 2, max(high - low, step))}
+        if scan.units == "HU":
+            presets.update(CT_PRESETS)
+        names = list(presets) + ["Custom"]
+        preset = st.session_state.get(Keys.PRESET, "Header default")
+        preset = st.selectbox("Window preset", names, index=names.index(preset) if preset in names else 0,
+                              key=scan_key(Keys.PRESET_WIDGET, digest),
+                              help="CT presets are in Hounsfield units; other scans offer the header window and the "
+                                   "full range of their values.")
+        st.session_state[Keys.PRESET] = preset
+        if preset != "Custom":
+            st.session_state[Keys.WINDOW] = presets[preset]
+        centre, width = st.session_state[Keys.WINDOW]
+        # The bounds cover the data and every preset, and never follow the value being dragged.
+        kind = type(step)
+        c_low = kind(min(low, *(np.floor(c) for c, _ in presets.values())))
+        c_high = kind(max(high, *(np.ceil(c) for c, _ in presets.values())))
+        w_high = kind(max(high - low, *(np.ceil(w) for _, w in presets.values()), 2 * step))
+        unit = " [HU]" if scan.units == "HU" else ""
+        centre = st.slider(f"Window centre (level){unit}", c_low, c_high, kind(np.clip(centre, c_low, c_high)), step,
+                           disabled=preset != "Custom", key=scan_key(Keys.CENTRE_WIDGET, digest, preset))
+        width = st.slider(f"Window width{unit}", step, w_high, kind(np.clip(width, step, w_high)), step,
+                          disabled=preset != "Custom", key=scan_key(Keys.WIDTH_WIDGET, digest, preset))
+        if preset == "Custom":
+            st.session_state[Keys.WINDOW] = (centre, width)
+        invert = st.checkbox("Invert (white ↔ black)", value=st.session_state[Keys.INVERT],
+                             key=scan_key(Keys.INVERT_WIDGET, digest),
+                             help="MONOCHROME1 files are inverted by default so bone is white.")
+        st.session_state[Keys.INVERT] = invert
+    with left:
+        centre, width = st.session_state[Keys.WINDOW]
+        voi = scan.voi if preset == "Header default" else None  # the header's own transform, as stored
+        picture = display_pixels(shrunk_frame(chosen, scan, frame, DISPLAY_SIDE), (centre, width), invert, voi=voi)
+        title = f"{chosen.name} — frame {frame + 1} of {scan.n_frames}" if scan.n_frames > 1 else chosen.name
+        st.plotly_chart(image_figure(picture, scan.shape, spacing=scan.spacing, title=title),
+                        config={"scrollZoom": True, "displaylogo": False}, key="scan_figure")
+        rows, cols = scan.shape
+        size = f"{cols} x {rows} px"
+        if scan.spacing:
+            size += f", {cols * scan.spacing[1]:.0f} x {rows * scan.spacing[0]:.0f} mm"
+        shown = "" if picture.shape[:2] == scan.shape else f" (shown at {picture.shape[1]} x {picture.shape[0]})"
+        st.caption(f"{size}{shown}; window centre {centre:g}, width {width:g}{' HU' if scan.units else ''}"
+                   f"{'; inverted' if invert else ''}. Scroll to zoom, drag to pan, double-click to reset."
+                   + ("" if scan.spacing else " No pixel spacing stated, so no scale bar."))
+
+
+viewer()
+with st.container():
     if chosen.true_label:
-        st.info(f"True label from the dataset: **{chosen.true_label}**")
+        st.info(f"True label from the dataset: **{chosen.true_label}**"
+                + (" — an expert outline of the finding comes with this case (see Explain)." if chosen.mask else ""))
+    if chosen.source:
+        st.caption(f"Source: {chosen.source}")
     for note in scan.warnings:
         st.warning(note)
 

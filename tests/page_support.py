@@ -108,10 +108,18 @@ def decode(value) -> np.ndarray:
 
 
 def image_trace(spec: dict) -> tuple[np.ndarray, dict]:
-    """The pixels (rows, cols, 3) and the trace of a figure's single image trace."""
+    """The pixels (rows, cols, 3) and the trace of a figure's single image trace (its PNG data URI decoded)."""
+    from PIL import Image
+
     traces = [t for t in spec["data"] if t.get("type") == "image"]
     assert len(traces) == 1, "expected one image trace"
-    return decode(traces[0]["z"]), traces[0]
+    trace = traces[0]
+    if "source" in trace:
+        header, payload = trace["source"].split(",", 1)
+        assert header == "data:image/png;base64", header
+        with Image.open(io.BytesIO(base64.b64decode(payload))) as image:
+            return np.asarray(image.convert("RGB")), trace
+    return decode(trace["z"]), trace
 
 
 def assert_image_geometry(spec: dict, shape: tuple[int, int]) -> np.ndarray:

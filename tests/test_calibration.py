@@ -110,7 +110,8 @@ def test_brain_mri_given_to_the_chest_model_predicts_but_warns(tiny_run, chest_d
     for path in typical:
         assert not any("looks unlike" in n for n in predict_file(str(path), model).get("warnings", [])), path.name
 
-    # The dashboard: the Explain page predicts, and says the image is unlike the training images.
+    # The dashboard: the Explain page leads with the image being unlike the training images; the prediction
+    # stays behind an explicit "show anyway", and then comes with the same warning.
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("MEDXAI_MODELS", str(model.path.parent))
@@ -119,6 +120,11 @@ def test_brain_mri_given_to_the_chest_model_predicts_but_warns(tiny_run, chest_d
     at = go(at, "explain")
     widget(at.selectbox, "Model").set_value(str(model.path))  # the chest model, whatever the picker suggests
     at.run()
+    assert not at.exception
+    assert [e.value for e in at.error if "looks unlike the images" in e.value] and len(at.error) == 1
+    assert not any("Predicted:" in m.value for m in at.markdown) and not at.get("plotly_chart")
+    (anyway,) = [b for b in at.button if b.label == "Show the prediction and maps anyway"]
+    anyway.click().run()
     assert not at.exception and not at.error
     assert any("Predicted:" in m.value for m in at.markdown)
     assert [w.value for w in at.warning if "looks unlike the images" in w.value]

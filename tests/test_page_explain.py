@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from conftest import dicom_bytes
-from core.render import display_image, overlay
-from core.saliency import METHODS, explain
+from core.render import display_image, display_pixels, downsample, overlay
+from core.saliency import METHODS, explain, to_geometry
+from ui.figures import DISPLAY_SIDE
 from core.io import load_scan
+from core.predict import predict_tensors
 from page_support import (
     assert_clean,
     assert_image_geometry,
@@ -40,32 +42,46 @@ def overlay_title(at) -> str:
 
 def expected_overlay(loaded, scan, *, method="gradcam", class_index, frame=None, window=None, invert=None,
                      opacity=0.6, colormap="Turbo") -> np.ndarray:
-    """What the page should draw, recomputed with core only; also checks the map's geometry."""
+    """What the page should draw, recomputed with core only: the frame shrunk for the screen, windowed, and
+    the map of the tensor the model received blended over it at that size; also checks the map's geometry."""
     tensor = loaded.pipeline.scan_tensor(scan, frame)
     result = explain(loaded, tensor, scan.shape, method=method, class_index=class_index)
     assert result.on_scan.shape == scan.shape
     voi = scan.voi if window is None else None
-    background = display_image(scan.frame(frame), window or scan.window, scan.invert if invert is None else invert,
-                               voi=voi)
-    return overlay(background, result.on_scan, opacity=opacity, colormap=colormap)
+    shown = downsample(scan.frame(frame), DISPLAY_SIDE)
+    background = display_pixels(shown, window or scan.window, scan.invert if invert is None else invert, voi=voi)
+    return overlay(background, to_geometry(result.raw, background.shape), opacity=opacity, colormap=colormap)
 
 
 def assert_same_picture(shown: np.ndarray, expected: np.ndarray) -> None:
-    """The figure's (possibly downsampled) pixels match the full-resolution picture."""
-    step = -(-expected.shape[0] // shown.shape[0])
-    expected = expected[::step, ::step]
+    """The figure's pixels match the picture computed with core alone."""
     assert shown.shape == expected.shape
     difference = np.abs(shown.astype(int) - expected.astype(int))
     # The page's model and this test's copy are separate loads of the same file: allow rounding.
     assert difference.max() <= 3 and difference.mean() < 0.05, (difference.max(), difference.mean())
 
 
+def show_anyway(at) -> bool:
+    """Press "show anyway" when the page leads with the scan being outside the model's range."""
+    buttons = [b for b in at.button if b.label == "Show the prediction and maps anyway"]
+    if buttons:
+        buttons[0].click().run()
+        assert_clean(at)
+    return bool(buttons)
+
+
 def test_prediction_and_gradcam_overlay_of_a_radiograph(app, models_root):
     data = dicom_bytes("RG1_UNCI.dcm")
     go(upload(app, "RG1_UNCI.dcm", data), "explain")
-    assert_clean(app)
     loaded = loaded_model(models_root)
     scan = load_scan(data)
+    out_of_range = not predict_tensors(loaded, loaded.pipeline.scan_tensor(scan))[0].in_range
+    if out_of_range:  # an adult radiograph for a paediatric model: said first, nothing else drawn
+        assert len(app.error) == 1 and "looks unlike the images" in app.error[0].value
+        assert not app.get("plotly_chart") and not any("Predicted" in m.value for m in app.markdown)
+        assert show_anyway(app)
+        assert any("looks unlike the images" in w.value for w in app.warning)
+    assert_clean(app)
     probabilities = loaded.predict(loaded.pipeline.scan_tensor(scan))[0]
     predicted = loaded.decide(probabilities)
     names = loaded.class_names
@@ -84,13 +100,17 @@ def test_prediction_and_gradcam_overlay_of_a_radiograph(app, models_root):
     assert_same_picture(shown_overlay, expected_overlay(loaded, scan, class_index=predicted))
     assert "upsampled straight to the scan's 1841 x 1955 pixels" in caption_text(app)
 
+    assert not app.image  # the side-by-side view is computed only when it is shown
+    assert app.get("download_button")[0].proto.label == "Download overlay (PNG, scan resolution, with legend)"
+    app.segmented_control[0].set_value("All methods side by side").run()
+    assert_clean(app)
     assert [image.captions for image in app.image] == [[title] for title in METHODS.values()]
-    assert app.get("download_button")[0].proto.label == "Download overlay (PNG, scan resolution)"
 
 
 def test_method_class_opacity_and_colours_can_be_changed(app, models_root):
     data = dicom_bytes("RG1_UNCI.dcm")
     go(upload(app, "RG1_UNCI.dcm", data), "explain")
+    show_anyway(app)
     loaded = loaded_model(models_root)
     names = loaded.class_names
     predicted = widget(app.selectbox, "Explain class").value
@@ -125,6 +145,7 @@ def test_the_window_chosen_on_the_scan_page_is_the_background(app, models_root):
     widget(at.selectbox, "Window preset").set_value("Lung")
     at.run()
     go(at, "explain")
+    show_anyway(at)  # a CT slice: no model here was trained on CT
     assert_clean(at)
     scan = load_scan(data)
     plain = assert_image_geometry(figure(at, "plain"), scan.shape)
@@ -143,6 +164,7 @@ def test_png_overlay_keeps_the_scan_aspect_ratio(app, models_root, fullres_dir):
     rows, cols = scan.shape
     assert abs(rows / cols - 1) > 0.1
     go(upload(app, "xray.png", data, "image/png"), "explain")
+    show_anyway(app)
     assert_clean(app)
     shown = assert_image_geometry(figure(app, "overlay"), scan.shape)
     assert abs(shown.shape[1] / shown.shape[0] - cols / rows) < 0.01
@@ -159,7 +181,9 @@ def test_multiframe_scan_with_the_brain_model(app, models_root):
     go(at, "explain")
     widget(at.selectbox, "Model").set_value(str(models_root / "brain_mri"))
     at.run()
+    show_anyway(at)
     assert_clean(at)
+    assert widget(at.slider, "Frame").value == 3  # the frame chosen on the Scan page, and a slider here too
     brain = loaded_model(models_root, "brain_mri")
     scan = load_scan(data)
     names, shown = shown_probabilities(at)
@@ -180,14 +204,14 @@ def test_missing_model_folder_gives_one_clear_error(app, tmp_path, monkeypatch):
     assert not app.get("plotly_chart")
 
 
-def test_trust_scores_are_computed_once_per_map_not_on_every_rerun(app, models_root, monkeypatch):
-    """Moving the opacity slider reruns the page; the map is unchanged, so its faithfulness
-    curves (about 400 forward passes) and uncertainty must not be recomputed. A new class is a
-    new map and is scored. The real functions run; the wrappers only count the calls."""
+def test_trust_scores_are_computed_when_asked_and_once_per_map(app, models_root, monkeypatch):
+    """Faithfulness and uncertainty (about 400 forward passes) run when the person asks, once per map: moving
+    the opacity slider reruns the view, the map is unchanged, and nothing is recomputed. A new class is a new
+    map, scored when asked again. The real functions run; the wrappers only count the calls."""
     import ui.trust_panel as panel
 
     calls = {"faithfulness": 0, "uncertainty": 0}
-    real_faithfulness, real_tta = panel.faithfulness, panel.test_time_augmentation
+    real_faithfulness, real_tta = panel.scored_faithfulness, panel.test_time_augmentation
 
     def counted_faithfulness(*args, **kwargs):
         calls["faithfulness"] += 1
@@ -197,11 +221,21 @@ def test_trust_scores_are_computed_once_per_map_not_on_every_rerun(app, models_r
         calls["uncertainty"] += 1
         return real_tta(*args, **kwargs)
 
-    monkeypatch.setattr(panel, "faithfulness", counted_faithfulness)
+    monkeypatch.setattr(panel, "scored_faithfulness", counted_faithfulness)
     monkeypatch.setattr(panel, "test_time_augmentation", counted_tta)
     go(upload(app, "RG1_UNCI.dcm", dicom_bytes("RG1_UNCI.dcm")), "explain")
+    show_anyway(app)
+    assert calls == {"faithfulness": 0, "uncertainty": 0}  # nothing slow before it is asked for
+
+    def score() -> None:
+        (button,) = [b for b in app.button if b.label.startswith("Score this map")]
+        button.click().run()
+        assert_clean(app)
+
+    score()
     assert calls == {"faithfulness": 1, "uncertainty": 1}
     shown = markdown_text(app)
+    assert "Deletion" in shown or any("Deletion cannot judge" in i.value for i in app.info)
     for opacity in (0.3, 0.8):
         widget(app.slider, "Opacity").set_value(opacity)
         app.run()
@@ -214,4 +248,50 @@ def test_trust_scores_are_computed_once_per_map_not_on_every_rerun(app, models_r
     widget(app.selectbox, "Explain class").set_value(next(i for i in range(len(names)) if i != predicted))
     app.run()
     assert_clean(app)
+    assert calls["faithfulness"] == 1
+    score()
     assert calls["faithfulness"] == 2
+
+
+def pick_sample(at, text: str):
+    options = widget(at.selectbox, "Pick a sample…").options
+    (label,) = [o for o in options if text in o]
+    widget(at.selectbox, "Pick a sample…").set_value(label)
+    return at.run()
+
+
+def green_pixels(picture: np.ndarray) -> np.ndarray:
+    return (picture[..., 0] == 0) & (picture[..., 1] == 255) & (picture[..., 2] == 0)
+
+
+def test_an_outlined_sample_shows_its_outline_and_localisation_scores(app):
+    at = go(pick_sample(app, "figshare 2334"), "explain")
+    show_anyway(at)
+    assert_clean(at)
+    outline_toggle = [t for t in at.toggle if t.label == "Expert outline"]
+    assert outline_toggle and outline_toggle[0].value is True
+    shown, _ = image_trace(figure(at, "overlay"))
+    assert green_pixels(shown).sum() > 20  # the outline, drawn over the map
+    table = at.dataframe[0].value
+    assert list(table.iloc[:, 0]) == ["this map", "centre prior", "image intensity", "random smooth map"]
+    assert "within 7 mm" in caption_text(at) and "0.49 x 0.49 mm" in caption_text(at)
+    outline_toggle[0].set_value(False).run()
+    assert not green_pixels(image_trace(figure(at, "overlay"))[0]).any()
+    at.segmented_control[0].set_value("All methods side by side").run()
+    assert_clean(at)
+    methods_table = at.dataframe[0].value
+    assert list(methods_table["method"])[:len(METHODS)] == list(METHODS.values())
+
+
+def test_an_uploaded_outline_of_the_wrong_size_is_one_sentence(app):
+    from PIL import Image
+    import io
+
+    at = go(upload(app, "CT_small.dcm", dicom_bytes("CT_small.dcm")), "explain")
+    show_anyway(at)
+    buffer = io.BytesIO()
+    Image.new("L", (40, 30), 255).save(buffer, "PNG")
+    at.file_uploader[0].set_value(("outline.png", buffer.getvalue(), "image/png")).run()
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and errors[0].startswith("The outline cannot be used:") and "40 x 30" in errors[0]
+    assert not at.exception

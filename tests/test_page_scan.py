@@ -132,7 +132,7 @@ def test_ct_window_presets_change_the_picture(app):
     at.run()
     assert not widget(at.slider, "Window centre (level) [HU]").disabled
     for width in (500.0, 900.0):
-        widget(at.slider, "Window width").set_value(width)
+        widget(at.slider, "Window width [HU]").set_value(int(width))
         at.run()
         assert at.session_state[Keys.WINDOW] == (400.0, width)
     for invert in (True, False):
@@ -143,7 +143,7 @@ def test_ct_window_presets_change_the_picture(app):
 
 def test_enhanced_ct_sample_shows_hounsfield_window_and_scale_bar(app):
     """eCT_Supplemental keeps its rescale, window and spacing in functional groups."""
-    picker = widget(app.selectbox, "…or pick a sample")
+    picker = widget(app.selectbox, "Pick a sample…")
     picker.set_value(next(label for label in picker.options if "eCT_Supplemental.dcm" in label))
     at = app.run()
     assert_clean(at)
@@ -188,7 +188,7 @@ def test_bad_upload_shows_one_sentence_and_the_app_recovers(app, name, data):
 
 
 def test_sample_picker_and_page_switches_keep_the_choice(app):
-    picker = widget(app.selectbox, "…or pick a sample")
+    picker = widget(app.selectbox, "Pick a sample…")
     ct = next(label for label in picker.options if "CT_small.dcm" in label)
     picker.set_value(ct)
     at = app.run()
@@ -202,5 +202,5 @@ def test_sample_picker_and_page_switches_keep_the_choice(app):
     assert not at.exception
     go(at, "scan")
     assert_clean(at)
-    assert widget(at.selectbox, "…or pick a sample").value == UPLOAD
+    assert widget(at.selectbox, "Pick a sample…").value == UPLOAD
     assert figure(at, "scan_figure")["layout"]["title"]["text"] == "emri_small.dcm — frame 8 of 10"

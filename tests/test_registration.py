@@ -160,3 +160,22 @@ def test_each_cam_cell_maps_back_onto_its_own_pixels(blocks, cell):
         assert np.unravel_index(np.argmax(result.raw), result.raw.shape) == cell, method
         assert np.abs(peak(result.on_scan) - centre).max() <= 1, (method, peak(result.on_scan), centre)
 
+
+
+def test_the_expert_outline_lies_on_the_mask_at_full_resolution():
+    """The outline the Explain page draws, at the scan's own size, on a non-square scan, is the mask's own
+    border pixels: never shifted, flipped or transposed, with or without a map under it."""
+    from core.render import outline
+    from ui.maps import overlay_picture
+
+    rows, cols = 300, 500
+    mask = np.zeros((rows, cols), bool)
+    yy, xx = np.mgrid[:rows, :cols]
+    mask[(yy - 70) ** 2 + (xx - 400) ** 2 <= 40 ** 2] = True  # top right: any transposition shows
+    background = np.full((rows, cols), 0.3, np.float32)
+    raw = np.random.default_rng(0).random((8, 8)).astype(np.float32)
+    picture = overlay_picture(background, raw, opacity=0.6, colormap="Viridis", outline=mask)
+    green = (picture[..., 0] == 0) & (picture[..., 1] == 255) & (picture[..., 2] == 0)
+    expected = outline(mask, thickness=max(1, round(max(rows, cols) / 400)))
+    assert np.array_equal(green, expected) and green.any()
+    assert not (green & ~mask).any()

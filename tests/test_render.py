@@ -68,8 +68,18 @@ def test_display_image_windows_inverts_and_keeps_geometry():
     assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8 and rgb[1, 0, 0] == 255
 
 
-def test_downsample_keeps_the_aspect_ratio():
+def test_downsample_averages_whole_blocks_and_keeps_the_aspect_ratio():
     image = np.random.default_rng(3).random((1955, 1841)).astype(np.float32)
     small = render.downsample(image, 1024)
-    assert small.shape == (1024, round(1841 * 1024 / 1955))
-    assert render.downsample(image[:100, :80], 1024).shape == (100, 80)
+    assert render.display_step(image.shape, 1024) == 2 and small.shape == (978, 921)  # ceil(1955 / 2), ceil(1841 / 2)
+    np.testing.assert_allclose(small[10, 20], image[20:22, 40:42].mean(), rtol=1e-6)  # each pixel: its 2 x 2 block
+    np.testing.assert_allclose(small[-1, -1], image[-1, -1], rtol=1e-6)  # the odd last row and column padded
+    assert render.downsample(image[:100, :80], 1024) is not None and render.downsample(image[:100, :80], 1024).shape == (100, 80)
+    rgb = (np.random.default_rng(4).random((600, 300, 3)) * 255).astype(np.uint8)
+    assert render.downsample(rgb, 256).shape == (200, 100, 3) and render.downsample(rgb, 256).dtype == np.uint8
+
+
+def test_display_pixels_shrinks_before_windowing():
+    frame = np.arange(64 * 32, dtype=np.float32).reshape(64, 32)
+    shown = render.display_pixels(render.downsample(frame, 16), (1000.0, 2000.0), False)
+    assert shown.shape == (16, 8) and 0 <= shown.min() and shown.max() <= 1

@@ -2,31 +2,57 @@
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import plotly.graph_objects as go
 
+from core.render import png_bytes
 
-def image_figure(image: np.ndarray, *, spacing: tuple[float, float] | None = None, height: int = 560,
-                 title: str | None = None, max_side: int = 1024) -> go.Figure:
-    """A zoomable image in its own geometry (square pixels or the stated spacing), with a mm scale bar.
 
-    ``image`` is grey [0, 1] or RGB uint8. Large images are sent to the browser downsampled,
-    drawn over the original pixel coordinates so axes and the scale bar stay exact.
+#: Longest side, in pixels, of a picture sent to the browser: enough for a screen, a quarter of a 2k radiograph.
+DISPLAY_SIDE = 1024
+
+
+def figure_height(shape: tuple[int, int], spacing=None, *, width: int = 900, low: int = 300,
+                  high: int = 720) -> int:
+    """A figure height that fits the picture's aspect ratio in a column about ``width`` pixels wide,
+    so a landscape image has no large empty band above and below it."""
+    aspect = shape[0] * (spacing[0] / spacing[1] if spacing else 1.0) / shape[1]
+    return int(min(high, max(low, width * aspect)))
+
+
+def image_figure(picture: np.ndarray, full_shape: tuple[int, int], *, spacing: tuple[float, float] | None = None,
+                 height: int | None = None, title: str | None = None, colormap: str | None = None,
+                 bar_space: bool = False) -> go.Figure:
+    """A zoomable image drawn over the scan's own pixel coordinates, with a mm scale bar.
+
+    ``picture`` is what the browser gets: grey [0, 1] or RGB uint8, at display size (see
+    :func:`core.render.display_pixels`); ``full_shape`` is the scan's (rows, cols), so axes, zoom and
+    the scale bar stay exact. The picture travels as a PNG (a data URI), a fraction of the size of a
+    pixel array in JSON. With ``colormap`` a colour bar with its 0-1 saliency scale stands beside it, in a
+    right margin; ``bar_space`` keeps the same margin without a bar, so a plain image beside an overlay is
+    drawn at the same size.
     """
-    rows, cols = image.shape[:2]
-    step = max(1, int(np.ceil(max(rows, cols) / max_side)))
-    shown = image[::step, ::step]
-    if shown.ndim == 2:
-        shown = np.repeat((np.clip(shown, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=-1)
+    rows, cols = int(full_shape[0]), int(full_shape[1])
+    step = -(-max(rows, cols) // max(picture.shape[:2]))  # scan pixels per shown pixel (core.render.downsample)
+    source = "data:image/png;base64," + base64.b64encode(png_bytes(picture)).decode("ascii")
     # Non-square pixels: stretch the y axis so the picture keeps its physical aspect ratio.
     aspect = (spacing[0] / spacing[1]) if spacing else 1.0
-    fig = go.Figure(go.Image(z=shown, x0=0, y0=0, dx=step, dy=step, hoverinfo="skip"))
+    fig = go.Figure(go.Image(source=source, x0=0, y0=0, dx=step, dy=step, hoverinfo="skip"))
     fig.update_xaxes(visible=False, range=[0, cols], constrain="domain")
     fig.update_yaxes(visible=False, range=[rows, 0], scaleanchor="x", scaleratio=aspect, constrain="domain")
     if spacing:
         _scale_bar(fig, rows, cols, spacing)
-    fig.update_layout(height=height, margin=dict(l=0, r=0, t=30 if title else 0, b=0), title=title,
-                      dragmode="pan")
+    if colormap:
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", hoverinfo="skip", showlegend=False,
+                                 marker=dict(colorscale=colormap, cmin=0, cmax=1, color=[0], showscale=True,
+                                             colorbar=dict(title=dict(text="saliency", side="right"), thickness=14,
+                                                           tickvals=[0, 0.5, 1], ticktext=["0 low", "0.5", "1 high"],
+                                                           len=0.9, x=1.0, xanchor="left", xpad=6))))
+    right = 80 if (colormap or bar_space) else 0
+    fig.update_layout(height=height or figure_height((rows, cols), spacing), title=title, dragmode="pan",
+                      margin=dict(l=0, r=right, t=30 if title else 0, b=0), plot_bgcolor="rgba(0,0,0,0)")
     return fig
 
 

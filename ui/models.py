@@ -128,7 +128,7 @@ def suggested_route(chosen, scan) -> Route | None:
     if chosen.model:
         entry = next((e for e in entries if e.task == chosen.model), None)
         if entry is not None:
-            return Route(entry.folder, f"This sample comes from the {entry.title} model's own kind of data.")
+            return Route(entry.folder, f"this sample is one of the {entry.title} model's cases.")
     routes = st.session_state.setdefault(Keys.ROUTES, {})
     key = (chosen.digest, tuple(e.folder for e in entries))
     if key not in routes:
@@ -145,12 +145,33 @@ def suggested_route(chosen, scan) -> Route | None:
     return routes[key]
 
 
+def models_that_fit(scan, *, exclude: str | None = None) -> list[str]:
+    """Titles of the usable models (other than ``exclude``) whose outlier check finds the scan in range."""
+    from core.predict import predict_tensors
+
+    titles = []
+    for entry in model_folders():
+        if entry.problem or entry.folder == exclude:
+            continue
+        try:
+            loaded = get_model(entry.folder)
+        except ModelError:
+            continue
+        prediction = predict_tensors(loaded, loaded.pipeline.scan_tensor(scan))[0]
+        if prediction.in_range and prediction.distance is not None:
+            titles.append(loaded.title)
+    return titles
+
+
 def model_choice(chosen, scan) -> LoadedModel | None:
     """The model picker, set to the model the scan suggests and saying why; a choice the person makes
     holds for this scan until another scan is chosen."""
-    entries = [e for e in model_folders() if e.problem is None]
+    found = model_folders()
+    entries = [e for e in found if e.problem is None]
     if not entries:
         st.error(f"No model is available: {models_dir()} holds no usable model folder.")
+        for entry in found:  # a folder that fails its checks says why
+            st.caption(f"{Path(entry.folder).name}: {entry.problem}")
         return None
     folders = [e.folder for e in entries]
     titles = {e.folder: e.title for e in entries}

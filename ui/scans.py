@@ -154,3 +154,16 @@ def display_window(chosen: Chosen, scan: Scan) -> tuple[tuple[float, float], boo
         voi = scan.voi if window == tuple(scan.window) else None
         return window, bool(st.session_state.get(Keys.INVERT, scan.invert)), voi
     return scan.window, scan.invert, scan.voi
+
+
+def shrunk_frame(chosen: Chosen, scan: Scan, frame: int, max_side: int):
+    """The frame in native units shrunk for the screen (:func:`core.render.downsample`), computed once per
+    scan and frame in this session: a change of window then costs milliseconds, not a 4-megapixel pass."""
+    from core.render import downsample
+
+    memo = st.session_state.setdefault(Keys.SHRUNK, {})
+    key = (chosen.digest, frame, max_side)
+    if key not in memo:
+        memo.clear() if len(memo) >= 8 else None
+        memo[key] = downsample(scan.frame(frame), max_side)
+    return memo[key]

@@ -22,6 +22,7 @@ class Keys:
     INVERT = "invert_display"
     REVEAL = "reveal_identifiers"
     SCANS = "loaded_scans"  # digest -> Scan, this session only
+    SHRUNK = "shrunk_frames"  # (digest, frame, side) -> the frame shrunk for display, this session only
     METHOD = "method"
     TARGET = "target_class"
     LAYER = "layer"
@@ -29,6 +30,14 @@ class Keys:
     COLORMAP = "colormap"
     TRUST = "trust_scores"  # (what, inputs' digest) -> faithfulness / uncertainty result, this session only
     SANITY = "sanity_checks"  # (map digest) -> sanity check result, this session only
+    SCORED = "scored_maps"  # (map digest) -> faithfulness and uncertainty asked for, this session only
+    SCORE_BUTTON = "score_button"
+    SHOW_ANYWAY = "show_anyway"  # {(scan digest, model folder)}: out-of-range predictions the person asked to see
+    VIEW = "explain_view"  # "One method" or "All methods side by side"
+    OUTLINE = "show_outline"
+    MASK_UPLOADER = "mask_uploader_widget"
+    MASK = "uploaded_mask"  # {"for": scan digest, "name", "data"}: an outline the person uploaded, in memory only
+    EXPLAIN_FRAME_WIDGET = "explain_frame_widget"
     FRAME_WIDGET = "frame_widget"
     PRESET_WIDGET = "window_preset_widget"
     CENTRE_WIDGET = "window_centre_widget"
@@ -40,6 +49,35 @@ class Keys:
     OPACITY_WIDGET = "opacity_widget"
     COLORMAP_WIDGET = "colormap_widget"
     SANITY_BUTTON = "sanity_button"
+    # Teaching pages (pages/lesson.py, pages/quiz.py, pages/classroom.py): this session's memory only.
+    LESSON_KIND = "lesson_kind"  # which lesson: one case step by step, or the shortcut lesson
+    LESSON_CASE = "lesson_case"  # slot id of the lesson case in view
+    LESSON_STEP = "lesson_step"  # {lesson: step index}
+    LESSON_OUTLINE = "lesson_outline_widget"
+    LESSON_HANDOUT = "lesson_handout"  # {lesson case: PDF bytes} prepared in this session
+    LESSON_SANITY = "lesson_sanity"  # lesson cases whose sanity check this session asked for
+    QUIZ_MODE = "quiz_mode"  # on my own, or in a class
+    QUIZ_COUNT = "quiz_count_widget"
+    QUIZ_SEED = "quiz_seed_widget"
+    QUIZ_SET = "quiz_set"  # case ids of the quiz in progress, in order
+    QUIZ_INDEX = "quiz_index"  # position of the case in view
+    QUIZ_ANSWERS = "quiz_answers"  # {case id: core.quiz.score_answer result}, this session only
+    QUIZ_CLICK = "quiz_click"  # prefix of the image component's key, per quiz and case
+    QUIZ_DIAGNOSIS = "quiz_diagnosis"  # prefix of the diagnosis widget's key, per quiz and case
+    QUIZ_RUN = "quiz_run"  # a counter naming the quiz in progress, so a new quiz starts with empty widgets
+    CLASS_JOINED = "class_joined"  # {code, token, nickname} of the class this student joined
+    CLASS_CODE_WIDGET = "class_code_widget"
+    NICKNAME_WIDGET = "nickname_widget"
+    TEACHER = "teacher_class"  # {code, key} of the class this session opened (the key ends or deletes it)
+    TEACHER_VIEW = "teacher_view"  # (class version, what the live view draws) until the class changes
+    TEACHER_TITLE = "teacher_title_widget"
+    TEACHER_COUNT = "teacher_count_widget"
+    TEACHER_SEED = "teacher_seed_widget"
+    TEACHER_DAYS = "teacher_days_widget"
+    RESUME_CODE = "resume_code_widget"
+    RESUME_KEY = "resume_key_widget"
+    DELETE_CONFIRM = "delete_confirm_widget"
+    CLASS_MESSAGE = "class_message"  # (kind, sentence) shown once after ending or deleting a class
 
 
 UPLOAD = "Your upload"
@@ -47,4 +85,4 @@ UPLOAD = "Your upload"
 
 def scan_key(key: str, digest: str, *extra) -> str:
     """A widget key tied to one scan (and optionally more context), e.g. ``frame_widget_3fa2…``."""
-    return "_".join([key, digest, *map(str, extra)])
+    return "_".join([key, str(digest), *map(str, extra)])

@@ -1,0 +1,235 @@
+"""Benchmark 6: how fast the viewer answers a person, in real headless Chromium.
+
+Every action is timed from the moment it is made to the page's last change before it stays still:
+a MutationObserver in the page records the time of every DOM change; an action has settled when
+Streamlit's running indicator is gone and nothing has changed for ``QUIET_MS``. The figure is the
+time of that last change, minus the time of the action. Medians over ``repeats`` actions each, on
+RG1_UNCI.dcm (a 1955 x 1841 radiograph; the frame slider on emri_small.dcm, 10 frames).
+
+- Scan page: window preset, window level (one slider step), invert, frame.
+- Explain page: method, class, layer, opacity (one slider step), colour map.
+- Explain's first overlay after the click: on a warm server (models loaded) and from a cold start
+  (a fresh server, Explain clicked as soon as the first page is drawn).
+- Many sessions: ``sessions`` browser pages at once, each changing the opacity ``repeats`` times;
+  p95 against the solo p95, and the server's memory per extra session.
+
+The server runs on loopback on a free port, started once per measurement that needs a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from pathlib import Path
+
+from bench.common import REPO, Row, python_env
+from bench.startup import CHROMIUM, CHROMIUM_ARGS, _server
+
+QUIET_MS = 700
+#: What each page shows once it is drawn.
+SCAN_READY = '[data-testid="stPlotlyChart"] .main-svg'
+EXPLAIN_READY = '[data-testid="stPlotlyChart"]:has-text(" for ") .main-svg'
+TIMEOUT_S = 120
+
+_OBSERVER = """
+() => {
+  if (window.__medxai_observer) return;
+  window.__medxai_last = performance.now();
+  window.__medxai_observer = new MutationObserver(() => { window.__medxai_last = performance.now(); });
+  window.__medxai_observer.observe(document.body, {subtree: true, childList: true, attributes: true,
+                                                   characterData: true});
+}
+"""
+#: Streamlit is still working while an element is stale (faded, ``data-stale="true"``), a spinner shows, or its
+#: status widget says "Running" (hidden by ``toolbarMode = "minimal"``, but checked all the same).
+_STATE = """() => ({now: performance.now(), last: window.__medxai_last,
+                   running: !!document.querySelector('[data-stale="true"], [data-testid="stSpinner"]')
+                            || (document.querySelector('[data-testid="stStatusWidget"]')?.innerText || '').includes('Running')})"""
+
+
+async def settle(page, started: float, ready: str | None = None) -> float:
+    """Seconds from ``started`` (the page's clock) to its last change before it stayed still.
+
+    The page must have changed after ``started`` and, with ``ready``, show that selector: a page being
+    replaced is blank, and still, while the server computes the new one.
+    """
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        state = await page.evaluate(_STATE)
+        quiet = not state["running"] and state["now"] - state["last"] >= QUIET_MS
+        if quiet and state["last"] > started and (ready is None or await page.locator(ready).count()):
+            return max(0.0, (state["last"] - started) / 1000.0)
+        await asyncio.sleep(0.05)
+    raise TimeoutError("the page never settled")
+
+
+async def timed(page, action, ready: str | None = None) -> float:
+    """Seconds from doing ``action()`` to the settled page (showing ``ready`` when given)."""
+    await page.evaluate(_OBSERVER)
+    await settle(page, -1.0)  # start from a still page
+    started = await page.evaluate("performance.now()")
+    await action()
+    return await settle(page, started, ready)
+
+
+async def open_app(browser, url: str):
+    page = await browser.new_page(viewport={"width": 1600, "height": 1000})
+    await page.goto(url, timeout=TIMEOUT_S * 1000)
+    await page.wait_for_selector('[data-testid="stSidebarNav"]', timeout=TIMEOUT_S * 1000)
+    await page.evaluate(_OBSERVER)
+    await settle(page, -1.0, SCAN_READY)
+    return page
+
+
+async def nav(page, title: str) -> None:
+    await page.locator('[data-testid="stSidebarNavLink"]', has_text=title).click()
+
+
+async def choose(page, label: str, option: str) -> None:
+    """Pick ``option`` in the selectbox labelled ``label``."""
+    box = page.locator('[data-testid="stSelectbox"]', has_text=label).first
+    field = box.locator('input[role="combobox"]')
+    await field.click()
+    await field.fill(option)  # the list is filtered as one types, so a long list needs no scrolling
+    await page.locator('[role="option"]', has_text=option).first.click()
+
+
+async def slider_step(page, label: str, key: str = "ArrowRight") -> None:
+    slider = page.locator('[data-testid="stSlider"]', has_text=label).first.locator('[role="slider"]').first
+    await slider.focus()
+    await slider.press(key)
+
+
+async def pick_sample(page, text: str) -> None:
+    await choose(page, "Pick a sample", text)
+
+
+def _median(values) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _p95(values) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(0.95 * (len(values) - 1))))] if values else float("nan")
+
+
+async def _interactive(url: str, repeats: int, log) -> dict[str, list[float]]:
+    from playwright.async_api import async_playwright
+
+    times: dict[str, list[float]] = {}
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = await open_app(browser, url)
+        await pick_sample(page, "RG1_UNCI.dcm")
+        await settle(page, -1.0)
+
+        presets = ["Full range", "Header default"]
+        times["window preset"] = [await timed(page, lambda i=i: choose(page, "Window preset", presets[i % 2]))
+                                  for i in range(repeats)]
+        times["invert"] = [await timed(page, lambda: page.get_by_text("Invert (white").click())
+                           for _ in range(repeats)]
+        await choose(page, "Window preset", "Custom")
+        await settle(page, -1.0)
+        times["window level"] = [await timed(page, lambda i=i: slider_step(
+            page, "Window centre", "ArrowRight" if i % 2 == 0 else "ArrowLeft")) for i in range(repeats)]
+        await pick_sample(page, "emri_small.dcm")
+        await settle(page, -1.0)
+        times["frame"] = [await timed(page, lambda i=i: slider_step(page, "Frame", "ArrowRight" if i % 2 == 0
+                                                                    else "ArrowLeft")) for i in range(repeats)]
+        await pick_sample(page, "RG1_UNCI.dcm")
+        await settle(page, -1.0)
+
+        times["Explain, first overlay (warm server)"] = [await timed(page, lambda: nav(page, "Explain"), EXPLAIN_READY)]
+        methods = ["Grad-CAM++", "LayerCAM", "Grad-CAM"]
+        times["method"] = [await timed(page, lambda i=i: page.locator('[data-testid="stRadio"] label', has_text=methods[i % 3])
+                                       .first.click()) for i in range(repeats)]
+        classes = ["NORMAL", "PNEUMONIA"]
+        times["class"] = [await timed(page, lambda i=i: choose(page, "Explain class", classes[i % 2]))
+                          for i in range(repeats)]
+        layers = ["conv3b", "last_conv"]
+        times["layer"] = [await timed(page, lambda i=i: choose(page, "Convolution layer", layers[i % 2]))
+                          for i in range(repeats)]
+        times["opacity"] = [await timed(page, lambda i=i: slider_step(page, "Opacity", "ArrowRight" if i % 2 == 0
+                                                                      else "ArrowLeft")) for i in range(repeats)]
+        colours = ["Inferno", "Turbo"]
+        times["colour map"] = [await timed(page, lambda i=i: choose(page, "Colour map", colours[i % 2]))
+                               for i in range(repeats)]
+        for _ in range(max(0, min(repeats, 5) - 1)):  # more first overlays: away and back
+            await nav(page, "Scan")
+            await settle(page, -1.0, SCAN_READY)
+            times["Explain, first overlay (warm server)"].append(await timed(page, lambda: nav(page, "Explain"),
+                                                                             EXPLAIN_READY))
+        await browser.close()
+    for name, values in times.items():
+        log(f"  {name}: median {_median(values):.2f} s ({', '.join(f'{v:.2f}' for v in values)})")
+    return times
+
+
+async def _cold(url: str) -> float:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = await open_app(browser, url)
+        elapsed = await timed(page, lambda: nav(page, "Explain"), EXPLAIN_READY)
+        await browser.close()
+    return elapsed
+
+
+async def _sessions(url: str, n: int, repeats: int, pid: int) -> tuple[list[float], dict]:
+    import psutil
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        first = await open_app(browser, url)
+        await nav(first, "Explain")
+        await settle(first, 0.0)
+        one = psutil.Process(pid).memory_info().rss / 1e6
+        pages = [first] + [await open_app(browser, url) for _ in range(n - 1)]
+        for page in pages[1:]:
+            await nav(page, "Explain")
+        await asyncio.gather(*(settle(page, 0.0) for page in pages))
+        after = psutil.Process(pid).memory_info().rss / 1e6
+
+        async def session(page) -> list[float]:
+            return [await timed(page, lambda i=i: slider_step(page, "Opacity", "ArrowRight" if i % 2 == 0
+                                                              else "ArrowLeft")) for i in range(repeats)]
+
+        results = await asyncio.gather(*(session(page) for page in pages))
+        await browser.close()
+    return [t for r in results for t in r], {"one_session_mb": one, "sessions_mb": after, "sessions": n}
+
+
+def run(model_dir: str, *, repeats: int, sessions: int, log=print) -> tuple[list[Row], dict]:
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        log("  skipped: playwright is not installed")
+        return [], {"skipped": "playwright not installed"}
+    if not Path(CHROMIUM).exists():
+        log(f"  skipped: no browser at {CHROMIUM}")
+        return [], {"skipped": f"no {CHROMIUM}"}
+    env = python_env()
+    with _server(env) as (url, process):
+        times = asyncio.run(_interactive(url, repeats, log))
+        many, memory = asyncio.run(_sessions(url, sessions, max(3, repeats // 2), process.pid)) if sessions else ([], {})
+    cold = []
+    for _ in range(min(3, repeats)):
+        with _server(env) as (url, _process):
+            cold.append(asyncio.run(_cold(url)))
+    log(f"  Explain, first overlay from a cold start: {', '.join(f'{v:.2f}' for v in cold)} s")
+    targets = {"Explain, first overlay (warm server)": "<= 2"}
+    rows = [Row("6 viewer", f"{name}: action to settled page", _median(values), "s", None, "", targets.get(name, "<= 0.5"),
+                extra={"seconds": values}) for name, values in times.items()]
+    rows.append(Row("6 viewer", "Explain, first overlay from a cold start", _median(cold), "s", None, "", "<= 5",
+                    extra={"seconds": cold}))
+    if many:
+        solo = [v for name in ("opacity",) for v in times[name]]
+        rows.append(Row("6 viewer", f"{sessions} sessions at once, opacity: p95", _p95(many), "s", _p95(solo),
+                        "one session's p95", "<= 2", extra={"seconds": many}))
+        per = (memory["sessions_mb"] - memory["one_session_mb"]) / max(sessions - 1, 1)
+        rows.append(Row("6 viewer", f"server memory per extra session ({sessions - 1} more)", per, "MB",
+                        memory["one_session_mb"], "one-session RSS", "", extra=memory))
+    return rows, {"times": times, "cold": cold, "many": many, "memory": memory}
