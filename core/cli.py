@@ -49,7 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--frame", type=int, default=None, help="frame of a multi-frame file (default: middle)")
     p.add_argument("--explain", choices=list(METHODS),
                    help="also write a saliency overlay (PNG, the scan's own geometry) and the raw map (.npy)")
-    p.add_argument("--out", help="folder for --explain outputs")
+    p.add_argument("--out", help="folder for --explain outputs; with --cluster, the JSON Lines file the records "
+                                 "stream to (a later run resumes from it)")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="score on a Dask cluster: a scheduler's address (tcp://host:8786), or local[:N] for N worker "
+                        "processes on this machine; a folder PATH stands for every file under it; needs --out "
+                        "FILE.jsonl (README, 'Scaling out')")
 
     e = sub.add_parser("evaluate", help="metrics of a model on a class-folder dataset")
     e.add_argument("--model", required=True)
@@ -74,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--index", help="the index CSV for --where (default: index.csv beside --data)")
     x.add_argument("--json", action="store_true")
     x.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    x.add_argument("--cluster", metavar="ADDRESS",
+                   help="score faithfulness on a Dask cluster (as for predict); needs --out FILE.jsonl")
+    x.add_argument("--out", metavar="FILE.jsonl", help="with --cluster: one record per image, resumed by a later run")
 
     c = sub.add_parser("calibrate", help="fit temperature scaling and the outlier check on the run's own split")
     c.add_argument("--model", required=True)
@@ -153,6 +161,8 @@ def _train(args) -> int:
 def _predict(args) -> int:
     from core.predict import predict_files, write_explanation
 
+    if args.cluster:
+        return _predict_on_cluster(args)
     if args.explain and not args.out:
         raise UsageError("--explain needs --out, the folder for the overlays and maps")
     loaded = _load(args.model)
@@ -183,6 +193,8 @@ def _explain_eval(args) -> int:
     from core.evaluation import evaluate_explanations, format_markdown, format_table
 
     loaded = _load(args.model)
+    if args.cluster:
+        return _explain_eval_on_cluster(args, loaded)
     if args.masks:
         return _localisation(args, loaded)
     try:
@@ -211,6 +223,61 @@ def _localisation(args, loaded) -> int:
     print(json.dumps(report) if args.json else loc.format_markdown(report) if args.markdown
           else loc.format_table(report))
     return 0
+
+
+def _predict_on_cluster(args) -> int:
+    from core.distributed import DistributedError, archive_paths, cluster_client, predict_archive
+
+    if args.explain:
+        raise UsageError("--explain writes its overlays from this process; run it without --cluster")
+    if not args.out:
+        raise UsageError("--cluster needs --out FILE.jsonl, the file the records stream to (and a later run resumes from)")
+    _load(args.model)  # refuses a damaged folder with one sentence before any worker loads it
+    try:
+        with cluster_client(args.cluster) as client:
+            run = predict_archive(archive_paths(args.paths), args.model, args.out, client=client, frame=args.frame,
+                                  on_record=lambda record: _print_record(record, args.json))
+    except DistributedError as err:
+        raise UsageError(str(err)) from None
+    except KeyboardInterrupt:
+        print(f"stopped: the records so far are in {args.out}, and the same command resumes from them",
+              file=sys.stderr)
+        return 130
+    print(_archive_summary(run, "files"), file=sys.stderr, flush=True)
+    return 1 if run.errors else 0
+
+
+def _explain_eval_on_cluster(args, loaded) -> int:
+    from core.distributed import DistributedError, cluster_client, explain_archive
+    from core.evaluation import format_markdown, format_table
+
+    if args.masks:
+        raise UsageError("--cluster scores faithfulness; localisation against --masks runs in this process "
+                         "(leave out --cluster)")
+    if not args.out:
+        raise UsageError("--cluster needs --out FILE.jsonl, the file the records stream to (and a later run resumes from)")
+    data = _folder(args.data)
+
+    def progress(record):
+        print(f"{record['image']}" + ("" if record["ok"] else f": {record['error']}"), file=sys.stderr, flush=True)
+
+    try:
+        with cluster_client(args.cluster) as client:
+            report, run = explain_archive(loaded, data, args.out, client=client, limit=args.limit,
+                                          sanity_limit=args.sanity_limit, on_record=progress,
+                                          log=lambda line: print(line, file=sys.stderr, flush=True))
+    except DistributedError as err:
+        raise UsageError(str(err)) from None
+    except (FileNotFoundError, ValueError) as err:  # a dataset folder of the wrong shape
+        raise UsageError(str(err)) from None
+    print(json.dumps(report) if args.json else format_markdown(report) if args.markdown else format_table(report))
+    print(_archive_summary(run, "images"), file=sys.stderr, flush=True)
+    return 1 if run.errors else 0
+
+
+def _archive_summary(run, what: str) -> str:
+    return (f"{run.scored} {what} scored on the cluster and {run.already} found already in {run.out}; "
+            f"{run.errors} of the {run.inputs} could not be used.")
 
 
 def _calibrate(args) -> int:

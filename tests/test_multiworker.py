@@ -97,6 +97,16 @@ def test_unknown_strategy_and_missing_tf_config_are_refused(monkeypatch, chest_d
     assert not (tmp_path / "run").exists()
 
 
+def test_gpu_requirements_pin_what_requirements_txt_pins_with_the_cuda_build_of_tensorflow():
+    def pins(name):
+        lines = (REPO / name).read_text().splitlines()
+        return dict(line.split("==", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+    cpu, gpu = pins("requirements.txt"), pins("requirements-gpu.txt")
+    assert gpu.pop("tensorflow[and-cuda]") == cpu.pop("tensorflow-cpu")
+    assert gpu == cpu
+
+
 # ----------------------------------------------------------------------------- real workers
 
 @pytest.mark.slow
