@@ -222,19 +222,21 @@ def evaluate_localisation(loaded, images_dir, masks_dir, *, limit: int = 50, lay
         keep = {(index.parent / row["image"]).resolve() for row in rows if row[column] == value}
         usable = [pair for pair in usable if pair[1].resolve() in keep]
         subset = f"{images_dir}, {column} = {value}"
+    # A seeded order per class, taken in turn: up to ``limit`` usable images spread over the classes (a file
+    # that cannot be used is skipped, with its reason, and the next one taken).
     rng = np.random.default_rng(0)
-    chosen = []
     classes = sorted({cls for cls, _, _ in usable}, key=names.index)
-    for cls in classes:
-        members = [pair for pair in usable if pair[0] == cls]
-        take = min(len(members), int(np.ceil(limit / max(len(classes), 1))))
-        chosen += [members[j] for j in sorted(rng.choice(len(members), take, replace=False))]
-    chosen = chosen[:limit]
+    queues = [[pair for pair in usable if pair[0] == cls] for cls in classes]
+    queues = [[queue[j] for j in rng.permutation(len(queue))] for queue in queues]
+    candidates = [queue[i] for i in range(max(map(len, queues), default=0)) for queue in queues if i < len(queue)]
     score_layers = localisation_layers(loaded, layers)
     methods = [(m, layer) for m in METHODS if m in CAM_METHODS for layer in score_layers] + [("smoothgrad", None)]
     rows, correct, tolerance = [], [], None
-    log(f"scoring {len(chosen)} outlined images from {subset}: {len(methods)} maps and 3 baselines each")
-    for n, (cls, image_path, mask_path) in enumerate(chosen, start=1):
+    log(f"scoring up to {limit} of {len(candidates)} outlined images from {subset}: {len(methods)} maps and "
+        "3 baselines each")
+    for cls, image_path, mask_path in candidates:
+        if len(correct) >= limit:
+            break
         try:
             scan = load_scan(image_path.read_bytes(), image_path.name)
             mask = load_mask(mask_path.read_bytes(), scan.shape)
@@ -261,7 +263,7 @@ def evaluate_localisation(loaded, images_dir, masks_dir, *, limit: int = 50, lay
             rows.append(base | {"method": f"{loc.BASELINE_PREFIX}{name}", "layer": None,
                                 **loc.localisation_scores(prior, mask, spacing=pixel_spacing,
                                                           tolerance_mm=tolerance_mm)})
-        log(f"{n}/{len(chosen)} {key}")
+        log(f"{len(correct)}/{limit} {key}")
     if not rows:
         raise EvaluationError(f"No outlined image in {images_dir} could be scored"
                               + (f": {skipped[0][1]}" if skipped else "."))

@@ -9,6 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.card import source_text
+from ui.scans import sample_sets
 from ui.models import model_folders
 
 def demoted(markdown: str, levels: int = 2) -> str:
@@ -76,7 +77,10 @@ sources = [f"- **{entry.title}:** {source_text(entry.info)}" for entry in entrie
 st.markdown("\n".join(sources + ["- **DICOM samples:** the test files shipped with the `pydicom` and "
                                   "`pydicom-data` packages (MIT licence)."]))
 st.markdown("The training images themselves are not part of this tool; only the models trained on them, their "
-            "training histories and a few sample cases (with their licence and citation beside them) are.")
+            "training histories and a few sample cases are. The sample cases, with their licence and citation "
+            "(also in a `LICENSE.md` beside the files in `assets/samples/`):")
+st.markdown("\n".join(f"- **{spec['title']}:** {spec.get('citation', '')} Licence {spec.get('licence', 'unknown')}."
+                       for spec in sample_sets()))
 
 st.header("Privacy")
 st.markdown("""

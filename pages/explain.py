@@ -2,6 +2,7 @@
 
 from datetime import datetime, timezone
 
+import numpy as np
 import streamlit as st
 
 from core import localisation as loc
@@ -10,9 +11,9 @@ from core.predict import out_of_range_sentence, predict_tensors
 from core.render import COLORMAPS, colormap_lut, display_image, display_pixels, png_bytes
 from core.report import legend_strip
 from core.saliency import CAM_METHODS, DESCRIPTIONS, METHODS
-from ui.figures import DISPLAY_SIDE, figure_height, image_figure, probability_chart
+from ui.figures import DISPLAY_SIDE, figure_height, image_figure, probability_chart, slice_strip
 from ui.layout import page_with_scan
-from ui.maps import baseline_scores, localisation, overlay_picture, raw_map
+from ui.maps import baseline_scores, digest, localisation, overlay_picture, raw_map, remembered
 from ui.models import model_choice, models_that_fit
 from ui.scans import display_window, frame_index, shrunk_frame
 from ui.state import Keys, scan_key
@@ -28,7 +29,7 @@ if loaded is None:
     st.stop()
 if scan.n_frames > 1:
     with top[0]:
-        frame = st.slider("Frame", 1, scan.n_frames, frame_index(scan) + 1,
+        frame = st.slider("Slice" if chosen.is_series else "Frame", 1, scan.n_frames, frame_index(scan) + 1,
                           key=scan_key(Keys.EXPLAIN_FRAME_WIDGET, chosen.digest),
                           help="The model reads, and the maps explain, the frame shown.") - 1
     st.session_state[Keys.FRAME] = frame
@@ -65,6 +66,15 @@ with top[1]:
                    "model's validation split.")
 if not prediction.in_range:
     st.warning(out_of_range_sentence(prediction, loaded.title))
+if scan.n_frames > 1:
+    kind = "slice" if chosen.is_series else "frame"
+    every = remembered("strip", digest(loaded.path, chosen.digest, scan.n_frames), lambda: loaded.predict(
+        np.concatenate([loaded.pipeline.scan_tensor(scan, f) for f in range(scan.n_frames)])))
+    st.plotly_chart(slice_strip(every, names, frame, loaded.threshold if len(names) == 2 else None, kind),
+                    config={"displayModeBar": False}, key="slice_strip")
+    st.caption(f"The model reads each {kind} on its own, as the 2-D images it was trained on: the strip shows where "
+               f"its answer changes across the {scan.n_frames} {kind}s, not a diagnosis of the whole volume — it "
+               f"knows nothing of the {kind}s around the one it reads.")
 
 # The expert outline: a sample's own, or a mask the person uploads beside the scan (kept in memory only).
 mask, mask_problem = None, None

@@ -6,7 +6,10 @@ import streamlit as st
 from core.render import display_pixels
 from ui.figures import DISPLAY_SIDE, image_figure
 from ui.layout import disclaimer
-from ui.scans import current_scan, frame_index, samples, shrunk_frame
+from core.io import ScanError
+from core.series import expand_zips, is_zip
+from ui.pacs import pacs_browser
+from ui.scans import current_scan, frame_index, samples, series_found, shrunk_frame
 from ui.state import UPLOAD, Keys, scan_key
 
 #: CT window presets (centre, width) in Hounsfield units, as on common reading stations.
@@ -28,15 +31,27 @@ if st.session_state.get(Keys.SOURCE) not in options:
 pick, upload = st.columns([1, 1])
 with upload:
     uploaded = st.file_uploader(
-        "Upload a scan (DICOM with or without extension, PNG, JPEG, TIFF)", key=Keys.UPLOADER,
-        help="The file stays in this session's memory: it is not written to disk, logged or sent anywhere.")
-    if uploaded is not None:
-        data = uploaded.getvalue()
+        "Upload a scan (DICOM with or without extension, PNG, JPEG, TIFF), or the slices of a series (several "
+        "files or a zip)", key=Keys.UPLOADER, accept_multiple_files=True,
+        help="The files stay in this session's memory: they are not written to disk, logged or sent anywhere.")
+    if uploaded:
+        files = [(file.name, file.getvalue()) for file in uploaded]
+        single = len(files) == 1 and not is_zip(files[0][1])
+        new = {"name": files[0][0], "data": files[0][1]} if single else {
+            "name": f"{len(files)} files" if len(files) > 1 else files[0][0], "data": b"", "files": files}
         previous = st.session_state.get(Keys.UPLOAD)
-        if not previous or previous["data"] != data:
-            st.session_state[Keys.UPLOAD] = {"name": uploaded.name, "data": data}
-            st.session_state[Keys.SOURCE] = UPLOAD
-            st.session_state[Keys.FRAME] = None
+        if not previous or (previous.get("data"), previous.get("files")) != (new["data"], new.get("files")):
+            if not single:
+                try:
+                    new["files"] = expand_zips(files)
+                except ScanError as err:
+                    st.error(f"The upload cannot be used: {err}")
+                    new = None
+            if new:
+                st.session_state[Keys.UPLOAD] = new
+                st.session_state[Keys.SOURCE] = UPLOAD
+                st.session_state[Keys.FRAME] = None
+                st.session_state[Keys.SERIES] = 0
 with pick:
     choice = st.selectbox("Pick a sample…", options, index=options.index(st.session_state[Keys.SOURCE]),
                           help="Real DICOM files from pydicom-data; curated cases of every model with their true "
@@ -46,10 +61,25 @@ with pick:
         st.session_state[Keys.FRAME] = None
         st.rerun()
 
+with st.expander("From a PACS (DICOMweb)", icon=":material/dns:"):
+    pacs_browser()
+
 chosen, scan = current_scan()
 if scan is None:
     st.stop()
 digest = chosen.digest
+found = series_found(chosen)
+if found:
+    if len(found["labels"]) > 1:
+        index = st.selectbox(f"This upload holds {len(found['labels'])} series; the one shown",
+                             range(len(found["labels"])), index=int(st.session_state.get(Keys.SERIES, 0)),
+                             format_func=lambda i: found["labels"][i], key=scan_key(Keys.SERIES_WIDGET, digest))
+        if index != st.session_state.get(Keys.SERIES, 0):
+            st.session_state[Keys.SERIES] = index
+            st.session_state[Keys.FRAME] = None
+            st.rerun()
+    for note in found["notes"]:
+        st.caption(note)
 if st.session_state.get(Keys.WINDOW_FOR) != digest:  # a new scan starts from its own defaults
     st.session_state[Keys.WINDOW_FOR] = digest
     st.session_state[Keys.WINDOW] = scan.window
@@ -77,8 +107,10 @@ def viewer():
         st.subheader("Display")
         if scan.n_frames > 1:
             # Numbered from 1, as in the figure title and on reading stations; stored from 0.
-            frame = st.slider("Frame", 1, scan.n_frames, frame + 1, key=scan_key(Keys.FRAME_WIDGET, digest),
-                              help="Multi-frame file: the model reads the frame shown.") - 1
+            frame = st.slider("Slice" if chosen.is_series else "Frame", 1, scan.n_frames, frame + 1,
+                              key=scan_key(Keys.FRAME_WIDGET, digest),
+                              help="The model reads the slice shown." if chosen.is_series else
+                                   "Multi-frame file: the model reads the frame shown.") - 1
             st.session_state[Keys.FRAME] = frame
         pixels = scan.frame(frame)
         low, high, step = slider_range(pixels if pixels.ndim == 2 else pixels.mean(axis=-1), scan.units)
@@ -115,7 +147,8 @@ def viewer():
         centre, width = st.session_state[Keys.WINDOW]
         voi = scan.voi if preset == "Header default" else None  # the header's own transform, as stored
         picture = display_pixels(shrunk_frame(chosen, scan, frame, DISPLAY_SIDE), (centre, width), invert, voi=voi)
-        title = f"{chosen.name} — frame {frame + 1} of {scan.n_frames}" if scan.n_frames > 1 else chosen.name
+        kind = "slice" if chosen.is_series else "frame"
+        title = f"{chosen.name} — {kind} {frame + 1} of {scan.n_frames}" if scan.n_frames > 1 else chosen.name
         st.plotly_chart(image_figure(picture, scan.shape, spacing=scan.spacing, title=title),
                         config={"scrollZoom": True, "displaylogo": False}, key="scan_figure")
         rows, cols = scan.shape

@@ -63,3 +63,74 @@ def test_evaluation_error_names_the_folder(loaded, tmp_path):
     Image.new("L", (40, 40), 10).save(tmp_path / "NORMAL" / "a.png")
     with pytest.raises(EvaluationError, match=f"No image in {tmp_path} could be scored"):
         evaluate_explanations(loaded, tmp_path, limit=0, sanity_limit=0, log=lambda *_: None)
+
+
+# ----------------------------------------------------------------------------- expert outlines (--masks)
+
+@pytest.fixture(scope="module")
+def brain_model():
+    from conftest import REPO
+
+    folder = REPO / "assets" / "models" / "brain_mri"
+    if not (folder / "model.keras").is_file():
+        pytest.skip("the committed brain model is missing")
+    return load_model(folder)
+
+
+def outlined_folder(data_dir, tmp_path):
+    """A small mirrored images/masks layout: real outlined brain slices, plus every kind of bad mask."""
+    import numpy as np
+    from PIL import Image
+
+    source = data_dir / "brain_mri_masks"
+    names = ["209", "210", "717", "718"]
+    for sub in ("images/glioma", "masks/glioma"):
+        (tmp_path / sub).mkdir(parents=True)
+    for name in names:
+        shutil.copy(source / "images" / "glioma" / f"{name}.jpg", tmp_path / "images" / "glioma" / f"{name}.jpg")
+    shutil.copy(source / "masks" / "glioma" / "209.png", tmp_path / "masks" / "glioma" / "209.png")
+    shutil.copy(source / "masks" / "glioma" / "210.png", tmp_path / "masks" / "glioma" / "210.png")
+    Image.new("L", (100, 80), 255).save(tmp_path / "masks" / "glioma" / "717.png")  # another size
+    grey = (np.random.default_rng(0).random((512, 512)) * 255).astype(np.uint8)
+    Image.fromarray(grey).save(tmp_path / "masks" / "glioma" / "718.png")  # not black and white
+    Image.new("L", (512, 512), 255).save(tmp_path / "masks" / "glioma" / "999.png")  # a mask without its image
+    (tmp_path / "images" / "glioma" / "1000.jpg").write_bytes(
+        (source / "images" / "glioma" / "209.jpg").read_bytes())  # an image without its mask
+    return tmp_path
+
+
+def test_localisation_on_real_outlines_scores_and_skips_with_reasons(brain_model, data_dir, tmp_path):
+    from core.evaluation import evaluate_localisation
+
+    root = outlined_folder(data_dir, tmp_path)
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    report = evaluate_localisation(brain_model, root / "images", root / "masks", limit=10, spacing=(0.49, 0.49),
+                                   n_resamples=200, log=lambda *_: None)
+    assert report["n_images"] == 2 and report["skipped"] == 4
+    reasons = " ".join(report["skipped_reasons"])
+    for words in ("100 x 80", "exactly two", "No image for this mask", "No mask for this image"):
+        assert words in reasons, words
+    assert report["layers"][0] == brain_model.last_conv and len(report["layers"]) == 2
+    methods = {(g["method"], g["layer"]) for g in report["groups"] if g["class"] == "all"}
+    assert ("gradcam", brain_model.last_conv) in methods and ("baseline:centre", None) in methods
+    assert any("4 files were skipped" in note for note in report["notes"])
+    assert any("within 7 mm" in note for note in report["notes"])
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before  # nothing written beside the files
+
+
+def test_localisation_cli_json_and_nothing_to_score(brain_model, data_dir, tmp_path, capsys):
+    root = outlined_folder(data_dir, tmp_path)
+    code = main(["explain-eval", "--model", str(brain_model.path), "--data", str(root / "images"), "--masks",
+                 str(root / "masks"), "--limit", "2", "--spacing", "0.49", "--layers", "last_conv", "--json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    report = json.loads(out)
+    assert report["layers"] == ["last_conv"] and report["n_images"] == 2
+    empty = tmp_path / "nothing"
+    (empty / "images" / "glioma").mkdir(parents=True)
+    (empty / "masks" / "glioma").mkdir(parents=True)
+    code = main(["explain-eval", "--model", str(brain_model.path), "--data", str(empty / "images"),
+                 "--masks", str(empty / "masks")])
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # progress goes to stderr first
+    assert code == 1 and last.startswith("error: No outlined image") and "Traceback" not in err

@@ -204,3 +204,46 @@ def test_sample_picker_and_page_switches_keep_the_choice(app):
     assert_clean(at)
     assert widget(at.selectbox, "Pick a sample…").value == UPLOAD
     assert figure(at, "scan_figure")["layout"]["title"]["text"] == "emri_small.dcm — frame 8 of 10"
+
+
+def test_a_zip_of_a_shuffled_series_is_shown_in_slice_order(app):
+    """Slices uploaded shuffled (in a zip) come out ordered by their position; the slice slider walks them."""
+    from pydicom.uid import generate_uid
+
+    from series_support import ct_slice, zip_of
+
+    uid = generate_uid()
+    order = [3, 0, 4, 1, 2]  # shuffled
+    files = [(f"s{i}.dcm", ct_slice(series_uid=uid, position=(-158.1, -179.0, -75.0 + 5 * i), number=i + 1,
+                                    shift=100 * i)) for i in order]
+    at = upload(app, "series.zip", zip_of(files), "application/zip")
+    assert_clean(at)
+    slider = widget(at.slider, "Slice")
+    assert (slider.min, slider.max) == (1, 5)
+    means = []
+    for index in range(1, 6):
+        widget(at.slider, "Slice").set_value(index)
+        at.run()
+        assert_clean(at)
+        means.append(at.session_state[Keys.SCANS][next(iter(at.session_state[Keys.SCANS]))].frames[index - 1].mean())
+    assert means == sorted(means)  # each slice 100 HU brighter than the one below it: the order is the positions'
+    assert any("position" in c.value for c in at.caption)
+
+
+def test_two_series_in_one_upload_are_separated(app):
+    from pydicom.uid import generate_uid
+
+    from series_support import ct_slice
+
+    first, second = generate_uid(), generate_uid()
+    files = [(f"a{i}.dcm", ct_slice(series_uid=first, position=(0.0, 0.0, float(i)), number=i + 1)) for i in range(3)]
+    files += [(f"b{i}.dcm", ct_slice(series_uid=second, position=(0.0, 0.0, float(i)), number=i + 1, size=64))
+              for i in range(2)]
+    app.file_uploader(key=Keys.UPLOADER).set_value([(n, d, "application/dicom") for n, d in files])
+    at = app.run()
+    assert_clean(at)
+    (picker,) = [s for s in at.selectbox if s.label.startswith("This upload holds 2 series")]
+    assert len(picker.options) == 2 and widget(at.slider, "Slice").max == 3  # the first series: 3 slices
+    picker.set_value(1).run()
+    assert_clean(at)
+    assert widget(at.slider, "Slice").max == 2  # the second: 2 slices of 64 x 64

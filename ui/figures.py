@@ -77,3 +77,21 @@ def probability_chart(names, probs, predicted: int, threshold: float | None) -> 
     fig.update_layout(height=80 + 45 * len(names), margin=dict(l=0, r=10, t=30, b=0),
                       xaxis=dict(range=[0, 1], tickformat=".0%", title="probability"), yaxis=dict(autorange="reversed"))
     return fig
+
+
+def slice_strip(probabilities: np.ndarray, names: list[str], current: int, threshold: float | None,
+                kind: str = "slice") -> go.Figure:
+    """The model's probability of each class on every slice (or frame), the one in view marked."""
+    n = len(probabilities)
+    x = list(range(1, n + 1))
+    fig = go.Figure()
+    shown = [1] if len(names) == 2 else range(len(names))  # two classes: the positive one says it all
+    for i in shown:
+        fig.add_trace(go.Scatter(x=x, y=probabilities[:, i], mode="lines+markers", name=f"P({names[i]})"))
+    if threshold is not None:
+        fig.add_hline(y=threshold, line_dash="dash", line_color="grey",
+                      annotation_text=f"threshold {threshold:.2f}", annotation_position="top left")
+    fig.add_vline(x=current + 1, line_color="#e8744c", annotation_text=f"{kind} in view", annotation_position="top")
+    fig.update_layout(height=220, margin=dict(l=0, r=10, t=20, b=0), legend=dict(orientation="h", y=-0.35),
+                      xaxis=dict(title=kind, dtick=max(1, n // 20)), yaxis=dict(title="probability", range=[0, 1]))
+    return fig

@@ -44,6 +44,13 @@ DICOM_SAMPLES = (
 )
 
 
+def sample_sets(root: Path = SAMPLES_DIR) -> list[dict]:
+    """The ``samples.json`` of every curated sample set: title, licence, citation and cases."""
+    import json
+
+    return [json.loads(listing.read_text()) for listing in sorted(root.glob("*/samples.json"))]
+
+
 def curated_samples(root: Path = SAMPLES_DIR) -> list[Sample]:
     """The sample and teaching cases shipped in ``assets/samples/<set>/samples.json``, each set with its
     licence and citation (``LICENSE.md`` beside it), so a fresh install shows every model."""
@@ -51,7 +58,7 @@ def curated_samples(root: Path = SAMPLES_DIR) -> list[Sample]:
 
     found = []
     for listing in sorted(root.glob("*/samples.json")):
-        spec = json.loads(listing.read_text())
+        spec = json.loads(listing.read_text())  # (read again beside its folder: the files' paths are relative)
         source = f"{spec.get('citation', '')} Licence {spec.get('licence', 'unknown')}.".strip()
         for item in spec.get("samples", []):
             found.append(Sample(
@@ -88,11 +95,20 @@ class Chosen:
     mask: bytes | None = None  # the expert outline's PNG, when there is one
     spacing: tuple[float, float] | None = None
     source: str = ""
+    files: tuple = ()  # (name, bytes) of every file of a series (several files, a zip, or a PACS series)
+    pacs: object | None = None  # the DICOMweb source it was retrieved from, for sending results back
 
     @property
     def digest(self) -> str:
         """A short digest of the bytes: names this scan in widget keys and caches."""
-        return hashlib.sha256(self.data).hexdigest()[:16]
+        h = hashlib.sha256(self.data)
+        for name, data in self.files:
+            h.update(name.encode() + hashlib.sha256(data).digest())
+        return h.hexdigest()[:16]
+
+    @property
+    def is_series(self) -> bool:
+        return bool(self.files)
 
 
 def chosen_input() -> Chosen | None:
@@ -100,7 +116,8 @@ def chosen_input() -> Chosen | None:
     source = st.session_state.get(Keys.SOURCE)
     if source == UPLOAD and st.session_state.get(Keys.UPLOAD):
         upload = st.session_state[Keys.UPLOAD]
-        return Chosen(upload["name"], upload["data"], None, None)
+        return Chosen(upload["name"], upload.get("data", b""), None, None, files=tuple(upload.get("files", ())),
+                      pacs=upload.get("pacs"))
     sample = sample_by_label(source) if source else None
     if sample is None and samples():
         sample = samples()[0]
@@ -124,12 +141,13 @@ def current_scan() -> tuple[Chosen | None, Scan | None]:
         return None, None
     reveal = bool(st.session_state.get(Keys.REVEAL, False))
     cache = st.session_state.setdefault(Keys.SCANS, {})
-    key = (chosen.digest, reveal)
+    key = (chosen.digest, reveal, st.session_state.get(Keys.SERIES, 0) if chosen.is_series else 0)
     if key not in cache:
         try:
             with st.spinner("Reading the scan…"):
                 cache.clear()  # one scan at a time per session keeps memory bounded
-                scan = load_scan(chosen.data, chosen.name, keep_identifiers=reveal)
+                scan = series_scan(chosen, reveal) if chosen.is_series else load_scan(chosen.data, chosen.name,
+                                                                                        keep_identifiers=reveal)
                 if scan.spacing is None and chosen.spacing:  # a sample's known pixel size (its set says so)
                     scan = dataclasses.replace(scan, spacing=chosen.spacing)
                 cache[key] = scan
@@ -137,6 +155,28 @@ def current_scan() -> tuple[Chosen | None, Scan | None]:
             st.error(f"**{chosen.name}** cannot be used: {err}")
             return chosen, None
     return chosen, cache[key]
+
+
+def series_scan(chosen: Chosen, reveal: bool) -> Scan:
+    """The chosen series of a multi-file upload as one scan, slices in order (:func:`core.series.group_series`);
+    every series found, and what ordering them took, kept for the page in the session."""
+    from core.series import SeriesError, group_series
+
+    found, notes = group_series(list(chosen.files), keep_identifiers=reveal)
+    if not found:
+        raise SeriesError(notes[0] if notes else "None of these files is an image series; upload DICOM slices.")
+    index = min(int(st.session_state.get(Keys.SERIES, 0)), len(found) - 1)
+    st.session_state[Keys.SERIES_FOUND] = {"for": chosen.digest, "labels": [s.description for s in found],
+                                           "notes": list(notes) + list(found[index].notes),
+                                           "ordered_by": found[index].ordered_by,
+                                           "positions": found[index].positions}
+    return found[index].scan
+
+
+def series_found(chosen: Chosen) -> dict | None:
+    """What :func:`series_scan` found for this upload (labels of every series, notes), or None."""
+    found = st.session_state.get(Keys.SERIES_FOUND)
+    return found if chosen.is_series and found and found["for"] == chosen.digest else None
 
 
 def frame_index(scan: Scan) -> int:

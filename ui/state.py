@@ -22,6 +22,11 @@ class Keys:
     INVERT = "invert_display"
     REVEAL = "reveal_identifiers"
     SCANS = "loaded_scans"  # digest -> Scan, this session only
+    SERIES = "series_index"  # which series of a multi-series upload is shown
+    SERIES_FOUND = "series_found"  # {"for": digest, "labels", "notes", ...} of the series of the upload
+    SERIES_WIDGET = "series_widget"
+    PACS = "pacs"  # {"url", "user", "password"}: a PACS the person connected to, this session only
+    PACS_RESULTS = "pacs_results"  # the last search's rows, this session only
     SHRUNK = "shrunk_frames"  # (digest, frame, side) -> the frame shrunk for display, this session only
     METHOD = "method"
     TARGET = "target_class"
