@@ -1,4 +1,4 @@
-"""Command line: ``python -m core {train,calibrate,predict,evaluate,explain-eval,import-model} ...``.
+"""Command line: ``python -m core {train,calibrate,predict,evaluate,explain-eval,report,import-model} ...``.
 
 The commands only parse arguments and print; the work is done by the library modules.
 Exit codes: 0 every input was used, 1 some input could not be (or nothing could be scored),
@@ -83,6 +83,20 @@ def _parser() -> argparse.ArgumentParser:
                    help="score faithfulness on a Dask cluster (as for predict); needs --out FILE.jsonl")
     x.add_argument("--out", metavar="FILE.jsonl", help="with --cluster: one record per image, resumed by a later run")
 
+    r = sub.add_parser("report", help="a PDF (and PNG) report of one scan: prediction, maps, trust scores, model card")
+    r.add_argument("scan", metavar="SCAN", help="a DICOM, PNG or JPEG file")
+    r.add_argument("--model", required=True, help="model folder, e.g. assets/models/chest_xray")
+    r.add_argument("--out", required=True, help="the report to write: a .pdf file (or .png for the slide alone)")
+    r.add_argument("--method", choices=list(METHODS), default="gradcam", help="the main saliency method")
+    r.add_argument("--png", action="store_true", help="also write the 1920 x 1080 slide beside the PDF (.png)")
+    r.add_argument("--sanity", action="store_true", help="also run the sanity check (model randomisation; slower)")
+    r.add_argument("--frame", type=int, default=None, help="frame of a multi-frame file, from 0 (default: middle)")
+    r.add_argument("--explain-class", metavar="CLASS", help="explain this class (default: the predicted one)")
+    r.add_argument("--mask", help="an expert outline, a PNG of the scan's size: adds the outline scores")
+    r.add_argument("--true-label", help="the known label of the scan, printed beside the prediction")
+    r.add_argument("--identifiers", action="store_true",
+                   help="print the DICOM header's patient identifiers in the report (never without this flag)")
+
     c = sub.add_parser("calibrate", help="fit temperature scaling and the outlier check on the run's own split")
     c.add_argument("--model", required=True)
     c.add_argument("--data", required=True, help="the dataset the model was trained on")
@@ -117,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return {"train": _train, "predict": _predict, "evaluate": _evaluate, "calibrate": _calibrate,
-                "explain-eval": _explain_eval,
+                "explain-eval": _explain_eval, "report": _report,
                 "import-model": _import_model}[args.command](args)
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -278,6 +292,54 @@ def _explain_eval_on_cluster(args, loaded) -> int:
 def _archive_summary(run, what: str) -> str:
     return (f"{run.scored} {what} scored on the cluster and {run.already} found already in {run.out}; "
             f"{run.errors} of the {run.inputs} could not be used.")
+
+
+def _report(args) -> int:
+    from core.io import ScanError, load_scan
+    from core.masks import MaskError, load_mask
+    from core.predict import read_input
+    from core.report import report_pdf, report_png
+    from core.report_content import content_for
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".pdf", ".png"):
+        raise UsageError(f"--out must name a .pdf or .png file, not {out.name}")
+    if not out.parent.is_dir():
+        raise UsageError(f"The folder {out.parent} for the report does not exist.")
+    loaded = _load(args.model)
+    name = Path(args.scan).name
+    try:
+        scan = load_scan(read_input(args.scan), name, keep_identifiers=args.identifiers)
+    except ScanError as err:
+        raise ScanError(f"{name} cannot be used: {err}") from None
+    if args.frame is not None and not 0 <= args.frame < scan.n_frames:
+        raise UsageError(f"--frame must be between 0 and {scan.n_frames - 1} for {name}")
+    target = None
+    if args.explain_class is not None:
+        if args.explain_class not in loaded.class_names:
+            raise UsageError(f"--explain-class must be one of {', '.join(loaded.class_names)}")
+        target = loaded.class_names.index(args.explain_class)
+    mask = None
+    if args.mask:
+        try:
+            mask = load_mask(read_input(args.mask), scan.shape)
+        except (ScanError, MaskError) as err:
+            print(f"error: the outline {Path(args.mask).name} cannot be used: {err}", file=sys.stderr)
+            return 1
+    content = content_for(loaded, scan, method=args.method, frame=args.frame, class_index=target,
+                          sanity=args.sanity, true_label=args.true_label, mask=mask,
+                          include_identifiers=args.identifiers,
+                          progress=lambda _fraction, text: print(text, file=sys.stderr, flush=True))
+    written = []
+    if out.suffix.lower() == ".pdf":
+        out.write_bytes(report_pdf(content))
+        written.append(out)
+    if out.suffix.lower() == ".png" or args.png:
+        slide = out.with_suffix(".png")
+        slide.write_bytes(report_png(content))
+        written.append(slide)
+    print("wrote " + " and ".join(str(path) for path in written))
+    return 0
 
 
 def _calibrate(args) -> int:
