@@ -1,0 +1,408 @@
+"""Lesson: one curated case walked through step by step, and the shortcut lesson (a model that calls
+any blurred film pneumonia), with forward and back buttons and one or two sentences beside each step."""
+
+import numpy as np
+import streamlit as st
+
+from core.localisation import localisation_scores
+from core.model import ModelError
+from core.predict import out_of_range_sentence, predict_tensors
+from core.report_content import faithfulness_row, outline_rows, probability_note, sanity_row, uncertainty_row
+from core.saliency import CAM_METHODS, DESCRIPTIONS, METHODS
+from core.teaching import blur_sigma, lesson_cases, map_peak, shortcut_film
+from ui.figures import figure_height, image_figure, probability_chart
+from ui.layout import disclaimer
+from ui.models import get_model
+from ui.state import Keys
+from ui.teaching import (
+    PEAK_COLOUR,
+    blurred_case,
+    case_display,
+    case_faithfulness,
+    case_map,
+    case_mask,
+    case_sanity,
+    case_scan,
+    case_uncertainty,
+    film_faithfulness,
+    film_reading,
+    lesson_spec,
+    model_answers,
+    model_for,
+    picture,
+    shortcut_model_dir,
+    small,
+    step_bar,
+    teaching_samples,
+    truths,
+)
+from ui.trust_panel import curves_figure
+
+CASE_STEPS = ["The scan", "What the model receives", "The prediction", "Where the model looked",
+              "How far to trust the map", "What to take away"]
+SHORTCUT_STEPS = ["Two chest models", "The same film, blurred", "What their maps show", "The deletion test",
+                  "What to take away"]
+KINDS = ["One case, step by step", "The shortcut lesson"]
+
+st.title("Lesson")
+disclaimer()
+spec = lesson_spec()
+if spec is None:
+    st.stop()
+kind = st.segmented_control("Lesson", KINDS, default=KINDS[0], required=True, key=Keys.LESSON_KIND,
+                            label_visibility="collapsed")
+
+
+# ----------------------------------------------------------------------------- one case, step by step
+
+def stretched(values: np.ndarray) -> np.ndarray:
+    """Any step's output shown with its own minimum as black and maximum as white."""
+    values = np.asarray(values, np.float32)
+    low, high = float(values.min()), float(values.max())
+    return small((values - low) / (high - low) if high > low else np.zeros_like(values), 320)
+
+
+def rule_sentence(loaded, probs, predicted) -> str:
+    names = loaded.class_names
+    if len(names) == 2:
+        return (f"The decision rule: {names[1]} when its probability reaches the threshold {loaded.threshold:.2f}; "
+                f"here it is {probs[1]:.1%}, so the answer is **{names[predicted]}**.")
+    return f"The decision rule: the most probable of the {len(names)} classes, here **{names[predicted]}**."
+
+
+def case_lesson() -> None:
+    samples = teaching_samples()
+    cases = lesson_cases(spec, truths(), model_answers())
+    if not cases:
+        st.error("No lesson case can be shown: the models for the curated cases are not installed.")
+        return
+    slots = [c.slot for c in cases]
+    if st.session_state.get(Keys.LESSON_CASE) not in slots:
+        st.session_state[Keys.LESSON_CASE] = slots[0]
+    titles = {c.slot: c.title for c in cases}
+    slot = st.selectbox("Case", slots, key=Keys.LESSON_CASE, format_func=titles.get,
+                        help="Curated cases: a chest film of each class, an outlined brain slice of each tumour "
+                             "type, and one the model in use gets wrong (found by asking it when the page opens).")
+    case = next(c for c in cases if c.slot == slot)
+    sample = samples[case.sample]
+    folder = model_for(sample)
+    try:
+        loaded = get_model(folder)
+    except ModelError as err:
+        st.error(str(err))
+        return
+    scan = case_scan(sample)
+    display = case_display(scan)
+    mask = case_mask(sample, scan)
+    names = loaded.class_names
+    tensor = loaded.pipeline.scan_tensor(scan)
+    prediction = predict_tensors(loaded, tensor)[0]
+    probs, predicted = prediction.probabilities, prediction.predicted
+    truth = sample.true_label
+    if case.note:
+        st.info(case.note)
+
+    step = step_bar(case.slot, CASE_STEPS)
+    st.subheader(CASE_STEPS[step])
+
+    if step == 0:
+        left, right = st.columns([3, 2])
+        with right:
+            st.markdown(case.intro)
+            st.markdown("This is the image as a reading station shows it: the file's own window and its aspect "
+                        "ratio" + (", with a scale bar from the pixel spacing." if scan.spacing else
+                                   "; the file states no pixel spacing, so there is no scale bar."))
+            show_outline = mask is not None and st.toggle("Show the radiologists' outline", value=True,
+                                                          key=f"{Keys.LESSON_OUTLINE}_{case.slot}")
+            rows, cols = scan.shape
+            size = f"{cols} x {rows} pixels" + (f", {cols * scan.spacing[1]:.0f} x {rows * scan.spacing[0]:.0f} mm"
+                                                 if scan.spacing else "")
+            st.caption(f"{size}. Label from the dataset: **{truth}**. Source: {sample.source}")
+        with left:
+            image = picture(display, mask=mask if show_outline else None, side=1024)
+            st.plotly_chart(image_figure(image, scan.shape, spacing=scan.spacing,
+                                         height=figure_height(scan.shape, scan.spacing, width=640)), key="lesson_scan",
+                            config={"scrollZoom": True, "displaylogo": False})
+            st.caption("Scroll to zoom, drag to pan, double-click to reset.")
+
+    elif step == 1:
+        trace = loaded.pipeline.scan_trace(scan)
+        st.markdown(f"The model never sees the picture of step 1: it sees the {loaded.pipeline.input_size} x "
+                    f"{loaded.pipeline.input_size} grid of numbers at the end of these steps. Its training images went "
+                    "through exactly the same code with the same parameters, saved beside the model.")
+        columns = st.columns(len(trace.steps))
+        for number, (column, record) in enumerate(zip(columns, trace.steps), start=1):
+            column.image(stretched(record.output), width="stretch", clamp=True)
+            column.markdown(f"**{number}. {record.name}**")
+            column.caption(record.why)
+        t = trace.tensor
+        st.markdown(f"The tensor the model receives: shape **{t.shape}**, values {float(t.min()):.2f} to "
+                    f"{float(t.max()):.2f}. The {scan.shape[1]} x {scan.shape[0]} image was squashed to a square "
+                    "without keeping its aspect ratio, as every training image was.")
+
+    elif step == 2:
+        left, right = st.columns([3, 2])
+        threshold = loaded.threshold if len(names) == 2 else None
+        left.plotly_chart(probability_chart(names, probs, predicted, threshold), key="lesson_probabilities",
+                          config={"displayModeBar": False})
+        with right:
+            verdict = "right" if names[predicted] == truth else "wrong"
+            st.markdown(f"The model says **{names[predicted]}** ({probs[predicted]:.1%}); the dataset says "
+                        f"**{truth}**: the model is **{verdict}** on this case.")
+            st.markdown(rule_sentence(loaded, probs, predicted))
+            st.caption(probability_note(loaded) or "These are the model's own probabilities (no calibration is "
+                                                    "saved with it).")
+            outside = out_of_range_sentence(prediction, loaded.title)
+            if outside:
+                st.warning(outside)
+            st.caption("A probability says how sure the model is, not how often it is right on cases like this one; "
+                       "calibration on the validation split brings the two closer, on average.")
+
+    elif step == 3:
+        st.markdown(f"Five ways of asking the model where the evidence for **{names[predicted]}** lies, on the same "
+                    "scan. Warm colours: the pixels that raised that class's score most."
+                    + (" The green line is the radiologists' outline of the tumour." if mask is not None else ""))
+        methods = [m for m in METHODS if loaded.explainable_layers or m not in CAM_METHODS]
+        progress = st.progress(0.0, text="Computing maps…")
+        columns = st.columns(len(methods))
+        for i, method in enumerate(methods):
+            progress.progress(i / len(methods), text=f"Computing {METHODS[method]}…")
+            result = case_map(folder, sample, method, predicted)
+            columns[i].image(picture(display, saliency=result.on_scan, mask=mask, side=420), width="stretch")
+            columns[i].markdown(f"**{METHODS[method]}**")
+            columns[i].caption(DESCRIPTIONS[method])
+        progress.progress(1.0, text="All maps ready.")
+        st.caption("Maps that agree are reassuring; maps that disagree show how much the picture depends on the "
+                   "method. None of them shows where disease is: they show what the model used.")
+
+    elif step == 4:
+        trust_step(loaded, scan, sample, folder, display, mask, predicted)
+
+    else:
+        takeaway(loaded, scan, sample, folder, probs, predicted, truth, mask, case)
+
+    st.divider()
+    step_bar(case.slot, CASE_STEPS, where="bottom")
+
+
+def trust_step(loaded, scan, sample, folder, display, mask, predicted) -> None:
+    names = loaded.class_names
+    positive = 1 if len(names) == 2 else predicted
+    threshold = loaded.threshold if len(names) == 2 else None
+    st.markdown("Three checks of the Grad-CAM map of the previous step: does it point at what the model uses, does it "
+                "depend on what the model learned, and how steady is the answer?")
+    left, middle, right = st.columns(3, gap="large")
+    with left:
+        st.markdown("**Faithfulness** (deletion / insertion)")
+        with st.spinner("Removing and revealing pixels in the map's order…"):
+            faith = case_faithfulness(folder, sample, "gradcam", predicted)
+        st.plotly_chart(curves_figure(faith), config={"displayModeBar": False}, key="lesson_curves")
+        label, value, reading = faithfulness_row(faith, names[predicted])
+        st.markdown(f"{value}. {reading}")
+    with middle:
+        st.markdown("**Uncertainty** (test-time augmentation)")
+        with st.spinner("Predicting shifted and re-contrasted copies…"):
+            tta = case_uncertainty(folder, sample, positive)
+        st.metric(f"Mean P({names[positive]}) over {len(tta.probabilities)} copies", f"{tta.mean:.1%}")
+        label, value, reading = uncertainty_row(tta, names[positive], threshold)
+        st.markdown(f"90% interval **{tta.low:.1%} – {tta.high:.1%}**; the hot spot moves "
+                    f"{100 * tta.hotspot_spread:.1f}% of the image side. {reading}")
+    with right:
+        st.markdown("**Sanity check** (model randomisation)")
+        st.caption("The model's layers are re-initialised from the output down, on a copy; a map that stays the same "
+                   "when the model is destroyed shows the image, not the model.")
+        asked = st.session_state.setdefault(Keys.LESSON_SANITY, set())
+        if sample.path.name not in asked and st.button("Run the sanity check (a few seconds)",
+                                                       key=f"lesson_sanity_{sample.path.name}"):
+            asked.add(sample.path.name)
+        if sample.path.name in asked:
+            with st.spinner("Randomising layers and recomputing the map…"):
+                check = case_sanity(folder, sample, "gradcam", predicted)
+            strip = st.columns(3)
+            for column, i in zip(strip, np.linspace(0, len(check.maps) - 1, 3).round().astype(int)):
+                column.image(np.clip(check.maps[i], 0, 1), clamp=True, width="stretch", caption=f"ρ {check.spearman[i]:.2f}")
+            label, value, reading = sanity_row(check, METHODS["gradcam"])
+            (st.success if check.passes else st.error)(f"{value[0].upper()}{value[1:]}. {reading}")
+    if mask is not None:
+        st.subheader("Against the radiologists' outline")
+        result = case_map(folder, sample, "gradcam", predicted)
+        left, right = st.columns([1, 2])
+        peak = map_peak(result.on_scan)
+        left.image(picture(display, saliency=result.on_scan, mask=mask, points=((peak, PEAK_COLOUR),), side=420),
+                   width="stretch", caption="Grad-CAM with its hottest point (pink ring) and the outline (green).")
+        rows = outline_rows(result.on_scan, mask, scan.spacing)
+        right.dataframe({"Score": [r[0] for r in rows], "Grad-CAM": [r[1] for r in rows],
+                         "How to read it": [r[2] for r in rows]}, hide_index=True, width="stretch")
+        right.caption("The centre baseline is a blob in the middle of the image that knows nothing of the model: "
+                      "a map is only interesting where it beats it.")
+
+
+def takeaway(loaded, scan, sample, folder, probs, predicted, truth, mask, case) -> None:
+    names = loaded.class_names
+    result = case_map(folder, sample, "gradcam", predicted)
+    right = names[predicted] == truth
+    lines = [f"The model answered **{names[predicted]}** with {probs[predicted]:.0%}; the truth is **{truth}**: "
+             + ("it was right." if right else "it was **wrong**" + (", and sure of itself." if probs[predicted] >= 0.8
+                                                                   else "."))]
+    if mask is not None:
+        scores = localisation_scores(result.on_scan, mask, spacing=scan.spacing)
+        lines.append(f"Its Grad-CAM peak landed {'on' if scores['pointing_game'] == 1 else 'off'} the radiologists' "
+                     f"outline, and {scores['energy']:.0%} of the map's weight lies inside it.")
+    with st.spinner("Scoring the map (deletion and insertion)…"):
+        faith = case_faithfulness(folder, sample, "gradcam", predicted)
+    if faith.informative:
+        better = faith.deletion_ratio > 1.1 and faith.insertion_ratio > 1.1
+        lines.append("Deleting the map's hottest pixels first lowered the probability "
+                     + ("faster than random deletions: the map points at what the model used." if better else
+                        "no faster than random deletions: this map is not clearly better than chance."))
+    else:
+        lines.append("The deletion test could not measure this map: even the fully blurred image keeps the class.")
+    lines.append("A map that looks right can belong to a wrong answer, and a right answer can rest on the wrong "
+                 "evidence: read the image yourself first.")
+    st.markdown("\n".join(f"- {line}" for line in lines))
+
+    handouts = st.session_state.setdefault(Keys.LESSON_HANDOUT, {})
+    if case.slot not in handouts:
+        if st.button("Prepare this case as a PDF handout", key=f"handout_button_{case.slot}"):
+            from core.report import report_pdf
+            from core.report_content import content_for
+
+            bar = st.progress(0.0, text="Preparing the handout…")
+            content = content_for(loaded, scan, method="gradcam", true_label=truth, mask=mask,
+                                  progress=lambda fraction, text: bar.progress(fraction, text=text))
+            handouts.clear()  # one handout at a time per session keeps memory bounded
+            handouts[case.slot] = report_pdf(content)
+            st.rerun()
+    else:
+        st.download_button("Download the handout (PDF)", handouts[case.slot], file_name=f"lesson_{case.slot}.pdf",
+                           mime="application/pdf", key=f"handout_download_{case.slot}", type="primary")
+    st.caption("The handout holds the scan, the maps, the trust scores and the model card summary on two A4 pages; "
+               "curated teaching cases carry no patient identifier.")
+
+
+# ----------------------------------------------------------------------------- the shortcut lesson
+
+def shortcut_lesson() -> None:
+    teaching_dir = shortcut_model_dir()
+    if not (teaching_dir / "model.json").is_file():
+        st.info(f"The shortcut lesson needs the old chest teaching model, which is not installed yet (it belongs in "
+                f"{teaching_dir}).")
+        return
+    samples = teaching_samples()
+    current = next((model_for(s) for s in samples.values() if s.model == "chest_xray" and model_for(s)), None)
+    if current is None:
+        st.info("The shortcut lesson needs the default chest model beside the teaching model, and it is not installed.")
+        return
+    try:
+        old, new = get_model(str(teaching_dir)), get_model(current)
+    except ModelError as err:
+        st.error(str(err))
+        return
+    shortcut = spec.get("shortcut") or {}
+    sigma = float(shortcut.get("sigma_224", 4.0))
+    names = old.class_names
+    positive = names.index("PNEUMONIA") if "PNEUMONIA" in names else len(names) - 1
+    name = names[positive]
+    candidates = [c for c in shortcut.get("choose_from", []) if c in samples]
+    with st.spinner("Blurring the candidate films and asking the teaching model…"):
+        flips = {c: film_reading(str(teaching_dir), samples[c], positive).decision
+                 != film_reading(str(teaching_dir), samples[c], positive, sigma).decision for c in candidates}
+    film = shortcut_film(candidates, flips)
+    if film is None:
+        st.error("None of the shortcut lesson's films can be read.")
+        return
+    sample = samples[film]
+    sharp, soft = case_scan(sample), blurred_case(sample, sigma)
+    models = (("Teaching model (old)", str(teaching_dir), old), ("Current default model", current, new))
+    with st.spinner("Both models read the sharp and the blurred film…"):
+        readings = {(label, which): film_reading(folder, sample, positive, None if which == "sharp" else sigma)
+                    for label, folder, _ in models for which in ("sharp", "blurred")}
+
+    step = step_bar("shortcut", SHORTCUT_STEPS)
+    st.subheader(SHORTCUT_STEPS[step])
+    old_label, new_label = models[0][0], models[1][0]
+
+    if step == 0:
+        st.markdown("Two chest models side by side. The **teaching model** is the project's earlier chest model, kept "
+                    "only for this lesson and never offered as a default; the **current model** is the one the "
+                    "dashboard uses. Both read this normal film.")
+        left, right = st.columns([3, 2])
+        left.image(picture(case_display(sharp), side=900), width="stretch",
+                   caption=f"A normal film ({sample.path.name}), as a reading station shows it.")
+        with right:
+            for label, _, loaded in models:
+                reading = readings[(label, "sharp")]
+                st.metric(f"{label}: P({name})", f"{reading.probability:.1%}",
+                          help=f"Decision threshold {loaded.threshold:.2f}.")
+            st.caption("On a sharp normal film both models may well be right: a shortcut hides behind correct answers.")
+
+    elif step == 1:
+        st.markdown(f"The same film blurred (Gaussian, sigma {sigma:g} pixels on a 224-pixel side, "
+                    f"{blur_sigma(sharp.shape, sigma):.1f} pixels on this {sharp.shape[1]} x {sharp.shape[0]} film), as "
+                    "a soft film from a cheap detector or a child who moved would look. Nothing in the lungs changed.")
+        left, right = st.columns(2)
+        left.image(picture(case_display(sharp), side=700), width="stretch", caption="Sharp")
+        right.image(picture(case_display(soft), side=700), width="stretch", caption="Blurred")
+        st.dataframe({"Model": [label for label, _, _ in models],
+                      f"P({name}), sharp": [f"{readings[(label, 'sharp')].probability:.1%}" for label, _, _ in models],
+                      f"P({name}), blurred": [f"{readings[(label, 'blurred')].probability:.1%}" for label, _, _ in models]},
+                     hide_index=True, width="stretch")
+        flipped = readings[(old_label, "blurred")].decision == positive != readings[(old_label, "sharp")].decision
+        blurred_p = readings[(old_label, "blurred")].probability
+        st.markdown((f"The teaching model now calls the film **{name}** ({blurred_p:.0%}): it learned that soft films "
+                     "are pneumonia films, because in its training data pneumonia films were softer on average."
+                     if flipped else
+                     f"On this film the teaching model does not cross its threshold ({blurred_p:.0%})."
+                     ) + (f" The current model is fooled too ({readings[(new_label, 'blurred')].probability:.0%}): it "
+                          "has the same shortcut." if readings[(new_label, "blurred")].decision == positive else
+                          f" The current model keeps the film {names[readings[(new_label, 'blurred')].decision]} "
+                          f"({readings[(new_label, 'blurred')].probability:.0%} {name})."))
+
+    elif step == 2:
+        st.markdown(f"Grad-CAM maps for **{name}** from both models, on the sharp and on the blurred film. Look for a "
+                    "difference that would tell you the teaching model is using the blur.")
+        grid = st.columns(4)
+        for i, (label, _, _) in enumerate(models):
+            for j, (which, scan) in enumerate((("sharp", sharp), ("blurred", soft))):
+                reading = readings[(label, which)]
+                grid[2 * i + j].image(picture(case_display(scan), saliency=reading.on_scan, side=420), width="stretch",
+                                      caption=f"{label}, {which}: P({name}) {reading.probability:.0%}")
+        st.markdown("A map shows **where** the evidence for a class lies, not **what kind** of evidence it is. Blur is "
+                    "everywhere at once, so a map can spread over the lungs and look reasonable while the model's real "
+                    "reason is the missing sharpness: the map alone rarely reveals this shortcut.")
+
+    elif step == 3:
+        st.markdown("The deletion test removes the map's hottest pixels first (replacing them with a blurred copy) and "
+                    "watches the probability fall; a faithful map makes it fall faster than random orders do.")
+        columns = st.columns(2)
+        for column, (label, folder, _) in zip(columns, models):
+            with column:
+                st.markdown(f"**{label}**, blurred film")
+                with st.spinner("Scoring the map (deletion and insertion)…"):
+                    result = film_faithfulness(folder, sample, positive, sigma)
+                st.plotly_chart(curves_figure(result), config={"displayModeBar": False}, key=f"shortcut_curves_{label}")
+                if result.informative:
+                    st.caption(f"Deletion AUC {result.deletion_auc:.2f} ({result.deletion_ratio:.1f}x better than "
+                               "random): removing the hottest pixels does lower the score.")
+                else:
+                    st.caption(f"Not measurable: even the fully blurred baseline gets {result.baseline_probability:.0%} "
+                               f"{name}, so deleting pixels cannot lower the score. That is the clue: the blurred "
+                               "image itself carries the class.")
+
+    else:
+        st.markdown(
+            "- A model can be right on sharp films for a wrong reason; the blur test exposed it, the maps did not.\n"
+            "- Saliency maps answer *where*, not *why*: global properties (sharpness, contrast, a border, a marker "
+            "seen everywhere) slip through them.\n"
+            "- The deletion test uses a blurred image as its 'nothing': when the blurred image already is the class, "
+            "the test says so, and that failure is information.\n"
+            "- Test a model on the changes real images go through (blur, exposure, another device) before trusting "
+            "its maps.")
+    st.divider()
+    step_bar("shortcut", SHORTCUT_STEPS, where="bottom")
+
+
+if kind == KINDS[1]:
+    shortcut_lesson()
+else:
+    case_lesson()
