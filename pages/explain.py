@@ -9,7 +9,8 @@ from core import localisation as loc
 from core.masks import MaskError, load_mask
 from core.predict import out_of_range_sentence, predict_tensors
 from core.render import COLORMAPS, colormap_lut, display_image, display_pixels, png_bytes
-from core.report import legend_strip
+from core.report import legend_strip, report_pdf, report_png
+from core.report_content import content_for
 from core.saliency import CAM_METHODS, DESCRIPTIONS, METHODS
 from ui.figures import DISPLAY_SIDE, figure_height, image_figure, probability_chart, slice_strip
 from ui.layout import page_with_scan
@@ -17,7 +18,7 @@ from ui.maps import baseline_scores, digest, localisation, overlay_picture, raw_
 from ui.models import model_choice, models_that_fit
 from ui.scans import display_window, frame_index, shrunk_frame
 from ui.state import Keys, scan_key
-from ui.trust_panel import outline_scores, trust_panel
+from ui.trust_panel import outline_scores, scored_results, trust_panel
 
 VIEWS = ("One method", "All methods side by side")
 
@@ -170,8 +171,24 @@ def one_method():
                              colormap_lut=colormap_lut(colormap))
         return png_bytes(strip)
 
-    st.download_button("Download overlay (PNG, scan resolution, with legend)", download,
-                       file_name=f"{stem}_{method}_{names[target]}.png", mime="image/png")
+    buttons = st.columns([2, 1, 1, 2])
+    buttons[0].download_button("Download overlay (PNG, scan resolution, with legend)", download,
+                               file_name=f"{stem}_{method}_{names[target]}.png", mime="image/png")
+    identifiers = bool(scan.identifiers) and buttons[3].checkbox(
+        "Put the revealed identifiers in the report", value=False,
+        help="Only possible while identifiers are revealed on the Scan page; off by default.")
+
+    def report(kind: str) -> bytes:  # built only when clicked: every method, trust scores, model card summary
+        content = content_for(loaded, scan, method=method, frame=frame, class_index=target, layer=layer,
+                              window=window, invert=invert_display, colormap=colormap, opacity=opacity,
+                              true_label=chosen.true_label, mask=mask, include_identifiers=identifiers,
+                              **scored_results(loaded, tensor, raw, target, layer))
+        return report_pdf(content) if kind == "pdf" else report_png(content)
+
+    buttons[1].download_button("Report (PDF)", lambda: report("pdf"), file_name=f"{stem}_report.pdf",
+                               mime="application/pdf", icon=":material/picture_as_pdf:")
+    buttons[2].download_button("Report (PNG)", lambda: report("png"), file_name=f"{stem}_report.png",
+                               mime="image/png", icon=":material/image:")
     if mask is not None:
         st.markdown("**Does the map point at the finding?** Scores against the expert outline, beside baselines "
                     "that know nothing about the disease:")

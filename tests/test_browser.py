@@ -190,37 +190,78 @@ def test_preprocessing_page(uploaded):
     screenshot(page, "2-preprocessing")
 
 
+def show_anyway_if_asked(page) -> bool:
+    """The adult radiograph is outside the paediatric chest model's range: the page says so first."""
+    button = page.get_by_role("button", name="Show the prediction and maps anyway")
+    if not button.count():
+        return False
+    assert page.locator('[data-testid="stAlertContentError"]').first.inner_text().startswith("This image looks unlike")
+    assert page.get_by_text("Predicted:").count() == 0  # the prediction stays behind the click
+    button.click()
+    page.get_by_text("Predicted:").first.wait_for(state="attached", timeout=EXPLAIN_SECONDS * 1000)
+    settle(page, EXPLAIN_SECONDS * 1000)
+    return True
+
+
+def wait_for_overlay(page, prefix: str = "Grad-CAM for") -> None:
+    page.wait_for_function(
+        f"""() => [...document.querySelectorAll('[data-testid="stPlotlyChart"] .gtitle')]
+                 .some(t => t.textContent.startsWith('{prefix}'))""", timeout=EXPLAIN_SECONDS * 1000)
+    settle(page, EXPLAIN_SECONDS * 1000)
+
+
 def test_explain_page_overlays_the_map(uploaded):
     page = uploaded
-    open_page(page, "Explain", "All maps ready.", EXPLAIN_SECONDS * 1000)
-    page.wait_for_function(
-        """() => [...document.querySelectorAll('[data-testid="stPlotlyChart"] .gtitle')]
-                 .some(t => t.textContent.startsWith('Grad-CAM for'))""", timeout=EXPLAIN_SECONDS * 1000)
+    open_page(page, "Explain", "Explain class", EXPLAIN_SECONDS * 1000)
+    show_anyway_if_asked(page)
+    wait_for_overlay(page)
     assert page.get_by_text("Predicted:").count() == 1
-    # The overlay is drawn as an image inside the plot, over the scan's own pixel axes.
+    # The overlay is drawn as an image inside the plot, over the scan's own pixel axes, with a colour bar.
     overlay = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="Grad-CAM for")
     assert overlay.locator("image").count() == 1
+    assert overlay.locator(".colorbar").count() == 1 and "1 high" in overlay.inner_text()
     box = overlay.locator("image").bounding_box()
-    assert box and box["width"] > 100
+    plain = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="Scan").locator("image").bounding_box()
+    assert box and box["width"] > 100 and plain
     assert abs(box["height"] / box["width"] - 1955 / 1841) < 0.03  # the scan's aspect ratio
-    page.get_by_role("tab", name="All methods side by side").click()
-    images = page.locator('[data-testid="stTabPanel"] [data-testid="stImage"] img')
-    images.nth(4).wait_for(state="visible", timeout=EXPLAIN_SECONDS * 1000)
-    assert images.count() == 5
-    assert_no_errors(page)
-    screenshot(page, "3-explain-all-methods")
-    page.get_by_role("tab", name="One method").click()
+    assert abs(plain["width"] - box["width"]) < 2  # the plain scan and the overlay are drawn the same size
     assert_no_errors(page)
     screenshot(page, "3-explain")
 
-    # The overlay PNG is encoded only when the button is clicked; it is the scan's full size.
+    # The overlay PNG is encoded only when the button is clicked: the scan's full size, and a legend strip.
     with page.expect_download(timeout=EXPLAIN_SECONDS * 1000) as download:
-        page.get_by_role("button", name="Download overlay (PNG, scan resolution)").click()
+        page.get_by_role("button", name="Download overlay (PNG, scan resolution, with legend)").click()
     assert download.value.suggested_filename.startswith("RG1_UNCI_gradcam_")
     from PIL import Image
 
     with Image.open(download.value.path()) as png:
-        assert png.format == "PNG" and png.size == (1841, 1955) and png.mode == "RGB"
+        assert png.format == "PNG" and png.width == 1841 and png.height > 1955 and png.mode == "RGB"
+
+    page.get_by_role("button", name="All methods side by side").click()
+    page.get_by_text("All maps ready.").wait_for(state="attached", timeout=EXPLAIN_SECONDS * 1000)
+    settle(page, EXPLAIN_SECONDS * 1000)
+    assert page.locator('[data-testid="stImage"] img').count() == 5
+    assert_no_errors(page, error_boxes=False)
+    screenshot(page, "3-explain-all-methods")
+    page.get_by_role("button", name="One method").click()
+    wait_for_overlay(page)
+
+
+def test_an_outlined_brain_slice_shows_its_outline_and_scores(page):
+    """A curated brain slice with its radiologists' outline: the outline over the map, and the scores."""
+    open_page(page, "Scan")
+    field = page.locator('[data-testid="stSelectbox"]', has_text="Pick a sample").locator('input[role="combobox"]')
+    field.click()
+    field.fill("figshare")
+    page.locator('[role="option"]', has_text="figshare").first.click()
+    settle(page)
+    open_page(page, "Explain", "Expert outline", EXPLAIN_SECONDS * 1000)
+    wait_for_overlay(page)
+    assert page.get_by_text("Does the map point at the finding?").count() == 1
+    table = page.locator('[data-testid="stDataFrame"]').first
+    table.wait_for(state="visible")
+    assert_no_errors(page)
+    screenshot(page, "3-explain-outline")
 
 
 @pytest.mark.parametrize("title, name", [("Training history", "4-training-history"), ("About", "5-about")])

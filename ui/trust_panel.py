@@ -130,6 +130,14 @@ def outline_scores(scores: dict, baselines: dict, tolerance: str) -> None:
                + (f"; here it does no better than the {', '.join(beats)} on both." if beats else "."))
 
 
+def scored_results(loaded, tensor, raw_map, target, layer) -> dict:
+    """The faithfulness and uncertainty already computed for this map in the session (for a report), else {}."""
+    scored = st.session_state.get(Keys.SCORED, {}).get(digest(loaded.path, tensor, raw_map, target, layer))
+    if not scored:
+        return {}
+    return {"faithfulness_result": scored["faithfulness"][0], "uncertainty_result": scored["uncertainty"][0]}
+
+
 def trust_panel(loaded, tensor: np.ndarray, raw_map: np.ndarray, method: str, target: int, layer: str | None,
                 names: list[str]) -> None:
     """Faithfulness, uncertainty and the sanity check for the map on screen, computed when asked."""
