@@ -79,8 +79,7 @@ class ArchiveRun:
 def cluster_client(address: str, *, local_workers: int | None = None, timeout: float = CONNECT_TIMEOUT):
     """A Dask client for ``address``: a scheduler (``tcp://host:8786`` or ``host:8786``), or ``local`` /
     ``local:N`` for a cluster of N worker processes on this machine (one thread each; default: one per
-    core), on loopback ports the system picks and without a dashboard. Closed on exit (a local cluster
-    with it). :class:`DistributedError` when no scheduler answers within ``timeout`` seconds.
+    core), on loopback ports the system picks. Closed on exit (a local cluster with it). :class:`DistributedError` when no scheduler answers within ``timeout`` seconds.
     """
     from distributed import Client, LocalCluster
 
@@ -91,8 +90,11 @@ def cluster_client(address: str, *, local_workers: int | None = None, timeout: f
         except ValueError:
             raise DistributedError(f"--cluster {address} is not understood; use local, local:N or a "
                                    "scheduler's address such as tcp://host:8786.") from None
+        # The scheduler's HTTP endpoint always starts (on 8787 when given no address): a loopback port the
+        # system picks instead. No dashboard is served: bokeh is not installed.
         with LocalCluster(n_workers=max(1, n), threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+                          dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, \
+                Client(cluster) as client:
             yield client
         return
     try:
