@@ -303,7 +303,7 @@ def _report(args) -> int:
 
     out = Path(args.out)
     if out.suffix.lower() not in (".pdf", ".png"):
-        raise UsageError(f"--out must name a .pdf or .png file, not {out.name}")
+        raise UsageError(f"--out must name a .pdf or .png file, not {out.name}.")
     if not out.parent.is_dir():
         raise UsageError(f"The folder {out.parent} for the report does not exist.")
     loaded = _load(args.model)
@@ -313,11 +313,11 @@ def _report(args) -> int:
     except ScanError as err:
         raise ScanError(f"{name} cannot be used: {err}") from None
     if args.frame is not None and not 0 <= args.frame < scan.n_frames:
-        raise UsageError(f"--frame must be between 0 and {scan.n_frames - 1} for {name}")
+        raise UsageError(f"--frame must be between 0 and {scan.n_frames - 1} for {name}.")
     target = None
     if args.explain_class is not None:
         if args.explain_class not in loaded.class_names:
-            raise UsageError(f"--explain-class must be one of {', '.join(loaded.class_names)}")
+            raise UsageError(f"--explain-class must be one of {', '.join(loaded.class_names)}.")
         target = loaded.class_names.index(args.explain_class)
     mask = None
     if args.mask:
