@@ -37,15 +37,24 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 TIMEOUT_MS = 300_000
 
 
-def run(model_dir: str, *, launches: int, sessions: int, log=print) -> tuple[list[Row], dict]:
+def browser_missing(log) -> str | None:
+    """Why a browser benchmark cannot run here (said once in the log), or None when it can."""
     try:
-        from playwright.sync_api import sync_playwright
+        import playwright  # noqa: F401
     except ImportError:
-        log("  skipped: playwright is not installed")
-        return [], {"skipped": "playwright not installed"}
-    if not Path(CHROMIUM).exists():
-        log(f"  skipped: no browser at {CHROMIUM}")
-        return [], {"skipped": f"no {CHROMIUM}"}
+        reason = "playwright is not installed"
+    else:
+        reason = None if Path(CHROMIUM).exists() else f"no browser at {CHROMIUM}"
+    if reason:
+        log(f"  skipped: {reason}")
+    return reason
+
+
+def run(model_dir: str, *, launches: int, sessions: int, log=print) -> tuple[list[Row], dict]:
+    missing = browser_missing(log)
+    if missing:
+        return [], {"skipped": missing}
+    from playwright.sync_api import sync_playwright
 
     floors, ready, full, memory = [], [], [], {}
     flow = {"warm": [], "cold": []}  # (scan page shown, click on Explain to prediction) per launch

@@ -21,10 +21,9 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from pathlib import Path
 
 from bench.common import REPO, Row, python_env
-from bench.startup import CHROMIUM, CHROMIUM_ARGS, _server
+from bench.startup import CHROMIUM, CHROMIUM_ARGS, _server, browser_missing
 
 QUIET_MS = 700
 #: What each page shows once it is drawn.
@@ -203,14 +202,9 @@ async def _sessions(url: str, n: int, repeats: int, pid: int) -> tuple[list[floa
 
 
 def run(model_dir: str, *, repeats: int, sessions: int, log=print) -> tuple[list[Row], dict]:
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        log("  skipped: playwright is not installed")
-        return [], {"skipped": "playwright not installed"}
-    if not Path(CHROMIUM).exists():
-        log(f"  skipped: no browser at {CHROMIUM}")
-        return [], {"skipped": f"no {CHROMIUM}"}
+    missing = browser_missing(log)
+    if missing:
+        return [], {"skipped": missing}
     env = python_env()
     with _server(env) as (url, process):
         times = asyncio.run(_interactive(url, repeats, log))
