@@ -242,6 +242,17 @@ def test_trust_checks_work_on_imported_models(imported, radiograph, name):
     assert 0 <= spread.low <= spread.mean <= spread.high <= 1
 
 
+@pytest.mark.parametrize("name", list(GOOD))
+def test_a_report_of_a_scan_explained_by_an_imported_model(imported, radiograph, name):
+    report_content = pytest.importorskip("core.report_content")  # the lead's report module (issue 15)
+    from core.report import report_pdf
+
+    loaded = load_model(imported[name].folder)
+    content = report_content.content_for(loaded, radiograph, method="gradcam" if loaded.last_conv else "smoothgrad")
+    pdf = report_pdf(content)
+    assert pdf.startswith(b"%PDF") and len(pdf) > 10_000
+
+
 def test_the_shared_model_keeps_its_sigmoid(imported, radiograph):
     loaded = load_model(imported["nested_sigmoid"].folder)
     x = loaded.pipeline.scan_tensor(radiograph)
