@@ -1,0 +1,158 @@
+"""The Lesson page, driven headlessly with AppTest on the real default models and the curated cases:
+forward and back through every step of one case, the model-error case chosen by the model's actual
+answers, the handout PDF, and the shortcut lesson (missing teaching model: one sentence; with a
+stand-in copy of the chest model: every step, numbers recomputed with core)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.localisation import localisation_scores
+from core.saliency import explain
+from core.teaching import blurred_scan, lesson_cases, read_lesson
+from page_support import is_one_sentence
+from teaching_support import (  # noqa: F401 - fixtures
+    button,
+    case_mask,
+    case_scan,
+    check_clean,
+    loaded_for,
+    media,
+    model_answers,
+    samples,
+    stand_in_shortcut,
+    teaching_env,
+    texts,
+)
+from ui.state import Keys
+
+pytestmark = pytest.mark.slow
+
+STEPS = ["The scan", "What the model receives", "The prediction", "Where the model looked",
+         "How far to trust the map", "What to take away"]
+
+
+def step_title(at) -> str:
+    return at.subheader[0].value
+
+
+def test_forward_and_back_through_every_step_of_an_outlined_case(teaching_env, models_root):
+    at = teaching_env("lesson")
+    check_clean(at)
+    assert at.title[0].value == "Lesson" and "Not a diagnostic device" in at.caption[0].value
+    at.selectbox(key=Keys.LESSON_CASE).set_value("brain-glioma").run()
+    check_clean(at)
+    key = next(c.sample for c in lesson_cases(read_lesson(), {k: v[1] for k, v in samples().items()},
+                                              model_answers(models_root)) if c.slot == "brain-glioma")
+    scan = case_scan(key)
+    loaded = loaded_for(models_root, "brain_mri")
+    predicted = loaded.decide(loaded.predict(loaded.pipeline.scan_tensor(scan))[0])
+    for number, title in enumerate(STEPS):
+        check_clean(at)
+        assert step_title(at) == title
+        assert f"Step {number + 1} of 6: {title}" in [p.proto.text for p in at.get("progress")][0]
+        page = texts(at)
+        if number == 0:
+            assert "radiologists' outline" in at.toggle[0].label and "Label from the dataset: **glioma**" in page
+            assert [c.proto.id.endswith("-lesson_scan") for c in at.get("plotly_chart")] == [True]
+        elif number == 1:
+            assert len(at.get("image")) >= 6 and "**(1, 128, 128, 1)**" in page
+        elif number == 2:
+            assert f"The model says **{loaded.class_names[predicted]}**" in page
+        elif number == 3:
+            assert "All maps ready." in [p.proto.text for p in at.get("progress")]
+            assert {m.value for m in at.markdown} >= {"**Grad-CAM**", "**SmoothGrad**", "**Faster Score-CAM**"}
+        elif number == 4:
+            assert {"Faithfulness", "Uncertainty", "Sanity check"} <= {m.value.split("**")[1] for m in at.markdown
+                                                                       if m.value.startswith("**")}
+            table = at.dataframe[0].value
+            assert list(table["Score"]) == ["Pointing game", "Energy inside the outline", "Rank accuracy", "Pixel AUROC"]
+            # the page's pointing game is the project's, on the same map
+            on_scan = explain(loaded, loaded.pipeline.scan_tensor(scan), scan.shape, method="gradcam",
+                              class_index=predicted).on_scan
+            expected = localisation_scores(on_scan, case_mask(key, scan.shape), spacing=scan.spacing)
+            assert table["Grad-CAM"][0].startswith("hit" if expected["pointing_game"] == 1 else "miss")
+            assert table["Grad-CAM"][1].startswith(f"{expected['energy']:.2f}")
+        else:
+            assert "Prepare this case as a PDF handout" in [b.label for b in at.button]
+            assert "radiologists' outline" in page
+        next_button = [b for b in at.button if b.label == "Next ▶"][0]
+        assert next_button.disabled == (number == len(STEPS) - 1)
+        if number < len(STEPS) - 1:
+            next_button.click().run()
+    for title in reversed(STEPS[:-1]):
+        [b for b in at.button if b.label == "◀ Back"][-1].click().run()  # the bar under the step
+        check_clean(at)
+        assert step_title(at) == title
+    assert [b for b in at.button if b.label == "◀ Back"][0].disabled
+
+
+def test_the_model_error_case_is_one_the_model_really_gets_wrong(teaching_env, models_root):
+    at = teaching_env("lesson")
+    at.selectbox(key=Keys.LESSON_CASE).set_value("model-wrong").run()
+    check_clean(at)
+    answers = model_answers(models_root)
+    truths = {k: v[1] for k, v in samples().items()}
+    chosen = next(c for c in lesson_cases(read_lesson(), truths, answers) if c.slot == "model-wrong")
+    candidates = next(slot["choose_from"] for slot in read_lesson()["cases"] if slot["id"] == "model-wrong")
+    wrong_exists = any(not answers[k].correct(truths[k]) for k in candidates)
+    if wrong_exists:
+        assert not answers[chosen.sample].correct(truths[chosen.sample])
+        assert not at.info  # no "every candidate is right" note
+    else:
+        assert is_one_sentence(at.info[0].value)
+    [b for b in at.button if b.label == "Next ▶"][0].click().run()
+    [b for b in at.button if b.label == "Next ▶"][0].click().run()
+    verdict = "**wrong**" if wrong_exists else "**right**"
+    assert f"the model is {verdict} on this case" in texts(at)
+
+
+def test_the_handout_is_a_pdf_of_the_case(teaching_env, media):
+    at = teaching_env("lesson")
+    at.session_state[Keys.LESSON_STEP] = {"chest-normal": 5}
+    at.run()
+    button(at, "Prepare this case as a PDF handout").click().run()
+    check_clean(at)
+    download = at.get("download_button")[0]
+    assert download.proto.label == "Download the handout (PDF)"
+    pdfs = [data for data in media().values() if data[:5] == b"%PDF-"]
+    assert len(pdfs) == 1 and b"/Count 2" in pdfs[0]  # two A4 pages
+
+
+def test_the_shortcut_lesson_says_in_one_sentence_when_its_model_is_missing(teaching_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDXAI_SHORTCUT_MODEL", str(tmp_path / "not-installed"))
+    at = teaching_env("lesson")
+    at.segmented_control(key=Keys.LESSON_KIND).set_value("The shortcut lesson").run()
+    check_clean(at)
+    assert len(at.info) == 1 and is_one_sentence(at.info[0].value) and "not installed yet" in at.info[0].value
+    assert not at.button or all(b.label not in ("Next ▶",) for b in at.button)
+
+
+def test_the_shortcut_lesson_with_a_stand_in_teaching_model(teaching_env, stand_in_shortcut, models_root):
+    at = teaching_env("lesson")
+    at.segmented_control(key=Keys.LESSON_KIND).set_value("The shortcut lesson").run()
+    check_clean(at)
+    titles = ["Two chest models", "The same film, blurred", "What their maps show", "The deletion test",
+              "What to take away"]
+    teaching = loaded_for(stand_in_shortcut.parent, stand_in_shortcut.name)
+    film = case_scan(read_lesson()["shortcut"]["choose_from"][0])
+    for number, title in enumerate(titles):
+        check_clean(at)
+        assert step_title(at) == title
+        if number == 1:
+            blurred = blurred_scan(film, 4.0)
+            p_blurred = teaching.predict(teaching.pipeline.scan_tensor(blurred))[0][1]
+            table = at.dataframe[0].value
+            assert list(table["Model"]) == ["Teaching model (old)", "Current default model"]
+            assert table["P(PNEUMONIA), blurred"][0] == f"{p_blurred:.1%}"
+            assert "sigma 4 pixels on a 224-pixel side" in texts(at)
+        if number == 2:
+            assert len(at.get("image")) >= 4
+        if number == 3:
+            charts = [c for c in at.get("plotly_chart") if "shortcut_curves" in c.proto.id]
+            assert len(charts) == 2
+            assert "deletion" in texts(at)
+        if number < len(titles) - 1:
+            [b for b in at.button if b.label == "Next ▶"][0].click().run()
+    assert np.isfinite(p_blurred)
