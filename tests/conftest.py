@@ -1,4 +1,4 @@
-"""Shared fixtures: where the real data lives, DICOM test files, one tiny trained model.
+"""Shared fixtures: where the real data lives, DICOM test files, one tiny trained model, one real PACS.
 
 The shared data is read in place (``MEDXAI_DATA`` or ``<repo>/../shared/data``), never copied
 into the repository. DICOM files come from ``pydicom`` / ``pydicom-data``, offline.
@@ -6,6 +6,7 @@ into the repository. DICOM files come from ``pydicom`` / ``pydicom-data``, offli
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -78,6 +79,49 @@ def tiny_run(chest_dir, tmp_path_factory):
     config = TrainConfig(task="chest_xray", data=str(chest_dir), out=str(out), **TINY)
     metrics = train(config, log=lines.append)
     return out, metrics, lines
+
+
+# ----------------------------------------------------------------------------- a real PACS (Orthanc)
+
+#: Real files the session's Orthanc holds from its start: CT and MR slices, a CR radiograph, a JPEG 2000
+#: image, and two objects without pixels (an RT plan and a structured report).
+ORTHANC_FILES = ("CT_small.dcm", "MR_small.dcm", "RG1_UNCI.dcm", "JPEG2000.dcm", "rtplan.dcm", "test-SR.dcm")
+
+
+@pytest.fixture(scope="session")
+def orthanc():
+    """One real Orthanc (Debian's, ``tests/orthanc.py``) on loopback for the whole session, loaded with
+    :data:`ORTHANC_FILES`; stopped and removed at the end.
+
+    Tests that store objects of their own give them new UIDs and a study date of their own, so searches
+    over these files find the same rows whatever ran before. Without Orthanc installed the tests that use
+    it are skipped with the reason (``scripts/setup.sh --browser`` installs it); under CI (``$CI`` set)
+    they fail instead, so a runner without it cannot pass silently.
+    """
+    from orthanc import OrthancUnavailable, running_orthanc
+
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(running_orthanc())
+        except OrthancUnavailable as err:
+            reason = str(err).splitlines()[0]
+            if os.environ.get("CI"):
+                pytest.fail(f"{reason} CI must run the DICOMweb tests.")
+            pytest.skip(reason)
+        for name in ORTHANC_FILES:
+            server.upload(dicom_path(name))
+        yield server
+        server.stop(graceful=False)  # its data is thrown away: no need to wait for Orthanc's 2.5 s shutdown
+
+
+@pytest.fixture(scope="session")
+def pacs(orthanc) -> dict:
+    """The headers of the files the session's Orthanc holds: {file name: pydicom.Dataset without pixels}."""
+    import pydicom
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {name: pydicom.dcmread(dicom_path(name), stop_before_pixels=True) for name in ORTHANC_FILES}
 
 
 # ----------------------------------------------------------------------------- the dashboard's models

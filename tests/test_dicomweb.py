@@ -22,34 +22,13 @@ from conftest import dicom_bytes, dicom_path
 from core import dicomweb as dw
 from core.io import load_scan
 from core.series import group_series
-from orthanc import OrthancUnavailable, running_orthanc, start_orthanc
+from orthanc import start_orthanc
 from series_support import axial_series
 
-#: Real files stored at the start.
-STORED = ("CT_small.dcm", "MR_small.dcm", "RG1_UNCI.dcm", "JPEG2000.dcm", "rtplan.dcm", "test-SR.dcm")
 #: Study date of the objects the tests themselves make and store, so that searches over the
-#: files above find the same rows whatever order the tests run in.
+#: files the session's server holds (conftest.ORTHANC_FILES) find the same rows whatever order the
+#: tests run in. The ``orthanc`` and ``pacs`` fixtures are conftest's, shared by the session.
 MADE_DATE = "20240102"
-
-
-@pytest.fixture(scope="session")
-def orthanc():
-    """One Orthanc for the whole session (the lead moves this fixture to conftest.py)."""
-    try:
-        with running_orthanc() as server:
-            yield server
-    except OrthancUnavailable as err:
-        pytest.skip(str(err).splitlines()[0])
-
-
-@pytest.fixture(scope="module")
-def pacs(orthanc):
-    """The server loaded with real files; returns {file name: its header}."""
-    headers = {}
-    for name in STORED:
-        orthanc.upload(dicom_path(name))
-        headers[name] = pydicom.dcmread(dicom_path(name), stop_before_pixels=True)
-    return headers
 
 
 @pytest.fixture()
@@ -226,7 +205,7 @@ def test_a_wrong_password_says_so_without_echoing_it(orthanc, pacs):
     assert err.value.__cause__ is None and err.value.__suppress_context__
 
 
-def test_a_stopped_server_is_unreachable():
+def test_a_stopped_server_is_unreachable(orthanc):  # the session's server only for its skip when not installed
     server = start_orthanc()
     try:
         client = dw.make_client(server.url, user=server.user, password=server.password)
