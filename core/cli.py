@@ -10,10 +10,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 from pathlib import Path
 
 from core.saliency import METHODS
+
+
+_PREDICT_EPILOG = """\
+output: one line per input image (a dicomweb: series or study gives one per instance); with --json one
+JSON object per line:
+  file          the path, or the dicomweb: source (+ "#seriesN-instanceM.dcm" for an instance of a
+                series or study); never a patient name
+  ok            true when the input was predicted
+  probabilities calibrated probability per class;  predicted  the predicted class
+  out_of_range  true when the input looks unlike the model's training images;  warnings  sentences
+  error         (ok false) one sentence: unreadable file, unreachable server, timeout, refused login,
+                nothing there, not an image
+  explained, method, layer, overlay, map     with --explain
+  dicom         with --dicom-out: the files written;  stored  with --stow: objects the server stored
+  trust         with --trust: the scores recorded in the report
+  results_error one sentence when the DICOM results could not be made, written or stored
+exit codes: 0 every input was predicted (and its results written or stored); 1 some input could not be
+used or its results not made, written or stored; 2 bad usage (including an unusable model folder)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,8 +61,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="train with tf.distribute: mirrored = every local GPU; multiworker = one process per machine "
                         "as TF_CONFIG lists them (README, 'Scaling out'); --batch-size is then per replica")
 
-    p = sub.add_parser("predict", help="classify images or DICOM files")
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p = sub.add_parser("predict", help="classify images or DICOM files", epilog=_PREDICT_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="a DICOM, PNG or JPEG file, or dicomweb:http://HOST:PORT/dicom-web/studies/UID"
+                        "[/series/UID[/instances/UID]]: every image instance of that study, series or instance "
+                        "(login from MEDXAI_DICOMWEB_USER / MEDXAI_DICOMWEB_PASSWORD or the settings file)")
     p.add_argument("--model", required=True, help="model folder, e.g. assets/models/chest_xray")
     p.add_argument("--json", action="store_true", help="one JSON object per input")
     p.add_argument("--frame", type=int, default=None, help="frame of a multi-frame file (default: middle)")
@@ -55,6 +78,22 @@ def _parser() -> argparse.ArgumentParser:
                    help="score on a Dask cluster: a scheduler's address (tcp://host:8786), or local[:N] for N worker "
                         "processes on this machine; a folder PATH stands for every file under it; needs --out "
                         "FILE.jsonl (README, 'Scaling out')")
+    p.add_argument("--dicom-out", metavar="DIR",
+                   help="write each input's results as DICOM files: a structured report, the map as a parametric "
+                        "map and/or segmentation, and the overlay with colour bar and legend as a secondary "
+                        "capture, in the source's study with its patient (a PNG/JPEG: a new study, anonymous "
+                        "patient)")
+    p.add_argument("--deidentify", action="store_true",
+                   help="with --dicom-out: write de-identified copies instead (anonymous patient, no dates, new UIDs)")
+    p.add_argument("--stow", action="store_true",
+                   help="send the results of dicomweb: inputs back to their server, into the source's study (STOW-RS)")
+    p.add_argument("--method", choices=list(METHODS),
+                   help="explanation method of the DICOM results (default: the --explain method, else gradcam)")
+    p.add_argument("--trust", action="store_true",
+                   help="with --dicom-out or --stow: also compute faithfulness and test-time-augmentation scores "
+                        "for the report")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="how long a DICOMweb request waits for the server's answer (default 30)")
 
     e = sub.add_parser("evaluate", help="metrics of a model on a class-folder dataset")
     e.add_argument("--model", required=True)
@@ -175,20 +214,111 @@ def _train(args) -> int:
 def _predict(args) -> int:
     from core.predict import predict_files, write_explanation
 
+    results = _check_results_options(args)
     if args.cluster:
         return _predict_on_cluster(args)
     if args.explain and not args.out:
         raise UsageError("--explain needs --out, the folder for the overlays and maps")
     loaded = _load(args.model)
+    items = _expand_inputs(args)
+    labels = [_Label.of(item) for item in items if item.error is None]
+    records = predict_files(labels, loaded, args.frame, keep_scans=bool(args.explain) or results,
+                            read=lambda label: label.item.read())
+    salt = secrets.token_hex(16) if args.deidentify else None  # fresh per run, never shown or stored
+    clients: dict = {}
     failures = 0
-    for record in predict_files(args.paths, loaded, args.frame, keep_scans=bool(args.explain)):
-        if args.explain and record["ok"]:
+    for item in items:
+        record = {"file": item.label, "ok": False, "error": item.error} if item.error else next(records)
+        if record["ok"] and "scan" in record:
             scan, tensor, prediction = record.pop("scan"), record.pop("tensor"), record.pop("prediction")
-            record |= write_explanation(loaded, scan, tensor, args.explain, prediction.predicted, args.frame,
-                                        Path(record["file"]).stem, Path(args.out))
-        failures += not record["ok"]
+            if args.explain:
+                record |= write_explanation(loaded, scan, tensor, args.explain, prediction.predicted, args.frame,
+                                            item.stem, Path(args.out))
+            if results:
+                record |= _dicom_results(args, loaded, item, scan, tensor, prediction, salt, clients)
+        failures += not record["ok"] or "results_error" in record
         _print_record(record, args.json)
+    records.close()
     return 1 if failures else 0
+
+
+class _Label(str):
+    """A record's ``file`` text that carries its :class:`core.inputs.Input` to ``predict_files``' reader."""
+
+    @classmethod
+    def of(cls, item) -> "_Label":
+        label = cls(item.label)
+        label.item = item
+        return label
+
+
+def _check_results_options(args) -> bool:
+    """Refuse option combinations that cannot work; whether DICOM results are asked for."""
+    from core.dicomweb import is_source
+
+    results = bool(args.dicom_out or args.stow)
+    if args.deidentify and not args.dicom_out:
+        raise UsageError("--deidentify applies to the files of --dicom-out DIR; add --dicom-out.")
+    if (args.trust or args.method) and not results:
+        raise UsageError(f"--{'trust' if args.trust else 'method'} applies to the DICOM results; add --dicom-out DIR "
+                         "or --stow (--explain takes its own method).")
+    sources = any(is_source(p) for p in args.paths)
+    if args.stow and not sources:
+        raise UsageError("--stow sends results back to the server of a dicomweb: input, and no input is one.")
+    if args.cluster and (results or sources):
+        raise UsageError("--cluster scores files; DICOMweb sources and DICOM results run without --cluster.")
+    if not args.timeout > 0:
+        raise UsageError("--timeout must be a positive number of seconds.")
+    if args.dicom_out and Path(args.dicom_out).exists() and not Path(args.dicom_out).is_dir():
+        raise UsageError(f"--dicom-out must name a folder, and {args.dicom_out} is a file.")
+    return results
+
+
+def _expand_inputs(args) -> list:
+    from core.inputs import expand_inputs
+    from core.settings import SettingsError
+
+    try:
+        return expand_inputs(args.paths, timeout=args.timeout)
+    except SettingsError as err:
+        raise UsageError(str(err)) from None
+
+
+def _dicom_results(args, loaded, item, scan, tensor, prediction, salt, clients: dict) -> dict:
+    """Build one input's DICOM results (core.dicom_export), write them (--dicom-out) and store them (--stow)."""
+    from core.dicom_export import results_for_scan, write_results
+    from core.dicom_results import DicomResultError
+    from core.dicomweb import DicomWebError, store
+    from core.inputs import pacs_client, read_timeout
+    from core.io import ScanError
+
+    out: dict = {}
+    stow = args.stow and item.source is not None
+    common = dict(method=args.method or args.explain or "gradcam", frame=args.frame, tensor=tensor,
+                  probabilities=prediction.probabilities)
+    try:
+        data = item.read()
+        objects = copies = trust = None
+        if stow or (args.dicom_out and salt is None):
+            objects, facts = results_for_scan(loaded, scan, data, compute_trust=args.trust, **common)
+            copies, trust = objects, facts.trust
+        if args.dicom_out and salt is not None:  # built from the de-identified header (core.dicom_export)
+            copies, facts = results_for_scan(loaded, scan, data, trust=trust, compute_trust=args.trust, salt=salt,
+                                             **common)
+        if args.trust:
+            out["trust"] = dict(facts.trust)
+        if args.dicom_out:
+            out["dicom"] = [str(path) for path in write_results(copies, args.dicom_out, item.stem)]
+        if stow:
+            base = item.source.base_url
+            if base not in clients:
+                clients[base] = pacs_client(base, timeout=read_timeout(args.timeout))
+            out["stored"] = len(store(clients[base], objects, study_uid=item.source.study_uid).stored)
+    except (DicomResultError, DicomWebError, ScanError) as err:
+        out["results_error"] = str(err)
+    except OSError as err:
+        out["results_error"] = f"The DICOM results cannot be written to {args.dicom_out} ({err.strerror})."
+    return out
 
 
 def _print_record(record: dict, as_json: bool) -> None:
@@ -199,6 +329,12 @@ def _print_record(record: dict, as_json: bool) -> None:
         print(f"{record['file']}: {record['predicted']} ({probs})", flush=True)
         for note in record.get("warnings", []):
             print(f"  warning: {note}", flush=True)
+        if record.get("dicom"):
+            print(f"  DICOM results: {', '.join(record['dicom'])}", flush=True)
+        if "stored" in record:
+            print(f"  stored {record['stored']} DICOM objects in the source's study", flush=True)
+        if "results_error" in record:
+            print(f"  DICOM results: {record['results_error']}", flush=True)
     else:
         print(f"{record['file']}: {record['error']}", flush=True)
 
