@@ -1,5 +1,6 @@
 """Explain: the prediction with its threshold, and saliency maps lying over the scan."""
 
+import secrets
 from datetime import datetime, timezone
 
 import numpy as np
@@ -11,12 +12,16 @@ from core.predict import out_of_range_sentence, predict_tensors
 from core.render import COLORMAPS, colormap_lut, display_image, display_pixels, png_bytes
 from core.report import legend_strip, report_pdf, report_png
 from core.report_content import content_for
-from core.saliency import CAM_METHODS, DESCRIPTIONS, METHODS
+from core.dicom_export import results_for_scan, trust_scores
+from core.dicom_results import DicomResultError, to_zip
+from core.dicomweb import DicomWebError, store
+from core.saliency import CAM_METHODS, DESCRIPTIONS, METHODS, Explanation, to_geometry
 from ui.figures import DISPLAY_SIDE, figure_height, image_figure, probability_chart, slice_strip
 from ui.layout import page_with_scan
 from ui.maps import baseline_scores, digest, localisation, overlay_picture, raw_map, remembered
 from ui.models import model_choice, models_that_fit
-from ui.scans import display_window, frame_index, shrunk_frame
+from ui.pacs import pacs_client
+from ui.scans import display_window, frame_index, shrunk_frame, source_bytes
 from ui.state import Keys, scan_key
 from ui.trust_panel import outline_scores, scored_results, trust_panel
 
@@ -189,6 +194,7 @@ def one_method():
                                mime="application/pdf", icon=":material/picture_as_pdf:")
     buttons[2].download_button("Report (PNG)", lambda: report("png"), file_name=f"{stem}_report.png",
                                mime="image/png", icon=":material/image:")
+    dicom_results(method, use_layer, raw, colormap, opacity, stem)
     if mask is not None:
         st.markdown("**Does the map point at the finding?** Scores against the expert outline, beside baselines "
                     "that know nothing about the disease:")
@@ -196,6 +202,39 @@ def one_method():
         outline_scores(localisation(raw, mask, scan.spacing),
                        baseline_scores(chosen.digest, shown_full, mask, scan.spacing), tolerance)
     trust_panel(loaded, tensor, raw, method, target, use_layer, names)
+
+
+def dicom_results(method, use_layer, raw, colormap, opacity, stem) -> None:
+    """The results as DICOM objects (SR, saliency map, overlay capture): a de-identified zip to download, and,
+    for a scan retrieved from a PACS, sent back into its study on request."""
+    def objects(salt):
+        explanation = Explanation(method, int(target), use_layer, raw, to_geometry(raw, scan.shape))
+        trust = trust_scores(loaded, tensor, explanation, uncertainty=False,
+                             **scored_results(loaded, tensor, raw, target, layer))
+        return results_for_scan(loaded, scan, source_bytes(chosen, frame), method=method, frame=frame,
+                                class_index=target, layer=use_layer, trust=trust, tensor=tensor, probabilities=probs,
+                                explanation=explanation, colormap=colormap, opacity=opacity, salt=salt).objects
+
+    salt = st.session_state.setdefault(Keys.SALT, secrets.token_hex(16))
+    cols = st.columns([2, 2, 2])
+    keep = cols[1].checkbox("With the patient module (as stored in the PACS)", key=Keys.WITH_IDENTIFIERS,
+                            help="Off: the objects are de-identified (new UIDs, anonymous patient, no dates).")
+
+    def zipped() -> bytes:
+        try:
+            return to_zip(objects(None if keep else salt))
+        except DicomResultError as err:  # one sentence, in the file the person downloads
+            return str(err).encode()
+
+    cols[0].download_button("DICOM results (SR, map, overlay; zip)", zipped, file_name=f"{stem}_dicom_results.zip",
+                            mime="application/zip", icon=":material/folder_zip:")
+    if chosen.pacs is not None and cols[2].button("Send the results to the PACS", icon=":material/upload:"):
+        try:
+            with st.spinner("Storing in the source's study…"):
+                stored = store(pacs_client(), objects(None), study_uid=chosen.pacs.study_uid)
+            st.success(f"Stored {len(stored.stored)} object(s) in the study of this scan on the PACS.")
+        except (DicomResultError, DicomWebError) as err:
+            st.error(str(err))
 
 
 @st.fragment

@@ -15,7 +15,8 @@ from core.settings import SettingsError, setting
 from ui.state import UPLOAD, Keys
 
 
-def _client():
+def pacs_client():
+    """A DICOMweb client for the PACS this session connected to (its address and credentials, or the settings')."""
     pacs = st.session_state.get(Keys.PACS) or {}
     return dicomweb.make_client(pacs.get("url"), user=pacs.get("user"), password=pacs.get("password"))
 
@@ -60,7 +61,7 @@ def pacs_browser() -> None:
         try:
             with st.spinner("Searching…"):
                 st.session_state[Keys.PACS_RESULTS] = dicomweb.search_studies(
-                    _client(), modality=modality, date=date, description=description,
+                    pacs_client(), modality=modality, date=date, description=description,
                     reveal=bool(st.session_state.get(Keys.REVEAL, False)))
         except dicomweb.DicomWebError as err:
             st.session_state[Keys.PACS_RESULTS] = []
@@ -80,7 +81,7 @@ def pacs_browser() -> None:
                           help="Patient names and IDs are hidden unless you reveal identifiers below.")
     study = studies[chosen]
     try:
-        series = dicomweb.search_series(_client(), study.study_uid)
+        series = dicomweb.search_series(pacs_client(), study.study_uid)
     except dicomweb.DicomWebError as err:
         _say(err)
         return
@@ -96,7 +97,7 @@ def pacs_browser() -> None:
               f"PACS series {one.number if one.number is not None else ''}".strip())
     if cols[1].button("Open its first image", icon=":material/image:"):
         try:
-            instances = [i for i in dicomweb.search_instances(_client(), one.study_uid, one.series_uid) if i.has_pixels]
+            instances = [i for i in dicomweb.search_instances(pacs_client(), one.study_uid, one.series_uid) if i.has_pixels]
         except dicomweb.DicomWebError as err:
             _say(err)
             return
@@ -113,7 +114,7 @@ def _open(source, name: str) -> None:
     pacs = st.session_state.get(Keys.PACS) or {}
     try:
         with st.spinner("Retrieving from the PACS…"):
-            files = dicomweb.fetch_source(source, client=_client())
+            files = dicomweb.fetch_source(source, client=pacs_client())
     except dicomweb.DicomWebError as err:
         _say(err)
         return

@@ -169,7 +169,7 @@ def series_scan(chosen: Chosen, reveal: bool) -> Scan:
     st.session_state[Keys.SERIES_FOUND] = {"for": chosen.digest, "labels": [s.description for s in found],
                                            "notes": list(notes) + list(found[index].notes),
                                            "ordered_by": found[index].ordered_by,
-                                           "positions": found[index].positions}
+                                           "positions": found[index].positions, "names": found[index].names}
     return found[index].scan
 
 
@@ -177,6 +177,15 @@ def series_found(chosen: Chosen) -> dict | None:
     """What :func:`series_scan` found for this upload (labels of every series, notes), or None."""
     found = st.session_state.get(Keys.SERIES_FOUND)
     return found if chosen.is_series and found and found["for"] == chosen.digest else None
+
+
+def source_bytes(chosen: Chosen, frame: int) -> bytes:
+    """The file the scan in view was read from: the upload itself, or the slice of a series in view."""
+    found = series_found(chosen)
+    if found:
+        by_name = dict(chosen.files)
+        return by_name.get(found["names"][frame], b"")
+    return chosen.data
 
 
 def frame_index(scan: Scan) -> int:

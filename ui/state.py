@@ -27,6 +27,8 @@ class Keys:
     SERIES_WIDGET = "series_widget"
     PACS = "pacs"  # {"url", "user", "password"}: a PACS the person connected to, this session only
     PACS_RESULTS = "pacs_results"  # the last search's rows, this session only
+    SALT = "deidentification_salt"  # a random secret per session: de-identified UIDs stay stable within it
+    WITH_IDENTIFIERS = "dicom_with_identifiers"
     SHRUNK = "shrunk_frames"  # (digest, frame, side) -> the frame shrunk for display, this session only
     METHOD = "method"
     TARGET = "target_class"
