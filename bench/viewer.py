@@ -1,4 +1,4 @@
-"""Benchmark 6: how fast the viewer answers a person, in real headless Chromium.
+"""Benchmark 7: how fast the viewer answers a person, in real headless Chromium.
 
 Every action is timed from the moment it is made to the page's last change before it stays still:
 a MutationObserver in the page records the time of every DOM change; an action has settled when
@@ -9,9 +9,16 @@ RG1_UNCI.dcm (a 1955 x 1841 radiograph; the frame slider on emri_small.dcm, 10 f
 - Scan page: window preset, window level (one slider step), invert, frame.
 - Explain page: method, class, layer, opacity (one slider step), colour map.
 - Explain's first overlay after the click: on a warm server (models loaded) and from a cold start
-  (a fresh server, Explain clicked as soon as the first page is drawn).
+  (a fresh server, Explain clicked as soon as the first page is drawn). RG1_UNCI.dcm is outside the
+  committed chest model's range, so a session's first visit stops at the out-of-range sentence: the
+  click to that sentence and the click on "Show the prediction and maps anyway" to the overlay are
+  timed as two steps.
 - Many sessions: ``sessions`` browser pages at once, each changing the opacity ``repeats`` times;
-  p95 against the solo p95, and the server's memory per extra session.
+  p95 against the solo p95, the server's memory per extra session, and the error boxes
+  (``stException``) on the pages: any at all is a failure.
+
+Only this benchmark, fewer repetitions and sessions: ``python -m bench --only viewer --repeats 3
+--viewer-sessions 4``.
 
 The server runs on loopback on a free port, started once per measurement that needs a fresh one.
 """
@@ -26,9 +33,15 @@ from bench.common import REPO, Row, python_env
 from bench.startup import CHROMIUM, CHROMIUM_ARGS, _server, browser_missing
 
 QUIET_MS = 700
+WARM = "Explain, first overlay (warm server)"
+COLD = "Explain, first overlay from a cold start"
 #: What each page shows once it is drawn.
 SCAN_READY = '[data-testid="stPlotlyChart"] .main-svg'
 EXPLAIN_READY = '[data-testid="stPlotlyChart"]:has-text(" for ") .main-svg'
+#: A scan outside the model's range: the page leads with one sentence and this button.
+SHOW_ANYWAY = 'button:has-text("Show the prediction and maps anyway")'
+EXPLAIN_OR_GATE = f"{EXPLAIN_READY}, {SHOW_ANYWAY}"
+ERRORS = '[data-testid="stException"]'
 TIMEOUT_S = 120
 
 _OBSERVER = """
@@ -74,6 +87,7 @@ async def timed(page, action, ready: str | None = None) -> float:
 
 async def open_app(browser, url: str):
     page = await browser.new_page(viewport={"width": 1600, "height": 1000})
+    page.set_default_timeout(TIMEOUT_S * 1000)
     await page.goto(url, timeout=TIMEOUT_S * 1000)
     await page.wait_for_selector('[data-testid="stSidebarNav"]', timeout=TIMEOUT_S * 1000)
     await page.evaluate(_OBSERVER)
@@ -95,13 +109,25 @@ async def choose(page, label: str, option: str) -> None:
 
 
 async def slider_step(page, label: str, key: str = "ArrowRight") -> None:
-    slider = page.locator('[data-testid="stSlider"]', has_text=label).first.locator('[role="slider"]').first
+    # By role: Streamlit 1.67's thumb is an <input type="range">, whose slider role is implicit (no attribute).
+    slider = page.locator('[data-testid="stSlider"]', has_text=label).first.get_by_role("slider").first
     await slider.focus()
     await slider.press(key)
 
 
 async def pick_sample(page, text: str) -> None:
     await choose(page, "Pick a sample", text)
+
+
+async def explain(page, times: dict[str, list[float]], first: str) -> None:
+    """Open Explain; past the out-of-range gate when it is shown, with each click timed as its own step."""
+    elapsed = await timed(page, lambda: nav(page, "Explain"), EXPLAIN_OR_GATE)
+    if await page.locator(SHOW_ANYWAY).count():
+        times.setdefault(f"{first}: to the out-of-range sentence", []).append(elapsed)
+        times.setdefault(f"{first}: then show anyway, click to overlay", []).append(
+            await timed(page, lambda: page.locator(SHOW_ANYWAY).first.click(), EXPLAIN_READY))
+    else:
+        times.setdefault(first, []).append(elapsed)
 
 
 def _median(values) -> float:
@@ -139,7 +165,7 @@ async def _interactive(url: str, repeats: int, log) -> dict[str, list[float]]:
         await pick_sample(page, "RG1_UNCI.dcm")
         await settle(page, -1.0)
 
-        times["Explain, first overlay (warm server)"] = [await timed(page, lambda: nav(page, "Explain"), EXPLAIN_READY)]
+        await explain(page, times, WARM)
         methods = ["Grad-CAM++", "LayerCAM", "Grad-CAM"]
         times["method"] = [await timed(page, lambda i=i: page.locator('[data-testid="stRadio"] label', has_text=methods[i % 3])
                                        .first.click()) for i in range(repeats)]
@@ -157,23 +183,21 @@ async def _interactive(url: str, repeats: int, log) -> dict[str, list[float]]:
         for _ in range(max(0, min(repeats, 5) - 1)):  # more first overlays: away and back
             await nav(page, "Scan")
             await settle(page, -1.0, SCAN_READY)
-            times["Explain, first overlay (warm server)"].append(await timed(page, lambda: nav(page, "Explain"),
-                                                                             EXPLAIN_READY))
+            await explain(page, times, WARM)
         await browser.close()
     for name, values in times.items():
         log(f"  {name}: median {_median(values):.2f} s ({', '.join(f'{v:.2f}' for v in values)})")
     return times
 
 
-async def _cold(url: str) -> float:
+async def _cold(url: str, times: dict[str, list[float]]) -> None:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         page = await open_app(browser, url)
-        elapsed = await timed(page, lambda: nav(page, "Explain"), EXPLAIN_READY)
+        await explain(page, times, COLD)
         await browser.close()
-    return elapsed
 
 
 async def _sessions(url: str, n: int, repeats: int, pid: int) -> tuple[list[float], dict]:
@@ -182,14 +206,21 @@ async def _sessions(url: str, n: int, repeats: int, pid: int) -> tuple[list[floa
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+
+        async def show_anyway(page) -> None:  # a scan outside the model's range: past its gate, to the overlay
+            await settle(page, 0.0, EXPLAIN_OR_GATE)
+            if await page.locator(SHOW_ANYWAY).count():
+                await page.locator(SHOW_ANYWAY).first.click()
+                await settle(page, 0.0, EXPLAIN_READY)
+
         first = await open_app(browser, url)
         await nav(first, "Explain")
-        await settle(first, 0.0)
+        await show_anyway(first)
         one = psutil.Process(pid).memory_info().rss / 1e6
         pages = [first] + [await open_app(browser, url) for _ in range(n - 1)]
         for page in pages[1:]:
             await nav(page, "Explain")
-        await asyncio.gather(*(settle(page, 0.0) for page in pages))
+        await asyncio.gather(*(show_anyway(page) for page in pages[1:]))
         after = psutil.Process(pid).memory_info().rss / 1e6
 
         async def session(page) -> list[float]:
@@ -197,8 +228,10 @@ async def _sessions(url: str, n: int, repeats: int, pid: int) -> tuple[list[floa
                                                               else "ArrowLeft")) for i in range(repeats)]
 
         results = await asyncio.gather(*(session(page) for page in pages))
+        errors = [await page.locator(ERRORS).count() for page in pages]
         await browser.close()
-    return [t for r in results for t in r], {"one_session_mb": one, "sessions_mb": after, "sessions": n}
+    return [t for r in results for t in r], {"one_session_mb": one, "sessions_mb": after, "sessions": n,
+                                             "error_boxes": sum(errors), "sessions_with_errors": sum(map(bool, errors))}
 
 
 def run(model_dir: str, *, repeats: int, sessions: int, log=print) -> tuple[list[Row], dict]:
@@ -209,21 +242,30 @@ def run(model_dir: str, *, repeats: int, sessions: int, log=print) -> tuple[list
     with _server(env) as (url, process):
         times = asyncio.run(_interactive(url, repeats, log))
         many, memory = asyncio.run(_sessions(url, sessions, max(3, repeats // 2), process.pid)) if sessions else ([], {})
-    cold = []
+    cold: dict[str, list[float]] = {}
     for _ in range(min(3, repeats)):
         with _server(env) as (url, _process):
-            cold.append(asyncio.run(_cold(url)))
-    log(f"  Explain, first overlay from a cold start: {', '.join(f'{v:.2f}' for v in cold)} s")
-    targets = {"Explain, first overlay (warm server)": "<= 2"}
-    rows = [Row("6 viewer", f"{name}: action to settled page", _median(values), "s", None, "", targets.get(name, "<= 0.5"),
-                extra={"seconds": values}) for name, values in times.items()]
-    rows.append(Row("6 viewer", "Explain, first overlay from a cold start", _median(cold), "s", None, "", "<= 5",
-                    extra={"seconds": cold}))
+            asyncio.run(_cold(url, cold))
+    for name, values in cold.items():
+        log(f"  {name}: {', '.join(f'{v:.2f}' for v in values)} s")
+    # The targets in issue 13 (a bare "<= x" is in seconds: these rows have no baseline, so no met/not met).
+    targets = {WARM: "<= 2", f"{WARM}: to the out-of-range sentence": "<= 2", COLD: "<= 5",
+               f"{COLD}: to the out-of-range sentence": "<= 5", f"{WARM}: then show anyway, click to overlay": "<= 2",
+               f"{COLD}: then show anyway, click to overlay": "<= 2"}
+    rows = [Row("7 viewer", f"{name}: action to settled page", _median(values), "s", None, "", targets.get(name, "<= 0.5"),
+                extra={"seconds": values}) for name, values in (times | cold).items()]
     if many:
         solo = [v for name in ("opacity",) for v in times[name]]
-        rows.append(Row("6 viewer", f"{sessions} sessions at once, opacity: p95", _p95(many), "s", _p95(solo),
+        rows.append(Row("7 viewer", f"{sessions} sessions at once, opacity: p95", _p95(many), "s", _p95(solo),
                         "one session's p95", "<= 2", extra={"seconds": many}))
         per = (memory["sessions_mb"] - memory["one_session_mb"]) / max(sessions - 1, 1)
-        rows.append(Row("6 viewer", f"server memory per extra session ({sessions - 1} more)", per, "MB",
+        rows.append(Row("7 viewer", f"server memory per extra session ({sessions - 1} more)", per, "MB",
                         memory["one_session_mb"], "one-session RSS", "", extra=memory))
-    return rows, {"times": times, "cold": cold, "many": many, "memory": memory}
+        failed = memory["error_boxes"] > 0
+        rows.append(Row("7 viewer", f"{sessions} sessions at once: error boxes on the pages"
+                        + (f" -- FAILED, in {memory['sessions_with_errors']} session(s)" if failed else " (none)"),
+                        memory["error_boxes"], "boxes", None, "", "", extra={"failed": failed}))
+        log(f"  {sessions} sessions: {memory['error_boxes']} error box(es) "
+            f"{'-- FAILED' if failed else '(none)'}")
+    return rows, {"times": times, "cold": cold, "many": many, "memory": memory,
+                  "failed": bool(memory.get("error_boxes"))}

@@ -53,6 +53,7 @@ MAX_ZIP_BYTES = 512 << 20
 ACTIVE = ("queued", "running", "calibrating")
 FINAL = ("finished", "failed", "cancelled")
 UPLOAD_LABEL = "<uploaded dataset>"
+UPLOADED_DATASET = "an uploaded zip archive (unpacked privately, removed after training)"
 #: Seconds a cancelled process gets to end after SIGTERM before it is killed.
 KILL_GRACE = 5.0
 
@@ -424,11 +425,15 @@ class JobQueue:
         info["title"] = job.title
         info["trained_here"] = {"job": job.id, "uploaded": job.temp_dir is not None,
                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        if job.temp_dir is not None:
-            info.setdefault("dataset", {})["path"] = "an uploaded zip archive (unpacked privately, removed after training)"
         from core.card import write_card
-        from core.model import write_info
+        from core.model import json_default, write_info
 
+        if job.temp_dir is not None:  # the private folder is gone after the run: say what it was instead
+            info.setdefault("dataset", {})["path"] = UPLOADED_DATASET
+            params = _read_json(job.staging / "params.json")
+            if params:
+                params["data"] = UPLOADED_DATASET
+                (job.staging / "params.json").write_text(json.dumps(params, indent=2, default=json_default) + "\n")
         write_info(job.staging, info)
         write_card(job.staging)
         if _validation_covers_classes(job.staging, info.get("class_names") or []):

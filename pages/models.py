@@ -20,17 +20,11 @@ from core.registry import new_folder_path, output_root
 from core.settings import SettingsError
 from ui.layout import disclaimer
 from ui.models import model_folders
-
-# Session-state keys of this page (to move into ui.state.Keys).
-OWNER = "models_owner"  # this session's token on the shared training queue
-IMPORTED = "models_imported"  # the last import's one-line summary, shown after the rerun
-ENDED = "models_ended"  # ids of this session's jobs seen ended, so the page redraws once when one ends
-MODEL_UPLOADER = "models_model_uploader"
-ZIP_UPLOADER = "models_zip_uploader"
+from ui.state import Keys
 
 REFRESH_SECONDS = 2.0
 INPUT_SIZES = (32, 64, 96, 128, 160, 192, 224, 256)
-ORIGIN = {"default": "default", "imported": "imported", "trained": "trained here", "settings": "settings"}
+ORIGIN = {"default": "default", "imported": "imported", "trained": "trained", "settings": "settings"}
 CHANNELS = {0: "As the model states", 1: "1 (grey)", 3: "3 (RGB: the grey scan repeated on each channel)"}
 
 
@@ -39,11 +33,17 @@ def demoted(markdown: str, levels: int = 2) -> str:
     return re.sub(r"^(#{1,4}) ", lambda m: "#" * (len(m.group(1)) + levels) + " ", markdown, flags=re.M)
 
 
+def kind(entry) -> str:
+    if entry.origin == "trained" and (entry.info or {}).get("trained_here"):
+        return "trained here"
+    return ORIGIN.get(entry.origin, entry.origin)
+
+
 def summary_row(entry) -> dict:
     info = entry.info or {}
     pipeline = info.get("preprocessing") or {}
     size = pipeline.get("input_size") or info.get("input_size")
-    return {"model": entry.title, "kind": ORIGIN.get(entry.origin, entry.origin),
+    return {"model": entry.title, "kind": kind(entry),
             "status": "available" if entry.problem is None else "unavailable",
             "classes": ", ".join(info.get("class_names") or []),
             "input": f"{size} x {size} x {pipeline.get('channels', 1)}" if size else "",
@@ -64,7 +64,7 @@ def target_root() -> Path | None:
 st.title("Models")
 disclaimer()
 queue = shared_queue()
-owner = st.session_state.setdefault(OWNER, uuid.uuid4().hex)
+owner = st.session_state.setdefault(Keys.MODELS_OWNER, uuid.uuid4().hex)
 
 listed, importing, training = st.tabs(["Models", "Import a Keras model", "Train a model"])
 
@@ -77,7 +77,7 @@ with listed:
     else:
         st.dataframe(pd.DataFrame([summary_row(e) for e in entries]), hide_index=True)
     for entry in entries:
-        label = f"{entry.title} · {ORIGIN.get(entry.origin, entry.origin)}" + (" · unavailable" if entry.problem else "")
+        label = f"{entry.title} · {kind(entry)}" + (" · unavailable" if entry.problem else "")
         with st.expander(label, expanded=bool(entry.problem)):
             if entry.problem:
                 st.warning(f"Unavailable: {entry.problem}")
@@ -93,20 +93,20 @@ with importing:
     st.markdown("Upload a Keras 3 image classifier (`.keras`, saved with `model.save('model.keras')`) and say what it "
                 "expects. The model is checked, rebuilt as one flat Functional model (what the saliency methods need), "
                 "compared with the original on random inputs, and written as a model folder with its model card.")
-    uploaded = st.file_uploader("Keras 3 model file (.keras)", type=["keras", "h5", "hdf5"], key=MODEL_UPLOADER,
+    uploaded = st.file_uploader("Keras 3 model file (.keras)", type=["keras", "h5", "hdf5"], key=Keys.IMPORT_UPLOADER,
                                 help="Loaded in memory with Keras safe_mode; only the model folder is written.")
     left, right = st.columns(2)
-    title = left.text_input("Name shown in the dashboard", key="models_import_title",
+    title = left.text_input("Name shown in the dashboard", key=Keys.IMPORT_TITLE,
                             placeholder=Path(uploaded.name).stem if uploaded else "My model")
-    classes = right.text_input("Class names, in the order of the model's outputs", key="models_import_classes",
+    classes = right.text_input("Class names, in the order of the model's outputs", key=Keys.IMPORT_CLASSES,
                                placeholder="normal, abnormal",
                                help="For a single sigmoid output: the negative class, then the positive one.")
-    size = left.number_input("Input size in pixels (0: as the model states)", 0, 1024, 0, key="models_import_size")
-    channels = right.selectbox("Input channels", list(CHANNELS), format_func=CHANNELS.get, key="models_import_channels")
+    size = left.number_input("Input size in pixels (0: as the model states)", 0, 1024, 0, key=Keys.IMPORT_SIZE)
+    channels = right.selectbox("Input channels", list(CHANNELS), format_func=CHANNELS.get, key=Keys.IMPORT_CHANNELS)
     value_range = left.selectbox("Input range the model was trained on", list(PREPROCESS),
-                                 format_func=PREPROCESS_TEXT.get, key="models_import_range")
-    clahe = right.checkbox("Add CLAHE contrast enhancement to the pipeline", key="models_import_clahe")
-    if st.button("Import the model", type="primary", disabled=uploaded is None, key="models_import_button"):
+                                 format_func=PREPROCESS_TEXT.get, key=Keys.IMPORT_RANGE)
+    clahe = right.checkbox("Add CLAHE contrast enhancement to the pipeline", key=Keys.IMPORT_CLAHE)
+    if st.button("Import the model", type="primary", disabled=uploaded is None, key=Keys.IMPORT_BUTTON):
         root = target_root()
         if root is not None:
             name = title.strip() or Path(uploaded.name).stem
@@ -118,10 +118,10 @@ with importing:
                 except ModelImportError as err:
                     st.error(str(err))
                 else:
-                    st.session_state[IMPORTED] = result.summary()
+                    st.session_state[Keys.MODELS_IMPORTED] = result.summary()
                     st.rerun()  # the list and every picker now hold the model
-    if st.session_state.get(IMPORTED):
-        st.success(st.session_state[IMPORTED])
+    if st.session_state.get(Keys.MODELS_IMPORTED):
+        st.success(st.session_state[Keys.MODELS_IMPORTED])
 
 with training:
     st.markdown("Train this project's CNN on your own class-folder dataset: one sub-folder of images per class, "
@@ -129,22 +129,22 @@ with training:
                 "The training runs on the server in the background, one at a time; the finished model is "
                 "calibrated on its validation split and appears in the model picker.")
     source = st.radio("Dataset", ["A folder on the server", "A zip of class folders"], horizontal=True,
-                      key="models_train_source")
+                      key=Keys.TRAIN_SOURCE)
     if source == "A folder on the server":
-        folder = st.text_input("Dataset folder on the server", key="models_train_folder",
+        folder = st.text_input("Dataset folder on the server", key=Keys.TRAIN_FOLDER,
                                placeholder="/data/knee_xray (with one sub-folder per class)")
         archive = None
     else:
         folder = ""
-        archive = st.file_uploader("Zip of class folders", type=["zip"], key=ZIP_UPLOADER,
+        archive = st.file_uploader("Zip of class folders", type=["zip"], key=Keys.TRAIN_ZIP_UPLOADER,
                                    help="Unpacked into a private temporary folder on the server and removed when "
                                         "the training ends; never logged or kept.")
     left, middle, right = st.columns([2, 1, 1])
-    name = left.text_input("Model name", key="models_train_name", placeholder="My classifier")
-    epochs = middle.number_input("Epochs", 1, 200, 10, key="models_train_epochs")
-    input_size = right.selectbox("Input size", INPUT_SIZES, index=INPUT_SIZES.index(128), key="models_train_size",
+    name = left.text_input("Model name", key=Keys.TRAIN_NAME, placeholder="My classifier")
+    epochs = middle.number_input("Epochs", 1, 200, 10, key=Keys.TRAIN_EPOCHS)
+    input_size = right.selectbox("Input size", INPUT_SIZES, index=INPUT_SIZES.index(128), key=Keys.TRAIN_SIZE,
                                  format_func=lambda s: f"{s} x {s}")
-    if st.button("Start training", type="primary", key="models_train_button",
+    if st.button("Start training", type="primary", key=Keys.TRAIN_BUTTON,
                  disabled=not (folder.strip() or archive is not None)):
         root = target_root()
         if root is not None:
@@ -164,7 +164,7 @@ with training:
     def trainings() -> None:
         """This session's trainings, refreshed every few seconds while one is queued or running."""
         mine = queue.views(owner)
-        ended = st.session_state.setdefault(ENDED, set())
+        ended = st.session_state.setdefault(Keys.MODELS_ENDED, set())
         if any(v.id not in ended and not v.active for v in mine):
             ended.update(v.id for v in mine if not v.active)
             st.rerun()  # a training ended: redraw the whole page (list of models, pickers)
@@ -201,12 +201,12 @@ with training:
                 else:
                     st.info("Cancelled: its partial run and its dataset copy were removed.")
                 if view.active:
-                    if st.button("Cancel", key=f"models_cancel_{view.id}"):
+                    if st.button("Cancel", key=f"{Keys.TRAIN_CANCEL}_{view.id}"):
                         with st.spinner("Cancelling…"):
                             queue.cancel(view.id, owner)
                             queue.wait(view.id, timeout=30)
                         st.rerun()
-                elif st.button("Remove from the list", key=f"models_forget_{view.id}"):
+                elif st.button("Remove from the list", key=f"{Keys.TRAIN_FORGET}_{view.id}"):
                     queue.forget(view.id, owner)
                     ended.discard(view.id)
                     st.rerun(scope="fragment")

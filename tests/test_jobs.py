@@ -9,6 +9,7 @@ registry's checks; a cancelled or failed one leaves no process, no staging folde
 from __future__ import annotations
 
 import io
+import json
 import os
 import stat
 import tempfile
@@ -19,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from core.jobs import FINAL, STAGING, JobError, JobQueue, check_dataset, dataset_from_zip
+from core.jobs import FINAL, STAGING, UPLOADED_DATASET, JobError, JobQueue, check_dataset, dataset_from_zip
 from core.registry import check_folder
 from page_support import is_one_sentence
 
@@ -155,35 +156,42 @@ def assert_nothing_left(out_root: Path, temp: Path | None = None) -> None:
 
 
 @pytest.mark.slow
-def test_a_tiny_training_finishes_calibrated_and_a_queued_one_waits(tiny_dataset, chest_dir, tmp_path,
-                                                                     private_tmp):
+def test_a_tiny_training_from_a_zip_finishes_calibrated_and_a_queued_one_waits(tiny_dataset, chest_dir, tmp_path,
+                                                                              private_tmp):
     queue = JobQueue()
     out_root = tmp_path / "my-models"
-    first = queue.submit(data=tiny_dataset, title="Tiny chest", out_root=out_root, epochs=1, input_size=32,
-                         owner="me", options=OPTIONS)
-    assert queue.wait(first.id, timeout=30, states=("running", "calibrating", *FINAL)).state == "running"
     temp = dataset_from_zip(dataset_zip(chest_dir))
-    second = queue.submit(data=temp, title="Tiny chest", out_root=out_root, epochs=1, input_size=32, owner="me",
-                          temp_dir=temp, options=OPTIONS)
+    first = queue.submit(data=temp, title="Tiny chest", out_root=out_root, epochs=1, input_size=32, owner="me",
+                         temp_dir=temp, options=OPTIONS)
+    assert queue.wait(first.id, timeout=30, states=("running", "calibrating", *FINAL)).state == "running"
+    second = queue.submit(data=tiny_dataset, title="Tiny chest", out_root=out_root, epochs=1, input_size=32,
+                          owner="me", options=OPTIONS)
     assert second.name != first.name  # the first one's folder name is reserved
     waiting = queue.view(second.id)
     assert waiting.state == "queued" and waiting.position == 1 and queue.waiting() == 1
     assert not queue.cancel(second.id, owner="somebody else")
     assert queue.cancel(second.id, owner="me")
-    assert queue.view(second.id).state == "cancelled" and not temp.exists()
+    assert queue.view(second.id).state == "cancelled"
     assert not (out_root / STAGING / second.name).exists()
 
     done = queue.wait(first.id, timeout=TRAINING_SECONDS)
     assert done.state == "finished", (done.error, done.last_lines())
     assert done.calibrated and done.model_folder == out_root / "tiny_chest"
+    assert not temp.exists() and list(private_tmp.iterdir()) == [], "the unpacked upload is removed"
     entry = check_folder(done.model_folder)
     assert entry.usable, entry.problem
     info = entry.info
     assert info["title"] == "Tiny chest" and info["class_names"] == ["NORMAL", "PNEUMONIA"]
     assert info["temperature"] > 0 and info["ood"]["file"] == "ood.npz"
-    assert info["trained_here"]["job"] == first.id and not info["trained_here"]["uploaded"]
+    assert info["trained_here"]["job"] == first.id and info["trained_here"]["uploaded"]
     for name in ("history.csv", "metrics.json", "params.json", "split.json", "MODEL_CARD.md", "train.log", "ood.npz"):
         assert (done.model_folder / name).is_file(), name
+    # Where the upload was unpacked is said nowhere: the folder is gone, and it was private.
+    assert info["dataset"]["path"] == UPLOADED_DATASET
+    assert json.loads((done.model_folder / "params.json").read_text())["data"] == UPLOADED_DATASET
+    for path in done.model_folder.iterdir():
+        if path.suffix in (".json", ".md", ".log", ".csv"):
+            assert str(temp) not in path.read_text(), path.name
     assert "# Model card: Tiny chest" in (done.model_folder / "MODEL_CARD.md").read_text()
     assert any(line.startswith("epoch 1/1") for line in done.log)
     assert done.epochs_done == 1
@@ -241,3 +249,23 @@ def test_bad_requests_are_one_sentence(tiny_dataset, tmp_path):
             queue.submit(**request)
         assert is_one_sentence(str(caught.value))
     assert queue.views() == []
+
+
+@pytest.mark.slow
+def test_staging_folders_of_a_server_that_died_are_removed(tiny_dataset, tmp_path):
+    """A server killed mid-training leaves its staging folder (its training died with it); the next queue
+    to write into that folder of models removes it, and never one of a live server."""
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    out_root = tmp_path / "my-models"
+    for name, pid in (("of_a_dead_server", dead.pid), ("of_a_live_server", os.getppid()), ("without_pid", None)):
+        (out_root / STAGING / name / "job").mkdir(parents=True)
+        if pid is not None:
+            (out_root / STAGING / name / "server.pid").write_text(str(pid))
+    queue = JobQueue()
+    job = queue.submit(data=tiny_dataset, title="x", out_root=out_root, epochs=1, input_size=32)
+    queue.cancel(job.id)
+    assert queue.wait(job.id, timeout=60).state == "cancelled"
+    assert sorted(p.name for p in (out_root / STAGING).iterdir()) == ["of_a_live_server"]
