@@ -41,7 +41,11 @@ def render_card(folder: str | Path) -> str:
         f"- Last convolution `{info.get('last_conv', 'last_conv')}` (explained by the CAM methods).",
         f"- Preprocessing (saved in `model.json`, the same code for training and inference): "
         f"{json.dumps(info['preprocessing'])}.",
-        f"- Decision: {'P(' + names[1] + ') >= ' + str(info.get('threshold', 0.5)) if len(names) == 2 else 'arg-max'}.",
+        f"- Decision: {'P(' + names[1] + ') >= ' + format(info.get('threshold', 0.5), '.4g') if len(names) == 2 else 'arg-max'}"
+        f"{' (' + info['threshold_rule'] + ')' if len(names) == 2 and info.get('threshold_rule') else ''}."
+        + (f" On validation it gives Youden's J {info['threshold_check']['j_at_threshold']}; the empirical maximum there "
+           f"is {info['threshold_check']['j_at_youden']} at {info['threshold_check']['youden_on_validation']:.3g}."
+           if info.get('threshold_check') and info['threshold_check'].get('j_at_threshold') is not None else ""),
         f"- File `model.keras`, SHA-256 `{info['sha256']}`; loaded with Keras `safe_mode` after the hash check.",
         "",
         "## Data",
@@ -56,11 +60,16 @@ def render_card(folder: str | Path) -> str:
         "## Training",
         f"- Command: `python -m core train --task {params.get('task', task)} --data {info['dataset']['path']} --out {folder.as_posix()} "
         f"--epochs {params.get('epochs')} --patience {params.get('patience')} --seed {params.get('seed')} "
-        f"--recalibrate-bn {params.get('recalibrate_bn', 0)}`",
+        f"--input-size {params.get('input_size', info['input_size'])} --width {params.get('width', 32)} "
+        f"--recalibrate-bn {params.get('recalibrate_bn', 0)}{'' if params.get('degrade') else ' --no-degrade'}`",
         f"- {len(_history_rows(folder))} epochs run (early stopping on `{params.get('monitor')}`), "
         f"{float(params.get('train_seconds', 0)) / 60:.1f} minutes on a 2-core CPU, Adam with cosine decay, class "
         "weights for imbalance, augmentation: small shifts, rotations, zoom and contrast"
-        f"{', horizontal flips' if info.get('flip') else ''}.",
+        f"{', horizontal flips' if info.get('flip') else ''}"
+        + (", and on every class alike, random image degradations (Gaussian blur, unsharp masking, gamma, "
+           "contrast, noise, JPEG re-encoding: `core.perturb`), so that none of them can tell the classes apart."
+           if params.get("degrade") else " (no image degradations: trained before `core.perturb` existed, or "
+           "with `--no-degrade`)."),
         *_recalibration_lines(params),
         f"- The kept weights are those of the epoch with the best validation `{params.get('monitor')}`"
         f"{_best_epoch(folder, params.get('monitor'))}; the validation figures below are measured on that same "
@@ -74,6 +83,9 @@ def render_card(folder: str | Path) -> str:
         f"- Expected calibration error (10 bins): {metrics['calibration']['ece']:.4f}",
         f"- Confusion matrix (rows true, columns predicted; {', '.join(names)}): {metrics['confusion_matrix']}",
         *_calibration_lines(info, folder),
+        *_subgroup_lines(metrics),
+        *_robustness_lines(folder),
+        *_shortcut_lines(folder),
         "",
         "## Intended use",
         info.get("intended_use") or ("Teaching and demonstrating explainable AI on medical images. "
@@ -98,6 +110,23 @@ def _recalibration_lines(params: dict) -> list[str]:
             "validation, and from all training images for the kept weights; validation images are never used."]
 
 
+def _subgroup_lines(metrics: dict) -> list[str]:
+    """One line per value of each ``subgroups`` column of ``metrics.json`` (:func:`core.metrics.subgroup_metrics`).
+
+    >>> print("\\n".join(_subgroup_lines({"subgroups": {"hardware": {"1": {
+    ...     "n": 9, "auc": None, "sensitivity": 0.75, "specificity": None, "threshold": 0.5}}}})))
+    - Subgroups of the validation split:
+      - hardware = 1: n 9, AUC n/a, sensitivity 75.0%, specificity n/a at threshold 0.5
+    """
+    subgroups = metrics.get("subgroups") or {}
+    lines = [f"  - {column} = {value}: n {m.get('n')}, AUC {'n/a' if m.get('auc') is None else round(m['auc'], 4)}"
+             + (f", sensitivity {_pct(m.get('sensitivity'))}, specificity {_pct(m.get('specificity'))}"
+                f" at threshold {m.get('threshold', 0.5):.4g}" if "sensitivity" in m else
+                f", accuracy {_pct(m.get('accuracy'))}")
+             for column, values in subgroups.items() for value, m in values.items()]
+    return ["- Subgroups of the validation split:", *lines] if lines else []
+
+
 def _calibration_lines(info: dict, folder: Path) -> list[str]:
     cal, ood = info.get("calibration"), info.get("ood")
     if not cal:
@@ -111,6 +140,34 @@ def _calibration_lines(info: dict, folder: Path) -> list[str]:
                      f"{ood['threshold']:.1f} (Mahalanobis distance; {100 * ood['quantile']:.0f}% of validation "
                      "images are closer) is flagged as unlike the training data.")
     return lines
+
+
+def _robustness_lines(folder: Path) -> list[str]:
+    """The measured table of ``robustness.json`` (``python -m core evaluate --perturbations --write``)."""
+    from core.robustness import ROBUSTNESS_FILE, markdown
+
+    path = folder / ROBUSTNESS_FILE
+    if not path.exists():
+        return []
+    table = json.loads(path.read_text())
+    worst = table.get("worst_auc") or {}
+    return ["", "## Robustness: validation under realistic degradations",
+            f"Measured with `{table.get('command', '')}` on {table.get('images', 'the validation split')}; "
+            "calibrated probabilities at the saved threshold. Strengths in pixels refer to a 224 px image side.",
+            "", markdown(table), "",
+            f"Worst AUC: {worst.get('auc', float('nan')):.3f} ({worst.get('perturbation', 'n/a')})." if worst else ""]
+
+
+#: Written by people after looking at the model's evidence: the shortcuts looked for, what was found,
+#: what was done and what remains. Included in the card as it is.
+SHORTCUTS_FILE = "SHORTCUTS.md"
+
+
+def _shortcut_lines(folder: Path) -> list[str]:
+    path = folder / SHORTCUTS_FILE
+    if not path.exists():
+        return []
+    return ["", "## Shortcuts looked for", "", path.read_text().strip()]
 
 
 def _best_epoch(folder: Path, monitor: str | None) -> str:

@@ -7,12 +7,13 @@ prepared arrays are cached in memory and ``tf.data`` shuffles, augments and pref
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import re
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -28,6 +29,7 @@ class Item:
     label: int
     group: str  # patient or study key: items sharing it never straddle the split
     digest: str  # SHA-256 of the file's bytes
+    near: str = ""  # difference hash (:func:`_near_hash`) when the listing checked near-duplicates
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,8 @@ def list_dataset(root: str | Path, *, class_names: list[str] | None = None, limi
                 removed += 1
                 continue
             seen.update((key, digest))
-            items.append(Item(path, label, group_key(path.name, tuple(group_patterns)), digest))
+            items.append(Item(path, label, group_key(path.name, tuple(group_patterns)), digest,
+                              key if near_duplicates else ""))
     if not items:
         raise ValueError(f"The dataset folder {root} holds no images in {', '.join(names)}.")
     return Dataset(root, tuple(names), tuple(items), removed)
@@ -159,15 +162,118 @@ def split_by_group(dataset: Dataset, *, validation_fraction: float = 0.15, seed:
     return train, val
 
 
+#: Difference hashes (256 bits) at most this many bits apart are near-duplicates that stay on one side of a
+#: ``listed`` split. Identical hashes are removed by :func:`list_dataset` already. On FracAtlas the pairs
+#: within 10 bits include films of one patient (consecutive numbers, the same marker); the largest group
+#: holds 4 images, and pairs beyond it are mostly different people's knees in the same standard view.
+NEAR_BITS = 10
+
+
+def index_rows(dataset: Dataset, index: str, items, columns=()) -> list[dict[str, str]]:
+    """Each item's row of the dataset's index CSV, in the order of ``items``.
+
+    ``index`` is relative to the dataset folder (``"../index.csv"``); the CSV's ``image`` column gives
+    each file's path, whose last two parts (class folder, file name) match the item as ``split.json``
+    names it (:func:`item_key`). Raises ``FileNotFoundError`` or ``ValueError`` with one sentence when
+    the index, one of ``columns`` or an item's row is missing.
+    """
+    path = dataset.root / index
+    if not path.is_file():
+        raise FileNotFoundError(f"The dataset index {path} does not exist.")
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in ("image", *columns) if c not in (reader.fieldnames or ())]
+        if missing:
+            raise ValueError(f"The dataset index {path} has no column {', '.join(missing)}.")
+        rows = {"/".join(PurePosixPath(row["image"].replace("\\", "/")).parts[-2:]): row for row in reader}
+    keys = [item_key(item, dataset.class_names) for item in items]
+    absent = [key for key in keys if key not in rows]
+    if absent:
+        raise ValueError(f"The dataset index {path} has no row for {absent[0]}"
+                         f"{f' (nor for {len(absent) - 1} other files)' if len(absent) > 1 else ''}.")
+    return [rows[key] for key in keys]
+
+
+def _linked_groups(items: list[Item], max_bits: int = NEAR_BITS) -> list[list[Item]]:
+    """Items joined when they share a patient key (``group``) or their difference hashes differ in at most
+    ``max_bits`` bits: the connected components, each in listing order."""
+    parent = list(range(len(items)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for i, item in enumerate(items):
+        parent[root(i)] = root(first.setdefault(item.group, i))
+    hashed = [i for i, item in enumerate(items) if item.near]
+    if len(hashed) > 1:
+        bits = np.array([np.unpackbits(np.frombuffer(bytes.fromhex(items[i].near.split(":", 1)[1]), np.uint8))
+                         for i in hashed], np.float32)
+        signs = 2 * bits - 1  # +-1: a dot product is (bits - 2 * Hamming distance), exact in float32
+        for start in range(0, len(hashed), 512):
+            distance = (bits.shape[1] - signs[start:start + 512] @ signs.T) / 2
+            for a, b in np.argwhere(distance <= max_bits):
+                if start + a < b:
+                    parent[root(hashed[start + a])] = root(hashed[b])
+    components: dict[int, list[Item]] = defaultdict(list)
+    for i, item in enumerate(items):
+        components[root(i)].append(item)
+    return list(components.values())
+
+
+def split_listed(dataset: Dataset, policy: dict, *, validation_fraction: float = 0.15,
+                 seed: int = 0) -> tuple[list[Item], list[Item]]:
+    """The split an index CSV lists, with a random share of the files it leaves open.
+
+    ``policy``: ``{"policy": "listed", "index": "../index.csv", "column": "official_split",
+    "validation": ["valid"], "fraction": 0.15, "training_only": ["multiscan"]}``. A file whose
+    ``column`` holds a ``validation`` value validates; one holding any other value trains. Of the files
+    without a value, those with a non-zero ``training_only`` column (e.g. multi-view collages) train, and
+    ``fraction`` (default ``validation_fraction``) of the others per class validate, drawn with ``seed``.
+    Files linked by a patient key or as near-duplicates (:data:`NEAR_BITS`) move together: a group with a
+    validation-listed file validates whole, else one with any listed or training-only file trains.
+    Both lists keep the listing's order.
+    """
+    column = policy.get("column", "split")
+    listed_validation = {str(v) for v in policy.get("validation", ["valid"])}
+    training_only = list(policy.get("training_only", ()))
+    fraction = float(policy.get("fraction", validation_fraction))
+    rows = dict(zip(dataset.items, index_rows(dataset, policy.get("index", "index.csv"), dataset.items,
+                                              (column, *training_only))))
+    train, val, open_groups = [], [], defaultdict(list)
+    for members in _linked_groups(list(dataset.items)):
+        listed = [rows[m][column].strip() for m in members]
+        if any(value in listed_validation for value in listed):
+            val.extend(members)
+        elif any(listed) or any(rows[m][c].strip() not in ("", "0") for m in members for c in training_only):
+            train.extend(members)
+        else:
+            open_groups[Counter(m.label for m in members).most_common(1)[0][0]].append(members)
+    rng = np.random.default_rng(seed)
+    for label in sorted(open_groups):
+        groups = sorted(open_groups[label], key=lambda g: g[0].path.name)
+        rng.shuffle(groups)
+        n_val = int(round(len(groups) * fraction))
+        for i, members in enumerate(groups):
+            (val if i < n_val else train).extend(members)
+    order = {item: i for i, item in enumerate(dataset.items)}
+    return sorted(train, key=order.__getitem__), sorted(val, key=order.__getitem__)
+
+
 def split_dataset(dataset: Dataset, policy: dict | None, *, validation_fraction: float = 0.15,
                   seed: int = 0) -> tuple[list[Item], list[Item]]:
-    """Training and validation items by a task spec's split policy (``{"policy": "group" | "file"}``).
+    """Training and validation items by a task spec's split policy (``{"policy": "group" | "file" | "listed"}``).
 
-    Both policies are :func:`split_by_group`: with ``group`` the files' patient or study keys (from the
-    spec's patterns, already in each item's ``group``) keep a patient on one side; with ``file`` every
-    file is its own group.
+    ``group`` and ``file`` are :func:`split_by_group`: with ``group`` the files' patient or study keys (from
+    the spec's patterns, already in each item's ``group``) keep a patient on one side; with ``file`` every
+    file is its own group. ``listed`` is :func:`split_listed`: the split an index CSV names.
     """
     kind = (policy or {}).get("policy", "file")
+    if kind == "listed":
+        return split_listed(dataset, policy, validation_fraction=validation_fraction, seed=seed)
     if kind not in ("group", "file"):
         raise ValueError(f"unknown split policy {kind!r}")
     return split_by_group(dataset, validation_fraction=validation_fraction, seed=seed)
@@ -212,7 +318,7 @@ def augmentation(*, flip: bool, value_range: tuple[float, float]):
     steps = [
         layers.RandomTranslation(0.06, 0.06, fill_mode="nearest"),
         layers.RandomRotation(0.03, fill_mode="nearest"),
-        layers.RandomZoom(0.08, fill_mode="nearest"),
+        layers.RandomZoom(0.12, fill_mode="nearest"),
         layers.RandomContrast(0.15, value_range=tuple(float(v) for v in value_range)),
     ]
     if flip:
@@ -221,8 +327,12 @@ def augmentation(*, flip: bool, value_range: tuple[float, float]):
 
 
 def make_tf_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch_size: int = 32, training: bool,
-                    augment=None, seed: int = 0):
-    """``tf.data`` over prepared arrays: cached, shuffled and augmented for training, prefetched."""
+                    augment=None, degrade=None, seed: int = 0):
+    """``tf.data`` over prepared arrays: cached, shuffled and augmented for training, prefetched.
+
+    ``degrade`` (training only) is a NumPy function of a batch of model tensors, run before the Keras
+    ``augment`` layers: the image degradations of :func:`core.perturb.degrade_batch`.
+    """
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, n_classes)))
@@ -230,6 +340,10 @@ def make_tf_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch_size:
     if training:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
+    if training and degrade is not None:
+        shape = (None, *x.shape[1:])
+        ds = ds.map(lambda a, b: (tf.ensure_shape(tf.numpy_function(degrade, [a], tf.float32), shape), b),
+                    num_parallel_calls=tf.data.AUTOTUNE)
     if training and augment is not None:
         ds = ds.map(lambda a, b: (augment(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -100,6 +100,92 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, class_names: list[str],
     return result
 
 
+#: How the operating threshold of a two-class model is chosen (``model.json``'s ``threshold_rule``).
+THRESHOLD_RULE = ("the positive class's share of the training split: on calibrated probabilities this is the "
+                  "Bayes decision that maximises the expected Youden's J (sensitivity + specificity - 1); "
+                  "unlike the empirical maximum of J on validation, it does not follow a few borderline images")
+
+
+def prevalence_threshold(y_train: np.ndarray) -> float:
+    """The decision threshold on calibrated P(positive) that maximises expected sensitivity + specificity.
+
+    Deciding "positive" when ``p / (1 - p) > pi / (1 - pi)``, that is ``p > pi`` with ``pi`` the prevalence
+    the probabilities were calibrated at, weighs a missed positive and a false alarm by the inverse of
+    their class's frequency: the balanced-cost Bayes rule, whose expected balanced accuracy is highest.
+
+    >>> prevalence_threshold(np.array([0, 1, 1, 1]))
+    0.75
+    """
+    y_train = np.asarray(y_train, int)
+    return round(float(y_train.mean()), 6) if len(y_train) else 0.5
+
+
+def youden_threshold(y: np.ndarray, p_positive: np.ndarray) -> float:
+    """The decision threshold on P(positive) that maximises Youden's J on ``(y, p_positive)``.
+
+    The cut is placed halfway between the score that reaches the best J and the next lower score, so
+    a validation image that sits exactly on it does not decide it. With one class only: 0.5.
+
+    >>> youden_threshold(np.array([0, 0, 1, 1]), np.array([0.1, 0.3, 0.6, 0.9]))
+    0.45
+    """
+    from sklearn.metrics import roc_curve
+
+    y = np.asarray(y, int)
+    p_positive = np.asarray(p_positive, float)
+    if len(np.unique(y)) < 2:
+        return 0.5
+    fpr, tpr, thresholds = roc_curve(y, p_positive)
+    best = int(np.argmax(tpr - fpr))
+    cut = float(min(thresholds[best], 1.0))
+    lower = p_positive[p_positive < cut]
+    return round(float((cut + lower.max()) / 2) if len(lower) else cut, 6)
+
+
+def subgroup_metrics(y: np.ndarray, p: np.ndarray, groups: dict[str, np.ndarray], class_names: list[str],
+                     threshold: float = 0.5) -> dict:
+    """Metrics of the images within each value of each grouping, e.g. with and without metal hardware.
+
+    Parameters
+    ----------
+    y, p : labels (n,) and probabilities (n, n_classes) of one evaluation, e.g. the validation split.
+    groups : ``{name: values (n,)}``, one value per image (``0``/``1`` columns of an index CSV).
+    class_names, threshold : as for :func:`classification_metrics`, which scores every subgroup.
+
+    Returns
+    -------
+    ``{name: {value: {"n", "counts", "accuracy", "auc", "sensitivity", "specificity", "threshold"}}}`` with
+    the values as strings (JSON keys); ``auc`` is None unless both classes occur in the subgroup, sensitivity
+    or specificity None when it holds no image of their class; sensitivity, specificity and threshold only
+    for two classes. A blank value is reported as ``"missing"``.
+
+    >>> y = np.array([0, 0, 1, 1, 0, 1])
+    >>> p1 = np.array([0.2, 0.6, 0.7, 0.4, 0.1, 0.9])
+    >>> out = subgroup_metrics(y, np.stack([1 - p1, p1], axis=1), {"metal": np.array([0, 0, 0, 0, 1, 1])},
+    ...                        ["no", "yes"])
+    >>> out["metal"]["0"]["n"], out["metal"]["0"]["auc"], out["metal"]["0"]["sensitivity"]
+    (4, 0.75, 0.5)
+    >>> out["metal"]["1"]["auc"], out["metal"]["1"]["specificity"], out["metal"]["1"]["counts"]
+    (1.0, 1.0, {'no': 1, 'yes': 1})
+    """
+    y = np.asarray(y, int)
+    p = np.asarray(p, float)
+    result = {}
+    for name, values in groups.items():
+        values = np.array([str(v).strip() or "missing" for v in values], dtype=object)
+        if len(values) != len(y):
+            raise ValueError(f"The grouping {name} has {len(values)} values for {len(y)} images.")
+        result[name] = {}
+        for value in sorted(set(values)):
+            mask = values == value
+            m = classification_metrics(y[mask], p[mask], class_names, threshold=threshold)
+            result[name][value] = {"n": m["n"],
+                                   "counts": {c: int((y[mask] == i).sum()) for i, c in enumerate(class_names)},
+                                   **{k: m[k] for k in ("accuracy", "auc", "sensitivity", "specificity", "threshold")
+                                      if k in m}}
+    return result
+
+
 def _ratio(a, b):
     return float(a) / float(b) if b else None
 

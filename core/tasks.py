@@ -17,7 +17,10 @@ Keys (all but ``name`` optional):
   says it in words for the model card;
 - ``source``: ``{"citation", "licence", "description"}`` of the training data;
 - ``routing``: ``{"modalities": [...], "body_parts": [...]}``: DICOM scans this model is meant for;
-- ``intended_use`` and ``limits``: the model card's words.
+- ``intended_use`` and ``limits``: the model card's words;
+- ``subgroups``: ``{"index": "../index.csv", "columns": ["hardware", ...]}``: columns of an index CSV
+  (relative to the dataset folder) by whose values training reports validation metrics separately
+  (``metrics.json``'s ``subgroups``, :func:`core.metrics.subgroup_metrics`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ TASKS_DIR = Path(__file__).resolve().parent.parent / "assets" / "tasks"
 
 #: Facts a task spec may carry into model.json.
 SPEC_KEYS = ("title", "short_title", "class_names", "flip", "near_duplicates", "split", "source", "routing",
-             "intended_use", "limits", "augment")
+             "intended_use", "limits", "augment", "subgroups")
 
 
 class TaskError(ValueError):

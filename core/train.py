@@ -19,8 +19,9 @@ import numpy as np
 from core import data as data_mod
 from core.calibration import OOD_FILE, OOD_QUANTILE, OutlierCheck, fit_temperature, scale
 from core.card import write_card
-from core.metrics import classification_metrics, expected_calibration_error
-from core.model import (INFO_FILE, build_model, feature_layer, json_default, load_model, save_model,
+from core.metrics import (THRESHOLD_RULE, classification_metrics, expected_calibration_error, prevalence_threshold,
+                          subgroup_metrics, youden_threshold)
+from core.model import (INFO_FILE, build_model, json_default, load_model, outlier_layers, pooled_features, save_model,
                         sha256_file, write_info)
 from core.preprocess import Pipeline
 from core.tasks import load_spec, spec_facts
@@ -41,6 +42,7 @@ class TrainConfig:
     validation_fraction: float = 0.15
     limit_per_class: int | None = None
     recalibrate_bn: int = 1024
+    degrade: bool = True  # blur, sharpening, gamma, contrast, noise, JPEG on every class (core.perturb)
     strategy: str | None = None  # "mirrored" | "multiworker" (core.multiworker); None: one process, no tf.distribute
 
 
@@ -71,8 +73,14 @@ def train(config: TrainConfig, log=print) -> dict:
 
     n_classes = len(names)
     augment = data_mod.augmentation(flip=spec.get("flip", False), value_range=pipeline.value_range)
+    degrade = None
+    if config.degrade:
+        from core.perturb import degrade_batch
+
+        rng = np.random.default_rng(config.seed + 1)
+        degrade = lambda batch: degrade_batch(batch, rng, mean=pipeline.mean, std=pipeline.std)  # noqa: E731
     train_ds = data_mod.make_tf_dataset(x_train, y_train, n_classes, batch_size=config.batch_size,
-                                        training=True, augment=augment, seed=config.seed)
+                                        training=True, augment=augment, degrade=degrade, seed=config.seed)
     val_ds = data_mod.make_tf_dataset(x_val, y_val, n_classes, batch_size=64, training=False)
     train_ds, val_ds = _sharded(train_ds), _sharded(val_ds)  # for tf.distribute; unchanged in one process
 
@@ -105,6 +113,11 @@ def train(config: TrainConfig, log=print) -> dict:
 
     probabilities = model.predict(x_val, batch_size=64, verbose=0)
     metrics = classification_metrics(y_val, probabilities, names)
+    if spec.get("subgroups"):  # e.g. with and without metal hardware: a shortcut shows as a gap between them
+        columns = list(spec["subgroups"]["columns"])
+        rows = data_mod.index_rows(dataset, spec["subgroups"]["index"], val_items, columns)
+        metrics["subgroups"] = subgroup_metrics(y_val, probabilities, {c: [r[c] for r in rows] for c in columns},
+                                                names, threshold=metrics.get("threshold", 0.5))
     seconds = time.time() - started
     params = {**asdict(config), "class_weights": weights, "monitor": monitor, "train_seconds": round(seconds, 1),
               "n_train": len(train_items), "n_validation": len(val_items),
@@ -119,9 +132,7 @@ def train(config: TrainConfig, log=print) -> dict:
         "threshold": 0.5,
         "dataset": {"path": str(config.data), "fingerprint": dataset.fingerprint(), "counts": dataset.counts(),
                     "removed_duplicates": dataset.removed_duplicates},
-        "validation": {k: metrics[k] for k in ("n", "accuracy", "auc", "per_class_recall")
-                       if k in metrics} | {k: metrics[k] for k in ("sensitivity", "specificity") if k in metrics}
-                      | {"ece": metrics["calibration"]["ece"]},
+        "validation": _validation_summary(metrics),
         "train_seconds": round(seconds, 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -132,6 +143,20 @@ def train(config: TrainConfig, log=print) -> dict:
     write_card(out)
     log(f"done in {seconds / 60:.1f} min: validation accuracy {metrics['accuracy']:.4f}, AUC {metrics['auc']}")
     return metrics
+
+
+def _youden_j(y: np.ndarray, p_positive: np.ndarray, threshold: float) -> float | None:
+    """Sensitivity + specificity - 1 at ``threshold`` (None without both classes)."""
+    y = np.asarray(y, int)
+    if len(np.unique(y)) < 2:
+        return None
+    return round(float((p_positive[y == 1] >= threshold).mean() + (p_positive[y == 0] < threshold).mean() - 1), 4)
+
+
+def _validation_summary(metrics: dict) -> dict:
+    """The validation figures ``model.json`` repeats from ``metrics.json``."""
+    keys = ("n", "accuracy", "auc", "per_class_recall", "sensitivity", "specificity", "threshold")
+    return {k: metrics[k] for k in keys if k in metrics} | {"ece": metrics["calibration"]["ece"]}
 
 
 def _auc_metric(n_classes: int):
@@ -279,21 +304,42 @@ def calibrate_run(model_dir: str | Path, data_dir: str | Path, log=print) -> dic
     raw = loaded.uncalibrated(x_val)
     temperature = fit_temperature(raw, y_val)
 
-    import keras
-
-    layer = feature_layer(loaded.model)
-    features = keras.Model(loaded.model.input, loaded.model.get_layer(layer).output)
+    layers = outlier_layers(loaded.model)
+    features = pooled_features(loaded.model, layers)
     check = OutlierCheck.fit(features.predict(x_train, batch_size=64, verbose=0),
                              features.predict(x_val, batch_size=64, verbose=0))
     check.save(model_dir / OOD_FILE)
 
     info = json.loads((model_dir / INFO_FILE).read_text())
     info["temperature"] = temperature
+    calibrated = scale(raw, temperature)
+    if len(loaded.class_names) == 2:
+        info["threshold"] = prevalence_threshold(np.array([item.label for item in train_items]))
+        info["threshold_rule"] = THRESHOLD_RULE
+        # For the card: where the noisy empirical optimum lies, and what the saved rule gives up against it.
+        empirical = youden_threshold(y_val, calibrated[:, 1])
+        info["threshold_check"] = {"youden_on_validation": empirical,
+                                   "j_at_youden": _youden_j(y_val, calibrated[:, 1], empirical),
+                                   "j_at_threshold": _youden_j(y_val, calibrated[:, 1], info["threshold"])}
+    if (model_dir / "metrics.json").exists():
+        # The figures the model card and the history page show are those of the model as served:
+        # calibrated probabilities at the saved threshold, subgroups included.
+        metrics = json.loads((model_dir / "metrics.json").read_text())
+        metrics |= classification_metrics(y_val, calibrated, loaded.class_names,
+                                          threshold=float(info.get("threshold", 0.5)))
+        metrics["calibrated"] = True
+        if loaded.info.get("subgroups"):
+            columns = list(loaded.info["subgroups"]["columns"])
+            rows = data_mod.index_rows(dataset, loaded.info["subgroups"]["index"], val_items, columns)
+            metrics["subgroups"] = subgroup_metrics(y_val, calibrated, {c: [r[c] for r in rows] for c in columns},
+                                                    loaded.class_names, threshold=float(info.get("threshold", 0.5)))
+        _write_json(model_dir / "metrics.json", metrics)
+        info["validation"] = _validation_summary(metrics)
     info["calibration"] = {"ece_before": expected_calibration_error(raw, y_val),
                            "ece_after": expected_calibration_error(scale(raw, temperature), y_val),
                            "n_validation": len(y_val), "method": "temperature scaling on the validation split"}
     info["ood"] = {"file": OOD_FILE, "sha256": sha256_file(model_dir / OOD_FILE), "threshold": check.threshold,
-                   "quantile": OOD_QUANTILE, "features": layer}
+                   "quantile": OOD_QUANTILE, "features": layers if len(layers) > 1 else layers[0]}
     # The mean training image on the model's input grid: a class-neutral deletion baseline (core.trust).
     np.save(model_dir / REFERENCE_FILE, x_train.mean(axis=0)[..., 0].astype(np.float32))
     reference = loaded.uncalibrated(x_train.mean(axis=0, keepdims=True))[0]

@@ -56,7 +56,7 @@ def test_calibrate_run_writes_temperature_outlier_check_and_card(tiny_run, chest
     loaded = load_model(folder)
     assert loaded.temperature == info["temperature"] > 0
     assert set(info["calibration"]) >= {"ece_before", "ece_after", "n_validation"}
-    assert info["ood"]["features"] == "gap" and loaded.outlier_threshold == pytest.approx(info["ood"]["threshold"])
+    assert info["ood"]["features"] == ["gap", "conv2b_relu"] and loaded.outlier_threshold == pytest.approx(info["ood"]["threshold"])
     assert "Temperature scaling" in (folder / "MODEL_CARD.md").read_text()
 
 

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from core.data import (
-    class_weights, group_key, item_key, list_dataset, list_for_spec, make_tf_dataset, prepare_arrays, prepare_image,
-    split_by_group, split_dataset, split_from_record,
+    _linked_groups, class_weights, group_key, index_rows, item_key, list_dataset, list_for_spec, make_tf_dataset,
+    prepare_arrays, prepare_image, split_by_group, split_dataset, split_from_record,
 )
 from core.io import ScanError
 from core.preprocess import Pipeline
@@ -167,3 +167,137 @@ def test_prepare_image_names_the_file_it_cannot_use(tmp_path):
     broken.write_bytes(b"\xff\xd8\xff" + b"\x00" * 64)
     with pytest.raises(ScanError, match="broken.jpeg: This image file is damaged"):
         prepare_image(broken, Pipeline(input_size=32))
+
+
+# --- the `listed` split, on a small copy of real FracAtlas files with a tiny index written here ---
+
+FRACTURE = load_spec("fracture")
+LISTED = {**FRACTURE["split"], "index": "../index.csv"}
+# Real FracAtlas films whose difference hashes lie within NEAR_BITS of each other (measured on the full set).
+NEAR_NOT_FRACTURED = ("IMG0001134.jpg", "IMG0001807.jpg", "IMG0001727.jpg", "IMG0001242.jpg")  # 7-10 bits apart
+NEAR_FRACTURED = ("IMG0004232.jpg", "IMG0002904.jpg")  # 10 bits apart, the same plated forearm; valid / train
+
+
+@pytest.fixture(scope="module")
+def fracatlas_rows(data_dir):
+    import csv
+
+    index = data_dir / "fracatlas" / "index.csv"
+    if not index.is_file():
+        pytest.skip(f"FracAtlas not found at {index.parent}")
+    with open(index, newline="") as fh:
+        return {row["image"].split("/", 1)[1]: row for row in csv.DictReader(fh)}  # "class/name" -> row
+
+
+def _pick(rows, label, split, multiscan, n, skip=()):
+    names = [key for key, r in sorted(rows.items()) if r["label"] == label and r["official_split"] == split
+             and r["multiscan"] == multiscan and key.split("/")[1] not in skip]
+    return names[:n]
+
+
+def fracture_copy(tmp_path, data_dir, rows, listed: dict[str, str], *, leave_out=()):
+    """``tmp_path/images/CLASS/NAME`` links to the real files of ``listed`` (``class/name`` -> split value)
+    and ``tmp_path/index.csv`` their rows, with the split values given here; the listing with near hashes."""
+    import csv
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    with open(tmp_path / "index.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image", "label", "official_split", "multiscan", "hardware"])
+        for key, value in listed.items():
+            target = tmp_path / "images" / key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(data_dir / "fracatlas" / "images" / key)
+            if key not in leave_out:
+                writer.writerow([f"images/{key}", rows[key]["label"], value, rows[key]["multiscan"],
+                                 rows[key]["hardware"]])
+    return list_dataset(tmp_path / "images", class_names=FRACTURE["class_names"], near_duplicates=True)
+
+
+@pytest.fixture
+def frac_files(fracatlas_rows):
+    """A small selection of real files by role (``class/name`` lists)."""
+    rows, skip = fracatlas_rows, NEAR_FRACTURED + NEAR_NOT_FRACTURED
+    return {
+        "valid": _pick(rows, "fractured", "valid", "0", 3, skip),
+        "train": _pick(rows, "fractured", "train", "0", 3, skip) + _pick(rows, "fractured", "train", "1", 1, skip),
+        "multiview": _pick(rows, "not_fractured", "", "1", 3, skip),
+        "single": _pick(rows, "not_fractured", "", "0", 40, skip),
+        "near_not_fractured": [f"not_fractured/{n}" for n in NEAR_NOT_FRACTURED],
+        "near_fractured": [f"fractured/{n}" for n in NEAR_FRACTURED],
+    }
+
+
+def _as_listed(files, **values):
+    """``class/name`` -> split value for every file: the real value for fractured ones (the near pair:
+    ``valid`` and ``train``), blank for the others, overridden per role by ``values``."""
+    real = {"valid": "valid", "train": "train"}
+    listed = {key: values.get(role, real.get(role, "")) for role, keys in files.items() for key in keys}
+    listed["fractured/IMG0004232.jpg"], listed["fractured/IMG0002904.jpg"] = "valid", "train"
+    return listed
+
+
+def _names(items, class_names=tuple(FRACTURE["class_names"])):
+    return {item_key(i, class_names) for i in items}
+
+
+def test_listed_split_follows_the_index_and_draws_a_share_of_the_rest(tmp_path, data_dir, fracatlas_rows, frac_files):
+    dataset = fracture_copy(tmp_path, data_dir, fracatlas_rows, _as_listed(frac_files))
+    train, val = split_dataset(dataset, LISTED, seed=0)
+    assert len(train) + len(val) == len(dataset.items) and _names(train).isdisjoint(_names(val))
+    assert set(frac_files["valid"]) <= _names(val) and set(frac_files["train"]) <= _names(train)
+    assert set(frac_files["multiview"]) <= _names(train)  # multi-view collages without a listed value train
+    # 40 unrelated single views: round(40 x 0.15) = 6 validate, drawn with the seed
+    drawn = set(frac_files["single"]) & _names(val)
+    assert len(drawn) == 6
+    again = split_dataset(dataset, LISTED, seed=0)[1]
+    other = split_dataset(dataset, LISTED, seed=1)[1]
+    assert _names(again) == _names(val) and set(frac_files["single"]) & _names(other) != drawn
+    assert len(set(frac_files["single"]) & _names(split_dataset(dataset, {**LISTED, "fraction": 0.5})[1])) == 20
+    # the run's split.json rebuilds the same split
+    re_train, re_val = split_from_record(dataset, sorted(_names(val)))
+    assert _names(re_val) == _names(val) and _names(re_train) == _names(train)
+
+
+def test_listed_split_keeps_near_duplicates_on_one_side(tmp_path, data_dir, fracatlas_rows, frac_files):
+    """A near-duplicate of a validation-listed film validates with it, even one the index lists for training."""
+    dataset = fracture_copy(tmp_path, data_dir, fracatlas_rows,
+                            _as_listed(frac_files, near_not_fractured=""))
+    groups = [_names(g) for g in _linked_groups(list(dataset.items)) if len(g) > 1]
+    assert sorted(groups, key=len) == [set(frac_files["near_fractured"]), set(frac_files["near_not_fractured"])]
+    _, val = split_dataset(dataset, LISTED, seed=0)
+    assert set(frac_files["near_fractured"]) <= _names(val)  # IMG0002904 is listed `train`, its twin `valid`
+    for seed in range(6):  # the unlisted group of four is drawn as one
+        _, val = split_dataset(dataset, LISTED, seed=seed)
+        assert len(set(frac_files["near_not_fractured"]) & _names(val)) in (0, 4)
+
+    listed = _as_listed(frac_files, near_not_fractured="")
+    listed["not_fractured/IMG0001134.jpg"] = "valid"
+    marked = fracture_copy(tmp_path / "marked", data_dir, fracatlas_rows, listed)
+    for seed in range(3):
+        assert set(frac_files["near_not_fractured"]) <= _names(split_dataset(marked, LISTED, seed=seed)[1])
+
+
+def test_listed_split_without_listed_files_still_splits(tmp_path, data_dir, fracatlas_rows, frac_files):
+    """As with ``--limit-per-class``: no validation-listed file in the listing, only the random share."""
+    listed = {k: v for k, v in _as_listed(frac_files).items() if v != "valid"}
+    train, val = split_dataset(fracture_copy(tmp_path, data_dir, fracatlas_rows, listed), LISTED, seed=0)
+    assert val and {i.label for i in val} == {0} and train
+
+
+def test_listed_split_needs_every_file_in_the_index(tmp_path, data_dir, fracatlas_rows, frac_files):
+    missing = frac_files["single"][0]
+    dataset = fracture_copy(tmp_path, data_dir, fracatlas_rows, _as_listed(frac_files), leave_out=(missing,))
+    with pytest.raises(ValueError) as err:
+        split_dataset(dataset, LISTED)
+    assert str(err.value) == f"The dataset index {tmp_path / 'images' / '../index.csv'} has no row for {missing}."
+    with pytest.raises(ValueError, match="has no column nowhere"):
+        split_dataset(dataset, {**LISTED, "column": "nowhere"})
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        split_dataset(dataset, {**LISTED, "index": "missing.csv"})
+
+
+def test_index_rows_give_subgroup_values(tmp_path, data_dir, fracatlas_rows, frac_files):
+    dataset = fracture_copy(tmp_path, data_dir, fracatlas_rows, _as_listed(frac_files))
+    rows = index_rows(dataset, "../index.csv", dataset.items[:3], ["hardware", "multiscan"])
+    assert [r["image"] for r in rows] == [f"images/{item_key(i, dataset.class_names)}" for i in dataset.items[:3]]

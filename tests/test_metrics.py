@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.metrics import calibration_bins, classification_metrics
+from core.metrics import calibration_bins, classification_metrics, subgroup_metrics
 
 NAMES = ["NORMAL", "PNEUMONIA"]
 
@@ -94,3 +94,35 @@ def test_calibration_bins_partition_every_prediction(pairs, n_bins):
     for b in bins:
         if b["count"]:
             assert b["low"] - 1e-12 <= b["confidence"] <= b["high"] + 1e-12
+
+
+def test_subgroup_metrics_by_hand():
+    """With and without metal: the same validation probabilities, scored within each value."""
+    y = np.array([0, 0, 0, 1, 1, 1, 0, 1, 1])
+    p = binary([0.1, 0.4, 0.6, 0.35, 0.8, 0.9, 0.7, 0.95, 0.2])
+    hardware = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1])
+    out = subgroup_metrics(y, p, {"hardware": hardware, "view": ["", "", "", "", "", "", "", "", "1"]}, NAMES)
+    assert set(out) == {"hardware", "view"} and set(out["hardware"]) == {"0", "1"}
+    without = out["hardware"]["0"]  # the case of test_binary_metrics_by_hand
+    assert without == {"n": 6, "counts": {"NORMAL": 3, "PNEUMONIA": 3}, "accuracy": pytest.approx(4 / 6),
+                       "auc": pytest.approx(7 / 9), "sensitivity": pytest.approx(2 / 3),
+                       "specificity": pytest.approx(2 / 3), "threshold": 0.5}
+    metal = out["hardware"]["1"]  # 0.95 and 0.2 positive, 0.7 negative: one of two pairs ranked right
+    assert metal["n"] == 3 and metal["auc"] == pytest.approx(0.5)
+    assert metal["sensitivity"] == pytest.approx(0.5) and metal["specificity"] == 0.0
+    assert out["view"]["missing"]["n"] == 8 and out["view"]["1"] == {
+        "n": 1, "counts": {"NORMAL": 0, "PNEUMONIA": 1}, "accuracy": 0.0, "auc": None, "sensitivity": 0.0,
+        "specificity": None, "threshold": 0.5}  # one class only: no AUC, no specificity
+    assert subgroup_metrics(y, p, {"hardware": hardware}, NAMES, threshold=0.15)["hardware"]["1"]["sensitivity"] == 1.0
+    assert json.loads(json.dumps(out, allow_nan=False)) == out
+    with pytest.raises(ValueError, match="has 2 values for 9 images"):
+        subgroup_metrics(y, p, {"short": [0, 1]}, NAMES)
+
+
+def test_subgroup_metrics_for_more_classes():
+    names = ["a", "b", "c"]
+    y = np.array([0, 1, 2, 0])
+    p = np.eye(3)[[0, 1, 1, 0]]
+    out = subgroup_metrics(y, p, {"site": np.array([1, 1, 2, 2])}, names)
+    assert out["site"]["1"]["accuracy"] == 1.0 and out["site"]["2"]["accuracy"] == 0.5
+    assert "sensitivity" not in out["site"]["1"] and out["site"]["1"]["auc"] is None

@@ -44,3 +44,38 @@ def test_facts_for_model_json_and_titles():
     assert "class_names" not in facts and set(facts) <= set(SPEC_KEYS)
     assert display_title(facts) == spec["short_title"]
     assert display_title({"task": "x"}) == "x"
+
+
+def test_the_fracture_spec_carries_its_facts_into_model_json():
+    spec = load_spec("fracture")
+    assert spec["class_names"] == ["not_fractured", "fractured"]  # the positive class last
+    assert spec["flip"] is True and spec["near_duplicates"] is True
+    facts = spec_facts(spec)
+    assert facts["split"]["policy"] == "listed" and facts["split"]["column"] == "official_split"
+    assert facts["split"]["validation"] == ["valid"] and facts["split"]["index"] == "../index.csv"
+    assert "multi-view" in facts["split"]["description"] and "no patient key" in facts["split"]["description"]
+    assert facts["subgroups"] == {"index": "../index.csv", "columns": ["hardware", "multiscan"]}
+    assert "10.6084/m9.figshare.22363012" in facts["source"]["citation"] and facts["source"]["licence"] == "CC BY 4.0"
+    assert {"CR", "DX"} == set(facts["routing"]["modalities"])
+    assert {"HAND", "WRIST", "KNEE", "HIP", "SHOULDER", "ANKLE"} <= set(facts["routing"]["body_parts"])
+    assert "CHEST" not in facts["routing"]["body_parts"]
+    limits = " ".join(facts["limits"])
+    assert "89 of the 91" in limits and "Bangladesh" in limits and "No patient key" in limits
+    assert display_title(facts) == "Radiograph — fracture"
+
+
+def test_a_fracture_radiograph_goes_to_the_fracture_model_by_its_header():
+    from core.routing import route_by_header
+
+    models = [(name, spec_facts(load_spec(name))) for name in ("chest_xray", "brain_mri", "fracture")]
+
+    class Header:
+        kind = "dicom"
+
+        def __init__(self, modality, body_part):
+            self.modality, self.body_part = modality, body_part
+
+    assert route_by_header(Header("DX", "Wrist"), models).folder == "fracture"
+    assert route_by_header(Header("CR", "KNEE"), models).folder == "fracture"
+    assert route_by_header(Header("CR", "CHEST"), models).folder == "chest_xray"
+    assert route_by_header(Header("CR", ""), models) is None  # two radiograph models: the outlier check decides

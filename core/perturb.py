@@ -1,0 +1,164 @@
+"""Image degradations a radiograph or MR slice meets in practice: blur, sharpening, gamma, contrast,
+noise, crop and rescale, JPEG re-encoding.
+
+Each is a plain function of a grey image in [0, 1] and explicit strengths, returning a grey image in
+[0, 1] of the same shape. They serve twice, with the same code:
+
+- **training** (:func:`random_degradation`): every training image, of every class, gets a random
+  subset of them at random strengths, so that none of them can tell the classes apart. The default
+  chest model of 2026-11 had learned "a blurred film is pneumonia"; blurring normal and pneumonic
+  films alike in training takes that shortcut away (``docs/EXPLANATIONS.md``, issue 12);
+- **evaluation** (:data:`EVALUATION`, :func:`apply`): a model's metrics under each degradation at
+  fixed, realistic strengths, for the model card's robustness table.
+
+Strengths in pixels are given for a 224 px image side (the size of the training sets' files) and
+scaled to the image's own size, so "sigma 4 px" means the same amount of blur at any input size.
+
+>>> import numpy as np
+>>> image = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+>>> [apply(image, name, strength).shape for name, strength in EVALUATION[:3]]
+[(64, 64), (64, 64), (64, 64)]
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+#: Side, in pixels, that strengths in pixels refer to.
+REFERENCE_SIDE = 224
+
+
+def _pixels(value: float, image: np.ndarray) -> float:
+    """A length given at :data:`REFERENCE_SIDE` px, on this image's grid."""
+    return float(value) * min(image.shape[:2]) / REFERENCE_SIDE
+
+
+def blur(image: np.ndarray, *, sigma: float) -> np.ndarray:
+    """Gaussian blur, ``sigma`` in pixels at 224 px (a soft or moved film: 1-4 px).
+
+    >>> blur(np.eye(8, dtype=np.float32), sigma=0).sum()
+    8.0
+    """
+    from scipy.ndimage import gaussian_filter
+
+    if sigma <= 0:
+        return np.asarray(image, np.float32)
+    return gaussian_filter(np.asarray(image, np.float32), _pixels(sigma, image), mode="nearest").astype(np.float32)
+
+
+def sharpen(image: np.ndarray, *, amount: float, sigma: float = 2.0) -> np.ndarray:
+    """Unsharp masking, as many radiography consoles apply by default: ``x + amount * (x - blur(x))``."""
+    image = np.asarray(image, np.float32)
+    return np.clip(image + amount * (image - blur(image, sigma=sigma)), 0.0, 1.0).astype(np.float32)
+
+
+def gamma(image: np.ndarray, *, gamma: float) -> np.ndarray:
+    """``x ** gamma``: another detector response or display curve (below 1 brightens)."""
+    return np.power(np.clip(np.asarray(image, np.float32), 0.0, 1.0), np.float32(gamma)).astype(np.float32)
+
+
+def contrast(image: np.ndarray, *, factor: float) -> np.ndarray:
+    """Contrast scaled by ``factor`` around the image's mean (another exposure or window), clipped."""
+    image = np.asarray(image, np.float32)
+    mean = float(image.mean())
+    return np.clip(mean + factor * (image - mean), 0.0, 1.0).astype(np.float32)
+
+
+def noise(image: np.ndarray, *, std: float, seed: int = 0) -> np.ndarray:
+    """Additive Gaussian noise of standard deviation ``std`` (quantum mottle of a low-dose exposure)."""
+    image = np.asarray(image, np.float32)
+    rng = np.random.default_rng(seed)
+    return np.clip(image + rng.normal(0.0, std, image.shape).astype(np.float32), 0.0, 1.0).astype(np.float32)
+
+
+def crop_scale(image: np.ndarray, *, keep: float) -> np.ndarray:
+    """The central ``keep`` share of each side, resized back to the full size (another collimation or
+    field of view); ``keep`` above 1 shrinks the image inside a border of its edge values instead."""
+    from core.preprocess import resize_to
+
+    image = np.asarray(image, np.float32)
+    rows, cols = image.shape[:2]
+    if keep <= 1:
+        r, c = max(1, round(rows * keep)), max(1, round(cols * keep))
+        top, left = (rows - r) // 2, (cols - c) // 2
+        return resize_to(image[top:top + r, left:left + c], (rows, cols))
+    small = resize_to(image, (max(1, round(rows / keep)), max(1, round(cols / keep))))
+    top, left = (rows - small.shape[0]) // 2, (cols - small.shape[1]) // 2
+    out = np.pad(small, ((top, rows - small.shape[0] - top), (left, cols - small.shape[1] - left)), mode="edge")
+    return out.astype(np.float32)
+
+
+def jpeg(image: np.ndarray, *, quality: int) -> np.ndarray:
+    """Re-encoded as 8-bit JPEG at ``quality`` (1-95), as images are when exported or mailed."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    pixels = np.round(np.clip(np.asarray(image, np.float32), 0.0, 1.0) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=int(quality))
+    with Image.open(io.BytesIO(buffer.getvalue())) as decoded:
+        return (np.asarray(decoded.convert("L"), np.float32) / 255.0).astype(np.float32)
+
+
+DEGRADATIONS = {"blur": (blur, "sigma"), "sharpen": (sharpen, "amount"), "gamma": (gamma, "gamma"),
+                "contrast": (contrast, "factor"), "noise": (noise, "std"), "crop_scale": (crop_scale, "keep"),
+                "jpeg": (jpeg, "quality")}
+
+#: Realistic strengths for the robustness table: each degradation mild and strong.
+EVALUATION = (("blur", 2.0), ("blur", 4.0), ("sharpen", 1.0), ("gamma", 0.7), ("gamma", 1.5),
+              ("contrast", 0.7), ("contrast", 1.3), ("noise", 0.02), ("noise", 0.05),
+              ("crop_scale", 0.85), ("crop_scale", 1.15), ("jpeg", 30), ("jpeg", 10))
+
+
+def apply(image: np.ndarray, name: str, strength: float) -> np.ndarray:
+    """One named degradation at one strength (its parameter is :data:`DEGRADATIONS`' second item)."""
+    function, parameter = DEGRADATIONS[name]
+    return function(image, **{parameter: strength})
+
+
+def label(name: str, strength: float) -> str:
+    """``"blur sigma=4 px"``: a row of the robustness table."""
+    parameter = DEGRADATIONS[name][1]
+    unit = " px at 224" if parameter == "sigma" else ""
+    return f"{name.replace('_', '/')} {parameter}={strength:g}{unit}"
+
+
+#: Training degradations: (name, probability, low, high); the strength is drawn uniformly in
+#: [low, high] (log-uniformly for gamma and contrast, whose neutral value is 1).
+TRAINING = (("blur", 0.35, 0.5, 5.0), ("sharpen", 0.2, 0.3, 1.5), ("gamma", 0.5, 0.6, 1.7),
+            ("contrast", 0.3, 0.7, 1.4), ("noise", 0.3, 0.005, 0.05), ("jpeg", 0.3, 10, 90))
+_LOG_UNIFORM = {"gamma", "contrast"}
+
+
+def random_degradation(image: np.ndarray, rng: np.random.Generator, recipe=TRAINING) -> np.ndarray:
+    """``image`` with each of ``recipe``'s degradations applied with its probability, at a random
+    strength, in a random order: the training augmentation, the same for every class."""
+    order = rng.permutation(len(recipe))
+    for index in order:
+        name, probability, low, high = recipe[index]
+        if rng.random() >= probability:
+            continue
+        if name in _LOG_UNIFORM:
+            strength = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+        else:
+            strength = float(rng.uniform(low, high))
+        if name == "jpeg":
+            strength = int(round(strength))
+        if name == "noise":
+            image = noise(image, std=strength, seed=int(rng.integers(1 << 31)))
+        else:
+            image = apply(image, name, strength)
+    return image
+
+
+def degrade_batch(batch: np.ndarray, rng: np.random.Generator, *, mean: float, std: float,
+                  recipe=TRAINING) -> np.ndarray:
+    """:func:`random_degradation` on every image of a batch of model tensors (n, size, size, channels),
+    standardised with ``mean`` and ``std``: back to [0, 1], degrade, standardise again."""
+    out = np.empty_like(batch, dtype=np.float32)
+    for i, tensor in enumerate(batch):
+        grey = np.clip(tensor[..., 0] * std + mean, 0.0, 1.0)
+        degraded = (random_degradation(grey, rng, recipe) - mean) / std
+        out[i] = np.repeat(degraded[..., None], batch.shape[-1], axis=-1)
+    return out

@@ -1,0 +1,79 @@
+"""core.perturb: each degradation on known inputs, strengths scaled to the image size, the training mix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core import perturb
+
+
+@pytest.fixture
+def ramp() -> np.ndarray:
+    return np.tile(np.linspace(0, 1, 224, dtype=np.float32), (224, 1))
+
+
+def test_every_degradation_keeps_shape_dtype_and_range(ramp):
+    for name, strength in perturb.EVALUATION:
+        out = perturb.apply(ramp, name, strength)
+        assert out.shape == ramp.shape and out.dtype == np.float32, name
+        assert 0.0 <= out.min() and out.max() <= 1.0, name
+
+
+def test_neutral_strengths_change_nothing(ramp):
+    assert np.array_equal(perturb.blur(ramp, sigma=0), ramp)
+    assert np.allclose(perturb.gamma(ramp, gamma=1.0), ramp)
+    assert np.allclose(perturb.contrast(ramp, factor=1.0), ramp, atol=1e-6)
+    assert np.allclose(perturb.crop_scale(ramp, keep=1.0), ramp, atol=1e-5)
+    assert np.allclose(perturb.jpeg(ramp, quality=95), ramp, atol=0.02)
+
+
+def test_blur_sigma_refers_to_a_224_px_side():
+    """The same film at 112 px and 224 px, blurred with sigma 4, loses the same share of its detail."""
+    rng = np.random.default_rng(0)
+    fine = rng.random((224, 224)).astype(np.float32)
+    from core.preprocess import resize_to
+
+    coarse = resize_to(fine, (112, 112))
+    blurred_fine = perturb.blur(fine, sigma=4)
+    blurred_coarse = perturb.blur(coarse, sigma=4)
+    # Blurring commutes with the resize when sigma scales with the side: the results agree.
+    assert np.abs(resize_to(blurred_fine, (112, 112)) - blurred_coarse).mean() < 0.01
+
+
+def test_strong_blur_and_sharpening_move_the_detail_the_right_way():
+    rng = np.random.default_rng(1)
+    image = rng.random((128, 128)).astype(np.float32)
+    detail = lambda x: np.abs(np.diff(x, axis=1)).mean()  # noqa: E731
+    assert detail(perturb.blur(image, sigma=4)) < 0.2 * detail(image)
+    smooth = perturb.blur(image, sigma=2)
+    assert detail(perturb.sharpen(smooth, amount=1.0)) > 1.3 * detail(smooth)
+
+
+def test_gamma_contrast_noise_crop(ramp):
+    assert perturb.gamma(ramp, gamma=0.5)[0, 112] > ramp[0, 112]  # gamma below 1 brightens
+    assert np.ptp(perturb.contrast(ramp, factor=0.5)) == pytest.approx(0.5, abs=0.01)
+    noisy = perturb.noise(ramp, std=0.05, seed=3)
+    assert np.std(noisy - ramp) == pytest.approx(0.05, rel=0.2)
+    assert np.array_equal(noisy, perturb.noise(ramp, std=0.05, seed=3))  # seeded
+    zoomed = perturb.crop_scale(ramp, keep=0.5)
+    assert zoomed[0, 0] == pytest.approx(0.25, abs=0.02) and zoomed[0, -1] == pytest.approx(0.75, abs=0.02)
+    shrunk = perturb.crop_scale(ramp, keep=2.0)
+    assert shrunk[0, 0] == pytest.approx(0.0, abs=0.01) and shrunk[100, 56:168].std() > 0.1
+
+
+def test_training_mix_degrades_some_images_and_is_seeded():
+    rng = np.random.default_rng(0)
+    images = rng.random((40, 32, 32, 1)).astype(np.float32) * 2 - 1  # standardised like the model's input
+    first = perturb.degrade_batch(images, np.random.default_rng(5), mean=0.5, std=0.25)
+    again = perturb.degrade_batch(images, np.random.default_rng(5), mean=0.5, std=0.25)
+    assert first.shape == images.shape and first.dtype == np.float32
+    assert np.array_equal(first, again)
+    changed = np.abs(first - np.clip(images, -2, 2)).reshape(40, -1).max(axis=1) > 1e-3
+    assert 10 < changed.sum() < 40  # most images get something, a few none
+    assert first.min() >= -2.0 - 1e-6 and first.max() <= 2.0 + 1e-6  # still inside [0, 1] once un-standardised
+
+
+def test_labels_name_the_strength():
+    assert perturb.label("blur", 4.0) == "blur sigma=4 px at 224"
+    assert perturb.label("jpeg", 30) == "jpeg quality=30"
