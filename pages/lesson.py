@@ -121,8 +121,8 @@ def case_lesson() -> None:
         with left:
             image = picture(display, mask=mask if show_outline else None, side=1024)
             st.plotly_chart(image_figure(image, scan.shape, spacing=scan.spacing,
-                                         height=figure_height(scan.shape, scan.spacing, width=640)), key="lesson_scan",
-                            config={"scrollZoom": True, "displaylogo": False})
+                                         height=figure_height(scan.shape, scan.spacing, width=640)),
+                            key=Keys.LESSON_SCAN_CHART, config={"scrollZoom": True, "displaylogo": False})
             st.caption("Scroll to zoom, drag to pan, double-click to reset.")
 
     elif step == 1:
@@ -143,7 +143,7 @@ def case_lesson() -> None:
     elif step == 2:
         left, right = st.columns([3, 2])
         threshold = loaded.threshold if len(names) == 2 else None
-        left.plotly_chart(probability_chart(names, probs, predicted, threshold), key="lesson_probabilities",
+        left.plotly_chart(probability_chart(names, probs, predicted, threshold), key=Keys.LESSON_PROBABILITIES,
                           config={"displayModeBar": False})
         with right:
             verdict = "right" if names[predicted] == truth else "wrong"
@@ -196,7 +196,7 @@ def trust_step(loaded, scan, sample, folder, display, mask, predicted) -> None:
         st.markdown("**Faithfulness** (deletion / insertion)")
         with st.spinner("Removing and revealing pixels in the map's order…"):
             faith = case_faithfulness(folder, sample, "gradcam", predicted)
-        st.plotly_chart(curves_figure(faith), config={"displayModeBar": False}, key="lesson_curves")
+        st.plotly_chart(curves_figure(faith), config={"displayModeBar": False}, key=Keys.LESSON_CURVES)
         label, value, reading = faithfulness_row(faith, names[predicted])
         st.markdown(f"{value}. {reading}")
     with middle:
@@ -213,7 +213,7 @@ def trust_step(loaded, scan, sample, folder, display, mask, predicted) -> None:
                    "when the model is destroyed shows the image, not the model.")
         asked = st.session_state.setdefault(Keys.LESSON_SANITY, set())
         if sample.path.name not in asked and st.button("Run the sanity check (a few seconds)",
-                                                       key=f"lesson_sanity_{sample.path.name}"):
+                                                       key=f"{Keys.LESSON_SANITY_BUTTON}_{sample.path.name}"):
             asked.add(sample.path.name)
         if sample.path.name in asked:
             with st.spinner("Randomising layers and recomputing the map…"):
@@ -263,7 +263,7 @@ def takeaway(loaded, scan, sample, folder, probs, predicted, truth, mask, case) 
 
     handouts = st.session_state.setdefault(Keys.LESSON_HANDOUT, {})
     if case.slot not in handouts:
-        if st.button("Prepare this case as a PDF handout", key=f"handout_button_{case.slot}"):
+        if st.button("Prepare this case as a PDF handout", key=f"{Keys.HANDOUT_BUTTON}_{case.slot}"):
             from core.report import report_pdf
             from core.report_content import content_for
 
@@ -275,7 +275,7 @@ def takeaway(loaded, scan, sample, folder, probs, predicted, truth, mask, case) 
             st.rerun()
     else:
         st.download_button("Download the handout (PDF)", handouts[case.slot], file_name=f"lesson_{case.slot}.pdf",
-                           mime="application/pdf", key=f"handout_download_{case.slot}", type="primary")
+                           mime="application/pdf", key=f"{Keys.HANDOUT_DOWNLOAD}_{case.slot}", type="primary")
     st.caption("The handout holds the scan, the maps, the trust scores and the model card summary on two A4 pages; "
                "curated teaching cases carry no patient identifier.")
 
@@ -289,7 +289,10 @@ def shortcut_lesson() -> None:
                 f"{teaching_dir}).")
         return
     samples = teaching_samples()
-    current = next((model_for(s) for s in samples.values() if s.model == "chest_xray" and model_for(s)), None)
+    shortcut = spec.get("shortcut") or {}
+    candidates = [c for c in shortcut.get("choose_from", []) if c in samples]
+    # The current model is the default model of the lesson's own films (named in their samples.json).
+    current = next((model_for(samples[c]) for c in candidates if model_for(samples[c])), None)
     if current is None:
         st.info("The shortcut lesson needs the default chest model beside the teaching model, and it is not installed.")
         return
@@ -298,12 +301,10 @@ def shortcut_lesson() -> None:
     except ModelError as err:
         st.error(str(err))
         return
-    shortcut = spec.get("shortcut") or {}
     sigma = float(shortcut.get("sigma_224", 4.0))
     names = old.class_names
     positive = names.index("PNEUMONIA") if "PNEUMONIA" in names else len(names) - 1
     name = names[positive]
-    candidates = [c for c in shortcut.get("choose_from", []) if c in samples]
     with st.spinner("Blurring the candidate films and asking the teaching model…"):
         flips = {c: film_reading(str(teaching_dir), samples[c], positive).decision
                  != film_reading(str(teaching_dir), samples[c], positive, sigma).decision for c in candidates}
@@ -380,7 +381,8 @@ def shortcut_lesson() -> None:
                 st.markdown(f"**{label}**, blurred film")
                 with st.spinner("Scoring the map (deletion and insertion)…"):
                     result = film_faithfulness(folder, sample, positive, sigma)
-                st.plotly_chart(curves_figure(result), config={"displayModeBar": False}, key=f"shortcut_curves_{label}")
+                st.plotly_chart(curves_figure(result), config={"displayModeBar": False},
+                                key=f"{Keys.SHORTCUT_CURVES}_{label}")
                 if result.informative:
                     st.caption(f"Deletion AUC {result.deletion_auc:.2f} ({result.deletion_ratio:.1f}x better than "
                                "random): removing the hottest pixels does lower the score.")

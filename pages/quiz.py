@@ -162,7 +162,8 @@ def ask(case, context: str, number: int, total: int, class_info) -> None:
                              key=f"{Keys.QUIZ_DIAGNOSIS}_{context}_{case.case_id}")
         st.caption(f"Your mark: row {point[0]}, column {point[1]} of the {scan.shape[0]} x {scan.shape[1]} image."
                    if point else "No mark yet.")
-        if st.button("Submit my read", type="primary", disabled=diagnosis is None, key=f"submit_{context}_{case.case_id}"):
+        if st.button("Submit my read", type="primary", disabled=diagnosis is None,
+                     key=f"{Keys.QUIZ_SUBMIT}_{context}_{case.case_id}"):
             folder = model_for(sample)
             mask = case_mask(sample, scan)
             with st.spinner("Scoring your read and the model's…"):
@@ -225,9 +226,10 @@ def reveal(case, context: str, number: int, total: int) -> None:
         loaded = shared_model(folder)
         st.plotly_chart(probability_chart(names, [answer.probabilities[n] for n in names], names.index(case.model_label),
                                           loaded.threshold if len(names) == 2 else None),
-                        key=f"quiz_probabilities_{case.case_id}", config={"displayModeBar": False})
+                        key=f"{Keys.QUIZ_PROBABILITIES}_{case.case_id}", config={"displayModeBar": False})
     label = "Next case ▶" if number < total else "See my results ▶"
-    st.button(label, type="primary", on_click=move, args=(context, number), key=f"next_{context}_{case.case_id}")
+    st.button(label, type="primary", on_click=move, args=(context, number),
+              key=f"{Keys.QUIZ_NEXT}_{context}_{case.case_id}")
 
 
 def summary(context: str, ids: list[str], alone: bool) -> None:

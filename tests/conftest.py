@@ -153,3 +153,75 @@ def app(models_root, monkeypatch):
     return at
 
 
+
+
+# ----------------------------------------------------------------------------- the teaching pages (Lesson, Quiz, Classroom)
+
+@pytest.fixture
+def class_dir(tmp_path, monkeypatch) -> Path:
+    """The embedded class database's folder for this test (a real SQLite file is made there)."""
+    from ui.teaching import _store
+
+    folder = tmp_path / "classes"
+    for name in ("MEDXAI_CLASS_DB", "MEDXAI_CLASS_DAYS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MEDXAI_CLASS_DIR", str(folder))
+    monkeypatch.setenv("MEDXAI_SETTINGS", str(tmp_path / "no-settings.toml"))
+    _store.clear()  # a store cached by an earlier test points at another folder
+    yield folder
+    _store.clear()
+
+
+@pytest.fixture
+def teaching_env(models_root, monkeypatch):
+    """The app's models are ``models_root``; returns a factory of fresh AppTest sessions."""
+    from streamlit.testing.v1 import AppTest
+
+    from page_support import APP, DEFAULT_MODELS
+
+    if models_root == DEFAULT_MODELS:
+        monkeypatch.delenv("MEDXAI_MODELS", raising=False)
+    else:
+        monkeypatch.setenv("MEDXAI_MODELS", str(models_root))
+
+    def new_session(page: str | None = None):
+        at = AppTest.from_file(str(APP), default_timeout=300)
+        at.run()
+        if page:
+            at.switch_page(f"pages/{page}.py").run()
+        return at
+
+    return new_session
+
+
+@pytest.fixture
+def stand_in_shortcut(models_root, tmp_path, monkeypatch) -> Path:
+    """Until the old chest model is installed in assets/teaching/chest_xray_shortcut: a copy of the current
+    chest model in a temporary folder, given to the page through ``MEDXAI_SHORTCUT_MODEL``."""
+    import shutil
+
+    folder = tmp_path / "chest_xray_shortcut"
+    shutil.copytree(models_root / "chest_xray", folder)
+    monkeypatch.setenv("MEDXAI_SHORTCUT_MODEL", str(folder))
+    return folder
+
+
+@pytest.fixture
+def media(monkeypatch):
+    """Every media file (images, downloads) the app stores while the test runs: {id: bytes}."""
+    import streamlit.testing.v1.app_test as app_test
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    managers = []
+
+    class Recording(MediaFileManager):
+        def __init__(self, storage):
+            super().__init__(storage)
+            managers.append(self)
+
+    monkeypatch.setattr(app_test, "MediaFileManager", Recording)
+
+    def stored() -> dict[str, bytes]:
+        return {file_id: f.content for m in managers for file_id, f in getattr(m._storage, "_files_by_id", {}).items()}
+
+    return stored

@@ -12,15 +12,13 @@ import threading
 import pytest
 
 from page_support import is_one_sentence
-from teaching_support import (  # noqa: F401 - fixtures
+from teaching_support import (
     button,
     case_scan,
     check_clean,
-    class_dir,
     displayed_click,
     metrics,
     samples,
-    teaching_env,
     texts,
 )
 from ui.state import Keys

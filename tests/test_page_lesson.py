@@ -12,17 +12,14 @@ from core.localisation import localisation_scores
 from core.saliency import explain
 from core.teaching import blurred_scan, lesson_cases, read_lesson
 from page_support import is_one_sentence
-from teaching_support import (  # noqa: F401 - fixtures
+from teaching_support import (
     button,
     case_mask,
     case_scan,
     check_clean,
     loaded_for,
-    media,
     model_answers,
     samples,
-    stand_in_shortcut,
-    teaching_env,
     texts,
 )
 from ui.state import Keys

@@ -15,18 +15,16 @@ from scipy import ndimage
 from core.quiz import CSV_COLUMNS, answers_csv, choose_cases, score_answer
 from core.saliency import explain
 from core.teaching import map_peak, quiz_pool, read_quiz
-from teaching_support import (  # noqa: F401 - fixtures
+from teaching_support import (
     button,
     case_mask,
     case_scan,
     check_clean,
     displayed_click,
     loaded_for,
-    media,
     metrics,
     model_answers,
     samples,
-    teaching_env,
     texts,
 )
 from ui.state import Keys

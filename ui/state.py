@@ -27,8 +27,10 @@ class Keys:
     SERIES_WIDGET = "series_widget"
     PACS = "pacs"  # {"url", "user", "password"}: a PACS the person connected to, this session only
     PACS_RESULTS = "pacs_results"  # the last search's rows, this session only
+    PACS_INSTANCE = "pacs_instance_widget"  # prefix, + series UID: the image of that series to open
     SALT = "deidentification_salt"  # a random secret per session: de-identified UIDs stay stable within it
     WITH_IDENTIFIERS = "dicom_with_identifiers"
+    DICOM_RESULTS = "dicom_results"  # {"for": digest of scan and settings, "zip", "error"}: the last built, this session
     SHRUNK = "shrunk_frames"  # (digest, frame, side) -> the frame shrunk for display, this session only
     METHOD = "method"
     TARGET = "target_class"
@@ -85,6 +87,40 @@ class Keys:
     RESUME_KEY = "resume_key_widget"
     DELETE_CONFIRM = "delete_confirm_widget"
     CLASS_MESSAGE = "class_message"  # (kind, sentence) shown once after ending or deleting a class
+    # Teaching pages' widgets. A "prefix" key is completed as f"{prefix}_{...}" (see the comment for what follows).
+    LESSON_SCAN_CHART = "lesson_scan"
+    LESSON_PROBABILITIES = "lesson_probabilities"
+    LESSON_CURVES = "lesson_curves"
+    LESSON_SANITY_BUTTON = "lesson_sanity"  # prefix, + sample file name
+    HANDOUT_BUTTON = "handout_button"  # prefix, + lesson case slot
+    HANDOUT_DOWNLOAD = "handout_download"  # prefix, + lesson case slot
+    SHORTCUT_CURVES = "shortcut_curves"  # prefix, + model label
+    STEP_BACK = "back"  # prefix, + where (top, bottom) and lesson
+    STEP_NEXT = "next"  # prefix, + where (top, bottom) and lesson
+    QUIZ_SUBMIT = "submit"  # prefix, + quiz context and case id
+    QUIZ_PROBABILITIES = "quiz_probabilities"  # prefix, + case id
+    QUIZ_NEXT = "next"  # prefix, + quiz context and case id
+    # Models page (pages/models.py).
+    MODELS_OWNER = "models_owner"  # this session's token on the shared training queue
+    MODELS_IMPORTED = "models_imported"  # the last import's one-line summary, shown after the rerun
+    MODELS_ENDED = "models_ended"  # ids of this session's jobs seen ended, so the page redraws once when one ends
+    IMPORT_UPLOADER = "models_model_uploader"
+    IMPORT_TITLE = "models_import_title"
+    IMPORT_CLASSES = "models_import_classes"
+    IMPORT_SIZE = "models_import_size"
+    IMPORT_CHANNELS = "models_import_channels"
+    IMPORT_RANGE = "models_import_range"
+    IMPORT_CLAHE = "models_import_clahe"
+    IMPORT_BUTTON = "models_import_button"
+    TRAIN_SOURCE = "models_train_source"
+    TRAIN_FOLDER = "models_train_folder"
+    TRAIN_ZIP_UPLOADER = "models_zip_uploader"
+    TRAIN_NAME = "models_train_name"
+    TRAIN_EPOCHS = "models_train_epochs"
+    TRAIN_SIZE = "models_train_size"
+    TRAIN_BUTTON = "models_train_button"
+    TRAIN_CANCEL = "models_cancel"  # prefix, + job id
+    TRAIN_FORGET = "models_forget"  # prefix, + job id
 
 
 UPLOAD = "Your upload"

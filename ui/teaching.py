@@ -314,7 +314,7 @@ def step_bar(lesson: str, titles: list[str], *, where: str = "top") -> int:
     steps = st.session_state.setdefault(Keys.LESSON_STEP, {})
     step = int(np.clip(steps.get(lesson, 0), 0, len(titles) - 1))
     back, middle, forward = st.columns([1, 4, 1], vertical_alignment="center")
-    back.button("◀ Back", key=f"back_{where}_{lesson}", disabled=step == 0, width="stretch",
+    back.button("◀ Back", key=f"{Keys.STEP_BACK}_{where}_{lesson}", disabled=step == 0, width="stretch",
                 on_click=_move, args=(Keys.LESSON_STEP, lesson, step - 1))
     if where == "top":
         middle.progress((step + 1) / len(titles), text=f"Step {step + 1} of {len(titles)}: {titles[step]}")
@@ -322,8 +322,8 @@ def step_bar(lesson: str, titles: list[str], *, where: str = "top") -> int:
         middle.caption(f"Next: {titles[step + 1]}")
     else:
         middle.caption("This is the last step of the lesson.")
-    forward.button("Next ▶", key=f"next_{where}_{lesson}", disabled=step == len(titles) - 1, width="stretch",
-                   type="primary", on_click=_move, args=(Keys.LESSON_STEP, lesson, step + 1))
+    forward.button("Next ▶", key=f"{Keys.STEP_NEXT}_{where}_{lesson}", disabled=step == len(titles) - 1,
+                   width="stretch", type="primary", on_click=_move, args=(Keys.LESSON_STEP, lesson, step + 1))
     return step
 
 
