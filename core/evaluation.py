@@ -172,6 +172,21 @@ def read_index(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def tolerance_note(tolerances) -> str:
+    """One sentence on the pointing game's tolerance over a run: the tolerance itself when every image
+    had the same, else each one with how many images it applied to (spacings and sizes may differ).
+
+    ``tolerances`` counts :class:`core.localisation.Tolerance` objects, one per image scored.
+    """
+    if len(tolerances) == 1:
+        return next(iter(tolerances)).describe()
+    parts = []
+    for tolerance, count in sorted(tolerances.items(), key=lambda item: -item[1]):
+        text = tolerance.describe().rstrip(".")
+        parts.append(f"{count} image{'s' if count != 1 else ''}: {text[0].lower()}{text[1:]}")
+    return "The tolerance differs between the images (their pixel spacings or sizes differ): " + "; ".join(parts) + "."
+
+
 def evaluate_localisation(loaded, images_dir, masks_dir, *, limit: int = 50, layers: list[str] | None = None,
                           spacing: tuple[float, float] | None = None, tolerance_mm: float = 7.0,
                           where: tuple[str, str] | None = None, index: Path | None = None,
@@ -231,7 +246,7 @@ def evaluate_localisation(loaded, images_dir, masks_dir, *, limit: int = 50, lay
     candidates = [queue[i] for i in range(max(map(len, queues), default=0)) for queue in queues if i < len(queue)]
     score_layers = localisation_layers(loaded, layers)
     methods = [(m, layer) for m in METHODS if m in CAM_METHODS for layer in score_layers] + [("smoothgrad", None)]
-    rows, correct, tolerance = [], [], None
+    rows, correct, tolerances = [], [], Counter()
     log(f"scoring up to {limit} of {len(candidates)} outlined images from {subset}: {len(methods)} maps and "
         "3 baselines each")
     for cls, image_path, mask_path in candidates:
@@ -244,7 +259,7 @@ def evaluate_localisation(loaded, images_dir, masks_dir, *, limit: int = 50, lay
             skipped.append((image_path, str(err)))
             continue
         pixel_spacing = scan.spacing or spacing
-        tolerance = tolerance or loc.pointing_tolerance(scan.shape, spacing=pixel_spacing, tolerance_mm=tolerance_mm)
+        tolerances[loc.pointing_tolerance(scan.shape, spacing=pixel_spacing, tolerance_mm=tolerance_mm)] += 1
         tensor = loaded.pipeline.scan_tensor(scan)
         target = names.index(cls)
         probabilities = loaded.predict(tensor)[0]
@@ -271,7 +286,7 @@ def evaluate_localisation(loaded, images_dir, masks_dir, *, limit: int = 50, lay
     reasons = Counter(reason for _, reason in skipped)
     report["notes"] = [f"{report['n_images']} outlined images from {subset}; each map explains the image's true "
                        f"class, and the model's prediction was right on {sum(correct)} of them "
-                       f"({100 * np.mean(correct):.0f}%).", tolerance.describe()]
+                       f"({100 * np.mean(correct):.0f}%).", tolerance_note(tolerances)]
     if skipped:
         report["notes"].append(f"{len(skipped)} files were skipped: "
                                + "; ".join(f"{count} x {reason.rstrip('.')}" for reason, count in reasons.most_common(5))

@@ -52,7 +52,7 @@ def test_a_folder_with_nothing_to_score_exits_one_with_a_sentence(tiny_run, tmp_
         (tmp_path / "empty" / cls / "notes.txt").write_text("no images here")
     code = main(["explain-eval", "--model", str(tiny_run[0]), "--data", str(tmp_path / "empty"), "--json"])
     err = capsys.readouterr().err
-    assert code in (1, 2) and err.startswith("error: ") and err.strip().endswith(".") and "Traceback" not in err
+    assert code == 1 and err.startswith("error: ") and err.strip().endswith(".") and "Traceback" not in err
 
 
 def test_evaluation_error_names_the_folder(loaded, tmp_path):
@@ -134,3 +134,38 @@ def test_localisation_cli_json_and_nothing_to_score(brain_model, data_dir, tmp_p
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]  # progress goes to stderr first
     assert code == 1 and last.startswith("error: No outlined image") and "Traceback" not in err
+
+
+def test_localisation_cli_on_the_real_outlined_folder_with_a_subset(brain_model, data_dir, capsys):
+    """The documented command on the shared folder itself: --where picks the subset from its index.csv."""
+    source = data_dir / "brain_mri_masks"
+    if not (source / "index.csv").is_file():
+        pytest.skip("the outlined brain slices are missing")
+    code = main(["explain-eval", "--model", str(brain_model.path), "--data", str(source / "images"),
+                 "--masks", str(source / "masks"), "--spacing", "0.49", "--where", "subset=unseen",
+                 "--limit", "2", "--layers", "last_conv", "--markdown"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    out = captured.out
+    assert "subset = unseen" in out and "2 outlined images" in out and "within 7 mm" in out
+    assert "| gradcam | last_conv | all |" in out
+    for baseline in ("centre", "intensity", "random"):
+        assert f"| baseline:{baseline} | - | all |" in out, baseline  # its own row of scores
+        assert f"| gradcam | last_conv | all | baseline:{baseline} |" in out, baseline  # and the paired difference
+
+
+def test_the_tolerance_note_names_every_spacing_of_a_mixed_run():
+    """The note used to describe the first image's tolerance only, wrong for a run of mixed spacings."""
+    from collections import Counter
+
+    from core.evaluation import tolerance_note
+    from core.localisation import pointing_tolerance
+
+    figshare = pointing_tolerance((512, 512), spacing=(0.49, 0.49))
+    assert tolerance_note(Counter({figshare: 3})) == figshare.describe()
+    mixed = tolerance_note(Counter({figshare: 3, pointing_tolerance((256, 256), spacing=(0.9, 0.9)): 1,
+                                    pointing_tolerance((300, 400)): 2}))
+    assert "3 images: a hit is the map's peak on the outline or within 7 mm of it (14.3 x 14.3 pixels" in mixed
+    assert "1 image: a hit is the map's peak on the outline or within 7 mm of it (7.8 x 7.8 pixels" in mixed
+    assert "2 images: a hit is the map's peak on the outline or within 10.0 pixels" in mixed
+    assert mixed.startswith("The tolerance differs between the images") and mixed.endswith(").")
