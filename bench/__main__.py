@@ -3,9 +3,13 @@
 Prints a Markdown table and writes ``bench/results.json``. Every figure divides two things
 measured in the same run (see :mod:`bench.common`); none is a pass/fail test.
 
-    python -m bench                                   # all five, committed chest model
+    python -m bench                                   # all seven, committed chest model
     python -m bench --only explain large              # a subset
     python -m bench --model /tmp/some_run --quick     # fewer repetitions, for development
+    python -m bench --only viewer                     # only the viewer in real Chromium (7; 16 sessions)
+    python -m bench --only viewer --viewer-sessions 4 --out /tmp/viewer.json   # reduced; keeps results.json
+
+Numbered as in BENCHMARKS.md: 1 explain, 2 training, 3 predict, 4 startup, 5 large, 6 scaling, 7 viewer.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench.common import REPO, machine, table, versions  # noqa: E402
 
-BENCHES = ("explain", "training", "predict", "startup", "large", "viewer", "scaling")
+BENCHES = ("explain", "training", "predict", "startup", "large", "scaling", "viewer")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n", 1)[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(REPO / "assets" / "models" / "chest_xray"),
                         help="model folder (default: the committed chest model)")
     parser.add_argument("--only", nargs="+", choices=BENCHES, default=list(BENCHES))
@@ -35,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--predict-images", type=int, default=600)
     parser.add_argument("--launches", type=int, default=3, help="dashboard launches (median)")
     parser.add_argument("--sessions", type=int, default=4, help="extra browser sessions for the memory figure")
-    parser.add_argument("--viewer-sessions", type=int, default=16, help="browser sessions at once for the viewer")
+    parser.add_argument("--viewer-sessions", type=int, default=16,
+                        help="browser sessions at once for the viewer (0: none; any error box on them is a failure)")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, images and launches")
     parser.add_argument("--out", default=str(REPO / "bench" / "results.json"))
     args = parser.parse_args(argv)

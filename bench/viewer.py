@@ -116,7 +116,10 @@ async def slider_step(page, label: str, key: str = "ArrowRight") -> None:
 
 
 async def pick_sample(page, text: str) -> None:
+    """Pick the sample whose label holds ``text``, its file name, and wait until the Scan page's figure title
+    shows it: a click on another page made while the server still reads a large file can be lost under load."""
     await choose(page, "Pick a sample", text)
+    await settle(page, -1.0, f'[data-testid="stPlotlyChart"]:has-text("{text}") .main-svg')
 
 
 async def explain(page, times: dict[str, list[float]], first: str) -> None:

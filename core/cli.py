@@ -31,8 +31,10 @@ JSON object per line:
   dicom         with --dicom-out: the files written;  stored  with --stow: objects the server stored
   trust         with --trust: the scores recorded in the report
   results_error one sentence when the DICOM results could not be made, written or stored
-exit codes: 0 every input was predicted (and its results written or stored); 1 some input could not be
-used or its results not made, written or stored; 2 bad usage (including an unusable model folder)."""
+exit codes: 0 every input was predicted (and its results written or stored) -- an input outside the model's
+range is predicted too (ok true, out_of_range true; without --json its line leads with that sentence), so it
+still exits 0; 1 some input could not be used or its results not made, written or stored; 2 bad usage
+(including an unusable model folder)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--recalibrate-bn", type=int, default=1024, metavar="N",
                    help="recompute batch-norm statistics from N clean training images before each validation "
                         "and from all of them at the end (0: off)")
+    t.add_argument("--no-degrade", dest="degrade", action="store_false",
+                   help="train without the image degradations (blur, sharpening, gamma, contrast, noise, JPEG "
+                        "re-encoding, applied to every class: core.perturb)")
     t.add_argument("--strategy", choices=("mirrored", "multiworker"),
                    help="train with tf.distribute: mirrored = every local GPU; multiworker = one process per machine "
                         "as TF_CONFIG lists them (README, 'Scaling out'); --batch-size is then per replica")
@@ -100,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--data", required=True)
     e.add_argument("--json", action="store_true")
     e.add_argument("--limit-per-class", type=int, default=None)
+    e.add_argument("--perturbations", action="store_true",
+                   help="metrics on clean images and under each realistic degradation (blur, sharpening, gamma, "
+                        "contrast, noise, crop/scale, JPEG: core.perturb); on the model's own training folder only "
+                        "its validation split is used")
+    e.add_argument("--write", action="store_true",
+                   help="with --perturbations: save the table as robustness.json in the model folder (model card)")
 
     x = sub.add_parser("explain-eval", help="faithfulness and sanity-check scores of every saliency method")
     x.add_argument("--model", required=True)
@@ -116,8 +127,9 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--where", metavar="COLUMN=VALUE",
                    help="with --masks: only images whose row of the index CSV has this value, e.g. subset=unseen")
     x.add_argument("--index", help="the index CSV for --where (default: index.csv beside --data)")
-    x.add_argument("--json", action="store_true")
-    x.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    x_output = x.add_mutually_exclusive_group()
+    x_output.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    x_output.add_argument("--markdown", action="store_true", help="print Markdown tables")
     x.add_argument("--cluster", metavar="ADDRESS",
                    help="score faithfulness on a Dask cluster (as for predict); needs --out FILE.jsonl")
     x.add_argument("--out", metavar="FILE.jsonl", help="with --cluster: one record per image, resumed by a later run")
@@ -203,7 +215,7 @@ def _train(args) -> int:
                          batch_size=args.batch_size, input_size=args.input_size, width=args.width,
                          learning_rate=args.learning_rate, patience=args.patience,
                          limit_per_class=args.limit_per_class, recalibrate_bn=args.recalibrate_bn,
-                         strategy=args.strategy)
+                         degrade=args.degrade, strategy=args.strategy)
     try:
         train(config, log=lambda line: print(line, flush=True))
     except (FileNotFoundError, ValueError, TaskError) as err:  # a dataset folder of the wrong shape
@@ -326,8 +338,13 @@ def _print_record(record: dict, as_json: bool) -> None:
         print(json.dumps(record), flush=True)
     elif record["ok"]:
         probs = ", ".join(f"{k} {v:.3f}" for k, v in record["probabilities"].items())
-        print(f"{record['file']}: {record['predicted']} ({probs})", flush=True)
-        for note in record.get("warnings", []):
+        notes = list(record.get("warnings", []))
+        if record.get("out_of_range") and notes:  # its sentence (the last note) first, as the dashboard does
+            print(f"{record['file']}: {notes.pop()}", flush=True)
+            print(f"  prediction all the same: {record['predicted']} ({probs})", flush=True)
+        else:
+            print(f"{record['file']}: {record['predicted']} ({probs})", flush=True)
+        for note in notes:
             print(f"  warning: {note}", flush=True)
         if record.get("dicom"):
             print(f"  DICOM results: {', '.join(record['dicom'])}", flush=True)
@@ -372,6 +389,54 @@ def _localisation(args, loaded) -> int:
         where=where, index=args.index, log=lambda line: print(line, file=sys.stderr, flush=True))
     print(json.dumps(report) if args.json else loc.format_markdown(report) if args.markdown
           else loc.format_table(report))
+    return 0
+
+
+def _report(args) -> int:
+    from core.io import ScanError, load_scan
+    from core.masks import MaskError, load_mask
+    from core.predict import read_input
+    from core.report import report_pdf, report_png
+    from core.report_content import content_for
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".pdf", ".png"):
+        raise UsageError(f"--out must name a .pdf or .png file, not {out.name}.")
+    if not out.parent.is_dir():
+        raise UsageError(f"The folder {out.parent} for the report does not exist.")
+    loaded = _load(args.model)
+    name = Path(args.scan).name
+    try:
+        scan = load_scan(read_input(args.scan), name, keep_identifiers=args.identifiers)
+    except ScanError as err:
+        raise ScanError(f"{name} cannot be used: {err}") from None
+    if args.frame is not None and not 0 <= args.frame < scan.n_frames:
+        raise UsageError(f"--frame must be between 0 and {scan.n_frames - 1} for {name}.")
+    target = None
+    if args.explain_class is not None:
+        if args.explain_class not in loaded.class_names:
+            raise UsageError(f"--explain-class must be one of {', '.join(loaded.class_names)}.")
+        target = loaded.class_names.index(args.explain_class)
+    mask = None
+    if args.mask:
+        try:
+            mask = load_mask(read_input(args.mask), scan.shape)
+        except (ScanError, MaskError) as err:
+            print(f"error: the outline {Path(args.mask).name} cannot be used: {err}", file=sys.stderr)
+            return 1
+    content = content_for(loaded, scan, method=args.method, frame=args.frame, class_index=target,
+                          sanity=args.sanity, true_label=args.true_label, mask=mask,
+                          include_identifiers=args.identifiers,
+                          progress=lambda _fraction, text: print(text, file=sys.stderr, flush=True))
+    written = []
+    if out.suffix.lower() == ".pdf":
+        out.write_bytes(report_pdf(content))
+        written.append(out)
+    if out.suffix.lower() == ".png" or args.png:
+        slide = out.with_suffix(".png")
+        slide.write_bytes(report_png(content))
+        written.append(slide)
+    print("wrote " + " and ".join(str(path) for path in written))
     return 0
 
 
@@ -430,54 +495,6 @@ def _archive_summary(run, what: str) -> str:
             f"{run.errors} of the {run.inputs} could not be used.")
 
 
-def _report(args) -> int:
-    from core.io import ScanError, load_scan
-    from core.masks import MaskError, load_mask
-    from core.predict import read_input
-    from core.report import report_pdf, report_png
-    from core.report_content import content_for
-
-    out = Path(args.out)
-    if out.suffix.lower() not in (".pdf", ".png"):
-        raise UsageError(f"--out must name a .pdf or .png file, not {out.name}.")
-    if not out.parent.is_dir():
-        raise UsageError(f"The folder {out.parent} for the report does not exist.")
-    loaded = _load(args.model)
-    name = Path(args.scan).name
-    try:
-        scan = load_scan(read_input(args.scan), name, keep_identifiers=args.identifiers)
-    except ScanError as err:
-        raise ScanError(f"{name} cannot be used: {err}") from None
-    if args.frame is not None and not 0 <= args.frame < scan.n_frames:
-        raise UsageError(f"--frame must be between 0 and {scan.n_frames - 1} for {name}.")
-    target = None
-    if args.explain_class is not None:
-        if args.explain_class not in loaded.class_names:
-            raise UsageError(f"--explain-class must be one of {', '.join(loaded.class_names)}.")
-        target = loaded.class_names.index(args.explain_class)
-    mask = None
-    if args.mask:
-        try:
-            mask = load_mask(read_input(args.mask), scan.shape)
-        except (ScanError, MaskError) as err:
-            print(f"error: the outline {Path(args.mask).name} cannot be used: {err}", file=sys.stderr)
-            return 1
-    content = content_for(loaded, scan, method=args.method, frame=args.frame, class_index=target,
-                          sanity=args.sanity, true_label=args.true_label, mask=mask,
-                          include_identifiers=args.identifiers,
-                          progress=lambda _fraction, text: print(text, file=sys.stderr, flush=True))
-    written = []
-    if out.suffix.lower() == ".pdf":
-        out.write_bytes(report_pdf(content))
-        written.append(out)
-    if out.suffix.lower() == ".png" or args.png:
-        slide = out.with_suffix(".png")
-        slide.write_bytes(report_png(content))
-        written.append(slide)
-    print("wrote " + " and ".join(str(path) for path in written))
-    return 0
-
-
 def _calibrate(args) -> int:
     from core.train import calibrate_run
 
@@ -508,6 +525,10 @@ def _evaluate(args) -> int:
     from core.metrics import classification_metrics
 
     loaded = _load(args.model)
+    if args.perturbations:
+        return _robustness(args, loaded)
+    if args.write:
+        raise UsageError("--write only goes with --perturbations.")
     try:
         dataset = data_mod.list_for_spec(_folder(args.data), loaded.info, class_names=loaded.class_names,
                                          limit_per_class=args.limit_per_class)
@@ -522,4 +543,27 @@ def _evaluate(args) -> int:
         for name, recall in metrics["per_class_recall"].items():
             print(f"  recall {name}: {recall}")
         print(f"  ECE {metrics['calibration']['ece']:.4f}")
+    return 0
+
+
+def _robustness(args, loaded) -> int:
+    from core.card import write_card
+    from core.evaluation import EvaluationError, evaluation_items
+    from core.robustness import markdown, robustness_table, write_robustness
+
+    try:
+        limit = args.limit_per_class * len(loaded.class_names) if args.limit_per_class else 10 ** 9
+        items, subset = evaluation_items(loaded, _folder(args.data), limit)
+    except EvaluationError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{len(items)} images: {subset}", file=sys.stderr, flush=True)
+    table = robustness_table(loaded, items, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.write:
+        command = " ".join(["python -m core evaluate --model", args.model, "--data", args.data, "--perturbations",
+                            "--write"] + (["--limit-per-class", str(args.limit_per_class)] if args.limit_per_class else []))
+        write_robustness(loaded.path, table, command=command, subset=subset)
+        if (loaded.path / "metrics.json").exists():
+            write_card(loaded.path)
+    print(json.dumps(table) if args.json else markdown(table))
     return 0

@@ -128,11 +128,11 @@ def trust_scores(loaded, tensor: np.ndarray, explanation, *, faithfulness_result
     >>> sorted(scores)[:2]  # doctest: +SKIP
     ['average_drop', 'crosses_threshold']
     """
-    from core.trust import faithfulness, test_time_augmentation
+    from core.trust import model_faithfulness, test_time_augmentation
 
     names = loaded.class_names
     target = int(explanation.class_index)
-    faith = faithfulness_result or faithfulness(loaded, tensor, explanation.raw, target)
+    faith = faithfulness_result or model_faithfulness(loaded, tensor, explanation.raw, target)
     scores = {key: (bool(value) if isinstance(value, (bool, np.bool_)) else float(value))
               for key, value in faith.summary().items()}
     threshold = loaded.threshold if len(names) == 2 else None

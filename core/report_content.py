@@ -35,6 +35,7 @@ from datetime import datetime
 import numpy as np
 
 from core.report import ReportContent, ReportError
+from core.trust import BASELINES
 
 #: Methods drawn side by side when the caller does not choose (every method the model supports).
 DEFAULT_OPACITY = 0.6
@@ -83,11 +84,15 @@ def probability_note(loaded) -> str:
             f"validation split" + (f"; expected calibration error {ece:.3f} after scaling." if ece is not None else "."))
 
 
+_WITHOUT_DETAIL = {"blurred": "the fully blurred image", "reference": "its mean training image"}
+
+
 def faithfulness_row(result, class_name: str) -> tuple[str, str, str]:
     """(label, value, reading) of a :class:`core.trust.Faithfulness` result."""
     if not result.informative:
         return ("Faithfulness", "not measurable on this scan (deletion test)",
-                f"The model gives even the fully blurred image {result.baseline_probability:.0%} {class_name} "
+                f"The model gives even {_WITHOUT_DETAIL.get(result.baseline, 'the baseline image')} "
+                f"{result.baseline_probability:.0%} {class_name} "
                 f"(the intact scan {result.full_probability:.0%}), so removing pixels cannot lower the score, "
                 "whatever the map.")
     better = result.deletion_ratio > 1.1 and result.insertion_ratio > 1.1
@@ -95,7 +100,8 @@ def faithfulness_row(result, class_name: str) -> tuple[str, str, str]:
             f"deletion AUC {result.deletion_auc:.3f} ({result.deletion_ratio:.2f}x better than random), "
             f"insertion AUC {result.insertion_auc:.3f} ({result.insertion_ratio:.2f}x random), "
             f"average drop {result.average_drop:.1f}%",
-            "Removing the map's hottest pixels first lowers the probability "
+            f"Removing the map's hottest pixels first (they take the values of "
+            f"{BASELINES.get(result.baseline, 'a baseline')}) lowers the probability "
             + ("faster than random orders do: the map points at what the model uses." if better else
                "about as fast as random orders do: the map is not clearly better than chance."))
 
@@ -238,7 +244,7 @@ def content_for(loaded, scan, *, method: str = "gradcam", frame: int | None = No
     from core.predict import out_of_range_sentence, predict_tensors
     from core.render import colormap_lut, display_image, overlay
     from core.saliency import CAM_METHODS, DESCRIPTIONS, METHODS, explain
-    from core.trust import faithfulness, sanity_check, test_time_augmentation
+    from core.trust import model_faithfulness, sanity_check, test_time_augmentation
 
     tell = progress or (lambda fraction, text: None)
     if method not in METHODS:
@@ -276,7 +282,7 @@ def content_for(loaded, scan, *, method: str = "gradcam", frame: int | None = No
 
     threshold = loaded.threshold if len(names) == 2 else None
     tell(0.6, "Scoring the map (deletion and insertion)…")
-    faith = faithfulness_result or faithfulness(loaded, tensor, result.raw, target)
+    faith = faithfulness_result or model_faithfulness(loaded, tensor, result.raw, target)
     tell(0.7, "Predicting shifted and re-contrasted copies…")
     positive = 1 if len(names) == 2 else target
     tta = uncertainty_result or test_time_augmentation(loaded, tensor, positive, threshold=threshold, layer=layer)

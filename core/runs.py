@@ -45,6 +45,14 @@ class Run:
         return len(self.history.get("epoch", []))
 
     @property
+    def kept_epoch(self) -> int | None:
+        """The epoch whose weights the run kept: the best of ``params["monitor"]`` (mode max, as the
+        checkpoint in ``core.train``), 1-based; None until the run names its monitor or has a finite value."""
+        values = self.history.get(str(self.params.get("monitor", "")), [])
+        scored = [(value, epoch) for epoch, value in zip(self.history.get("epoch", []), values) if value == value]
+        return max(scored, key=lambda pair: (pair[0], -pair[1]))[1] if scored else None
+
+    @property
     def finished(self) -> bool:
         """Whether the run wrote its validation metrics (it has not, while it is still training)."""
         return bool(self.metrics)
@@ -60,6 +68,7 @@ class Run:
             "default model": "yes" if self.is_default else "",
             "status": "finished" if self.finished else "no metrics yet",
             "epochs": self.epochs,
+            "kept epoch": self.kept_epoch,
             "seed": self.params.get("seed"),
             "input size": self.params.get("input_size"),
             "train / validation": f"{self.params.get('n_train', '?')} / {self.params.get('n_validation', '?')}",

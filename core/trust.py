@@ -1,8 +1,9 @@
 """How much to believe a saliency map: faithfulness, a sanity check, and prediction uncertainty.
 
 - Deletion and insertion curves (Petsiuk et al., 2018, "RISE"): pixels are removed from (or
-  revealed on) a blurred copy of the image in order of saliency, and the model's probability
-  for the explained class is tracked. Each curve costs one batched forward pass. The same
+  revealed on) a baseline in order of saliency, and the model's probability for the explained
+  class is tracked. The baseline is the model's mean training image when its folder has one,
+  else a blurred copy of the image (:func:`deletion_baseline`). Each curve costs one batched forward pass. The same
   curves for random orders give the chance level; the ratios say how much better the map is.
 - Average drop (Chattopadhay et al., 2018): the relative fall in confidence when only the
   most salient ``keep`` fraction of the image is kept.
@@ -18,7 +19,7 @@ Everything works on the model input grid (S x S) and never modifies the shared m
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -65,6 +66,39 @@ def reference_baseline(loaded) -> np.ndarray | None:
     return np.load(path).astype(np.float32)
 
 
+#: What removed pixels take in deletion and insertion, as the object of a sentence (``Faithfulness.baseline``).
+BASELINES = {"reference": "the model's mean training image", "blurred": "a blurred copy of the scan",
+             "given": "the baseline given"}
+
+
+def deletion_baseline(loaded, tensor: np.ndarray) -> tuple[np.ndarray, str]:
+    """The image removed pixels take in deletion and insertion, chosen from the model folder.
+
+    Parameters
+    ----------
+    loaded : core.model.LoadedModel
+    tensor : ndarray (1, S, S, C)
+        The model input being explained.
+
+    Returns
+    -------
+    (ndarray (S, S), str)
+        The folder's mean training image (:func:`reference_baseline`) and ``"reference"`` when the model was
+        calibrated with one, else the input blurred beyond recognition and ``"blurred"``. The Explain page, the
+        report and the DICOM SR all score with this choice (:func:`model_faithfulness`).
+
+    Examples
+    --------
+    >>> baseline, kind = deletion_baseline(loaded, tensor)  # doctest: +SKIP
+    >>> kind                                                 # doctest: +SKIP
+    'reference'
+    """
+    reference = reference_baseline(loaded)
+    if reference is not None:
+        return reference, "reference"
+    return blurred_baseline(np.asarray(tensor, np.float32)[0, ..., 0]), "blurred"
+
+
 def _curve_batches(image: np.ndarray, baseline: np.ndarray, order: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Deletion and insertion images for one pixel order: (steps + 1, S, S) each."""
     n = image.size
@@ -90,7 +124,8 @@ class Faithfulness:
     random_insertion_auc: float
     average_drop: float  # percent; lower is better
     full_probability: float = 1.0  # the class probability on the intact image
-    baseline_probability: float = 0.0  # ... and on the blurred baseline alone
+    baseline_probability: float = 0.0  # ... and on the baseline alone
+    baseline: str = "blurred"  # which baseline: a key of BASELINES
     fractions: list = field(repr=False, default_factory=list)
     deletion: list = field(repr=False, default_factory=list)
     insertion: list = field(repr=False, default_factory=list)
@@ -136,6 +171,7 @@ def faithfulness(loaded, tensor: np.ndarray, saliency: np.ndarray, class_index: 
     image = np.asarray(tensor, np.float32)[0, ..., 0]
     channels = tensor.shape[-1]
     saliency = to_geometry(np.asarray(saliency, np.float32), image.shape)
+    given = baseline
     baseline = blurred_baseline(image) if baseline is None else np.asarray(baseline, np.float32).reshape(image.shape)
     rng = np.random.default_rng(seed)
     # Ties (flat regions of an upsampled CAM) are broken at random, not by raster order.
@@ -156,9 +192,17 @@ def faithfulness(loaded, tensor: np.ndarray, saliency: np.ndarray, class_index: 
         random_deletion_auc=_auc(random_deletion), random_insertion_auc=_auc(random_insertion),
         average_drop=float(100.0 * max(0.0, full - only_kept) / max(full, 1e-6)),
         full_probability=float(full), baseline_probability=float(curves[0][-1]),
+        baseline="blurred" if given is None else "given",
         fractions=list(np.linspace(0, 1, steps + 1)), deletion=curves[0].tolist(), insertion=curves[1].tolist(),
         random_deletion=random_deletion.tolist(), random_insertion=random_insertion.tolist(),
     )
+
+
+def model_faithfulness(loaded, tensor: np.ndarray, saliency: np.ndarray, class_index: int, **options) -> Faithfulness:
+    """:func:`faithfulness` against the model folder's own baseline (:func:`deletion_baseline`); the result's
+    ``baseline`` names it. ``options`` are those of :func:`faithfulness` but ``baseline``."""
+    baseline, kind = deletion_baseline(loaded, tensor)
+    return replace(faithfulness(loaded, tensor, saliency, class_index, baseline=baseline, **options), baseline=kind)
 
 
 # ----------------------------------------------------------------------------- sanity check

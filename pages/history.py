@@ -9,6 +9,7 @@ queue (``core.jobs``) is listed too, its curves redrawn live as its epochs end.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 
 import pandas as pd
@@ -52,12 +53,32 @@ def curves_figure(metric: str, runs: list[Run]) -> go.Figure | None:
                                          mode="lines+markers", line=dict(color=colour, dash=dash)))
     if not fig.data:
         return None
+    for run, colour in zip(runs, COLOURS):  # the epoch whose weights the run kept (best validation score)
+        if run.kept_epoch is not None:
+            fig.add_vline(x=run.kept_epoch, line=dict(color=colour, dash="dash", width=1), annotation_text="kept",
+                          annotation_position="top", annotation_font_color=colour)
     fig.update_layout(title=CURVES[metric], height=340, margin=dict(l=10, r=10, t=40, b=10),
                       legend=LEGEND_BELOW, hovermode="x unified")
     fig.update_xaxes(title="epoch", dtick=1 if max(r.epochs for r in runs) <= 20 else None)
     if metric == "loss":  # early spikes would flatten the rest of a linear axis
-        fig.update_yaxes(type="log", title="log scale", dtick="D2")  # minor labels at 2 and 5 only
+        values = [v for trace in fig.data for v in trace.y if v == v and 0 < v < math.inf]
+        ticks = log_ticks(min(values), max(values)) if values else []
+        fig.update_yaxes(type="log", title="log scale", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks],
+                         range=[math.log10(ticks[0]), math.log10(ticks[-1])] if len(ticks) > 1 else None)
     return fig
+
+
+def log_ticks(low: float, high: float) -> list[float]:
+    """The 1-2-5 values from the largest at or below ``low`` to the smallest at or above ``high``.
+
+    >>> log_ticks(0.03, 0.7)
+    [0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
+    """
+    steps = [float(f"{m}e{k}") for k in range(math.floor(math.log10(low)) - 1, math.floor(math.log10(high)) + 2)
+             for m in (1, 2, 5)]
+    first = max(t for t in steps if t <= low * (1 + 1e-9))
+    last = min(t for t in steps if t >= high * (1 - 1e-9))
+    return [t for t in steps if first <= t <= last]
 
 
 def confusion_figure(run: Run) -> go.Figure:
@@ -226,7 +247,8 @@ for run in runs:  # default models first: their own model.json names the task
 task = st.radio("Model", list(titles), format_func=titles.get, horizontal=True)
 task_runs = {run.run_id: run for run in runs if run.task == task}
 
-st.dataframe(pd.DataFrame([run.summary() for run in task_runs.values()]).drop(columns="task"), hide_index=True)
+st.dataframe(pd.DataFrame([run.summary() for run in task_runs.values()]).drop(columns="task"), hide_index=True,
+             column_config={"run": st.column_config.TextColumn("run", width="large")})
 st.caption("One row per training run of this model; the default model is the one the other pages use, and "
            "“no metrics yet” means the run is still training or stopped before its end.")
 
@@ -275,6 +297,9 @@ with_params = [run for run in shown if run.params]
 if with_params:
     st.caption("How each run was trained: data, epochs, seed, image size, network width, learning rate and the "
                "class weights that balance the classes.")
-    st.dataframe(params_table(with_params))
+    table = params_table(with_params)
+    st.dataframe(table, height="content",  # every parameter, without scrolling inside the table
+                 column_config={"_index": st.column_config.TextColumn("parameter", width="medium")}  # names uncut
+                 | {run.run_id: st.column_config.TextColumn(run.run_id, width="large") for run in with_params})
 else:
     st.caption("The parameters are written when the run ends.")

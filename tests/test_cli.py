@@ -127,3 +127,30 @@ def test_tensorflow_start_up_lines_are_silent_unless_verbose(model_dir, fullres_
     loud = run_cli("--verbose", "predict", "--model", model_dir, "--json", image)
     assert loud.returncode == 0 and "oneDNN" in loud.stderr
     assert json.loads(loud.stdout) == json.loads(quiet.stdout)
+
+
+def test_out_of_range_is_reported_and_still_exits_zero(data_dir):
+    """The committed chest model (with its outlier check): a brain MRI JPEG is out of range, a film of the
+    model's own validation split is not; both are predicted (exit 0), and the plain output leads with the
+    out-of-range sentence before the probabilities."""
+    chest = REPO / "assets" / "models" / "chest_xray"
+    info = json.loads((chest / "model.json").read_text()) if (chest / "model.json").is_file() else {}
+    if not info.get("ood"):
+        pytest.skip("the committed chest model has no outlier check")
+    brain = sorted((data_dir / "brain_mri" / "Training" / "glioma").glob("*.jpg"))[0]
+    film = data_dir / "chest_xray" / "train" / json.loads((chest / "split.json").read_text())["validation"][0]
+    result = run_cli("predict", "--model", chest, "--json", brain, film)
+    assert result.returncode == 0, result.stderr
+    by_file = {r["file"]: r for r in map(json.loads, result.stdout.splitlines())}
+    assert by_file[str(brain)]["ok"] is True and by_file[str(brain)]["out_of_range"] is True
+    assert "looks unlike the images" in by_file[str(brain)]["warnings"][-1]
+    assert by_file[str(film)]["ok"] is True and by_file[str(film)]["out_of_range"] is False
+
+    plain = run_cli("predict", "--model", chest, brain)
+    assert plain.returncode == 0
+    first, second = plain.stdout.splitlines()[:2]
+    assert first.startswith(f"{brain}: This image looks unlike the images") and "NORMAL" not in first
+    assert "NORMAL 0." in second and "PNEUMONIA " in second
+
+    usage = run_cli("predict", "--help")
+    assert "out_of_range true" in usage.stdout and "still exits 0" in usage.stdout

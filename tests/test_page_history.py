@@ -186,3 +186,56 @@ def test_four_class_model_has_one_roc_curve_per_class(assets, monkeypatch):
     (roc,) = titled(at, "ROC")
     run = load_run(assets / "models" / "brain_mri", assets)
     assert len(roc["data"]) == 1 + len(run.metrics["roc"])
+
+
+# ----------------------------------------------------------------------------- issue 13: kept epoch, log axis, parameters
+
+def test_curves_mark_the_kept_epoch_with_readable_log_ticks_and_every_parameter_row(monkeypatch):
+    """The committed default brain model: its curves mark the epoch it kept, the loss axis is labelled
+    1-2-5 over the data's range, and the parameter table is as tall as its rows with the full run id."""
+    import math
+
+    import streamlit
+
+    run = load_run(ASSETS / "models" / "brain_mri", ASSETS)
+    if run.kept_epoch is None:
+        pytest.skip("the committed brain model has no params.json")
+    heights = []
+    original = streamlit.dataframe
+
+    def spy(data, *args, **kwargs):  # what the page asks of each table (the height is not in AppTest's proto)
+        heights.append((kwargs.get("height"), kwargs.get("column_config")))
+        return original(data, *args, **kwargs)
+
+    monkeypatch.setattr(streamlit, "dataframe", spy)
+    monkeypatch.delenv("MEDXAI_ASSETS", raising=False)
+    at = history_page()
+    at.radio[0].set_value("brain_mri").run(timeout=60)
+    assert not at.exception
+    assert at.selectbox[0].value == run.run_id
+
+    for title in ("Loss", "Accuracy"):
+        (curve,) = titled(at, title)
+        (line,) = [s for s in curve["layout"].get("shapes", []) if s.get("type") == "line"]
+        assert line["x0"] == line["x1"] == run.kept_epoch and line["line"]["dash"] == "dash"
+        assert [a["text"] for a in curve["layout"]["annotations"]] == ["kept"]
+
+    (loss,) = titled(at, "Loss")
+    axis = loss["layout"]["yaxis"]
+    assert axis["type"] == "log" and "dtick" not in axis
+    values = [float(v) for v in axis["tickvals"]]
+    assert axis["ticktext"] == [f"{v:g}" for v in values]
+    assert all(f"{v:.0e}"[0] in "125" for v in values) and values == sorted(values)
+    assert len(set(axis["ticktext"])) == len(values)  # never "5, 2, 1, 5, 2, 0.1"
+    losses = [v for column in ("loss", "val_loss") for v in run.history[column]]
+    assert values[0] <= min(losses) and values[-1] >= max(losses)
+    assert axis["range"] == pytest.approx([math.log10(values[0]), math.log10(values[-1])])
+
+    params = at.dataframe[-1].value
+    assert list(params.columns) == [run.run_id] and len(params) == len(run.params)
+    assert set(params.index) == set(run.params)
+    height, columns = heights[-1]
+    assert height == "content"  # every row shown, no scrolling inside the table
+    assert columns[run.run_id]["width"] == "large"
+    summary_columns = heights[0][1]
+    assert summary_columns["run"]["width"] == "large"  # the full run id, e.g. runs/brain_mri/e36-seed0

@@ -41,3 +41,31 @@ def test_runs_root_comes_from_medxai_assets(tmp_path, monkeypatch):
     assert assets_root() == ASSETS
     monkeypatch.setenv("MEDXAI_ASSETS", str(tmp_path))
     assert assets_root() == tmp_path and list_runs() == []
+
+
+def test_kept_epoch_is_the_best_epoch_of_the_monitored_score_in_a_real_run():
+    from core.runs import load_run
+
+    folders = [p.parent for p in sorted(ASSETS.glob("*/*/params.json")) + sorted(ASSETS.glob("runs/*/*/params.json"))]
+    runs = [load_run(folder) for folder in folders]
+    runs = [run for run in runs if run.params.get("monitor") in run.history]
+    assert runs, "no finished run folder under assets/models or assets/runs"
+    for run in runs:
+        scores = run.history[run.params["monitor"]]
+        best = max(s for s in scores if s == s)
+        assert run.kept_epoch == run.history["epoch"][scores.index(best)]  # the first best, as the checkpoint keeps
+        assert run.summary()["kept epoch"] == run.kept_epoch
+    default = load_run(ASSETS / "models" / "brain_mri")
+    if default.params:  # 26 epochs; validation accuracy was best at epoch 21 (later epochs tie or fall below)
+        assert default.epochs > default.kept_epoch >= 1
+
+
+def test_kept_epoch_is_none_until_the_run_names_its_monitor(tmp_path):
+    folder = tmp_path / "runs" / "chest_xray" / "live"
+    folder.mkdir(parents=True)
+    (folder / "history.csv").write_text(HEADER + EPOCH_1 + "1,0.9,0.97,0.2,0.8,0.9,0.7\n2,0.9,0.97,0.2,0.8,0.85,0.7\n")
+    (run,) = list_runs(tmp_path)
+    assert run.kept_epoch is None
+    (folder / "params.json").write_text('{"monitor": "val_auc"}')
+    (run,) = list_runs(tmp_path)
+    assert run.kept_epoch == 2  # val_auc 0.73, 0.9, 0.85

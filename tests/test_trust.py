@@ -104,3 +104,52 @@ def test_test_time_augmentation_interval(image):
     result = augmented_predictions(as_loaded(model), image, 0, threshold=0.5, n=8, layer="last_conv")
     assert result.low <= result.mean <= result.high
     assert len(result.probabilities) == 8
+
+
+def test_calibrated_run_deletes_towards_its_mean_training_image_scored_near_the_prior(tiny_run, chest_dir, tmp_path):
+    """``calibrate_run`` writes ``reference.npy``; the Explain page, the report and the SR then delete towards it
+    (``core.trust.deletion_baseline``), and the model scores it near its prior: the class-balanced training
+    (``class_weights``) makes that prior the weighted class frequencies."""
+    import json
+    import shutil
+
+    from core.dicom_export import trust_scores
+    from core.model import load_model
+    from core.saliency import explain
+    from core.train import REFERENCE_FILE, calibrate_run
+    from core.trust import deletion_baseline, model_faithfulness, reference_baseline
+
+    folder = tmp_path / "run"
+    shutil.copytree(tiny_run[0], folder)  # the session's tiny run stays uncalibrated for the other tests
+    before = load_model(folder)
+    tensor = before.pipeline.scan_tensor(_chest_scan(chest_dir), None)
+    assert reference_baseline(before) is None and deletion_baseline(before, tensor)[1] == "blurred"
+
+    info = calibrate_run(folder, chest_dir, log=lambda _: None)
+    assert (folder / REFERENCE_FILE).is_file() and info["reference"]["file"] == REFERENCE_FILE
+    loaded = load_model(folder)
+    reference, kind = deletion_baseline(loaded, tensor)
+    assert kind == "reference" and reference.shape == tensor.shape[1:3]
+    np.testing.assert_array_equal(reference, np.load(folder / REFERENCE_FILE))
+
+    params = json.loads((folder / "params.json").read_text())
+    names = loaded.class_names
+    weighted = np.array([params["counts"][n] * params["class_weights"][str(i)] for i, n in enumerate(names)])
+    prior = weighted / weighted.sum()
+    recorded = np.array(info["reference"]["probabilities"])
+    on_reference = loaded.uncalibrated(np.repeat(reference[None, ..., None], tensor.shape[-1], axis=-1))[0]
+    np.testing.assert_allclose(on_reference, recorded, atol=1e-5)  # what calibrate_run recorded
+    assert np.abs(on_reference - prior).max() < 0.25, (on_reference, prior)
+
+    result = explain(loaded, tensor, tensor.shape[1:3], method="gradcam", class_index=0)
+    faith = model_faithfulness(loaded, tensor, result.raw, 0)
+    assert faith.baseline == "reference" and faith.baseline_probability == pytest.approx(on_reference[0], abs=1e-4)
+    assert trust_scores(loaded, tensor, result, faithfulness_result=None, uncertainty=False)["deletion_auc"] == \
+        pytest.approx(faith.deletion_auc)  # the SR scores with the same baseline
+
+
+def _chest_scan(chest_dir):
+    from core.io import load_scan
+
+    path = sorted((chest_dir / "PNEUMONIA").iterdir())[0]
+    return load_scan(path.read_bytes(), name=path.name)

@@ -13,7 +13,7 @@ import streamlit as st
 
 from core import localisation as loc
 from core.saliency import METHODS
-from core.trust import SANITY_LIMIT, faithfulness, reference_baseline, sanity_check, test_time_augmentation
+from core.trust import BASELINES, SANITY_LIMIT, model_faithfulness, sanity_check, test_time_augmentation
 from ui.maps import digest, remembered
 from ui.state import Keys
 
@@ -33,17 +33,10 @@ def curves_figure(result) -> go.Figure:
 
 
 def scored_faithfulness(loaded, tensor, raw_map, target):
-    """Deletion/insertion against the blurred image, or, when that says nothing (the model already gives
-    the blurred image the class), against the model's mean training image: (result, baseline name)."""
-    result = faithfulness(loaded, tensor, raw_map, target)
-    if result.informative:
-        return result, "a blurred copy of the scan"
-    reference = reference_baseline(loaded)
-    if reference is not None:
-        mean = faithfulness(loaded, tensor, raw_map, target, baseline=reference)
-        if mean.informative:
-            return mean, "the model's mean training image (the blurred copy already scores the class)"
-    return result, "a blurred copy of the scan"
+    """Deletion/insertion against the model's own baseline (``core.trust.deletion_baseline``, as the report
+    and the DICOM SR): (result, the baseline in words)."""
+    result = model_faithfulness(loaded, tensor, raw_map, target)
+    return result, BASELINES[result.baseline]
 
 
 def faithfulness_column(loaded, tensor, raw_map, target, names, key) -> None:
@@ -123,11 +116,11 @@ def outline_scores(scores: dict, baselines: dict, tolerance: str) -> None:
     rows = {"this map": scores} | baselines
     st.dataframe({"": list(rows), **{loc.LABELS[m]: [f"{r[m]:.2f}" if r[m] == r[m] else "–" for r in rows.values()]
                                     for m in loc.METRICS}}, hide_index=True, width="stretch")
-    beats = [name for name, r in baselines.items() if scores["pointing_game"] <= r["pointing_game"]
-             and scores["energy"] <= r["energy"]]
+    not_beaten = [name for name, r in baselines.items() if scores["pointing_game"] <= r["pointing_game"]
+                  and scores["energy"] <= r["energy"]]
     st.caption(f"{tolerance} Energy: the share of the map's weight inside the outline. A map is only interesting where "
                "it does better than the baselines, which know nothing about the disease"
-               + (f"; here it does no better than the {', '.join(beats)} on both." if beats else "."))
+               + (f"; here it does no better than the {', '.join(not_beaten)} on both." if not_beaten else "."))
 
 
 def scored_results(loaded, tensor, raw_map, target, layer) -> dict:
