@@ -18,9 +18,10 @@ Patient identifiers are printed only when the caller puts them in ``ReportConten
 (the page does so only when the person revealed them and ticked a box); the legend strip
 never carries any.
 
-Text is set in DejaVu Sans (Debian ``fonts-dejavu-core``) so names like "Grad-CAM++", "ρ" or
-"≥" print as they are; without it the PDF falls back to fpdf2's core fonts with those
-characters spelled out in ASCII, and the PNGs to Pillow's own font.
+Text is set in DejaVu Sans (Debian ``fonts-dejavu-core``; its oblique is in ``fonts-dejavu-extra``,
+both installed by ``scripts/setup.sh``) so names like "Grad-CAM++", "ρ" or "≥" print as they are;
+without it the PDF falls back to fpdf2's core fonts with those characters spelled out in ASCII, and
+the PNGs to Pillow's own font.
 """
 
 from __future__ import annotations

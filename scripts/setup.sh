@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a virtual environment in .venv with the pinned packages (Debian and Ubuntu refuse a
-# system-wide `pip install`, PEP 668). With --browser it also installs what the tests drive for
+# system-wide `pip install`, PEP 668) and Debian's DejaVu fonts for the reports when they are
+# missing. With --browser it also installs what the tests drive for
 # real: Debian's Chromium, Orthanc with its DICOMweb plugin, poppler-utils (pdftoppm, pdftotext)
 # and dicom3tools (dciodvfy).
 set -euo pipefail
@@ -21,6 +22,10 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+
+# The dashboard's PDF and PNG reports are set in DejaVu Sans (core/report.py reads
+# /usr/share/fonts/truetype/dejavu); the oblique face is in fonts-dejavu-extra, the rest in -core.
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans-Oblique.ttf ] || apt_install fonts-dejavu-core fonts-dejavu-extra
 
 if [ "${1:-}" = "--browser" ]; then
   missing=()

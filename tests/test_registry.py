@@ -158,3 +158,30 @@ def test_new_folder_names_never_take_an_existing_or_reserved_one(tmp_path):
     (tmp_path / "knee").mkdir()
     (tmp_path / ".training" / "knee-2").mkdir(parents=True)  # reserved by a training in progress
     assert new_folder_path(tmp_path, "Knee") == tmp_path / "knee-3"
+
+
+def test_a_teaching_model_is_never_offered_as_a_default(good_folder, tmp_path, monkeypatch):
+    """The shortcut lesson's old chest model (``assets/teaching/chest_xray_shortcut``, issue 15) sits beside the
+    default models' root, never in it: the picker (``ui.models.model_folders``) and :func:`discover` leave it out."""
+    from core.teaching import TEACHING_DIR
+    from ui import models
+    from ui.teaching import shortcut_model_dir
+
+    for name in ("MEDXAI_MODELS", "MEDXAI_EXTRA_MODELS", "MEDXAI_SHORTCUT_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MEDXAI_SETTINGS", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    # the real layout: the teaching folder is no model root and lies in none
+    assert shortcut_model_dir().parent == TEACHING_DIR
+    for root in [models.models_dir(), *registry.model_roots()]:
+        assert not TEACHING_DIR.resolve().is_relative_to(root.resolve()), root
+        assert not root.resolve().is_relative_to(TEACHING_DIR.resolve()), root
+    # the same layout with the teaching model installed: only the default is listed
+    assets = tmp_path / "repo" / "assets"
+    shutil.copytree(good_folder, assets / "models" / "chest_xray")
+    shutil.copytree(good_folder, assets / "teaching" / "chest_xray_shortcut")
+    monkeypatch.setattr(registry, "ASSETS_MODELS", assets / "models")
+    monkeypatch.setattr(models, "ROOT", tmp_path / "repo")
+    for folders in ([Path(e.folder) for e in models.model_folders()], [e.folder for e in discover()]):
+        assert folders == [assets / "models" / "chest_xray"], folders
+    assert [e.origin for e in models.model_folders()] == ["default"]
