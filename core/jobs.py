@@ -56,6 +56,8 @@ UPLOAD_LABEL = "<uploaded dataset>"
 UPLOADED_DATASET = "an uploaded zip archive (unpacked privately, removed after training)"
 #: Seconds a cancelled process gets to end after SIGTERM before it is killed.
 KILL_GRACE = 5.0
+#: The log line that starts a job's calibration (what follows is the calibration's output).
+CALIBRATING = "Calibrating on the run's own validation split."
 
 try:  # loaded once here, so the child between fork and exec only makes the call
     _PRCTL = ctypes.CDLL("libc.so.6", use_errno=True).prctl
@@ -204,6 +206,7 @@ class Job:
     error: str | None = None
     model_folder: Path | None = None
     calibrated: bool = False
+    not_calibrated: str | None = None  # why a finished model is not calibrated, in a few words
     log: deque = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     process: subprocess.Popen | None = field(default=None, repr=False)
     cancel_requested: bool = False
@@ -231,6 +234,7 @@ class JobView:
     started: float | None
     ended: float | None
     uploaded: bool
+    not_calibrated: str | None = None  # why a finished model is not calibrated, e.g. "its validation split lacks a class"
 
     @property
     def active(self) -> bool:
@@ -392,7 +396,7 @@ class JobQueue:
         return JobView(job.id, job.owner, job.title, job.name, job.state, job.epochs, job.input_size,
                        _epochs_done(job.model_folder or job.staging),
                        position, job.staging, job.model_folder, job.calibrated, job.error, tuple(job.log),
-                       job.submitted, job.started, job.ended, job.temp_dir is not None)
+                       job.submitted, job.started, job.ended, job.temp_dir is not None, job.not_calibrated)
 
     # ------------------------------------------------------------------ the worker
 
@@ -439,14 +443,21 @@ class JobQueue:
         if _validation_covers_classes(job.staging, info.get("class_names") or []):
             with self._lock:
                 job.state = "calibrating"
+                job.log.append(CALIBRATING)
                 self._changed.notify_all()
             if self._call(job, ["calibrate", "--model", str(job.staging), "--data", str(job.data)]) != 0:
                 if job.cancel_requested:
                     return self._failed_or_cancelled(job)
+                lines = list(job.log)  # the calibration's own lines: those after its marker
+                reason = _last_error(lines[len(lines) - lines[::-1].index(CALIBRATING):] if CALIBRATING in lines
+                                     else lines)
+                job.not_calibrated = (f"calibration failed: {reason.rstrip('.')}" if reason
+                                      else "the calibration process ended with an error")
                 job.log.append("Calibration failed; the model is kept with its own, uncalibrated probabilities.")
             else:
                 job.calibrated = True
         else:
+            job.not_calibrated = "its validation split lacks a class"
             job.log.append("Not calibrated: the validation split does not hold every class.")
         with self._lock:
             if job.cancel_requested:
@@ -455,10 +466,12 @@ class JobQueue:
                 cancelled = False
                 (job.staging / "train.log").write_text("\n".join(job.log) + "\n")
                 final = job.out_root / job.name
+                _set_out(job.staging, final)
                 os.rename(job.staging, final)  # one step: the picker sees the whole folder or nothing
                 job.model_folder = final
         if cancelled:
             return self._failed_or_cancelled(job)
+        _rewrite_card(final)  # its command's --out now names the folder the model lives in
         self._end(job, "finished")
 
     def _call(self, job: Job, arguments: list[str]) -> int:
@@ -490,9 +503,7 @@ class JobQueue:
     def _failed_or_cancelled(self, job: Job) -> None:
         if job.cancel_requested:
             return self._end(job, "cancelled")
-        lines = [line for line in job.log if line.strip()]
-        last = next((line for line in reversed(lines) if line.startswith("error:")), lines[-1] if lines else "")
-        self._end(job, "failed", last.removeprefix("error:").strip() or "The training process ended with an error.")
+        self._end(job, "failed", _last_error(job.log) or "The training process ended with an error.")
 
     def _end(self, job: Job, state: str, error: str | None = None) -> None:
         """Remove what an ended job leaves (its private dataset; its staging folder unless it finished)."""
@@ -553,6 +564,33 @@ def _epochs_done(run_folder: Path) -> int:
             return max(0, sum(1 for line in fh if line.strip()) - 1)
     except OSError:
         return 0
+
+
+def _last_error(lines) -> str:
+    """A process's one-sentence ``error:`` line (the CLI's way to fail), else its last line; '' for none."""
+    lines = [line for line in lines if line.strip()]
+    last = next((line for line in reversed(lines) if line.startswith("error:")), lines[-1] if lines else "")
+    return last.removeprefix("error:").strip()
+
+
+def _set_out(staging: Path, final: Path) -> None:
+    """``params.json``'s ``out`` names the model's final folder, not the staging folder that is renamed into it."""
+    from core.model import json_default
+
+    params = _read_json(staging / "params.json")
+    if params:
+        params["out"] = str(final)
+        (staging / "params.json").write_text(json.dumps(params, indent=2, default=json_default) + "\n")
+
+
+def _rewrite_card(folder: Path) -> None:
+    """Write a moved model folder's card again (its training command names the folder), replacing it in one step."""
+    from core.card import render_card
+
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # the card written before stays
+        part = folder / ".MODEL_CARD.md.part"
+        part.write_text(render_card(folder))
+        os.replace(part, folder / "MODEL_CARD.md")
 
 
 def _read_json(path: Path) -> dict:

@@ -9,7 +9,7 @@ import streamlit as st
 from core import localisation as loc
 from core.masks import MaskError, load_mask
 from core.predict import out_of_range_sentence, predict_tensors
-from core.render import COLORMAPS, colormap_lut, display_image, display_pixels, png_bytes
+from core.render import COLORMAPS, colormap_lut, colour_bar, display_image, display_pixels, png_bytes
 from core.report import legend_strip, report_pdf, report_png
 from core.report_content import content_for
 from core.dicom_export import results_for_scan, trust_scores
@@ -216,18 +216,36 @@ def dicom_results(method, use_layer, raw, colormap, opacity, stem) -> None:
                                 explanation=explanation, colormap=colormap, opacity=opacity, salt=salt).objects
 
     salt = st.session_state.setdefault(Keys.SALT, secrets.token_hex(16))
+    revealed = bool(st.session_state.get(Keys.REVEAL, False))
+    if not revealed:  # the patient module goes into a download only while identifiers are revealed
+        st.session_state[Keys.WITH_IDENTIFIERS] = False
     cols = st.columns([2, 2, 2])
-    keep = cols[1].checkbox("With the patient module (as stored in the PACS)", key=Keys.WITH_IDENTIFIERS,
-                            help="Off: the objects are de-identified (new UIDs, anonymous patient, no dates).")
-
-    def zipped() -> bytes:
+    keep = cols[1].checkbox(
+        "With the patient module (as stored in the PACS)", key=Keys.WITH_IDENTIFIERS, disabled=not revealed,
+        help="Only possible while identifiers are revealed on the Scan page; off: the objects are de-identified "
+             "(new UIDs, anonymous patient, no dates).") and revealed
+    # Built before any download is offered (on request: seconds of work, so not on every change of a setting), and
+    # kept for this scan and these settings: a result that cannot be made is a sentence, never a "zip" holding it.
+    key = digest(chosen.digest, st.session_state.get(Keys.SERIES, 0), frame, loaded.path, method, int(target),
+                 use_layer, colormap, opacity, keep, raw, sorted(scored_results(loaded, tensor, raw, target, layer)))
+    slot = cols[0].empty()
+    built = st.session_state.get(Keys.DICOM_RESULTS)
+    if (built is None or built["for"] != key) and slot.button(
+            "Prepare the DICOM results", icon=":material/folder_zip:",
+            help="The SR, the saliency map and the overlay as DICOM objects for this scan and these settings."):
         try:
-            return to_zip(objects(None if keep else salt))
-        except DicomResultError as err:  # one sentence, in the file the person downloads
-            return str(err).encode()
-
-    cols[0].download_button("DICOM results (SR, map, overlay; zip)", zipped, file_name=f"{stem}_dicom_results.zip",
-                            mime="application/zip", icon=":material/folder_zip:")
+            with st.spinner("Building the DICOM results…"):
+                built = {"for": key, "zip": to_zip(objects(None if keep else salt)), "error": None}
+        except DicomResultError as err:
+            built = {"for": key, "zip": None, "error": str(err)}
+        st.session_state[Keys.DICOM_RESULTS] = built  # the last one only: memory stays bounded
+    if built is not None and built["for"] == key:
+        if built["error"]:
+            slot.error(built["error"])
+        else:
+            slot.download_button("DICOM results (SR, map, overlay; zip)", built["zip"],
+                                 file_name=f"{stem}_dicom_results.zip", mime="application/zip",
+                                 icon=":material/folder_zip:")
     if chosen.pacs is not None and cols[2].button("Send the results to the PACS", icon=":material/upload:"):
         try:
             with st.spinner("Storing in the source's study…"):
@@ -258,6 +276,9 @@ def side_by_side():
             scores = localisation(raw, mask, scan.spacing)
             rows.append([METHODS[method]] + [scores[m] for m in loc.METRICS])
     progress.progress(1.0, text="All maps ready.")
+    st.image(np.rot90(colour_bar(colormap, height=512, width=12), k=-1), width="stretch",
+             caption=f"Colour scale of every map above ({colormap}): saliency 0 at the left to 1 at the right. Each map "
+                     "is scaled to its own range, so compare where the maps are warm, not how warm.")
     if rows:
         baselines = baseline_scores(chosen.digest, full_background(), mask, scan.spacing)
         rows += [[name] + [scores[m] for m in loc.METRICS] for name, scores in baselines.items()]

@@ -193,7 +193,7 @@ with training:
                 elif view.state == "finished":
                     st.success(f"Finished: {view.title} is in the model picker"
                                + (", calibrated on its validation split." if view.calibrated else
-                                  " (not calibrated: its validation split lacks a class).")
+                                  f" (not calibrated: {view.not_calibrated or 'reason unknown'}).")
                                + f" Folder `{view.model_folder}`.")
                 elif view.state == "failed":
                     st.error(f"The training failed: {view.error}")

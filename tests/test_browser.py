@@ -203,6 +203,11 @@ def show_anyway_if_asked(page) -> bool:
     return True
 
 
+def segmented(page, text: str):
+    """An option of an ``st.segmented_control``: a button with the ARIA role ``radio``."""
+    return page.get_by_role("radio", name=text).first
+
+
 def wait_for_overlay(page, prefix: str = "Grad-CAM for") -> None:
     page.wait_for_function(
         f"""() => [...document.querySelectorAll('[data-testid="stPlotlyChart"] .gtitle')]
@@ -212,7 +217,12 @@ def wait_for_overlay(page, prefix: str = "Grad-CAM for") -> None:
 
 def test_explain_page_overlays_the_map(uploaded):
     page = uploaded
-    open_page(page, "Explain", "Explain class", EXPLAIN_SECONDS * 1000)
+    open_page(page, "Explain", None, EXPLAIN_SECONDS * 1000)
+    # Either the controls, or first the out-of-range sentence with its "show anyway" button.
+    anyway = page.get_by_role("button", name="Show the prediction and maps anyway")
+    page.get_by_text("Explain class").first.or_(anyway).first.wait_for(state="attached",
+                                                                        timeout=EXPLAIN_SECONDS * 1000)
+    settle(page, EXPLAIN_SECONDS * 1000)
     show_anyway_if_asked(page)
     wait_for_overlay(page)
     assert page.get_by_text("Predicted:").count() == 1
@@ -237,13 +247,13 @@ def test_explain_page_overlays_the_map(uploaded):
     with Image.open(download.value.path()) as png:
         assert png.format == "PNG" and png.width == 1841 and png.height > 1955 and png.mode == "RGB"
 
-    page.get_by_role("button", name="All methods side by side").click()
+    segmented(page, "All methods side by side").click()
     page.get_by_text("All maps ready.").wait_for(state="attached", timeout=EXPLAIN_SECONDS * 1000)
     settle(page, EXPLAIN_SECONDS * 1000)
-    assert page.locator('[data-testid="stImage"] img').count() == 5
+    assert page.locator('[data-testid="stImage"] img').count() == 6  # five maps and their shared colour bar
     assert_no_errors(page, error_boxes=False)
     screenshot(page, "3-explain-all-methods")
-    page.get_by_role("button", name="One method").click()
+    segmented(page, "One method").click()
     wait_for_overlay(page)
 
 
@@ -257,11 +267,58 @@ def test_an_outlined_brain_slice_shows_its_outline_and_scores(page):
     settle(page)
     open_page(page, "Explain", "Expert outline", EXPLAIN_SECONDS * 1000)
     wait_for_overlay(page)
+    # the scores come after the overlay in the same run: on a busy machine they may lag behind the settle
+    page.get_by_text("Does the map point at the finding?").wait_for(state="attached", timeout=EXPLAIN_SECONDS * 1000)
     assert page.get_by_text("Does the map point at the finding?").count() == 1
     table = page.locator('[data-testid="stDataFrame"]').first
     table.wait_for(state="visible")
     assert_no_errors(page)
     screenshot(page, "3-explain-outline")
+
+    def outline_pixels(page) -> int:
+        """Outline-green pixels in a screenshot of the overlay's image (the plot's colour bar left out: Turbo has
+        greens too). The browser shrinks the 1-pixel line and blends it with its neighbours, so "green" is an excess
+        of green over red and blue of more than 50; Turbo blended at the page's 0.6 opacity over any grey reaches
+        39 at most."""
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        from playwright.sync_api import expect
+
+        overlay = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="Grad-CAM for").locator("image")
+        expect(overlay).to_have_count(1, timeout=60_000)  # a redrawn chart briefly holds its old image too
+        shot = np.asarray(Image.open(io.BytesIO(overlay.screenshot())).convert("RGB")).astype(int)
+        red, green, blue = shot[..., 0], shot[..., 1], shot[..., 2]
+        return int(((green > 100) & (green - np.maximum(red, blue) > 50)).sum())
+
+    # The outline is really drawn: green pixels (ui.maps draws it in (0, 255, 0)) in the overlay's image as
+    # the browser shows it, and none once the toggle is off.
+    drawn = outline_pixels(page)
+    assert drawn > 30, drawn  # the sample's outline, shrunk from 512 to about 265 pixels on screen, gives about 50
+    page.locator('[data-testid="stCheckbox"]', has_text="Expert outline").locator("label").click()
+    settle(page, EXPLAIN_SECONDS * 1000)
+    page.wait_for_function("""() => !document.body.innerText.includes('Green: the expert outline.')""")
+    assert outline_pixels(page) == 0
+    page.locator('[data-testid="stCheckbox"]', has_text="Expert outline").locator("label").click()
+    settle(page, EXPLAIN_SECONDS * 1000)
+    page.get_by_text("Green: the expert outline.").first.wait_for(state="attached")
+
+    # Side by side: every method's localisation in one table, with the baselines.
+    page.get_by_role("radio", name="All methods side by side").click()  # a segmented control's option
+    page.get_by_text("All maps ready.").wait_for(state="attached", timeout=EXPLAIN_SECONDS * 1000)
+    page.get_by_text("Which method finds the finding?").wait_for(state="attached", timeout=EXPLAIN_SECONDS * 1000)
+    settle(page, EXPLAIN_SECONDS * 1000)
+    # the header, the five methods and the three baselines (the one-method view's table has 1 + 4 rows)
+    nine_rows = page.locator('[role="grid"][aria-rowcount="9"]')  # the grid's (hidden) accessible table
+    page.locator('[data-testid="stDataFrame"]').filter(has=nine_rows).wait_for(state="visible")
+    assert page.locator('[data-testid="stImage"] img').count() >= 5  # one overlay per method (and a colour scale)
+    assert page.get_by_text("A method that scores like the centre prior").count() == 1
+    assert_no_errors(page, error_boxes=False)
+    screenshot(page, "3-explain-outline-all-methods")
+    page.get_by_role("radio", name="One method").click()
+    wait_for_overlay(page)
 
 
 @pytest.mark.parametrize("title, name", [("Training history", "4-training-history"), ("About", "5-about")])

@@ -192,7 +192,12 @@ def test_a_tiny_training_from_a_zip_finishes_calibrated_and_a_queued_one_waits(t
     for path in done.model_folder.iterdir():
         if path.suffix in (".json", ".md", ".log", ".csv"):
             assert str(temp) not in path.read_text(), path.name
-    assert "# Model card: Tiny chest" in (done.model_folder / "MODEL_CARD.md").read_text()
+    card = (done.model_folder / "MODEL_CARD.md").read_text()
+    assert "# Model card: Tiny chest" in card
+    # The card's command and params.json name the folder the model lives in, not the staging folder renamed into it.
+    assert f"--out {done.model_folder.as_posix()} " in card and STAGING not in card
+    assert json.loads((done.model_folder / "params.json").read_text())["out"] == str(done.model_folder)
+    assert done.not_calibrated is None
     assert any(line.startswith("epoch 1/1") for line in done.log)
     assert done.epochs_done == 1
     assert_nothing_left(out_root)
@@ -269,3 +274,33 @@ def test_staging_folders_of_a_server_that_died_are_removed(tiny_dataset, tmp_pat
     queue.cancel(job.id)
     assert queue.wait(job.id, timeout=60).state == "cancelled"
     assert sorted(p.name for p in (out_root / STAGING).iterdir()) == ["of_a_live_server"]
+
+
+def test_a_failed_calibration_says_why_and_the_card_names_the_final_folder(tiny_run, tiny_dataset, tmp_path):
+    """A stand-in for ``python`` whose ``train`` copies the session's real tiny run and whose ``calibrate`` fails as
+    the CLI does: the job still finishes, says why its model is not calibrated (not the validation split's fault),
+    and its card's command and params.json name the model's final folder."""
+    import sys
+
+    fake = tmp_path / "python"
+    fake.write_text(f"""#!{sys.executable}
+import shutil, sys
+command = sys.argv[3:]  # after "-m core"
+if command[0] == "train":
+    shutil.copytree({str(tiny_run[0])!r}, command[command.index("--out") + 1])
+    sys.exit(0)
+print("error: The run's split names images the dataset no longer holds.", file=sys.stderr)
+sys.exit(1)
+""")
+    fake.chmod(0o700)
+    queue = JobQueue(python=str(fake))
+    out_root = tmp_path / "my-models"
+    job = queue.submit(data=tiny_dataset, title="Half done", out_root=out_root, epochs=1, input_size=32)
+    done = queue.wait(job.id, timeout=120)
+    assert done.state == "finished" and not done.calibrated, (done.state, done.error, done.last_lines())
+    assert done.not_calibrated == "calibration failed: The run's split names images the dataset no longer holds"
+    assert done.model_folder == out_root / "half_done"
+    card = (done.model_folder / "MODEL_CARD.md").read_text()
+    assert f"--out {done.model_folder.as_posix()} " in card and STAGING not in card and str(tiny_run[0]) not in card
+    assert json.loads((done.model_folder / "params.json").read_text())["out"] == str(done.model_folder)
+    assert_nothing_left(out_root)

@@ -104,7 +104,9 @@ def test_prediction_and_gradcam_overlay_of_a_radiograph(app, models_root):
     assert app.get("download_button")[0].proto.label == "Download overlay (PNG, scan resolution, with legend)"
     app.segmented_control[0].set_value("All methods side by side").run()
     assert_clean(app)
-    assert [image.captions for image in app.image] == [[title] for title in METHODS.values()]
+    captions = [image.captions for image in app.image]
+    assert captions[:-1] == [[title] for title in METHODS.values()]
+    assert captions[-1][0].startswith("Colour scale of every map above (Turbo)")  # one shared colour bar under the grid
 
 
 def test_method_class_opacity_and_colours_can_be_changed(app, models_root):
@@ -295,3 +297,101 @@ def test_an_uploaded_outline_of_the_wrong_size_is_one_sentence(app):
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and errors[0].startswith("The outline cannot be used:") and "40 x 30" in errors[0]
     assert not at.exception
+
+
+def test_an_uploaded_scan_with_its_uploaded_outline_gets_scores_and_baselines(app, data_dir):
+    """A figshare slice and its radiologists' mask, both uploaded: the outline is drawn and scored."""
+    source = data_dir / "brain_mri_masks"
+    image, outline = source / "images" / "meningioma" / "9.jpg", source / "masks" / "meningioma" / "9.png"
+    if not image.is_file():
+        pytest.skip("the outlined brain slices are missing")
+    at = go(upload(app, "9.jpg", image.read_bytes(), "image/jpeg"), "explain")
+    show_anyway(at)
+    assert_clean(at)
+    assert not [t for t in at.toggle if t.label == "Expert outline"]  # nothing to draw before the mask
+    (mask_uploader,) = [u for u in at.file_uploader if u.label.startswith("Outline of the finding")]
+    mask_uploader.set_value(("9.png", outline.read_bytes(), "image/png")).run()
+    assert_clean(at)
+    assert not at.error
+    assert [t.value for t in at.toggle if t.label == "Expert outline"] == [True]
+    assert green_pixels(image_trace(figure(at, "overlay"))[0]).sum() > 20
+    table = at.dataframe[0].value
+    assert list(table.iloc[:, 0]) == ["this map", "centre prior", "image intensity", "random smooth map"]
+    assert {"pointing game", "energy", "rank accuracy", "pixel AUROC"} <= set(table.columns)
+    # a JPEG states no pixel size: the tolerance falls back to a share of the image and says so
+    assert "pixel spacing is unknown" in caption_text(at) and "baselines" in caption_text(at)
+
+
+# ----------------------------------------------------------------------------- issue 13: the model follows the scan
+
+def explain_page_prediction(at) -> str | None:
+    """The class after "Predicted:", or None when the page shows no prediction."""
+    import re
+
+    found = [re.search(r"Predicted: \*\*(.+?)\*\*", m.value) for m in at.markdown]
+    found = [m.group(1) for m in found if m]
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+def routed_models(models_root):
+    """The real default models with their outlier checks, or a skip (tiny models cannot route by fit)."""
+    from core.model import load_model
+
+    models = {task: load_model(models_root / task) for task in ("chest_xray", "brain_mri")}
+    if any(loaded.outlier_threshold is None for loaded in models.values()):
+        pytest.skip("the models in use have no outlier check (tiny models)")
+    return models
+
+
+def test_issue_13_sequence_chest_film_glioma_upload_then_chest_sample(app, models_root, data_dir):
+    """As a new user did in issue 13: a chest film, then an uploaded glioma MRI (routed to the brain model, and
+    the page says why), then the Chest X-ray sample again (back to the chest model, a chest class)."""
+    models = routed_models(models_root)
+    chest, brain = str(models_root / "chest_xray"), str(models_root / "brain_mri")
+    chest_classes, brain_classes = set(models["chest_xray"].class_names), set(models["brain_mri"].class_names)
+
+    at = go(pick_sample(app, "viral pneumonia"), "explain")
+    assert_clean(at)
+    assert widget(at.selectbox, "Model").value == chest
+    assert "Chosen for this scan:" in caption_text(at)
+    assert explain_page_prediction(at) in chest_classes
+
+    glioma = sorted((data_dir / "brain_mri" / "Training" / "glioma").glob("*.jpg"))[0]
+    at = go(upload(go(at, "scan"), glioma.name, glioma.read_bytes(), "image/jpeg"), "explain")
+    assert not at.exception
+    assert widget(at.selectbox, "Model").value == brain
+    why = [c for c in caption_text(at).splitlines() if c.startswith("Chosen for this scan:")]
+    assert why and "Brain MRI" in why[0] and "looks most like" in why[0]  # the page says why
+    show_anyway(at)
+    assert explain_page_prediction(at) in brain_classes
+
+    at = go(pick_sample(go(at, "scan"), "viral pneumonia"), "explain")
+    assert_clean(at)
+    assert widget(at.selectbox, "Model").value == chest
+    assert explain_page_prediction(at) in chest_classes  # never "notumor" for a chest film
+    assert not brain_classes & set(shown_probabilities(at)[0])
+
+
+def test_a_brain_slice_forced_on_the_chest_model_leads_with_one_sentence(app, models_root, data_dir):
+    """Surely out of range: a glioma MRI with the chest model chosen by hand. The page leads with one sentence
+    naming the model that fits; no prediction until "show anyway", then the prediction with the warning."""
+    from page_support import is_one_sentence
+
+    routed_models(models_root)
+    chest = str(models_root / "chest_xray")
+    glioma = sorted((data_dir / "brain_mri" / "Training" / "glioma").glob("*.jpg"))[0]
+    at = go(upload(app, glioma.name, glioma.read_bytes(), "image/jpeg"), "explain")
+    widget(at.selectbox, "Model").set_value(chest).run()
+    assert not at.exception
+    assert "Chosen by you." in caption_text(at)
+    (error,) = at.error
+    assert is_one_sentence(error.value) and "looks unlike the images the Chest X-ray" in error.value
+    assert "Brain MRI" in caption_text(at)  # which model would fit
+    assert explain_page_prediction(at) is None and not at.get("plotly_chart")
+    assert not [s for s in at.selectbox if s.label == "Explain class"]
+
+    assert show_anyway(at)
+    assert widget(at.selectbox, "Model").value == chest
+    assert explain_page_prediction(at) in set(loaded_model(models_root).class_names)
+    assert any("looks unlike the images" in w.value for w in at.warning)

@@ -276,3 +276,48 @@ def test_a_cancelled_training_leaves_nothing_behind(extra, tiny_dataset, tmp_pat
     assert list(private.iterdir()) == []
     assert sorted(p.name for p in extra.iterdir() if p.name != STAGING) == before
     assert not (extra / STAGING).exists() or list((extra / STAGING).iterdir()) == []
+
+
+def test_a_failed_training_shows_its_last_lines_on_the_page(extra, tiny_dataset, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_dataset, broken)
+    (broken / "NORMAL" / "damaged.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00\x17" * 100)
+    at = models_page(extra)
+    job = start_training(at, name="Page broken", epochs=1, folder=broken)
+    ended = shared_queue().wait(job.id, timeout=TRAINING_SECONDS)
+    assert ended.state == "failed", (ended.state, ended.last_lines())
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error if e.value.startswith("The training failed:")]
+    assert len(errors) == 1 and "damaged.png" in errors[0] and "Traceback" not in errors[0], errors
+    shown = [c.value for c in at.code]
+    assert any("damaged.png" in c for c in shown), shown  # its last lines, under the sentence
+    assert not (extra / "page_broken").exists()
+    assert not (extra / STAGING).exists() or list((extra / STAGING).iterdir()) == []
+
+
+def test_a_second_sessions_training_waits_with_its_place_in_line(extra, tiny_dataset):
+    first, second = models_page(extra), models_page(extra)  # two sessions (each its own owner token)
+    running = start_training(first, name="Queue first", epochs=200, folder=tiny_dataset)
+    try:
+        assert shared_queue().wait(running.id, timeout=60, states=("running", "calibrating", "finished", "failed",
+                                                                  "cancelled")).state == "running"
+        waiting = start_training(second, name="Queue second", epochs=1, folder=tiny_dataset)
+        assert shared_queue().view(waiting.id).position == 1
+        infos = [i.value for i in second.info]
+        assert any(i.startswith("Queued: number 1 in line, 1 training ahead of it") for i in infos), infos
+        assert any(c.value == "Also on the server's queue: 1 training of other sessions." for c in second.caption)
+        first.run()
+        assert not first.exception
+        assert not any(i.value.startswith("Queued") for i in first.info), "the first session's own one is running"
+        assert any(c.value == "Also on the server's queue: 1 training of other sessions." for c in first.caption)
+        second.button(key=f"models_cancel_{waiting.id}").click().run()
+        assert shared_queue().view(waiting.id).state == "cancelled"
+    finally:
+        for view in shared_queue().views():
+            if view.title in ("Queue first", "Queue second") and view.active:
+                shared_queue().cancel(view.id)
+                shared_queue().wait(view.id, timeout=60)
+    assert not (extra / STAGING).exists() or list((extra / STAGING).iterdir()) == []

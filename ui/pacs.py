@@ -1,4 +1,4 @@
-"""Scans from a PACS over DICOMweb, on the Scan page: search studies, pick a series or an instance, retrieve.
+"""Scans from a PACS over DICOMweb, on the Scan page: search studies, pick a series or one of its images, retrieve.
 
 The server address comes from the settings (``dicomweb_url``) or is typed in; credentials come from the
 settings or the environment (``MEDXAI_DICOMWEB_USER`` / ``MEDXAI_DICOMWEB_PASSWORD``) or are typed in a
@@ -12,7 +12,7 @@ import streamlit as st
 
 from core import dicomweb
 from core.settings import SettingsError, setting
-from ui.state import UPLOAD, Keys
+from ui.state import UPLOAD, Keys, scan_key
 
 
 def pacs_client():
@@ -91,22 +91,28 @@ def pacs_browser() -> None:
         f"{series[i].modality or '?'} series {series[i].number if series[i].number is not None else '?'} · "
         f"{series[i].n_instances or '?'} instance(s)" + (f" · {series[i].body_part}" if series[i].body_part else "")))
     one = series[pick]
-    cols = st.columns(2)
-    if cols[0].button("Open the whole series", icon=":material/stacks:"):
+    if st.button("Open the whole series", icon=":material/stacks:"):
         _open(dicomweb.DicomWebSource(pacs["url"], one.study_uid, one.series_uid, None),
               f"PACS series {one.number if one.number is not None else ''}".strip())
-    if cols[1].button("Open its first image", icon=":material/image:"):
-        try:
-            instances = [i for i in dicomweb.search_instances(pacs_client(), one.study_uid, one.series_uid) if i.has_pixels]
-        except dicomweb.DicomWebError as err:
-            _say(err)
-            return
-        if not instances:
-            st.info("This series holds no image instances (it may be a report or a plan).")
-            return
-        first = min(instances, key=lambda i: (i.number is None, i.number or 0))
-        _open(dicomweb.DicomWebSource(pacs["url"], first.study_uid, first.series_uid, first.instance_uid),
-              f"PACS image {first.number if first.number is not None else ''}".strip())
+    try:
+        instances = [i for i in dicomweb.search_instances(pacs_client(), one.study_uid, one.series_uid) if i.has_pixels]
+    except dicomweb.DicomWebError as err:
+        _say(err)
+        return
+    if not instances:
+        st.info("This series holds no image instances (it may be a report or a plan).")
+        return
+    instances.sort(key=lambda i: (i.number is None, i.number or 0))
+    cols = st.columns([3, 1], vertical_alignment="bottom")
+    which = cols[0].selectbox(f"Image of the series ({len(instances)})", range(len(instances)),
+                              key=scan_key(Keys.PACS_INSTANCE, one.series_uid), format_func=lambda i: (
+        f"number {instances[i].number if instances[i].number is not None else '?'} · "
+        f"{instances[i].columns} x {instances[i].rows}"
+        + (f" · {instances[i].frames} frames" if (instances[i].frames or 1) > 1 else "")))
+    if cols[1].button("Open this image", icon=":material/image:"):
+        chosen = instances[which]
+        _open(dicomweb.DicomWebSource(pacs["url"], chosen.study_uid, chosen.series_uid, chosen.instance_uid),
+              f"PACS image {chosen.number if chosen.number is not None else ''}".strip())
 
 
 def _open(source, name: str) -> None:
