@@ -19,22 +19,31 @@ OOD_FILE = "ood.npz"
 OOD_QUANTILE = 0.99
 
 
-def scale(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """Probabilities after temperature scaling: ``softmax(log p / T)`` row by row.
+def scale(probabilities: np.ndarray, temperature: float, prior: np.ndarray | None = None) -> np.ndarray:
+    """Probabilities after temperature scaling, ``softmax(log p / T + log prior)`` row by row.
+
+    ``prior`` (the training split's class shares) undoes class-weighted training: with inverse-frequency
+    class weights a network learns as if every class were equally common, so its probabilities are
+    those of a balanced prior; adding the log of the true prior restores the class frequencies
+    (Saerens et al., *Neural Computation* 14, 2002; Menon et al., *logit adjustment*, ICLR 2021).
 
     >>> scale(np.array([[0.5, 0.5]]), 2.0).tolist()
     [[0.5, 0.5]]
+    >>> [round(v, 2) for v in scale(np.array([[0.5, 0.5]]), 1.0, prior=np.array([0.2, 0.8]))[0]]
+    [0.2, 0.8]
     """
     probabilities = np.asarray(probabilities, np.float64)
-    if temperature == 1.0:
+    if temperature == 1.0 and prior is None:
         return probabilities
     logits = np.log(np.clip(probabilities, 1e-12, 1.0)) / temperature
+    if prior is not None:
+        logits = logits + np.log(np.clip(np.asarray(prior, np.float64), 1e-12, 1.0))
     logits -= logits.max(axis=1, keepdims=True)
     return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
 
 
-def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature T minimising the negative log-likelihood of ``scale(p, T)``; 1.0 when no T helps.
+def fit_temperature(probabilities: np.ndarray, labels: np.ndarray, prior: np.ndarray | None = None) -> float:
+    """The temperature T minimising the negative log-likelihood of ``scale(p, T, prior)``; 1.0 when no T helps.
 
     >>> p = np.array([[0.99, 0.01], [0.01, 0.99], [0.99, 0.01], [0.01, 0.99]])
     >>> fit_temperature(p, np.array([0, 1, 1, 0])) > 1  # over-confident and wrong half the time
@@ -46,7 +55,7 @@ def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
     labels = np.asarray(labels, int)
 
     def nll(log_t):
-        p = scale(probabilities, float(np.exp(log_t)))
+        p = scale(probabilities, float(np.exp(log_t)), prior)
         return -np.log(np.clip(p[np.arange(len(labels)), labels], 1e-300, 1.0)).mean()
 
     result = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")

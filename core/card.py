@@ -61,7 +61,8 @@ def render_card(folder: str | Path) -> str:
         f"- Command: `python -m core train --task {params.get('task', task)} --data {info['dataset']['path']} --out {folder.as_posix()} "
         f"--epochs {params.get('epochs')} --patience {params.get('patience')} --seed {params.get('seed')} "
         f"--input-size {params.get('input_size', info['input_size'])} --width {params.get('width', 32)} "
-        f"--recalibrate-bn {params.get('recalibrate_bn', 0)}{'' if params.get('degrade') else ' --no-degrade'}`",
+        f"--recalibrate-bn {params.get('recalibrate_bn', 0)}{'' if params.get('degrade') else ' --no-degrade'}"
+        f"{' --pooling ' + params['pooling'] if params.get('pooling', 'avg') != 'avg' else ''}`",
         f"- {len(_history_rows(folder))} epochs run (early stopping on `{params.get('monitor')}`), "
         f"{float(params.get('train_seconds', 0)) / 60:.1f} minutes on a 2-core CPU, Adam with cosine decay, class "
         "weights for imbalance, augmentation: small shifts, rotations, zoom and contrast"
@@ -133,8 +134,10 @@ def _calibration_lines(info: dict, folder: Path) -> list[str]:
         return []
     lines = [f"- Temperature scaling (`python -m core calibrate --model {folder.as_posix()} --data "
              f"{info['dataset']['path']}`): T = {info.get('temperature', 1.0):.3f}, ECE {cal['ece_before']:.4f} "
-             f"before, {cal['ece_after']:.4f} after, on the {cal['n_validation']} validation images. The "
-             "dashboard and `predict` show the calibrated probabilities."]
+             f"before, {cal['ece_after']:.4f} after, on the {cal['n_validation']} validation images"
+             + (f", after restoring the training split's class shares ({', '.join(f'{n} {p:.1%}' for n, p in zip(info['class_names'], info['class_prior']))}) "
+                "that class-weighted training had evened out" if info.get("class_prior") else "")
+             + ". The dashboard and `predict` show the calibrated probabilities."]
     if ood:
         lines.append(f"- Outlier check: an input whose pooled features lie farther from the training images than "
                      f"{ood['threshold']:.1f} (Mahalanobis distance; {100 * ood['quantile']:.0f}% of validation "

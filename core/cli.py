@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--recalibrate-bn", type=int, default=1024, metavar="N",
                    help="recompute batch-norm statistics from N clean training images before each validation "
                         "and from all of them at the end (0: off)")
+    t.add_argument("--pooling", choices=("avg", "avg+max"), default="avg",
+                   help="how the last convolution's maps are pooled: global average (default), or average and "
+                        "maximum side by side")
     t.add_argument("--no-degrade", dest="degrade", action="store_false",
                    help="train without the image degradations (blur, sharpening, gamma, contrast, noise, JPEG "
                         "re-encoding, applied to every class: core.perturb)")
@@ -215,7 +218,7 @@ def _train(args) -> int:
                          batch_size=args.batch_size, input_size=args.input_size, width=args.width,
                          learning_rate=args.learning_rate, patience=args.patience,
                          limit_per_class=args.limit_per_class, recalibrate_bn=args.recalibrate_bn,
-                         degrade=args.degrade, strategy=args.strategy)
+                         degrade=args.degrade, pooling=args.pooling, strategy=args.strategy)
     try:
         train(config, log=lambda line: print(line, flush=True))
     except (FileNotFoundError, ValueError, TaskError) as err:  # a dataset folder of the wrong shape

@@ -29,8 +29,14 @@ class ModelError(RuntimeError):
     """A model folder that cannot be used; ``str(err)`` is one sentence for the user."""
 
 
+#: How the last convolution's maps become one feature vector: ``avg`` (global average, the default)
+#: or ``avg+max`` (average and maximum side by side: a class score can then rest on one strong local
+#: response, as in weakly supervised localisation, Oquab et al., CVPR 2015).
+POOLINGS = ("avg", "avg+max")
+
+
 def build_model(input_size: int, n_classes: int, *, width: int = 32, dropout: float = 0.3,
-                name: str = "cnn"):
+                name: str = "cnn", pooling: str = "avg"):
     """A Functional CNN, not nested and not Sequential, so tf-keras-vis can rewrite it.
 
     A stride-2 stem and two pooled stages bring the image to 1/8 scale, where three more
@@ -57,8 +63,12 @@ def build_model(input_size: int, n_classes: int, *, width: int = 32, dropout: fl
     x = conv(x, width * 4, label="conv3a")
     x = conv(x, width * 4, label="conv3b")
     x = layers.Conv2D(width * 4, 3, padding="same", activation="relu", name=LAST_CONV)(x)
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
-    x = layers.Dropout(dropout, name="dropout")(x)
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+    pooled = layers.GlobalAveragePooling2D(name="gap")(x)
+    if pooling == "avg+max":
+        pooled = layers.Concatenate(name="pooled")([pooled, layers.GlobalMaxPooling2D(name="gmp")(x)])
+    x = layers.Dropout(dropout, name="dropout")(pooled)
     outputs = layers.Dense(n_classes, activation="softmax", name="predictions")(x)
     return keras.Model(inputs, outputs, name=name)
 
@@ -122,6 +132,13 @@ class LoadedModel:
         return float(self.info.get("temperature", 1.0))
 
     @property
+    def class_prior(self) -> np.ndarray | None:
+        """The training split's class shares when the model was trained with class weights and calibrated
+        to undo them (``model.json``'s ``class_prior``, :func:`core.calibration.scale`); else None."""
+        prior = self.info.get("class_prior")
+        return None if prior is None else np.asarray(prior, np.float64)
+
+    @property
     def output(self) -> str:
         """``"sigmoid"`` (one output, P(last class)) or ``"softmax"``: ``model.json``'s ``output``, else the output's width."""
         return str(self.info.get("output") or ("sigmoid" if self.model.output_shape[-1] == 1 else "softmax"))
@@ -158,7 +175,7 @@ class LoadedModel:
     def predict_with_distance(self, tensors: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities and each input's outlier distance (None when no check is fitted), from one pass."""
         outputs = self._forward(tensors)
-        probabilities = scale(_two_columns(outputs[0]), self.temperature)
+        probabilities = scale(_two_columns(outputs[0]), self.temperature, self.class_prior)
         if self._outlier is None:
             return probabilities, None
         return probabilities, self._outlier[1].distance(outputs[1])
@@ -205,10 +222,12 @@ class LoadedModel:
 
 def feature_layer(model) -> str:
     """The layer whose output the outlier check reads: the pooled features feeding the classifier head
-    (``gap`` in the models built here; the input of the last Dense layer in any other)."""
+    (``gap``, or ``pooled`` with average and max pooling, in the models built here; the input of the last
+    Dense layer in any other)."""
     names = [layer.name for layer in model.layers]
-    if "gap" in names:
-        return "gap"
+    for name in ("pooled", "gap"):
+        if name in names:
+            return name
     dense = [layer for layer in model.layers if type(layer).__name__ == "Dense"]
     if not dense:
         return model.layers[-2].name
@@ -230,7 +249,7 @@ def outlier_layers(model) -> list[str]:
     """
     names = [layer.name for layer in model.layers]
     layers = [feature_layer(model)]
-    if "conv2b_relu" in names and layers[0] == "gap":
+    if "conv2b_relu" in names and layers[0] in ("gap", "pooled"):
         layers.append("conv2b_relu")
     return layers
 

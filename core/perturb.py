@@ -38,7 +38,7 @@ def _pixels(value: float, image: np.ndarray) -> float:
 def blur(image: np.ndarray, *, sigma: float) -> np.ndarray:
     """Gaussian blur, ``sigma`` in pixels at 224 px (a soft or moved film: 1-4 px).
 
-    >>> blur(np.eye(8, dtype=np.float32), sigma=0).sum()
+    >>> float(blur(np.eye(8, dtype=np.float32), sigma=0).sum())
     8.0
     """
     from scipy.ndimage import gaussian_filter
@@ -129,6 +129,32 @@ def label(name: str, strength: float) -> str:
 TRAINING = (("blur", 0.35, 0.5, 5.0), ("sharpen", 0.2, 0.3, 1.5), ("gamma", 0.5, 0.6, 1.7),
             ("contrast", 0.3, 0.7, 1.4), ("noise", 0.3, 0.005, 0.05), ("jpeg", 0.3, 10, 90))
 _LOG_UNIFORM = {"gamma", "contrast"}
+
+
+def training_recipe(overrides: dict | None = None) -> tuple:
+    """:data:`TRAINING` with a task spec's overrides (``augment.degradations`` in ``assets/tasks/*.json``):
+    ``{"blur": [probability, low, high], "jpeg": null, ...}``; ``null`` leaves a degradation out.
+
+    A fracture line is a few pixels wide: blur at sigma 5 px or JPEG quality 10 would erase the very
+    finding, so the fracture task asks for milder ones than the chest films need.
+
+    >>> [name for name, *_ in training_recipe({"jpeg": None, "blur": [0.2, 0.3, 1.0]})]
+    ['blur', 'sharpen', 'gamma', 'contrast', 'noise']
+    >>> training_recipe({"blur": [0.2, 0.3, 1.0]})[0]
+    ('blur', 0.2, 0.3, 1.0)
+    """
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - {name for name, *_ in TRAINING}
+    if unknown:
+        raise ValueError(f"unknown degradations: {', '.join(sorted(unknown))}")
+    recipe = []
+    for name, *values in TRAINING:
+        if name in overrides:
+            if overrides[name] is None:
+                continue
+            values = [float(v) for v in overrides[name]]
+        recipe.append((name, *values))
+    return tuple(recipe)
 
 
 def random_degradation(image: np.ndarray, rng: np.random.Generator, recipe=TRAINING) -> np.ndarray:

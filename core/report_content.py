@@ -97,7 +97,7 @@ def faithfulness_row(result, class_name: str) -> tuple[str, str, str]:
                 "whatever the map.")
     better = result.deletion_ratio > 1.1 and result.insertion_ratio > 1.1
     return ("Faithfulness",
-            f"deletion AUC {result.deletion_auc:.3f} ({result.deletion_ratio:.2f}x better than random), "
+            f"deletion AUC {result.deletion_auc:.3f} ({result.deletion_ratio:.2f}x the random order's; above 1 is better), "
             f"insertion AUC {result.insertion_auc:.3f} ({result.insertion_ratio:.2f}x random), "
             f"average drop {result.average_drop:.1f}%",
             f"Removing the map's hottest pixels first (they take the values of "

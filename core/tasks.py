@@ -10,6 +10,8 @@ Keys (all but ``name`` optional):
 - ``title`` / ``short_title``: how pages name the model;
 - ``class_names``: class order of the softmax (default: the dataset's sub-folders, sorted);
 - ``flip``: whether left-right flips are anatomy-preserving, for augmentation;
+- ``augment``: ``{"degradations": {name: [probability, low, high] or null}}``, overrides of the training
+  degradations (:func:`core.perturb.training_recipe`), e.g. milder blur where the finding is a thin line;
 - ``near_duplicates``: remove near-identical images (difference hash) before splitting;
 - ``split``: how the validation split is grouped — ``{"policy": "group", "patterns": [regex, ...]}``
   (the first capture group of the first matching pattern names the patient or study),

@@ -43,6 +43,7 @@ class TrainConfig:
     limit_per_class: int | None = None
     recalibrate_bn: int = 1024
     degrade: bool = True  # blur, sharpening, gamma, contrast, noise, JPEG on every class (core.perturb)
+    pooling: str = "avg"  # core.model.POOLINGS
     strategy: str | None = None  # "mirrored" | "multiworker" (core.multiworker); None: one process, no tf.distribute
 
 
@@ -75,16 +76,18 @@ def train(config: TrainConfig, log=print) -> dict:
     augment = data_mod.augmentation(flip=spec.get("flip", False), value_range=pipeline.value_range)
     degrade = None
     if config.degrade:
-        from core.perturb import degrade_batch
+        from core.perturb import degrade_batch, training_recipe
 
         rng = np.random.default_rng(config.seed + 1)
-        degrade = lambda batch: degrade_batch(batch, rng, mean=pipeline.mean, std=pipeline.std)  # noqa: E731
+        recipe = training_recipe((spec.get("augment") or {}).get("degradations"))
+        degrade = lambda batch: degrade_batch(batch, rng, mean=pipeline.mean, std=pipeline.std,  # noqa: E731
+                                              recipe=recipe)
     train_ds = data_mod.make_tf_dataset(x_train, y_train, n_classes, batch_size=config.batch_size,
                                         training=True, augment=augment, degrade=degrade, seed=config.seed)
     val_ds = data_mod.make_tf_dataset(x_val, y_val, n_classes, batch_size=64, training=False)
     train_ds, val_ds = _sharded(train_ds), _sharded(val_ds)  # for tf.distribute; unchanged in one process
 
-    model = build_model(config.input_size, n_classes, width=config.width, name=spec["name"])
+    model = build_model(config.input_size, n_classes, width=config.width, name=spec["name"], pooling=config.pooling)
     steps = max(1, int(np.ceil(len(x_train) / config.batch_size))) * config.epochs
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps,
                                                       warmup_target=None, alpha=0.02)
@@ -302,7 +305,11 @@ def calibrate_run(model_dir: str | Path, data_dir: str | Path, log=print) -> dic
     x_val, y_val = data_mod.prepare_arrays(val_items, loaded.pipeline)
 
     raw = loaded.uncalibrated(x_val)
-    temperature = fit_temperature(raw, y_val)
+    # Trained here with inverse-frequency class weights: its probabilities assume equally common classes.
+    y_train = np.array([item.label for item in train_items])
+    prior = (np.bincount(y_train, minlength=len(loaded.class_names)) / max(len(y_train), 1)
+             if params.get("class_weights") and len(y_train) else None)
+    temperature = fit_temperature(raw, y_val, prior)
 
     layers = outlier_layers(loaded.model)
     features = pooled_features(loaded.model, layers)
@@ -312,9 +319,13 @@ def calibrate_run(model_dir: str | Path, data_dir: str | Path, log=print) -> dic
 
     info = json.loads((model_dir / INFO_FILE).read_text())
     info["temperature"] = temperature
-    calibrated = scale(raw, temperature)
+    if prior is not None:
+        info["class_prior"] = [round(float(v), 6) for v in prior]
+    else:
+        info.pop("class_prior", None)
+    calibrated = scale(raw, temperature, prior)
     if len(loaded.class_names) == 2:
-        info["threshold"] = prevalence_threshold(np.array([item.label for item in train_items]))
+        info["threshold"] = prevalence_threshold(y_train)
         info["threshold_rule"] = THRESHOLD_RULE
         # For the card: where the noisy empirical optimum lies, and what the saved rule gives up against it.
         empirical = youden_threshold(y_val, calibrated[:, 1])
@@ -336,8 +347,11 @@ def calibrate_run(model_dir: str | Path, data_dir: str | Path, log=print) -> dic
         _write_json(model_dir / "metrics.json", metrics)
         info["validation"] = _validation_summary(metrics)
     info["calibration"] = {"ece_before": expected_calibration_error(raw, y_val),
-                           "ece_after": expected_calibration_error(scale(raw, temperature), y_val),
-                           "n_validation": len(y_val), "method": "temperature scaling on the validation split"}
+                           "ece_after": expected_calibration_error(calibrated, y_val),
+                           "n_validation": len(y_val),
+                           "method": "temperature scaling on the validation split"
+                                     + (", after restoring the training split's class shares (the model was trained "
+                                        "with class weights)" if prior is not None else "")}
     info["ood"] = {"file": OOD_FILE, "sha256": sha256_file(model_dir / OOD_FILE), "threshold": check.threshold,
                    "quantile": OOD_QUANTILE, "features": layers if len(layers) > 1 else layers[0]}
     # The mean training image on the model's input grid: a class-neutral deletion baseline (core.trust).

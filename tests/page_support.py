@@ -20,7 +20,8 @@ from conftest import REPO
 
 APP = REPO / "app.py"
 DEFAULT_MODELS = REPO / "assets" / "models"
-TASK_DATA = {"chest_xray": ("chest_xray", "train"), "brain_mri": ("brain_mri", "Training")}
+TASK_DATA = {"chest_xray": ("chest_xray", "train"), "brain_mri": ("brain_mri", "Training"),
+             "fracture": ("fracatlas", "images")}
 #: Same size as ``conftest.TINY`` but fewer images: the pages only need a real, working model.
 TINY_PAGE_MODEL = {"epochs": 1, "input_size": 32, "width": 8, "limit_per_class": 12}
 

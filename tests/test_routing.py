@@ -46,3 +46,33 @@ def test_the_outlier_check_decides_otherwise(models_root, fullres_dir, data_dir)
     brain = load_scan(slice_.read_bytes(), slice_.name)
     chosen = route(brain, models)
     assert chosen.folder == str(models_root / "brain_mri") and "looks most like" in chosen.reason
+
+
+@pytest.mark.slow
+def test_a_fracture_radiograph_goes_to_the_fracture_model_and_a_chest_film_does_not(models_root, fullres_dir,
+                                                                                  data_dir):
+    """With the three default models: by fit for plain images, by the header for a DICOM of a wrist."""
+    import io
+
+    import pydicom
+
+    from page_support import png_bytes_of
+
+    tasks = ("brain_mri", "chest_xray", "fracture")
+    if not all((models_root / task / "model.keras").is_file() for task in tasks):
+        pytest.skip("the fracture model is not in the models folder in use")
+    models = [(str(models_root / task), load_model(models_root / task)) for task in tasks]
+    if any(loaded.outlier_threshold is None for _, loaded in models):
+        pytest.skip("the models in use have no outlier check (tiny models)")
+    fractures = data_dir / "fracatlas" / "images" / "fractured"
+    for path in sorted(fractures.glob("*.jpg"))[:3]:
+        assert route(load_scan(path.read_bytes(), path.name), models).folder == str(models_root / "fracture"), path.name
+    film = load_scan(png_bytes_of(sorted((fullres_dir / "NORMAL").glob("*.jpeg"))[0]), "film.png")
+    assert route(film, models).folder == str(models_root / "chest_xray")
+
+    wrist = pydicom.dcmread(io.BytesIO(dicom_bytes("RG1_UNCI.dcm")))  # a real CR, its body part changed
+    wrist.BodyPartExamined = "WRIST"
+    buffer = io.BytesIO()
+    wrist.save_as(buffer)
+    chosen = route(load_scan(buffer.getvalue(), "wrist.dcm"), models)
+    assert chosen.folder == str(models_root / "fracture") and "wrist" in chosen.reason.lower()

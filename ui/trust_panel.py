@@ -50,7 +50,7 @@ def faithfulness_column(loaded, tensor, raw_map, target, names, key) -> None:
     if result.informative:
         verdict = "better than" if result.deletion_ratio > 1.1 and result.insertion_ratio > 1.1 else "not clearly better than"
         st.markdown(
-            f"Deletion AUC **{result.deletion_auc:.3f}** ({result.deletion_ratio:.2f}x better than random), "
+            f"Deletion AUC **{result.deletion_auc:.3f}** ({result.deletion_ratio:.2f}x the random order's; above 1 is better), "
             f"insertion AUC **{result.insertion_auc:.3f}** ({result.insertion_ratio:.2f}x random), average drop "
             f"**{result.average_drop:.1f}%** keeping the top 15%. Removed pixels take the values of {baseline}. "
             f"This map is **{verdict} chance**.")
