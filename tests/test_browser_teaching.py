@@ -271,7 +271,7 @@ def test_quiz_results_download_as_csv_with_the_answers_and_no_identifier(browser
         submit(page)
         given.append((label.strip(), str(row), str(col)))
         page.get_by_role("button", name="See my results ▶" if number == 3 else "Next case ▶").click()
-    page.get_by_text("Your results").wait_for()
+    page.get_by_text("Your results").first.wait_for()
     page.get_by_role("button", name="Download my results (CSV)").wait_for()
     page.locator('[data-testid="stDataFrame"]').wait_for()
     settle(page)

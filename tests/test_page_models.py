@@ -108,13 +108,14 @@ def test_every_model_is_listed_with_its_availability(extra):
         rows = dict(zip(table["folder"], table["status"]))
         assert rows[str(broken)] == "unavailable"
         defaults = [folder for folder in rows if folder.startswith(str(REPO / "assets" / "models"))]
-        assert len(defaults) == 2 and all(rows[f] == "available" for f in defaults)
+        shipped = sorted(p.parent for p in (REPO / "assets" / "models").glob("*/model.keras"))
+        assert len(defaults) == len(shipped) == 3 and all(rows[f] == "available" for f in defaults)
         warnings = [w.value for w in at.warning]
         assert any("is not valid JSON" in w for w in warnings), warnings
         assert any("Research and teaching tool" in c.value for c in at.caption)
         # The picker shows only the usable ones.
         go(upload(go(at, "scan"), "RG1_UNCI.dcm", dicom_bytes("RG1_UNCI.dcm")), "explain")
-        assert "broken" not in picker_titles(at) and len(picker_titles(at)) == 2
+        assert "broken" not in picker_titles(at) and len(picker_titles(at)) == len(shipped)
     finally:
         broken.joinpath("model.json").unlink()
         broken.rmdir()
