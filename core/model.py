@@ -202,8 +202,6 @@ class LoadedModel:
     @cached_property
     def _outlier(self):
         """(feature model, check) when ``ood.npz`` was fitted by ``python -m core calibrate``."""
-        import keras
-
         ood = self.info.get("ood")
         if not ood or not (self.path / ood["file"]).is_file():
             return None

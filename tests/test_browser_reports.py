@@ -16,13 +16,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import warnings
 
 import pydicom
 import pytest
 
-from conftest import REPO, dicom_path
+from conftest import dicom_path
 from page_support import DEFAULT_MODELS, real_models_present
 from test_browser import (
     ARTIFACTS,
@@ -31,12 +30,11 @@ from test_browser import (
     EXPLAIN_SECONDS,
     VIEWPORT,
     assert_no_errors,
-    free_port,
+    dashboard,
     screenshot,
     settle,
     show_anyway_if_asked,
     unavailable,
-    wait_for_health,
     wait_for_overlay,
 )
 from test_privacy import identifier_values
@@ -57,26 +55,10 @@ def server(tmp_path_factory):
         unavailable(f"the default models are missing from {DEFAULT_MODELS} (model.json and model.keras per task)")
     ARTIFACTS.mkdir(exist_ok=True)
     folder = tmp_path_factory.mktemp("reports_server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDXAI_")}  # the real default models
     env |= {"TF_CPP_MIN_LOG_LEVEL": "2", "MEDXAI_WARM_UP": "1", "MEDXAI_SETTINGS": str(folder / "no-settings.toml")}
-    log = ARTIFACTS / "streamlit-reports-server.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_for_health(url, process, log)
+    with dashboard(env, ARTIFACTS / "streamlit-reports-server.log") as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
 
 
 @pytest.fixture(scope="module")

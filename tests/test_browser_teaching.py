@@ -24,8 +24,6 @@ import math
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -38,9 +36,8 @@ from test_browser import (
     CHROMIUM_ARGS,
     VIEWPORT,
     assert_no_errors,
-    free_port,
+    dashboard,
     unavailable,
-    wait_for_health,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -63,27 +60,11 @@ def server(tmp_path_factory):
     if not (shortcut / "model.json").is_file():  # a stand-in until the teaching model is installed
         shortcut = folder / "chest_xray_shortcut"
         shutil.copytree(DEFAULT_MODELS / "chest_xray", shortcut)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDXAI_")}
     env |= {"TF_CPP_MIN_LOG_LEVEL": "2", "MEDXAI_WARM_UP": "1", "MEDXAI_CLASS_DIR": str(folder / "classes"),
             "MEDXAI_SHORTCUT_MODEL": str(shortcut), "MEDXAI_SETTINGS": str(folder / "no-settings.toml")}
-    log = ARTIFACTS / "streamlit-teaching-server.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_for_health(url, process, log)
+    with dashboard(env, ARTIFACTS / "streamlit-teaching-server.log") as url:
         yield {"url": url, "classes": folder / "classes"}
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
 
 
 @pytest.fixture(scope="module")
