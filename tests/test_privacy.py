@@ -254,28 +254,6 @@ def tree_outputs(at) -> bytes:
     return b"\n".join(chunks)
 
 
-@pytest.fixture
-def media(monkeypatch):
-    """Every media file (images, downloads) the app stores while the test runs."""
-    import streamlit.testing.v1.app_test as app_test
-    from streamlit.runtime.media_file_manager import MediaFileManager
-
-    managers = []
-
-    class Recording(MediaFileManager):
-        def __init__(self, storage):
-            super().__init__(storage)
-            managers.append(self)
-
-    monkeypatch.setattr(app_test, "MediaFileManager", Recording)
-
-    def stored() -> dict[str, bytes]:
-        return {f"media {file_id}": f.content for m in managers
-                for file_id, f in getattr(m._storage, "_files_by_id", {}).items()}
-
-    return stored
-
-
 def new_app(models_root, monkeypatch):  # noqa: F811 - the fixture's value
     from streamlit.testing.v1 import AppTest
 
@@ -314,7 +292,7 @@ def test_no_page_shows_logs_or_writes_an_identifier(models_root, monkeypatch, up
         outputs = run_every_page(at, name, uploads[name])
         assert "Predicted:" in outputs["page explain"].decode(errors="replace")
         out, err = capture["capfd"].readouterr()
-        outputs |= media()
+        outputs |= {f"media {file_id}": data for file_id, data in media().items()}  # conftest's fixture
         outputs |= {"stdout": out.encode(), "stderr": err.encode(), "logs": "\n".join(capture["logs"]).encode()}
         outputs |= {f"file {p}": p.read_bytes() for p in written_files(capture["writes"]) if p.is_file()}
         report[name] = occurrences(identifiers[name], outputs)
