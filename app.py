@@ -7,6 +7,10 @@
 import pandas  # noqa: F401
 import streamlit as st
 
+from ui.runtime import keep_keras_state
+
+keep_keras_state()  # no Keras reset after every rerun (ui/runtime.py: about 0.45 s each)
+
 st.set_page_config(page_title="XAI imaging dashboard", page_icon=":material/radiology:", layout="wide")
 
 pages = [

@@ -18,7 +18,8 @@ from core.dicomweb import DicomWebError, store
 from core.saliency import CAM_METHODS, DESCRIPTIONS, METHODS, Explanation, to_geometry
 from ui.figures import DISPLAY_SIDE, figure_height, image_figure, probability_chart, slice_strip
 from ui.layout import page_with_scan
-from ui.maps import baseline_scores, digest, localisation, overlay_picture, raw_map, remembered
+from ui.maps import (baseline_scores, digest, display_picture, heat_layer, localisation, outline_layer,
+                     overlay_picture, raw_map, remembered)
 from ui.models import model_choice, models_that_fit
 from ui.pacs import pacs_client
 from ui.scans import display_window, frame_index, shrunk_frame, source_bytes
@@ -42,8 +43,12 @@ if scan.n_frames > 1:
 else:
     frame = frame_index(scan)
 names = loaded.class_names
-tensor = loaded.pipeline.scan_tensor(scan, frame)
-prediction = predict_tensors(loaded, tensor)[0]  # probabilities and the outlier check from one forward pass
+# The exact tensor and the model's answer, once per scan, frame and model in this session: a change of class,
+# layer or method reruns the page, and a full-resolution pass through the pipeline would cost ~0.1 s each time.
+tensor, prediction = remembered(
+    "prediction", digest(loaded.path, chosen.digest, st.session_state.get(Keys.SERIES, 0), frame,
+                         st.session_state.get(Keys.REVEAL, False)),
+    lambda: (lambda t: (t, predict_tensors(loaded, t)[0]))(loaded.pipeline.scan_tensor(scan, frame)), size=4)
 probs, predicted = prediction.probabilities, prediction.predicted
 for note in scan.warnings:
     st.warning(note)
@@ -116,8 +121,9 @@ if not layers:
     st.info("This model has no convolution layer, so only SmoothGrad (input gradients) can explain it: the "
             "Grad-CAM family weighs a convolution's feature maps.")
 
-pixels = shrunk_frame(chosen, scan, frame, DISPLAY_SIDE)
-background = display_pixels(pixels, window, invert_display, voi=voi)
+background, background_picture = display_picture(
+    chosen.digest, frame, window, invert_display, voi,
+    lambda: display_pixels(shrunk_frame(chosen, scan, frame, DISPLAY_SIDE), window, invert_display, voi=voi))
 tolerance = loc.pointing_tolerance(scan.shape, spacing=scan.spacing).describe() if mask is not None else ""
 
 
@@ -150,15 +156,18 @@ def one_method():
     use_layer = layer if method in CAM_METHODS else None
     with st.spinner(f"Computing {METHODS[method]}…"):
         raw = raw_map(loaded, tensor, method, target, use_layer)
-    picture = overlay_picture(background, raw, opacity=opacity, colormap=colormap,
-                              outline=mask if show_outline else None)
-    plain = overlay_picture(background, raw, opacity=0.0, colormap=colormap, outline=mask if show_outline else None)
+    # The scan, the map and the outline travel as separate pictures, each encoded once (ui.maps), and the
+    # browser blends them: a change of opacity sends a number, a change of colour map one small layer.
+    shape = background.shape[:2]
+    outlined = ((outline_layer(mask, shape), 1.0),) if show_outline else ()
     height = figure_height(scan.shape, scan.spacing, width=620)
     left, right = st.columns(2)
-    left.plotly_chart(image_figure(plain, scan.shape, spacing=scan.spacing, title="Scan", height=height, bar_space=True),
+    left.plotly_chart(image_figure(background_picture, scan.shape, spacing=scan.spacing, title="Scan", height=height,
+                                   bar_space=True, layers=outlined),
                       key="plain",
                       config={"scrollZoom": True, "displaylogo": False})
-    right.plotly_chart(image_figure(picture, scan.shape, spacing=scan.spacing, height=height, colormap=colormap,
+    right.plotly_chart(image_figure(background_picture, scan.shape, spacing=scan.spacing, height=height,
+                                    colormap=colormap, layers=((heat_layer(raw, shape, colormap), opacity),) + outlined,
                                     title=f"{METHODS[method]} for {names[target]}"
                                           + (f", layer {use_layer}" if use_layer else "")),
                        key="overlay", config={"scrollZoom": True, "displaylogo": False})

@@ -6,6 +6,7 @@ import streamlit as st
 from core.render import display_pixels
 from ui.figures import DISPLAY_SIDE, image_figure
 from ui.layout import disclaimer
+from ui.maps import display_picture
 from core.io import ScanError
 from core.series import expand_zips, is_zip
 from ui.pacs import pacs_browser
@@ -146,10 +147,11 @@ def viewer():
     with left:
         centre, width = st.session_state[Keys.WINDOW]
         voi = scan.voi if preset == "Header default" else None  # the header's own transform, as stored
-        picture = display_pixels(shrunk_frame(chosen, scan, frame, DISPLAY_SIDE), (centre, width), invert, voi=voi)
+        picture, encoded = display_picture(digest, frame, (centre, width), invert, voi, lambda: display_pixels(
+            shrunk_frame(chosen, scan, frame, DISPLAY_SIDE), (centre, width), invert, voi=voi))
         kind = "slice" if chosen.is_series else "frame"
         title = f"{chosen.name} — {kind} {frame + 1} of {scan.n_frames}" if scan.n_frames > 1 else chosen.name
-        st.plotly_chart(image_figure(picture, scan.shape, spacing=scan.spacing, title=title),
+        st.plotly_chart(image_figure(encoded, scan.shape, spacing=scan.spacing, title=title),
                         config={"scrollZoom": True, "displaylogo": False}, key="scan_figure")
         rows, cols = scan.shape
         size = f"{cols} x {rows} px"

@@ -108,19 +108,37 @@ def decode(value) -> np.ndarray:
     return np.asarray(value)
 
 
-def image_trace(spec: dict) -> tuple[np.ndarray, dict]:
-    """The pixels (rows, cols, 3) and the trace of a figure's single image trace (its PNG data URI decoded)."""
+def _trace_pixels(trace: dict) -> np.ndarray:
+    """An image trace's pixels: its PNG data URI decoded (RGB, or RGBA for a layer), or its ``z``."""
     from PIL import Image
 
+    if "source" not in trace:
+        return decode(trace["z"])
+    header, payload = trace["source"].split(",", 1)
+    assert header == "data:image/png;base64", header
+    with Image.open(io.BytesIO(base64.b64decode(payload))) as image:
+        return np.asarray(image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB"))
+
+
+def image_trace(spec: dict) -> tuple[np.ndarray, dict]:
+    """The pixels (rows, cols, 3) a figure shows and its first image trace: the picture, with every further
+    image trace (an RGBA layer: a map, an outline) blended over it at its opacity, as the browser draws them
+    (:func:`core.render.composite`)."""
+    from core.render import composite
+
     traces = [t for t in spec["data"] if t.get("type") == "image"]
-    assert len(traces) == 1, "expected one image trace"
-    trace = traces[0]
-    if "source" in trace:
-        header, payload = trace["source"].split(",", 1)
-        assert header == "data:image/png;base64", header
-        with Image.open(io.BytesIO(base64.b64decode(payload))) as image:
-            return np.asarray(image.convert("RGB")), trace
-    return decode(trace["z"]), trace
+    assert traces, "expected an image trace"
+    base = _trace_pixels(traces[0])
+    if len(traces) == 1:
+        return base, traces[0]
+    layers = []
+    for layer in traces[1:]:
+        pixels = _trace_pixels(layer)
+        assert pixels.shape[:2] == base.shape[:2] and pixels.shape[2] == 4, "a layer is an RGBA picture of the same size"
+        assert (layer.get("x0", 0), layer.get("y0", 0), layer.get("dx"), layer.get("dy")) == (
+            traces[0].get("x0", 0), traces[0].get("y0", 0), traces[0].get("dx"), traces[0].get("dy")), "layers align"
+        layers.append((pixels, layer.get("opacity", 1.0)))
+    return composite(base[..., :3], layers), traces[0]
 
 
 def assert_image_geometry(spec: dict, shape: tuple[int, int]) -> np.ndarray:

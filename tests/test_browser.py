@@ -245,11 +245,13 @@ def test_explain_page_overlays_the_map(uploaded):
     show_anyway_if_asked(page)
     wait_for_overlay(page)
     assert page.get_by_text("Predicted:").count() == 1
-    # The overlay is drawn as an image inside the plot, over the scan's own pixel axes, with a colour bar.
+    # The overlay is drawn inside the plot, over the scan's own pixel axes, with a colour bar: the scan and the
+    # map as two images the browser blends, lying exactly on top of each other.
     overlay = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="Grad-CAM for")
-    assert overlay.locator("image").count() == 1
+    assert overlay.locator("image").count() == 2
     assert overlay.locator(".colorbar").count() == 1 and "1 high" in overlay.inner_text()
-    box = overlay.locator("image").bounding_box()
+    box = overlay.locator("image").first.bounding_box()
+    assert overlay.locator("image").nth(1).bounding_box() == box
     plain = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="Scan").locator("image").bounding_box()
     assert box and box["width"] > 100 and plain
     assert abs(box["height"] / box["width"] - 1955 / 1841) < 0.03  # the scan's aspect ratio
@@ -297,7 +299,7 @@ def test_an_outlined_brain_slice_shows_its_outline_and_scores(page):
     assert_no_errors(page)
     screenshot(page, "3-explain-outline")
 
-    def outline_pixels(page) -> int:
+    def outline_pixels(page, layers: int) -> int:
         """Outline-green pixels in a screenshot of the overlay's image (the plot's colour bar left out: Turbo has
         greens too). The browser shrinks the 1-pixel line and blends it with its neighbours, so "green" is an excess
         of green over red and blue of more than 50; Turbo blended at the page's 0.6 opacity over any grey reaches
@@ -310,19 +312,20 @@ def test_an_outlined_brain_slice_shows_its_outline_and_scores(page):
         from playwright.sync_api import expect
 
         overlay = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="Grad-CAM for").locator("image")
-        expect(overlay).to_have_count(1, timeout=60_000)  # a redrawn chart briefly holds its old image too
-        shot = np.asarray(Image.open(io.BytesIO(overlay.screenshot())).convert("RGB")).astype(int)
+        # the scan, the map and (when shown) the outline; a redrawn chart briefly holds its old images too
+        expect(overlay).to_have_count(layers, timeout=60_000)
+        shot = np.asarray(Image.open(io.BytesIO(overlay.first.screenshot())).convert("RGB")).astype(int)
         red, green, blue = shot[..., 0], shot[..., 1], shot[..., 2]
         return int(((green > 100) & (green - np.maximum(red, blue) > 50)).sum())
 
     # The outline is really drawn: green pixels (ui.maps draws it in (0, 255, 0)) in the overlay's image as
     # the browser shows it, and none once the toggle is off.
-    drawn = outline_pixels(page)
+    drawn = outline_pixels(page, 3)
     assert drawn > 30, drawn  # the sample's outline, shrunk from 512 to about 265 pixels on screen, gives about 50
     page.locator('[data-testid="stCheckbox"]', has_text="Expert outline").locator("label").click()
     settle(page, EXPLAIN_SECONDS * 1000)
     page.wait_for_function("""() => !document.body.innerText.includes('Green: the expert outline.')""")
-    assert outline_pixels(page) == 0
+    assert outline_pixels(page, 2) == 0
     page.locator('[data-testid="stCheckbox"]', has_text="Expert outline").locator("label").click()
     settle(page, EXPLAIN_SECONDS * 1000)
     page.get_by_text("Green: the expert outline.").first.wait_for(state="attached")
@@ -367,7 +370,8 @@ def test_a_fracture_sample_goes_to_the_fracture_model_with_its_outline(page):
     assert "Radiograph — fracture" in page.locator('[data-testid="stMain"]').inner_text()
     page.get_by_text("Does the map point at the finding?").wait_for(state="attached", timeout=EXPLAIN_SECONDS * 1000)
     overlay = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="Grad-CAM for").locator("image")
-    box = overlay.bounding_box()
+    box = overlay.first.bounding_box()
+    assert all(overlay.nth(i).bounding_box() == box for i in range(overlay.count()))  # the layers lie on the film
     assert box and abs(box["height"] / box["width"] - 454 / 373) < 0.03  # the films' own aspect ratio (373 x 454)
     assert_no_errors(page, error_boxes=False)
     screenshot(page, "3-explain-fracture")

@@ -57,8 +57,9 @@ def assert_same_picture(shown: np.ndarray, expected: np.ndarray) -> None:
     """The figure's pixels match the picture computed with core alone."""
     assert shown.shape == expected.shape
     difference = np.abs(shown.astype(int) - expected.astype(int))
-    # The page's model and this test's copy are separate loads of the same file: allow rounding.
-    assert difference.max() <= 3 and difference.mean() < 0.05, (difference.max(), difference.mean())
+    # The page's model and this test's copy are separate loads of the same file, and the page sends the map as a
+    # layer the browser blends (alpha in 256 steps, core.render.heat_rgba): within a grey level or two of overlay().
+    assert difference.max() <= 3 and difference.mean() < 0.5, (difference.max(), difference.mean())
 
 
 def show_anyway(at) -> bool:

@@ -10,7 +10,7 @@ import pytest
 from core import render
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 3), (5, 7, 3), (64, 33, 3), (9, 4), (1, 12)])
+@pytest.mark.parametrize("shape", [(1, 1, 3), (5, 7, 3), (64, 33, 3), (9, 4), (1, 12), (6, 5, 4)])
 def test_png_bytes_is_lossless_and_has_no_metadata(shape):
     from PIL import Image
 
@@ -24,7 +24,29 @@ def test_png_bytes_is_lossless_and_has_no_metadata(shape):
 
 def test_png_bytes_refuses_other_shapes():
     with pytest.raises(ValueError, match="expected a grey"):
-        render.png_bytes(np.zeros((4, 4, 4), np.uint8))
+        render.png_bytes(np.zeros((4, 4, 2), np.uint8))
+    with pytest.raises(ValueError, match="expected a grey"):
+        render.png_bytes(np.zeros((4, 4, 3, 1), np.uint8))
+
+
+@pytest.mark.parametrize("opacity", [0.0, 0.35, 0.6, 1.0])
+@pytest.mark.parametrize("threshold", [0.0, 0.3])
+def test_a_heat_layer_blended_as_a_browser_does_is_the_overlay(opacity, threshold):
+    """What the pages send (the grey picture, the map as an RGBA layer, the opacity as a number) is what
+    ``overlay`` computes in one picture, to within one grey level (alpha has 256 steps)."""
+    rng = np.random.default_rng(3)
+    image, saliency = rng.random((40, 30), dtype=np.float32), rng.random((40, 30), dtype=np.float32)
+    layered = render.composite(image, [(render.heat_rgba(saliency, colormap="Jet", threshold=threshold), opacity)])
+    expected = render.overlay(image, saliency, opacity=opacity, colormap="Jet", threshold=threshold)
+    assert np.abs(layered.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_an_outline_layer_is_the_drawn_outline():
+    mask = np.zeros((20, 30), bool)
+    mask[5:15, 10:25] = True
+    rgb = np.random.default_rng(4).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    layered = render.composite(rgb, [(render.outline_rgba(mask, colour=(0, 255, 0), thickness=2), 1.0)])
+    np.testing.assert_array_equal(layered, render.draw_outline(rgb, mask, colour=(0, 255, 0), thickness=2))
 
 
 def test_overlay_matches_its_formula():

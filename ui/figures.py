@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
@@ -14,6 +15,23 @@ from core.render import png_bytes
 DISPLAY_SIDE = 1024
 
 
+@dataclass(frozen=True)
+class Picture:
+    """A picture encoded once for the browser: its PNG bytes and its (rows, cols)."""
+
+    png: bytes
+    shape: tuple[int, int]
+
+    @classmethod
+    def of(cls, image: np.ndarray) -> "Picture":
+        """Grey [0, 1], RGB or RGBA uint8 (see :func:`core.render.png_bytes`)."""
+        return cls(png_bytes(image), tuple(int(n) for n in image.shape[:2]))
+
+    @property
+    def source(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+
+
 def figure_height(shape: tuple[int, int], spacing=None, *, width: int = 900, low: int = 300,
                   high: int = 720) -> int:
     """A figure height that fits the picture's aspect ratio in a column about ``width`` pixels wide,
@@ -22,9 +40,10 @@ def figure_height(shape: tuple[int, int], spacing=None, *, width: int = 900, low
     return int(min(high, max(low, width * aspect)))
 
 
-def image_figure(picture: np.ndarray, full_shape: tuple[int, int], *, spacing: tuple[float, float] | None = None,
-                 height: int | None = None, title: str | None = None, colormap: str | None = None,
-                 bar_space: bool = False) -> go.Figure:
+def image_figure(picture: np.ndarray | Picture, full_shape: tuple[int, int], *,
+                 spacing: tuple[float, float] | None = None, height: int | None = None, title: str | None = None,
+                 colormap: str | None = None, bar_space: bool = False,
+                 layers: tuple[tuple[Picture, float], ...] = ()) -> go.Figure:
     """A zoomable image drawn over the scan's own pixel coordinates, with a mm scale bar.
 
     ``picture`` is what the browser gets: grey [0, 1] or RGB uint8, at display size (see
@@ -33,13 +52,23 @@ def image_figure(picture: np.ndarray, full_shape: tuple[int, int], *, spacing: t
     pixel array in JSON. With ``colormap`` a colour bar with its 0-1 saliency scale stands beside it, in a
     right margin; ``bar_space`` keeps the same margin without a bar, so a plain image beside an overlay is
     drawn at the same size.
+
+    ``layers``: RGBA pictures of the picture's size drawn over it in turn, each with its opacity (a saliency
+    map, :func:`core.render.heat_rgba`; an outline, :func:`core.render.outline_rgba`). The browser blends
+    them, so a change of opacity sends a number, not a new picture; pass :class:`Picture` objects encoded
+    once per scan and map, and nothing is encoded again.
     """
     rows, cols = int(full_shape[0]), int(full_shape[1])
-    step = -(-max(rows, cols) // max(picture.shape[:2]))  # scan pixels per shown pixel (core.render.downsample)
-    source = "data:image/png;base64," + base64.b64encode(png_bytes(picture)).decode("ascii")
+    base = picture if isinstance(picture, Picture) else Picture.of(picture)
+    step = -(-max(rows, cols) // max(base.shape))  # scan pixels per shown pixel (core.render.downsample)
     # Non-square pixels: stretch the y axis so the picture keeps its physical aspect ratio.
     aspect = (spacing[0] / spacing[1]) if spacing else 1.0
-    fig = go.Figure(go.Image(source=source, x0=0, y0=0, dx=step, dy=step, hoverinfo="skip"))
+    fig = go.Figure(go.Image(source=base.source, x0=0, y0=0, dx=step, dy=step, hoverinfo="skip"))
+    for layer, opacity in layers:
+        if layer.shape != base.shape:
+            raise ValueError(f"a layer of {layer.shape} over a picture of {base.shape}")
+        fig.add_trace(go.Image(source=layer.source, x0=0, y0=0, dx=step, dy=step, opacity=float(opacity),
+                               hoverinfo="skip"))
     fig.update_xaxes(visible=False, range=[0, cols], constrain="domain")
     fig.update_yaxes(visible=False, range=[rows, 0], scaleanchor="x", scaleratio=aspect, constrain="domain")
     if spacing:

@@ -13,8 +13,9 @@ import numpy as np
 import streamlit as st
 
 from core import localisation as loc
-from core.render import draw_outline, overlay, shrink_mask
+from core.render import draw_outline, heat_rgba, outline_rgba, overlay, shrink_mask
 from core.saliency import to_geometry
+from ui.figures import Picture
 from ui.state import Keys
 
 #: Results kept per session and kind: the maps on screen and the few before them.
@@ -47,6 +48,30 @@ def raw_map(loaded, tensor: np.ndarray, method: str, target: int, layer: str | N
     """One method's map of the exact tensor the model received, on its own grid (remembered)."""
     return remembered("map", digest(loaded.path, tensor, method, target, layer),
                       lambda: loaded.explainer.saliency(tensor, method, target, layer))
+
+
+def display_picture(scan_digest: str, frame: int, window, invert: bool, voi, compute) -> tuple[np.ndarray, Picture]:
+    """The frame as shown (``compute()``, e.g. :func:`core.render.display_pixels` at screen size) and its PNG,
+    made once per scan, frame, window and inversion in this session: going back to a window, or a rerun
+    that changes something else, costs nothing. Few are kept: each is a screen-sized image."""
+    def make():
+        shown = compute()
+        return shown, Picture.of(shown)
+
+    key = digest(scan_digest, int(frame), tuple(float(v) for v in window), bool(invert), voi is not None)
+    return remembered("display", key, make, size=4)
+
+
+def heat_layer(raw: np.ndarray, shape: tuple[int, int], colormap: str) -> Picture:
+    """A map as an RGBA layer of ``shape`` (:func:`core.render.heat_rgba`), encoded once per map and colour map."""
+    return remembered("heat", digest(raw, tuple(shape), colormap),
+                      lambda: Picture.of(heat_rgba(to_geometry(raw, tuple(shape)), colormap=colormap)), size=8)
+
+
+def outline_layer(mask: np.ndarray, shape: tuple[int, int]) -> Picture:
+    """The expert outline as an RGBA layer of ``shape``, drawn as :func:`overlay_picture` draws it."""
+    return remembered("outline", digest(mask, tuple(shape)), lambda: Picture.of(outline_rgba(
+        shrink_mask(mask, tuple(shape)), colour=(0, 255, 0), thickness=max(1, round(max(shape) / 400)))), size=4)
 
 
 def overlay_picture(background: np.ndarray, raw: np.ndarray, *, opacity: float, colormap: str,

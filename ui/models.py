@@ -21,6 +21,7 @@ import streamlit as st
 from core.model import INFO_FILE, LoadedModel, ModelError, load_model
 from core.registry import discover, extra_roots
 from core.routing import Route, route
+from ui.runtime import freeze_long_lived
 from core.runtime import quiet_tensorflow
 from core.settings import SettingsError
 from ui.state import Keys
@@ -116,6 +117,7 @@ def warm_models() -> list[str]:
         if loaded.last_conv:
             loaded.explainer.saliency(blank, "gradcam", 0, loaded.last_conv)
         warmed.append(entry.folder)
+    freeze_long_lived()  # TensorFlow's and the models' objects: no longer walked by every post-run collection
     return warmed
 
 
