@@ -67,8 +67,8 @@ def render_card(folder: str | Path) -> str:
         f"{float(params.get('train_seconds', 0)) / 60:.1f} minutes on a 2-core CPU, Adam with cosine decay, class "
         "weights for imbalance, augmentation: small shifts, rotations, zoom and contrast"
         f"{', horizontal flips' if info.get('flip') else ''}"
-        + (", and on every class alike, random image degradations (Gaussian blur, unsharp masking, gamma, "
-           "contrast, noise, JPEG re-encoding: `core.perturb`), so that none of them can tell the classes apart."
+        + (", and on every class alike, random image degradations (`core.perturb`: "
+           f"{_degradations(info)}), so that none of them can tell the classes apart."
            if params.get("degrade") else " (no image degradations: trained before `core.perturb` existed, or "
            "with `--no-degrade`)."),
         *_recalibration_lines(params),
@@ -100,6 +100,28 @@ def render_card(folder: str | Path) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+#: How each degradation's range reads in a card: (name, unit before the numbers, unit after them).
+_DEGRADATION_WORDS = {"blur": ("Gaussian blur sigma ", " px"), "sharpen": ("unsharp masking amount ", ""),
+                      "gamma": ("gamma ", ""), "contrast": ("contrast x", ""), "noise": ("noise std ", ""),
+                      "jpeg": ("JPEG re-encoding at quality ", "")}
+
+
+def _degradations(info: dict) -> str:
+    """The degradations a run trained with, each with its range and probability (the task's overrides applied).
+
+    >>> _degradations({"augment": {"degradations": {"jpeg": None, "blur": [0.2, 0.3, 1.0]}}}).split("; ")[0]
+    'Gaussian blur sigma 0.3-1 px at 224 px, p 0.2'
+    """
+    from core.perturb import training_recipe
+
+    parts = []
+    for name, probability, low, high in training_recipe((info.get("augment") or {}).get("degradations")):
+        before, after = _DEGRADATION_WORDS.get(name, (name + " ", ""))
+        where = " at 224 px" if name == "blur" else ""
+        parts.append(f"{before}{low:g}-{high:g}{after}{where}, p {probability:g}")
+    return "; ".join(parts)
 
 
 def _recalibration_lines(params: dict) -> list[str]:
