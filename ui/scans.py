@@ -112,7 +112,7 @@ class Chosen:
 
 def digest_of(data: bytes, files=()) -> str:
     """A short digest of a scan's bytes (and of every file of a series): names it in widget keys and caches."""
-    h = hashlib.sha256(hashlib.sha256(data).digest())
+    h = hashlib.sha256(data)
     for name, content in files:
         h.update(name.encode() + hashlib.sha256(content).digest())
     return h.hexdigest()[:16]
