@@ -45,10 +45,14 @@ else:
 names = loaded.class_names
 # The exact tensor and the model's answer, once per scan, frame and model in this session: a change of class,
 # layer or method reruns the page, and a full-resolution pass through the pipeline would cost ~0.1 s each time.
+def tensor_and_prediction():
+    model_input = loaded.pipeline.scan_tensor(scan, frame)
+    return model_input, predict_tensors(loaded, model_input)[0]  # probabilities and the outlier check, one pass
+
+
 tensor, prediction = remembered(
     "prediction", digest(loaded.path, chosen.digest, st.session_state.get(Keys.SERIES, 0), frame,
-                         st.session_state.get(Keys.REVEAL, False)),
-    lambda: (lambda t: (t, predict_tensors(loaded, t)[0]))(loaded.pipeline.scan_tensor(scan, frame)), size=4)
+                         st.session_state.get(Keys.REVEAL, False)), tensor_and_prediction, size=4)
 probs, predicted = prediction.probabilities, prediction.predicted
 for note in scan.warnings:
     st.warning(note)

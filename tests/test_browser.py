@@ -227,6 +227,19 @@ def segmented(page, text: str):
     return page.get_by_role("radio", name=text).first
 
 
+def pick_sample(page, label: str, title: str) -> None:
+    """On the Scan page, pick the first sample whose label holds ``label``, and wait until the scan on screen is
+    titled as ``title`` (a regular expression) before the page is left."""
+    open_page(page, "Scan")
+    field = page.locator('[data-testid="stSelectbox"]', has_text="Pick a sample").locator('input[role="combobox"]')
+    field.click()
+    field.fill(label)
+    page.locator('[role="option"]', has_text=label).first.click()
+    page.wait_for_function("""(title) => [...document.querySelectorAll('[data-testid="stPlotlyChart"] .gtitle')]
+                              .some(t => new RegExp(title).test(t.textContent))""", arg=title)
+    settle(page)
+
+
 def wait_for_overlay(page, prefix: str = "Grad-CAM for") -> None:
     page.wait_for_function(
         f"""() => [...document.querySelectorAll('[data-testid="stPlotlyChart"] .gtitle')]
@@ -280,15 +293,7 @@ def test_explain_page_overlays_the_map(uploaded):
 
 def test_an_outlined_brain_slice_shows_its_outline_and_scores(page):
     """A curated brain slice with its radiologists' outline: the outline over the map, and the scores."""
-    open_page(page, "Scan")
-    field = page.locator('[data-testid="stSelectbox"]', has_text="Pick a sample").locator('input[role="combobox"]')
-    field.click()
-    field.fill("figshare")
-    page.locator('[role="option"]', has_text="figshare").first.click()
-    # the sample is on screen (its file name titles the scan) before the page is left
-    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid="stPlotlyChart"] .gtitle')]
-                              .some(t => /^(glioma|meningioma|pituitary)_[0-9]+[.]jpg$/.test(t.textContent))""")
-    settle(page)
+    pick_sample(page, "figshare", r"^(glioma|meningioma|pituitary)_[0-9]+[.]jpg$")
     open_page(page, "Explain", "Expert outline", EXPLAIN_SECONDS * 1000)
     wait_for_overlay(page)
     # the scores come after the overlay in the same run: on a busy machine they may lag behind the settle
@@ -356,14 +361,7 @@ def test_other_pages_open_without_errors(uploaded, title, name):
 def test_a_fracture_sample_goes_to_the_fracture_model_with_its_outline(page):
     """A curated fracture radiograph: the page picks the fracture model by itself, draws the outline over the
     map on the non-square film, and scores it."""
-    open_page(page, "Scan")
-    field = page.locator('[data-testid="stSelectbox"]', has_text="Pick a sample").locator('input[role="combobox"]')
-    field.click()
-    field.fill("fractured, with the fracture outline")
-    page.locator('[role="option"]', has_text="fractured, with the fracture outline").first.click()
-    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid="stPlotlyChart"] .gtitle')]
-                              .some(t => t.textContent.startsWith('fractured_IMG'))""")
-    settle(page)
+    pick_sample(page, "fractured, with the fracture outline", r"^fractured_IMG")
     open_page(page, "Explain", "Expert outline", EXPLAIN_SECONDS * 1000)
     wait_for_overlay(page)
     # the sample carries its model: the picker shows the fracture model's short title
