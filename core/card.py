@@ -62,11 +62,13 @@ def render_card(folder: str | Path) -> str:
         f"--epochs {params.get('epochs')} --patience {params.get('patience')} --seed {params.get('seed')} "
         f"--input-size {params.get('input_size', info['input_size'])} --width {params.get('width', 32)} "
         f"--recalibrate-bn {params.get('recalibrate_bn', 0)}{'' if params.get('degrade') else ' --no-degrade'}"
-        f"{' --pooling ' + params['pooling'] if params.get('pooling', 'avg') != 'avg' else ''}`",
+        f"{' --pooling ' + params['pooling'] if params.get('pooling', 'avg') != 'avg' else ''}"
+        f"{' --cutmix %g' % params['cutmix'] if params.get('cutmix') else ''}`",
         f"- {len(_history_rows(folder))} epochs run (early stopping on `{params.get('monitor')}`), "
         f"{float(params.get('train_seconds', 0)) / 60:.1f} minutes on a 2-core CPU, Adam with cosine decay, class "
         "weights for imbalance, augmentation: small shifts, rotations, zoom and contrast"
         f"{', horizontal flips' if info.get('flip') else ''}"
+        f"{', CutMix on %d%% of the training images (a random box from another image, labels mixed by area)' % round(100 * params['cutmix']) if params.get('cutmix') else ''}"
         + (", and on every class alike, random image degradations (`core.perturb`: "
            f"{_degradations(info)}), so that none of them can tell the classes apart."
            if params.get("degrade") else " (no image degradations: trained before `core.perturb` existed, or "

@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--pooling", choices=("avg", "avg+max"), default="avg",
                    help="how the last convolution's maps are pooled: global average (default), or average and "
                         "maximum side by side")
+    t.add_argument("--cutmix", type=float, default=0.0, metavar="P",
+                   help="CutMix: give a share P of the training images a random box of another image, labels mixed "
+                        "by area, so a class is scored where its evidence lies (default 0: off)")
     t.add_argument("--no-degrade", dest="degrade", action="store_false",
                    help="train without the image degradations (blur, sharpening, gamma, contrast, noise, JPEG "
                         "re-encoding, applied to every class: core.perturb)")
@@ -218,7 +221,8 @@ def _train(args) -> int:
                          batch_size=args.batch_size, input_size=args.input_size, width=args.width,
                          learning_rate=args.learning_rate, patience=args.patience,
                          limit_per_class=args.limit_per_class, recalibrate_bn=args.recalibrate_bn,
-                         degrade=args.degrade, pooling=args.pooling, strategy=args.strategy)
+                         degrade=args.degrade, pooling=args.pooling, cutmix=args.cutmix,
+                         strategy=args.strategy)
     try:
         train(config, log=lambda line: print(line, flush=True))
     except (FileNotFoundError, ValueError, TaskError) as err:  # a dataset folder of the wrong shape

@@ -44,6 +44,7 @@ class TrainConfig:
     recalibrate_bn: int = 1024
     degrade: bool = True  # blur, sharpening, gamma, contrast, noise, JPEG on every class (core.perturb)
     pooling: str = "avg"  # core.model.POOLINGS
+    cutmix: float = 0.0  # share of training images given a box of another image, labels mixed by area (data.cutmix_batch)
     strategy: str | None = None  # "mirrored" | "multiworker" (core.multiworker); None: one process, no tf.distribute
 
 
@@ -82,8 +83,12 @@ def train(config: TrainConfig, log=print) -> dict:
         recipe = training_recipe((spec.get("augment") or {}).get("degradations"))
         degrade = lambda batch: degrade_batch(batch, rng, mean=pipeline.mean, std=pipeline.std,  # noqa: E731
                                               recipe=recipe)
+    mix = None
+    if config.cutmix:
+        mix_rng = np.random.default_rng(config.seed + 2)
+        mix = lambda a, b: data_mod.cutmix_batch(a, b, mix_rng, config.cutmix)  # noqa: E731
     train_ds = data_mod.make_tf_dataset(x_train, y_train, n_classes, batch_size=config.batch_size,
-                                        training=True, augment=augment, degrade=degrade, seed=config.seed)
+                                        training=True, augment=augment, degrade=degrade, mix=mix, seed=config.seed)
     val_ds = data_mod.make_tf_dataset(x_val, y_val, n_classes, batch_size=64, training=False)
     train_ds, val_ds = _sharded(train_ds), _sharded(val_ds)  # for tf.distribute; unchanged in one process
 

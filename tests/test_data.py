@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from core.data import (
+    cutmix_batch,
     _linked_groups, class_weights, group_key, index_rows, item_key, list_dataset, list_for_spec, make_tf_dataset,
     prepare_arrays, prepare_image, split_by_group, split_dataset, split_from_record,
 )
@@ -160,6 +161,34 @@ def test_prepare_arrays_and_tf_dataset(chest_dir):
     assert batches[1][1].numpy().tolist() == [[0.0, 1.0], [0.0, 1.0]]
     shuffled = np.concatenate([b[1].numpy() for b in make_tf_dataset(x, y, 2, batch_size=4, training=True)])
     assert sorted(shuffled.argmax(1).tolist()) == y.tolist()
+
+
+def test_cutmix_pastes_a_box_of_another_real_image_and_mixes_the_labels_by_its_area(chest_dir):
+    dataset = list_dataset(chest_dir, limit_per_class=4)
+    x, y = prepare_arrays(list(dataset.items), Pipeline(input_size=64))
+    onehot = np.eye(2, dtype=np.float32)[y]
+    mixed, soft = cutmix_batch(x, onehot, np.random.default_rng(3), 1.0)
+    assert mixed.shape == x.shape and soft.shape == onehot.shape
+    assert np.allclose(soft.sum(axis=1), 1.0) and not np.array_equal(mixed, x)
+    for i in range(len(x)):
+        changed = np.any(mixed[i] != x[i], axis=-1)
+        if not changed.any():
+            continue
+        rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+        box = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+        partner = [j for j in range(len(x)) if j != i and np.array_equal(
+            mixed[i, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1], x[j, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])]
+        assert partner, "the box comes from another image of the batch"
+        share = soft[i, y[partner[0]]] if y[partner[0]] != y[i] else None
+        if share is not None:  # a box from the other class carries its label in proportion to its area
+            assert abs(share - box / (64 * 64)) < 0.05
+    untouched, labels = cutmix_batch(x, onehot, np.random.default_rng(3), 0.0)
+    assert np.array_equal(untouched, x) and np.array_equal(labels, onehot)
+    batches = list(make_tf_dataset(x, y, 2, batch_size=4, training=True,
+                                   mix=lambda a, b: cutmix_batch(a, b, np.random.default_rng(0), 1.0)))
+    soft_labels = np.concatenate([b[1].numpy() for b in batches])
+    assert soft_labels.shape == (8, 2) and np.allclose(soft_labels.sum(axis=1), 1.0)
+    assert ((soft_labels > 0) & (soft_labels < 1)).any()  # some labels are mixed
 
 
 def test_prepare_image_names_the_file_it_cannot_use(tmp_path):
