@@ -20,17 +20,16 @@ Launches alternate with the floor, so both see the same machine load.
 
 from __future__ import annotations
 
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.common import REPO, Row, python_env
+from bench.common import Row, python_env
+from ui.server import running_dashboard
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -129,21 +128,8 @@ def _scan_then_explain(browser, env: dict) -> tuple[float, float]:
 @contextmanager
 def _server(env: dict):
     """``streamlit run app.py`` on a free port, healthy: yields (url, process); always terminated."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as log_file:
-        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                                   "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-                                  cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-        try:
-            _wait_healthy(url, server)
-            yield url, server
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+    with tempfile.TemporaryDirectory() as folder, running_dashboard(env, Path(folder) / "streamlit.log") as running:
+        yield running
 
 
 def _floor() -> float:
@@ -151,12 +137,6 @@ def _floor() -> float:
     subprocess.run([sys.executable, "-c", "import tensorflow, streamlit"], env=python_env(), check=True,
                    capture_output=True)
     return time.perf_counter() - start
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 SHOW_ANYWAY = "Show the prediction and maps anyway"
@@ -209,21 +189,6 @@ def _launch(browser, env: dict, extra_sessions: int) -> tuple[float, float, dict
         finally:
             for page in pages:
                 page.context.close()
-
-
-def _wait_healthy(url: str, server, timeout: float = 120.0) -> None:
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError("streamlit did not become healthy")
 
 
 def _rss_mb(process) -> float:

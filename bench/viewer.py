@@ -29,7 +29,7 @@ import asyncio
 import statistics
 import time
 
-from bench.common import REPO, Row, python_env
+from bench.common import Row, python_env
 from bench.startup import CHROMIUM, CHROMIUM_ARGS, _server, browser_missing
 
 QUIET_MS = 700

@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, dicom_path
+from conftest import dicom_path
 from core.jobs import STAGING
 from page_support import DEFAULT_MODELS, real_models_present
 from test_browser import (
-    ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, VIEWPORT, assert_no_errors, free_port, open_page, screenshot, settle,
-    unavailable, wait_for_health,
+    ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, STARTUP_SECONDS, VIEWPORT, assert_no_errors, open_page, screenshot, settle,
+    unavailable,
 )
+from ui.server import running_dashboard
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -57,27 +56,12 @@ def server(folders):
     if not real_models_present():
         unavailable(f"the default models are missing from {DEFAULT_MODELS} (model.json and model.keras per task)")
     ARTIFACTS.mkdir(exist_ok=True)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k != "MEDXAI_MODELS"}
     env |= {"TF_CPP_MIN_LOG_LEVEL": "2", "MEDXAI_WARM_UP": "0", "MEDXAI_EXTRA_MODELS": str(folders["extra"]),
             "MEDXAI_SETTINGS": str(folders["base"] / "no-settings.toml"), "TMPDIR": str(folders["tmp"])}
-    log = ARTIFACTS / "streamlit-server-models.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_for_health(url, process, log)
+    # Its training processes die with it (PR_SET_PDEATHSIG).
+    with running_dashboard(env, ARTIFACTS / "streamlit-server-models.log", timeout=STARTUP_SECONDS) as (url, _):
         yield url
-    finally:
-        process.terminate()  # its training processes die with it (PR_SET_PDEATHSIG)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
 
 
 @pytest.fixture(scope="module")

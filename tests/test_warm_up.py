@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from page_support import DEFAULT_MODELS, real_models_present
+from ui.server import running_dashboard
 
-REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
@@ -96,12 +94,6 @@ def test_a_missing_model_is_skipped_by_the_warm_up(tmp_path, monkeypatch):
 TF_START_UP = re.compile(r"oneDNN|absl|This TensorFlow binary is optimized|tensorflow/core|^[IWEF]\d{4} \d\d:", re.M)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _open_first_page(port: int, seconds: float = 180) -> None:
     """Be a browser tab: open a session on Streamlit's websocket and run the app's first page to its end
     (what starts the warm-up; fetching ``/`` only serves the static index.html and runs no script)."""
@@ -161,33 +153,9 @@ def test_the_dashboards_stderr_has_no_tensorflow_start_up_lines(models_root, tmp
     env["MEDXAI_WARM_UP"] = "1"
     if models_root != DEFAULT_MODELS:
         env["MEDXAI_MODELS"] = str(models_root)
-    port = _free_port()
     err_log, out_log = tmp_path / "stderr.txt", tmp_path / "stdout.txt"
-    with open(err_log, "w") as err, open(out_log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1"],
-            cwd=REPO, env=env, stdout=out, stderr=err)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, f"streamlit exited with code {process.returncode}: {err_log.read_text()}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as response:
-                    if response.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "streamlit did not answer /_stcore/health within 120 s"
-            time.sleep(0.3)
-        _open_first_page(port)
+    with running_dashboard(env, out_log, stderr_log=err_log) as (url, process):
+        _open_first_page(int(url.rsplit(":", 1)[1]))
         _wait_for_warm_up(process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
     stderr = err_log.read_text()
     assert not TF_START_UP.search(stderr), stderr[-3000:]
