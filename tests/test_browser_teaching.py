@@ -276,6 +276,21 @@ def test_quiz_results_download_as_csv_with_the_answers_and_no_identifier(browser
     page.context.close()
 
 
+def join_class(page, code: str, nickname: str):
+    """On the Quiz page, "In a class": type the class code and a nickname, press "Join the class"."""
+    open_page(page, "Quiz", "Quiz: reader versus model")
+    segmented(page, "In a class").click()
+    settle(page)
+    fields = page.locator('[data-testid="stTextInput"] input')
+    fields.nth(0).fill(code)
+    fields.nth(0).press("Tab")
+    fields.nth(1).fill(nickname)
+    fields.nth(1).press("Tab")
+    settle(page)
+    page.get_by_role("button", name="Join the class").click()
+    return page
+
+
 def test_a_teacher_and_two_students_in_separate_browsers(browser, server):
     teacher = new_tab(browser, server)
     open_page(teacher, "Classroom", "Classroom")
@@ -288,17 +303,7 @@ def test_a_teacher_and_two_students_in_separate_browsers(browser, server):
     assert code and len(code) == 6
     students = []
     for name, where, pick in (("Ada", (0.35, 0.3), 0), ("Ben", (0.6, 0.45), 1)):
-        student = new_tab(browser, server)
-        open_page(student, "Quiz", "Quiz: reader versus model")
-        segmented(student, "In a class").click()
-        settle(student)
-        fields = student.locator('[data-testid="stTextInput"] input')
-        fields.nth(0).fill(code.lower())  # typed in lower case: the same code
-        fields.nth(0).press("Tab")
-        fields.nth(1).fill(name)
-        fields.nth(1).press("Tab")
-        settle(student)
-        student.get_by_role("button", name="Join the class").click()
+        student = join_class(new_tab(browser, server), code.lower(), name)  # typed in lower case: the same code
         student.get_by_text(f"You are {name} in class {code}").wait_for()
         settle(student)
         click_image(student, *where)
@@ -325,17 +330,7 @@ def test_a_teacher_and_two_students_in_separate_browsers(browser, server):
     assert_no_errors(teacher)
     screenshot(teacher, "teaching-classroom-1-live")
     # a duplicate nickname in a third browser: one sentence
-    third = new_tab(browser, server)
-    open_page(third, "Quiz", "Quiz: reader versus model")
-    segmented(third, "In a class").click()
-    settle(third)
-    fields = third.locator('[data-testid="stTextInput"] input')
-    fields.nth(0).fill(code)
-    fields.nth(0).press("Tab")
-    fields.nth(1).fill("ADA")
-    fields.nth(1).press("Tab")
-    settle(third)
-    third.get_by_role("button", name="Join the class").click()
+    third = join_class(new_tab(browser, server), code, "ADA")
     error = third.locator('[data-testid="stAlertContentError"]')
     error.wait_for()
     assert "already taken" in error.inner_text()
