@@ -63,7 +63,12 @@ def render_card(folder: str | Path) -> str:
         f"--input-size {params.get('input_size', info['input_size'])} --width {params.get('width', 32)} "
         f"--recalibrate-bn {params.get('recalibrate_bn', 0)}{'' if params.get('degrade') else ' --no-degrade'}"
         f"{' --pooling ' + params['pooling'] if params.get('pooling', 'avg') != 'avg' else ''}"
-        f"{' --cutmix %g' % params['cutmix'] if params.get('cutmix') else ''}`",
+        f"{' --cutmix %g' % params['cutmix'] if params.get('cutmix') else ''}"
+        f"{' --init-from ' + params['init_from'] if params.get('init_from') else ''}`",
+        *([f"- Transfer: started from the weights of `{params['initialised_from']['folder']}` (`model.keras` "
+           f"SHA-256 `{params['initialised_from']['sha256'][:12]}…`) in its {len(params['initialised_from']['layers'])} "
+           "layers of the same name and shape (the convolutions and their batch norms); the head was trained anew."]
+          if params.get("initialised_from") else []),
         f"- {len(_history_rows(folder))} epochs run (early stopping on `{params.get('monitor')}`), "
         f"{float(params.get('train_seconds', 0)) / 60:.1f} minutes on a 2-core CPU, Adam with cosine decay, class "
         "weights for imbalance, augmentation: small shifts, rotations, zoom and contrast"

@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--cutmix", type=float, default=0.0, metavar="P",
                    help="CutMix: give a share P of the training images a random box of another image, labels mixed "
                         "by area, so a class is scored where its evidence lies (default 0: off)")
+    t.add_argument("--init-from", metavar="MODEL_FOLDER",
+                   help="start from the weights of another model folder's layers of the same name and shape "
+                        "(transfer learning, e.g. assets/models/chest_xray); the head is trained anew")
     t.add_argument("--no-degrade", dest="degrade", action="store_false",
                    help="train without the image degradations (blur, sharpening, gamma, contrast, noise, JPEG "
                         "re-encoding, applied to every class: core.perturb)")
@@ -221,7 +224,7 @@ def _train(args) -> int:
                          batch_size=args.batch_size, input_size=args.input_size, width=args.width,
                          learning_rate=args.learning_rate, patience=args.patience,
                          limit_per_class=args.limit_per_class, recalibrate_bn=args.recalibrate_bn,
-                         degrade=args.degrade, pooling=args.pooling, cutmix=args.cutmix,
+                         degrade=args.degrade, pooling=args.pooling, cutmix=args.cutmix, init_from=args.init_from,
                          strategy=args.strategy)
     try:
         train(config, log=lambda line: print(line, flush=True))

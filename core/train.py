@@ -45,6 +45,7 @@ class TrainConfig:
     degrade: bool = True  # blur, sharpening, gamma, contrast, noise, JPEG on every class (core.perturb)
     pooling: str = "avg"  # core.model.POOLINGS
     cutmix: float = 0.0  # share of training images given a box of another image, labels mixed by area (data.cutmix_batch)
+    init_from: str | None = None  # a model folder whose layers of the same name and shape start this training
     strategy: str | None = None  # "mirrored" | "multiworker" (core.multiworker); None: one process, no tf.distribute
 
 
@@ -93,6 +94,11 @@ def train(config: TrainConfig, log=print) -> dict:
     train_ds, val_ds = _sharded(train_ds), _sharded(val_ds)  # for tf.distribute; unchanged in one process
 
     model = build_model(config.input_size, n_classes, width=config.width, name=spec["name"], pooling=config.pooling)
+    initialised = None
+    if config.init_from:
+        initialised = initialise_from(model, config.init_from)
+        log(f"started from {config.init_from}: {len(initialised['layers'])} layers' weights copied "
+            f"({', '.join(initialised['layers'])})")
     steps = max(1, int(np.ceil(len(x_train) / config.batch_size))) * config.epochs
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps,
                                                       warmup_target=None, alpha=0.02)
@@ -130,7 +136,8 @@ def train(config: TrainConfig, log=print) -> dict:
     params = {**asdict(config), "class_weights": weights, "monitor": monitor, "train_seconds": round(seconds, 1),
               "n_train": len(train_items), "n_validation": len(val_items),
               "removed_duplicates": dataset.removed_duplicates, "counts": dataset.counts(),
-              "pipeline": pipeline.to_dict(), "model_parameters": int(model.count_params())}
+              "pipeline": pipeline.to_dict(), "model_parameters": int(model.count_params()),
+              **({"initialised_from": initialised} if initialised else {})}
     info = {
         "task": spec["name"],
         **spec_facts(spec),
@@ -165,6 +172,32 @@ def _validation_summary(metrics: dict) -> dict:
     """The validation figures ``model.json`` repeats from ``metrics.json``."""
     keys = ("n", "accuracy", "auc", "per_class_recall", "sensitivity", "specificity", "threshold")
     return {k: metrics[k] for k in keys if k in metrics} | {"ece": metrics["calibration"]["ece"]}
+
+
+def initialise_from(model, folder: str | Path) -> dict:
+    """Copy into ``model`` the weights of every layer of the model in ``folder`` that has the same name and
+    the same weight shapes (transfer learning: the convolutions of a model trained on another task; a head
+    for other classes or another pooling is left as built). Returns what was copied, for ``params.json``.
+    """
+    import keras
+
+    from core.model import MODEL_FILE, sha256_file
+
+    source_path = Path(folder) / MODEL_FILE
+    if not source_path.is_file():
+        raise FileNotFoundError(f"--init-from: no {MODEL_FILE} in {folder}")
+    source = keras.models.load_model(source_path, compile=False)
+    theirs = {layer.name: layer for layer in source.layers}
+    copied = []
+    for layer in model.layers:
+        other = theirs.get(layer.name)
+        weights = other.get_weights() if other is not None else []
+        if weights and [w.shape for w in weights] == [w.shape for w in layer.get_weights()]:
+            layer.set_weights(weights)
+            copied.append(layer.name)
+    if not copied:
+        raise ValueError(f"--init-from: no layer of {folder} matches this model's layers by name and shape")
+    return {"folder": str(folder), "sha256": sha256_file(source_path), "layers": copied}
 
 
 def _auc_metric(n_classes: int):

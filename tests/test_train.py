@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from conftest import TINY
@@ -133,3 +134,25 @@ def test_binary_auc_in_the_history_is_the_auc_of_the_positive_class():
     metric = _auc_metric(2)
     metric.update_state(one_hot, probabilities)
     assert float(metric.result()) == pytest.approx(roc_auc_score(labels, p), abs=2e-3)
+
+
+def test_init_from_copies_the_convolutions_of_a_trained_model_and_leaves_a_different_head(tiny_run, tmp_path):
+    """Transfer learning (``train --init-from``): every layer of the same name and shape starts from the trained
+    model's weights; a head for three classes, not two, is left as built."""
+    import keras
+
+    from core.model import build_model
+    from core.train import initialise_from
+
+    folder, _, _ = tiny_run
+    source = keras.models.load_model(folder / MODEL_FILE, compile=False)
+    params = read_json(folder / "params.json")
+    model = build_model(64, 3, width=params["width"], pooling="avg")  # another input size: convolutions still fit
+    copied = initialise_from(model, folder)
+    assert {"stem", "conv1a", "conv3b", "last_conv"} <= set(copied["layers"]) and "predictions" not in copied["layers"]
+    assert copied["sha256"] == sha256_file(folder / MODEL_FILE)
+    for name in copied["layers"]:
+        for mine, theirs in zip(model.get_layer(name).get_weights(), source.get_layer(name).get_weights()):
+            assert np.array_equal(mine, theirs)
+    with pytest.raises(FileNotFoundError, match="no model.keras"):
+        initialise_from(model, tmp_path)
