@@ -340,11 +340,11 @@ def cutmix_batch(images: np.ndarray, labels: np.ndarray, rng: np.random.Generato
     >>> bool(np.allclose(soft.sum(axis=1), 1)), bool(np.allclose(mixed[0].mean(), soft[0, 1]))
     (True, True)
     """
-    images, labels = images.copy(), labels.astype(np.float32).copy()
+    source_images, source_labels = images, labels.astype(np.float32)
+    images, labels = source_images.copy(), source_labels.copy()
     n, h, w = images.shape[:3]
     if n < 2 or probability <= 0:
         return images, labels
-    source_images, source_labels = images.copy(), labels.copy()
     partners = rng.permutation(n)
     for i in np.flatnonzero(rng.random(n) < probability):
         j = partners[i] if partners[i] != i else (i + 1) % n

@@ -60,7 +60,7 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout: float, log: Path
                     return
         except OSError:
             pass
-        time.sleep(0.1)
+        time.sleep(0.05)  # the start-up benchmark times launches: poll finely
     raise DashboardDidNotStart(f"streamlit did not answer {url}/_stcore/health within {timeout:g} s:\n{_tail(log)}")
 
 
