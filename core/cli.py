@@ -59,9 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--recalibrate-bn", type=int, default=1024, metavar="N",
                    help="recompute batch-norm statistics from N clean training images before each validation "
                         "and from all of them at the end (0: off)")
-    t.add_argument("--pooling", choices=("avg", "avg+max"), default="avg",
-                   help="how the last convolution's maps are pooled: global average (default), or average and "
-                        "maximum side by side")
+    t.add_argument("--pooling", choices=("avg", "avg+max", "classmap"), default="avg",
+                   help="how the last convolution's maps are pooled: global average (default), average and "
+                        "maximum side by side, or classmap (one score map per class, each class scored by the "
+                        "mean of its map's maximum and average: the decision rests on places in the image)")
     t.add_argument("--cutmix", type=float, default=0.0, metavar="P",
                    help="CutMix: give a share P of the training images a random box of another image, labels mixed "
                         "by area, so a class is scored where its evidence lies (default 0: off)")

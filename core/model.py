@@ -21,6 +21,8 @@ from core.saliency import Explainer, conv_layer_names
 
 #: Name of the last convolution: the layer Grad-CAM-family methods explain by default.
 LAST_CONV = "last_conv"
+#: Name of the 1 x 1 convolution giving one score map per class in ``classmap`` models.
+CLASS_MAPS = "class_maps"
 MODEL_FILE = "model.keras"
 INFO_FILE = "model.json"
 
@@ -31,8 +33,12 @@ class ModelError(RuntimeError):
 
 #: How the last convolution's maps become one feature vector: ``avg`` (global average, the default)
 #: or ``avg+max`` (average and maximum side by side: a class score can then rest on one strong local
-#: response, as in weakly supervised localisation, Oquab et al., CVPR 2015).
-POOLINGS = ("avg", "avg+max")
+#: response, as in weakly supervised localisation, Oquab et al., CVPR 2015), or ``classmap``: a 1 x 1
+#: convolution turns the last convolution into one score map per class and each class's score is the
+#: mean of its map's maximum and its average (multiple-instance pooling, as in WILDCAT, Durand et al.,
+#: CVPR 2017), so the decision rests on named places in the image and Grad-CAM on the last
+#: convolution is exactly that class map (its weights are the 1 x 1 kernel, the same at every place).
+POOLINGS = ("avg", "avg+max", "classmap")
 
 
 def build_model(input_size: int, n_classes: int, *, width: int = 32, dropout: float = 0.3,
@@ -65,6 +71,13 @@ def build_model(input_size: int, n_classes: int, *, width: int = 32, dropout: fl
     x = layers.Conv2D(width * 4, 3, padding="same", activation="relu", name=LAST_CONV)(x)
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+    if pooling == "classmap":
+        x = layers.Dropout(dropout, name="dropout")(x)
+        maps = layers.Conv2D(n_classes, 1, name=CLASS_MAPS)(x)
+        scores = layers.Average(name="class_scores")(
+            [layers.GlobalMaxPooling2D(name="class_max")(maps), layers.GlobalAveragePooling2D(name="class_mean")(maps)])
+        outputs = layers.Activation("softmax", name="predictions")(scores)
+        return keras.Model(inputs, outputs, name=name)
     pooled = layers.GlobalAveragePooling2D(name="gap")(x)
     if pooling == "avg+max":
         pooled = layers.Concatenate(name="pooled")([pooled, layers.GlobalMaxPooling2D(name="gmp")(x)])
@@ -220,12 +233,15 @@ class LoadedModel:
 
 def feature_layer(model) -> str:
     """The layer whose output the outlier check reads: the pooled features feeding the classifier head
-    (``gap``, or ``pooled`` with average and max pooling, in the models built here; the input of the last
-    Dense layer in any other)."""
+    (``gap``, or ``pooled`` with average and max pooling, in the models built here; the last convolution,
+    averaged over space by :func:`pooled_features`, in ``classmap`` models, whose head reads class scores
+    rather than features; the input of the last Dense layer in any other)."""
     names = [layer.name for layer in model.layers]
     for name in ("pooled", "gap"):
         if name in names:
             return name
+    if CLASS_MAPS in names and LAST_CONV in names:
+        return LAST_CONV
     dense = [layer for layer in model.layers if type(layer).__name__ == "Dense"]
     if not dense:
         return model.layers[-2].name
@@ -247,7 +263,7 @@ def outlier_layers(model) -> list[str]:
     """
     names = [layer.name for layer in model.layers]
     layers = [feature_layer(model)]
-    if "conv2b_relu" in names and layers[0] in ("gap", "pooled"):
+    if "conv2b_relu" in names and layers[0] in ("gap", "pooled", LAST_CONV):
         layers.append("conv2b_relu")
     return layers
 

@@ -44,6 +44,33 @@ def test_build_model_is_a_flat_functional_cnn():
     assert model.get_layer(LAST_CONV).output.shape[1:3] == (8, 8)  # 1/8 of the input
 
 
+def test_classmap_model_scores_places_and_its_gradcam_is_its_class_map(tmp_path, real_batch):
+    """``--pooling classmap``: each class's score is the mean of the maximum and the average of its own
+    map, so Grad-CAM on the last convolution is that map (less its bias), the place the score came from;
+    the outlier check reads the last convolution, averaged over space, since the head reads no features."""
+    import keras
+
+    from core.model import CLASS_MAPS, outlier_layers
+
+    keras.utils.set_random_seed(3)
+    model = build_model(32, 2, width=8, pooling="classmap")
+    assert type(model).__name__ == "Functional" and conv_layer_names(model)[-2:] == [LAST_CONV, CLASS_MAPS]
+    maps = keras.Model(model.input, model.get_layer(CLASS_MAPS).output)(real_batch).numpy()
+    logits = 0.5 * (maps.max(axis=(1, 2)) + maps.mean(axis=(1, 2)))
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(model(real_batch)), expected, rtol=1e-4, atol=1e-6)
+    assert feature_layer(model) == LAST_CONV and outlier_layers(model) == [LAST_CONV, "conv2b_relu"]
+
+    loaded = load_model(save_model(model, tmp_path / "m", minimal_info()))
+    bias = model.get_layer(CLASS_MAPS).get_weights()[1]
+    for index in range(3):
+        for class_index in (0, 1):
+            cam = loaded.explainer.saliency(real_batch[index:index + 1], "gradcam", class_index, LAST_CONV)
+            own = np.maximum(maps[index, ..., class_index] - bias[class_index], 0.0)
+            own = (own - own.min()) / (own.max() - own.min() + 1e-7)
+            np.testing.assert_allclose(cam, own, atol=1e-3)
+
+
 def test_save_and_load_round_trip_gives_identical_predictions(tmp_path, real_batch):
     model = build_model(32, 2, width=8)
     expected = np.asarray(model(real_batch, training=False))
