@@ -33,7 +33,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -42,19 +41,14 @@ from pathlib import Path
 
 import requests
 
+from core.multiworker import free_port
+
 ORTHANC = Path("/usr/sbin/Orthanc")
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 
 
 class OrthancUnavailable(RuntimeError):
     """Orthanc or its DICOMweb plugin is not installed, or it did not start."""
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the kernel's choice), for one server to bind."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("0.0.0.0", 0))  # Orthanc binds every interface, so probe the same way
-        return int(probe.getsockname()[1])
 
 
 def _die_with_parent() -> None:
@@ -215,7 +209,8 @@ def _launch(deadline: float) -> OrthancServer:
     _remove_stale_folders()
     folder = Path(tempfile.mkdtemp(prefix=_PREFIX))
     (folder / _OWNER).write_text(str(os.getpid()))
-    server = OrthancServer(folder=folder, port=free_port(), user=f"medxai-{secrets.token_hex(4)}",
+    port = free_port("0.0.0.0")  # Orthanc binds every interface, so the probe binds the same way
+    server = OrthancServer(folder=folder, port=port, user=f"medxai-{secrets.token_hex(4)}",
                            password=secrets.token_urlsafe(18))
     config = folder / "orthanc.json"
     config.write_text(json.dumps(_configuration(folder, server.port, server.user, server.password), indent=1))
