@@ -14,6 +14,7 @@ import secrets
 import sys
 from pathlib import Path
 
+from core.model import POOLINGS
 from core.saliency import METHODS
 
 
@@ -59,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--recalibrate-bn", type=int, default=1024, metavar="N",
                    help="recompute batch-norm statistics from N clean training images before each validation "
                         "and from all of them at the end (0: off)")
-    t.add_argument("--pooling", choices=("avg", "avg+max", "classmap"), default="avg",
+    t.add_argument("--pooling", choices=POOLINGS, default="avg",
                    help="how the last convolution's maps are pooled: global average (default), average and "
                         "maximum side by side, or classmap (one score map per class, each class scored by the "
                         "mean of its map's maximum and average: the decision rests on places in the image)")

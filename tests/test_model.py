@@ -10,8 +10,8 @@ import pytest
 
 from core.data import list_dataset, prepare_arrays
 from core.model import (
-    INFO_FILE, LAST_CONV, MODEL_FILE, LoadedModel, ModelError, build_model, feature_layer, load_model, save_model,
-    sha256_file,
+    CLASS_MAPS, INFO_FILE, LAST_CONV, MODEL_FILE, LoadedModel, ModelError, build_model, feature_layer, load_model,
+    outlier_layers, save_model, sha256_file,
 )
 from core.saliency import conv_layer_names
 from core.preprocess import Pipeline
@@ -49,8 +49,6 @@ def test_classmap_model_scores_places_and_its_gradcam_is_its_class_map(tmp_path,
     map, so Grad-CAM on the last convolution is that map (less its bias), the place the score came from;
     the outlier check reads the last convolution, averaged over space, since the head reads no features."""
     import keras
-
-    from core.model import CLASS_MAPS, outlier_layers
 
     keras.utils.set_random_seed(3)
     model = build_model(32, 2, width=8, pooling="classmap")
