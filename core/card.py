@@ -40,7 +40,10 @@ def render_card(folder: str | Path) -> str:
         f"{len(names)} classes: {', '.join(names)}.",
         f"- Last convolution `{info.get('last_conv', 'last_conv')}` (explained by the CAM methods).",
         f"- Preprocessing (saved in `model.json`, the same code for training and inference): "
-        f"{json.dumps(info['preprocessing'])}.",
+        f"{json.dumps(info['preprocessing'])}."
+        + (f" Everything outside the head's inner region (its rim eroded by {info['preprocessing']['head']:g} of the "
+           "head's radius: scalp, skull, background, burned-in text) is blacked out before the model sees the image."
+           if info['preprocessing'].get('head') else ""),
         f"- Decision: {'P(' + names[1] + ') >= ' + format(info.get('threshold', 0.5), '.4g') if len(names) == 2 else 'arg-max'}"
         f"{' (' + info['threshold_rule'] + ')' if len(names) == 2 and info.get('threshold_rule') else ''}."
         + (f" On validation it gives Youden's J {info['threshold_check']['j_at_threshold']}; the empirical maximum there "
@@ -64,6 +67,7 @@ def render_card(folder: str | Path) -> str:
         f"--recalibrate-bn {params.get('recalibrate_bn', 0)}{'' if params.get('degrade') else ' --no-degrade'}"
         f"{' --pooling ' + params['pooling'] if params.get('pooling', 'avg') != 'avg' else ''}"
         f"{' --cutmix %g' % params['cutmix'] if params.get('cutmix') else ''}"
+        f"{' --head-mask %g' % params['head_mask'] if params.get('head_mask') else ''}"
         f"{' --init-from ' + params['init_from'] if params.get('init_from') else ''}`",
         *([f"- Transfer: started from the weights of `{params['initialised_from']['folder']}` (`model.keras` "
            f"SHA-256 `{params['initialised_from']['sha256'][:12]}…`) in its {len(params['initialised_from']['layers'])} "

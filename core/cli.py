@@ -67,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--cutmix", type=float, default=0.0, metavar="P",
                    help="CutMix: give a share P of the training images a random box of another image, labels mixed "
                         "by area, so a class is scored where its evidence lies (default 0: off)")
+    t.add_argument("--head-mask", type=float, default=0.0, metavar="ERODE",
+                   help="black out everything outside the head, its rim eroded by ERODE times the head's radius "
+                        "(scalp, skull, background, burned-in text), in training and at inference alike, so a "
+                        "brain model can only weigh the inside of the skull (e.g. 0.12; default 0: off)")
     t.add_argument("--init-from", metavar="MODEL_FOLDER",
                    help="start from the weights of another model folder's layers of the same name and shape "
                         "(transfer learning, e.g. assets/models/chest_xray); the head is trained anew")
@@ -227,7 +231,7 @@ def _train(args) -> int:
                          learning_rate=args.learning_rate, patience=args.patience,
                          limit_per_class=args.limit_per_class, recalibrate_bn=args.recalibrate_bn,
                          degrade=args.degrade, pooling=args.pooling, cutmix=args.cutmix, init_from=args.init_from,
-                         strategy=args.strategy)
+                         head_mask=args.head_mask, strategy=args.strategy)
     try:
         train(config, log=lambda line: print(line, flush=True))
     except (FileNotFoundError, ValueError, TaskError) as err:  # a dataset folder of the wrong shape

@@ -130,6 +130,71 @@ def _axis_resize(n_in: int, n_out: int, anti_aliasing: bool) -> np.ndarray:
     return matrix
 
 
+def otsu_threshold(image: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of an image: the level that best separates its histogram into two classes.
+
+    >>> 0.2 <= otsu_threshold(np.array([0.1, 0.1, 0.2, 0.8, 0.9, 0.9])) < 0.8
+    True
+    """
+    values = np.asarray(image, np.float64).ravel()
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return low
+    counts, edges = np.histogram(values, bins=bins, range=(low, high))
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight = np.cumsum(counts)
+    mean = np.cumsum(counts * centres)
+    below, above = weight[:-1], weight[-1] - weight[:-1]
+    between = np.zeros_like(below, np.float64)
+    ok = (below > 0) & (above > 0)
+    mu_below = mean[:-1][ok] / below[ok]
+    mu_above = (mean[-1] - mean[:-1][ok]) / above[ok]
+    between[ok] = below[ok] * above[ok] * (mu_below - mu_above) ** 2
+    return float(centres[int(np.argmax(between))])  # as skimage.filters.threshold_otsu
+
+
+def head_region(image: np.ndarray, *, erode: float) -> np.ndarray:
+    """Boolean mask of the head with its outer rim (scalp and skull) eroded away.
+
+    The head is the largest bright region (smoothed image above half its Otsu threshold), holes
+    filled; then every pixel closer to its edge than ``erode`` times the head's radius (the radius of
+    a disc of the same area) is dropped. Where no head is found (a blank image, or a region under 5%
+    of the image) the whole image is kept.
+    """
+    from scipy import ndimage as ndi
+
+    image = np.asarray(image, np.float32)
+    everything = np.ones(image.shape, bool)
+    smooth = ndi.gaussian_filter(image, 1.0)
+    if float(smooth.max()) <= float(smooth.min()):
+        return everything
+    foreground = smooth > max(0.5 * otsu_threshold(smooth), float(smooth.min()) + 0.02)
+    labels, n = ndi.label(foreground)
+    if n == 0:
+        return everything
+    sizes = ndi.sum(foreground, labels, range(1, n + 1))
+    head = ndi.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
+    if head.mean() < 0.05:
+        return everything
+    radius = np.sqrt(head.sum() / np.pi)
+    return ndi.distance_transform_edt(head) > float(erode) * radius
+
+
+def head_mask(image: np.ndarray, *, erode: float) -> np.ndarray:
+    """Black out everything outside the head's inner region (:func:`head_region`) of a [0, 1] image.
+
+    With ``erode`` 0 the image passes unchanged.
+
+    >>> image = np.zeros((64, 64), np.float32); image[8:56, 8:56] = 1.0
+    >>> out = head_mask(image, erode=0.2)
+    >>> bool(out[32, 32] == 1.0), bool(out[10, 32] == 0.0), bool(out[0, 0] == 0.0)
+    (True, True, True)
+    """
+    if not erode:
+        return image
+    return np.where(head_region(image, erode=erode), image, 0.0).astype(np.float32)
+
+
 def contrast(image: np.ndarray, *, method: str | None, clip_limit: float = 0.01) -> np.ndarray:
     """Optional contrast enhancement: ``"clahe"`` (adaptive histogram equalisation) or none."""
     if not method:
@@ -187,6 +252,8 @@ _WHY = {
     "invert": "MONOCHROME1 files store bone as dark; inverting makes bone bright as in the training images.",
     "resize": "The whole image is resized to the model's square input without keeping the aspect "
               "ratio, exactly as the training images were.",
+    "head": "Everything outside the head's inner region is blacked out (scalp, skull and background, with any "
+            "burned-in text), so the model can only weigh what lies inside the skull.",
     "contrast": "Optional adaptive histogram equalisation (CLAHE) evens out local contrast.",
     "normalise": "Intensities are shifted and scaled by fixed constants (saved with the model) to the "
                  "range the network was trained on.",
@@ -208,6 +275,10 @@ class Pipeline:
         ``"clahe"`` or ``None``.
     mean, std : float
         Normalisation applied last, on the [0, 1] image.
+    head : float
+        0 (off), or the share of the head's radius eroded from its edge before everything outside
+        is blacked out (:func:`head_mask`, after the resize), as in a brain model trained on the
+        inside of the skull only.
     """
 
     input_size: int = 224
@@ -215,6 +286,7 @@ class Pipeline:
     mean: float = 0.5
     std: float = 0.25
     channels: int = 1
+    head: float = 0.0
 
     @property
     def value_range(self) -> tuple[float, float]:
@@ -222,11 +294,15 @@ class Pipeline:
         return (0.0 - self.mean) / self.std, (1.0 - self.mean) / self.std
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The parameters saved beside a model; ``head`` only when on, so older models' records stay as they were."""
+        params = asdict(self)
+        if not self.head:
+            params.pop("head")
+        return params
 
     @classmethod
     def from_dict(cls, params: dict) -> "Pipeline":
-        return cls(**{k: params[k] for k in ("input_size", "contrast", "mean", "std", "channels") if k in params})
+        return cls(**{k: params[k] for k in ("input_size", "contrast", "mean", "std", "channels", "head") if k in params})
 
     def steps(self, *, window: tuple[float, float], invert_image: bool, voi=None) -> list[tuple[str, callable, dict]]:
         """The ordered steps with the parameters they will get for one image."""
@@ -238,6 +314,7 @@ class Pipeline:
             ("window", window_level, window_params),
             ("invert", invert, {"enabled": bool(invert_image)}),
             ("resize", resize, {"size": int(self.input_size)}),
+            *([("head", head_mask, {"erode": float(self.head)})] if self.head else []),
             ("contrast", contrast, {"method": self.contrast}),
             ("normalise", normalise, {"mean": float(self.mean), "std": float(self.std)}),
         ]

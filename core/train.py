@@ -45,6 +45,7 @@ class TrainConfig:
     degrade: bool = True  # blur, sharpening, gamma, contrast, noise, JPEG on every class (core.perturb)
     pooling: str = "avg"  # core.model.POOLINGS
     cutmix: float = 0.0  # share of training images given a box of another image, labels mixed by area (data.cutmix_batch)
+    head_mask: float = 0.0  # Pipeline.head: black out all but the head's inner region (0: off)
     init_from: str | None = None  # a model folder whose layers of the same name and shape start this training
     strategy: str | None = None  # "mirrored" | "multiworker" (core.multiworker); None: one process, no tf.distribute
 
@@ -69,7 +70,7 @@ def train(config: TrainConfig, log=print) -> dict:
         f"{len(train_items)} train / {len(val_items)} validation "
         f"({(spec.get('split') or {}).get('description') or 'split ' + spec['split']['policy'] + ' by file'})")
 
-    pipeline = Pipeline(input_size=config.input_size)
+    pipeline = Pipeline(input_size=config.input_size, head=config.head_mask)
     x_train, y_train = data_mod.prepare_arrays(train_items, pipeline)
     x_val, y_val = data_mod.prepare_arrays(val_items, pipeline)
     log(f"prepared {len(x_train) + len(x_val)} images with the model pipeline in {time.time() - started:.0f} s")
