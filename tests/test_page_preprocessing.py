@@ -96,3 +96,31 @@ def test_png_and_model_choice(app, models_root, fullres_dir):
     assert f"The **{brain.info.get('title', brain.task)}** model prepares **xray.png**" in text
     assert tensor_summary(brain.pipeline.scan_tensor(scan)) in text
     assert set(widget(app.selectbox, "Model").options) == {entry.title for entry in model_folders()}
+
+
+def test_a_head_masked_model_shows_its_head_step(data_dir, tmp_path, monkeypatch):
+    """A brain model trained with ``--head-mask``: the page lists the step, says why, and shows the exact tensor."""
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import TINY
+    from core.model import load_model
+    from core.train import TrainConfig, train
+    from page_support import APP
+
+    folder = tmp_path / "brain_mri"
+    train(TrainConfig(task="brain_mri", data=str(data_dir / "brain_mri" / "Training"), out=str(folder),
+                      head_mask=0.12, **{**TINY, "limit_per_class": 8}), log=lambda line: None)
+    monkeypatch.setenv("MEDXAI_MODELS", str(tmp_path))
+    path = first_image(data_dir / "brain_mri" / "Training" / "meningioma")
+    at = AppTest.from_file(str(APP), default_timeout=180)
+    at.run()
+    go(upload(at, path.name, path.read_bytes()), "preprocessing")
+    assert_clean(at)
+    text = markdown_text(at)
+    steps = ["grayscale", "window", "invert", "resize", "head", "contrast", "normalise"]
+    positions = [text.find(f"**{i}. {name}**") for i, name in enumerate(steps, start=1)]
+    assert -1 not in positions and positions == sorted(positions), positions
+    assert "blacked out" in text and "erode=0.12" in [c.value for c in at.code]
+    loaded = load_model(folder)
+    tensor = loaded.pipeline.scan_tensor(load_scan(path.read_bytes(), path.name))
+    assert tensor_summary(tensor) in text
