@@ -195,6 +195,22 @@ def head_mask(image: np.ndarray, *, erode: float) -> np.ndarray:
     return np.where(head_region(image, erode=erode), image, 0.0).astype(np.float32)
 
 
+def rim_only(image: np.ndarray, *, erode: float) -> np.ndarray:
+    """The opposite of :func:`head_mask`: black out the head's inner region, keep its rim and the background.
+
+    A diagnostic, not a model to use: a model trained on these images can only read the scalp, the skull
+    and the head's outline, so its accuracy measures how much of the class they alone give away.
+
+    >>> image = np.zeros((64, 64), np.float32); image[8:56, 8:56] = 1.0
+    >>> out = rim_only(image, erode=0.2)
+    >>> bool(out[32, 32] == 0.0), bool(out[10, 32] == 1.0)
+    (True, True)
+    """
+    if not erode:
+        return image
+    return np.where(head_region(image, erode=erode), 0.0, image).astype(np.float32)
+
+
 def contrast(image: np.ndarray, *, method: str | None, clip_limit: float = 0.01) -> np.ndarray:
     """Optional contrast enhancement: ``"clahe"`` (adaptive histogram equalisation) or none."""
     if not method:
@@ -254,6 +270,8 @@ _WHY = {
               "ratio, exactly as the training images were.",
     "head": "Everything outside the head's inner region is blacked out (scalp, skull and background, with any "
             "burned-in text), so the model can only weigh what lies inside the skull.",
+    "rim": "A diagnostic model: the inside of the head is blacked out and only the scalp, the skull, the head's "
+           "outline and the background are kept, to measure how much of the class they alone give away.",
     "contrast": "Optional adaptive histogram equalisation (CLAHE) evens out local contrast.",
     "normalise": "Intensities are shifted and scaled by fixed constants (saved with the model) to the "
                  "range the network was trained on.",
@@ -279,6 +297,9 @@ class Pipeline:
         0 (off), or the share of the head's radius eroded from its edge before everything outside
         is blacked out (:func:`head_mask`, after the resize), as in a brain model trained on the
         inside of the skull only.
+    rim : float
+        0 (off), or the same erosion for the opposite step (:func:`rim_only`): a diagnostic model that
+        sees only what :func:`head_mask` removes.
     """
 
     input_size: int = 224
@@ -287,6 +308,7 @@ class Pipeline:
     std: float = 0.25
     channels: int = 1
     head: float = 0.0
+    rim: float = 0.0
 
     @property
     def value_range(self) -> tuple[float, float]:
@@ -294,15 +316,17 @@ class Pipeline:
         return (0.0 - self.mean) / self.std, (1.0 - self.mean) / self.std
 
     def to_dict(self) -> dict:
-        """The parameters saved beside a model; ``head`` only when on, so older models' records stay as they were."""
+        """The parameters saved beside a model; ``head`` and ``rim`` only when on, so older models' records stay
+        as they were."""
         params = asdict(self)
-        if not self.head:
-            params.pop("head")
+        for optional in ("head", "rim"):
+            if not params[optional]:
+                params.pop(optional)
         return params
 
     @classmethod
     def from_dict(cls, params: dict) -> "Pipeline":
-        return cls(**{k: params[k] for k in ("input_size", "contrast", "mean", "std", "channels", "head") if k in params})
+        return cls(**{k: params[k] for k in ("input_size", "contrast", "mean", "std", "channels", "head", "rim") if k in params})
 
     def steps(self, *, window: tuple[float, float], invert_image: bool, voi=None) -> list[tuple[str, callable, dict]]:
         """The ordered steps with the parameters they will get for one image."""
@@ -315,6 +339,7 @@ class Pipeline:
             ("invert", invert, {"enabled": bool(invert_image)}),
             ("resize", resize, {"size": int(self.input_size)}),
             *([("head", head_mask, {"erode": float(self.head)})] if self.head else []),
+            *([("rim", rim_only, {"erode": float(self.rim)})] if self.rim else []),
             ("contrast", contrast, {"method": self.contrast}),
             ("normalise", normalise, {"mean": float(self.mean), "std": float(self.std)}),
         ]

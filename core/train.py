@@ -46,12 +46,15 @@ class TrainConfig:
     pooling: str = "avg"  # core.model.POOLINGS
     cutmix: float = 0.0  # share of training images given a box of another image, labels mixed by area (data.cutmix_batch)
     head_mask: float = 0.0  # Pipeline.head: black out all but the head's inner region (0: off)
+    rim_only: float = 0.0  # Pipeline.rim: the opposite, a diagnostic model of the scalp, skull and outline (0: off)
     init_from: str | None = None  # a model folder whose layers of the same name and shape start this training
     strategy: str | None = None  # "mirrored" | "multiworker" (core.multiworker); None: one process, no tf.distribute
 
 
 def train(config: TrainConfig, log=print) -> dict:
     """Run one training; returns the validation metrics written to ``metrics.json``."""
+    if config.head_mask and config.rim_only:
+        raise ValueError("--head-mask and --rim-only are opposites; give one of them.")
     if config.strategy:
         return _train_replicated(config, log)
     import keras
@@ -70,7 +73,7 @@ def train(config: TrainConfig, log=print) -> dict:
         f"{len(train_items)} train / {len(val_items)} validation "
         f"({(spec.get('split') or {}).get('description') or 'split ' + spec['split']['policy'] + ' by file'})")
 
-    pipeline = Pipeline(input_size=config.input_size, head=config.head_mask)
+    pipeline = Pipeline(input_size=config.input_size, head=config.head_mask, rim=config.rim_only)
     x_train, y_train = data_mod.prepare_arrays(train_items, pipeline)
     x_val, y_val = data_mod.prepare_arrays(val_items, pipeline)
     log(f"prepared {len(x_train) + len(x_val)} images with the model pipeline in {time.time() - started:.0f} s")

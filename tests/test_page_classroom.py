@@ -6,6 +6,9 @@ session ends or deletes the class; nothing but nicknames, clicks and answers rea
 
 from __future__ import annotations
 
+import ast
+import builtins
+import contextlib
 import sqlite3
 import threading
 
@@ -70,6 +73,31 @@ def prepare_answer(student, click_row_col=None, pick: int = 0):
     return case_id, radio.value
 
 
+@contextlib.contextmanager
+def serial_ast_parse():
+    """``ast.parse`` and ``compile`` one thread at a time while the students' runs overlap.
+
+    Each AppTest compiles the page scripts in its own thread, and CPython 3.11's AST constructor keeps its
+    recursion depth in state shared between threads: parses that overlap can fail with "SystemError: AST
+    constructor recursion depth mismatch" (CPython issue gh-106905, fixed in 3.12 and later, not in 3.11). A
+    server's sessions share one script cache and compile each page once; here every AppTest compiles anew.
+    """
+    originals = ast.parse, builtins.compile  # Streamlit parses a page, then compiles the tree (which validates it)
+    lock = threading.RLock()
+
+    def one_at_a_time(function):
+        def call(*args, **kwargs):
+            with lock:
+                return function(*args, **kwargs)
+        return call
+
+    ast.parse, builtins.compile = (one_at_a_time(f) for f in originals)
+    try:
+        yield
+    finally:
+        ast.parse, builtins.compile = originals
+
+
 def rows_of(db, table: str) -> list[tuple]:
     with sqlite3.connect(db) as raw:
         return raw.execute(f"SELECT * FROM {table}").fetchall()
@@ -102,10 +130,11 @@ def test_students_answer_at_once_and_the_teacher_sees_them(teaching_env, class_d
             failures.append(err)
 
     threads = [threading.Thread(target=submit, args=(s,)) for s in students]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=600)
+    with serial_ast_parse():
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=600)
     test_privacy._WRITES = None
     assert failures == []
     for student in students:

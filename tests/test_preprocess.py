@@ -230,6 +230,20 @@ def test_head_mask_blacks_out_the_rim_and_keeps_the_inside_and_the_geometry():
     assert np.array_equal(head_mask(image, erode=0.0), image)
 
 
+def test_rim_only_is_the_exact_complement_of_the_head_mask():
+    from core.preprocess import head_mask, rim_only
+
+    yy, xx = np.mgrid[:128, :128]
+    image = np.where(((yy - 64) ** 2 + (xx - 60) ** 2) < 50 ** 2, 0.6, 0.0).astype(np.float32)
+    image += np.linspace(0, 0.3, 128, dtype=np.float32)[None, :] * (image > 0)  # not flat inside
+    inside, rim = head_mask(image, erode=0.12), rim_only(image, erode=0.12)
+    assert np.array_equal(inside + rim, image) and not np.any((inside != 0) & (rim != 0))
+    assert rim[64, 60] == 0.0 and rim[64, 60 + 47] > 0.0
+    pipeline = Pipeline(input_size=64, rim=0.12)
+    assert [n for n, _, _ in pipeline.steps(window=(0.5, 1.0), invert_image=False)][4] == "rim"
+    assert Pipeline.from_dict(pipeline.to_dict()) == pipeline and "head" not in pipeline.to_dict()
+
+
 @pytest.mark.parametrize("image", [np.zeros((64, 64), np.float32), np.full((64, 64), 0.7, np.float32),
                                    np.pad(np.ones((4, 4), np.float32), 30)])  # blank, flat, a speck: nothing to mask
 def test_head_mask_keeps_an_image_without_a_head_whole(image):

@@ -172,3 +172,12 @@ def test_a_head_masked_brain_model_records_and_reloads_its_mask(data_dir, tmp_pa
     assert "head" in [name for name, _, _ in loaded.pipeline.steps(window=(0.5, 1.0), invert_image=False)]
     card = (tmp_path / "MODEL_CARD.md").read_text()
     assert "blacked out" in card and "--head-mask 0.12" in card
+
+
+def test_head_mask_and_rim_only_are_refused_together(data_dir, tmp_path):
+    from core.train import TrainConfig, train
+
+    config = TrainConfig(task="brain_mri", data=str(data_dir / "brain_mri" / "Training"), out=str(tmp_path),
+                         head_mask=0.12, rim_only=0.12, **TINY)
+    with pytest.raises(ValueError, match="opposites"):
+        train(config, log=lambda line: None)
