@@ -1,5 +1,8 @@
-"""Lesson: one curated case walked through step by step, and the shortcut lesson (a model that calls
-any blurred film pneumonia), with forward and back buttons and one or two sentences beside each step."""
+"""Lesson: one curated case walked through step by step, the shortcut lesson (a model that calls any
+blurred film pneumonia) and the skull lesson (a brain model that reads the class without seeing the
+brain), with forward and back buttons and one or two sentences beside each step."""
+
+import json
 
 import numpy as np
 import streamlit as st
@@ -30,6 +33,7 @@ from ui.teaching import (
     model_answers,
     model_for,
     picture,
+    rim_model_dir,
     shortcut_model_dir,
     small,
     step_bar,
@@ -42,7 +46,9 @@ CASE_STEPS = ["The scan", "What the model receives", "The prediction", "Where th
               "How far to trust the map", "What to take away"]
 SHORTCUT_STEPS = ["Two chest models", "The same film, blurred", "What their maps show", "The deletion test",
                   "What to take away"]
-KINDS = ["One case, step by step", "The shortcut lesson"]
+SKULL_STEPS = ["A brain model that never sees the brain", "Its answers", "Where the default model looks",
+               "What to take away"]
+KINDS = ["One case, step by step", "The shortcut lesson", "The skull lesson"]
 
 st.title("Lesson")
 disclaimer()
@@ -404,7 +410,127 @@ def shortcut_lesson() -> None:
     step_bar("shortcut", SHORTCUT_STEPS, where="bottom")
 
 
+# ----------------------------------------------------------------------------- the skull lesson
+
+def skull_lesson() -> None:
+    rim_dir = rim_model_dir()
+    if not (rim_dir / "model.json").is_file():
+        st.info(f"The skull lesson needs the rim-only brain model, which is not installed (it belongs in {rim_dir}).")
+        return
+    samples = teaching_samples()
+    brain = [s for _, s in sorted(samples.items()) if s.model == "brain_mri" and s.true_label]
+    current = next((model_for(s) for s in brain if model_for(s)), None)
+    if current is None:
+        st.info("The skull lesson needs the default brain model beside the rim-only model, and it is not installed.")
+        return
+    try:
+        rim, default = get_model(str(rim_dir)), get_model(current)
+    except ModelError as err:
+        st.error(str(err))
+        return
+    names = rim.class_names
+    brain = [s for s in brain if s.true_label in names]
+    if not brain:
+        st.info("The skull lesson needs the curated brain slices (assets/samples/brain_mri), and none is installed.")
+        return
+    focus = next((s for s in brain if s.true_label == "pituitary" and s.mask), brain[0])
+    scan = case_scan(focus)
+    models = (("Default brain model (whole slice)", current), ("Rim-only model (no brain)", str(rim_dir)))
+    with st.spinner("Both models read the curated brain slices…"):
+        readings = {(label, s.path.name): film_reading(folder, s, names.index(s.true_label))
+                    for label, folder in models for s in brain}
+    metrics_file = rim_dir / "metrics.json"
+    rim_accuracy = json.loads(metrics_file.read_text()).get("accuracy") if metrics_file.is_file() else None
+
+    step = step_bar("skull", SKULL_STEPS)
+    st.subheader(SKULL_STEPS[step])
+
+    if step == 0:
+        st.markdown(
+            "The **rim-only model** was trained with the same command as the default brain model, on the same slices, "
+            "with one change (`train --rim-only 0.12`): before it sees a slice, everything inside the head is blacked "
+            "out. It sees the scalp, the skull, the outline of the head and the background, and never the brain, so "
+            "it cannot see a tumour. It is kept for this lesson only and never offered as a model."
+            + (f" On its validation slices it still names the right class **{rim_accuracy:.1%}** of the time "
+               f"(guessing among {len(names)} classes: {1 / len(names):.0%})." if rim_accuracy else ""))
+        trace = rim.pipeline.scan_trace(scan)
+        left, middle, right = st.columns(3)
+        left.image(picture(case_display(scan), side=420), width="stretch",
+                   caption=f"A pituitary tumour slice ({focus.path.name}), as a reading station shows it.")
+        middle.image(stretched(trace.model_image), clamp=True, width="stretch",
+                     caption=f"What the rim-only model receives ({rim.pipeline.input_size} x "
+                             f"{rim.pipeline.input_size}): the sella and the tumour are blacked out.")
+        right.markdown("What is left still says a lot: whether the cut is axial, coronal or sagittal, how high it "
+                       "passes through the head (the outline narrows towards the vertex and takes in the face and "
+                       "neck at the skull base), and how the scalp and background of its source collection look. "
+                       "The Preprocessing page shows this step, `rim`, for any model trained with it.")
+
+    elif step == 1:
+        st.markdown("Every curated brain slice, read by both models: the probability each gives to the true class, "
+                    "and whether its answer is right.")
+        rows = {"Slice": [], "True class": []}
+        for label, _ in models:
+            rows[label] = []
+        for s in brain:
+            rows["Slice"].append(s.path.name)
+            rows["True class"].append(s.true_label)
+            for label, _ in models:
+                reading = readings[(label, s.path.name)]
+                right = names[reading.decision] == s.true_label
+                rows[label].append(f"{'right' if right else 'wrong, ' + names[reading.decision]} "
+                                   f"({reading.probability:.0%})")
+        st.dataframe(rows, hide_index=True, width="stretch")
+        score = {label: sum(names[readings[(label, s.path.name)].decision] == s.true_label for s in brain)
+                 for label, _ in models}
+        rim_label = models[1][0]
+        by_class = {c: [names[readings[(rim_label, s.path.name)].decision] == c for s in brain if s.true_label == c]
+                    for c in names}
+        found = ", ".join(f"{sum(v)} of {len(v)} {c}" for c, v in by_class.items() if v)
+        st.markdown(f"The default model gets **{score[models[0][0]]} of {len(brain)}** right, the rim-only model "
+                    f"**{score[rim_label]} of {len(brain)}** ({found}) without seeing a single tumour. What it uses "
+                    "is written in the outline: the plane and level of the cut (a pituitary slice always passes "
+                    "through the sella, at the skull base) and the collection a slice came from (the tumour-free "
+                    "slices come from another dataset, with another scalp, field of view and contrast).")
+
+    elif step == 2:
+        pituitary = names.index("pituitary") if "pituitary" in names else 0
+        reading = readings[(models[0][0], focus.path.name)]
+        mask = case_mask(focus, scan)
+        peak = map_peak(reading.on_scan)
+        left, right = st.columns(2)
+        left.image(picture(case_display(scan), saliency=reading.on_scan, mask=mask, points=((peak, PEAK_COLOUR),),
+                           side=520), width="stretch",
+                   caption=f"Default model, Grad-CAM for {names[pituitary]}: its hottest point (pink ring) and the "
+                           "radiologists' outline (green).")
+        with right:
+            if mask is not None:
+                scores = localisation_scores(reading.on_scan, mask, spacing=scan.spacing)
+                st.metric("Peak on the tumour (within 7 mm)", "yes" if scores["pointing_game"] else "no")
+                st.metric("Share of the map inside the outline", f"{scores['energy']:.0%}")
+            st.markdown("A map says which parts of the slice weighed in the score, not where the tumour is. On the 61 "
+                        "pituitary slices with radiologists' outlines that the default model never saw, its Grad-CAM "
+                        "peak lands on the tumour in about 1 slice in 7, half as often as a fixed blob in the middle of "
+                        "the image does (`docs/EXPLANATIONS.md`, brain localisation). The rim-only model shows why the "
+                        "model does not need the gland: the cut's plane and level, which the whole head shows, already "
+                        "say *pituitary*.")
+
+    else:
+        st.markdown(
+            "- A model can be accurate for the dataset's reason rather than the disease's: here the head's outline, "
+            "the cut's level and the source collection give most classes away.\n"
+            "- An ablation answers what a map cannot: train (or test) a model on what you suspect it uses, *without* "
+            "the lesion, and see how far it gets.\n"
+            "- A map that covers the right region of the head is not a map of the tumour: check it against an "
+            "expert outline and against a centred blob.\n"
+            "- The cure is data: tumour-free slices at the same levels, from the same scanners, so that the level no "
+            "longer tells the class (the project's measurements: `docs/EXPLANATIONS.md`, brain section).")
+    st.divider()
+    step_bar("skull", SKULL_STEPS, where="bottom")
+
+
 if kind == KINDS[1]:
     shortcut_lesson()
+elif kind == KINDS[2]:
+    skull_lesson()
 else:
     case_lesson()

@@ -153,3 +153,51 @@ def test_the_shortcut_lesson_with_a_stand_in_teaching_model(teaching_env, stand_
         if number < len(titles) - 1:
             [b for b in at.button if b.label == "Next ▶"][0].click().run()
     assert np.isfinite(p_blurred)
+
+
+def test_the_skull_lesson_says_in_one_sentence_when_its_model_is_missing(teaching_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDXAI_RIM_MODEL", str(tmp_path / "not-installed"))
+    at = teaching_env("lesson")
+    at.segmented_control(key=Keys.LESSON_KIND).set_value("The skull lesson").run()
+    check_clean(at)
+    assert len(at.info) == 1 and is_one_sentence(at.info[0].value) and "not installed" in at.info[0].value
+
+
+def test_the_skull_lesson_with_the_committed_rim_only_model(teaching_env, models_root):
+    """The rim-only brain model (``assets/teaching/brain_mri_rim``, trained with ``train --rim-only 0.12``):
+    what it receives has no brain in it, and its answers on the curated slices are the model's own."""
+    from ui.teaching import rim_model_dir
+
+    at = teaching_env("lesson")
+    at.segmented_control(key=Keys.LESSON_KIND).set_value("The skull lesson").run()
+    titles = ["A brain model that never sees the brain", "Its answers", "Where the default model looks",
+              "What to take away"]
+    rim = loaded_for(rim_model_dir().parent, rim_model_dir().name)
+    assert rim.pipeline.rim == 0.12 and rim.pipeline.head == 0.0
+    brain = {k: v for k, v in samples().items() if v[1] in rim.class_names and k.startswith("samples/brain_mri/")}
+    assert len(brain) >= 8
+    for number, title in enumerate(titles):
+        check_clean(at)
+        assert step_title(at) == title
+        page = texts(at)
+        if number == 0:
+            assert "never the brain" in page and "82.5%" in page
+            pituitary = case_scan(next(k for k, v in brain.items() if v[1] == "pituitary"))
+            seen = rim.pipeline.scan_trace(pituitary).model_image
+            centre = seen[48:80, 48:80]  # the middle of the head, the sella's neighbourhood
+            assert np.all(centre == centre.min())  # blacked out
+        if number == 1:
+            table = at.dataframe[0].value
+            assert list(table.columns) == ["Slice", "True class", "Default brain model (whole slice)",
+                                           "Rim-only model (no brain)"]
+            for key, (_, truth, *_) in brain.items():
+                scan = case_scan(key)
+                predicted = rim.class_names[rim.decide(rim.predict(rim.pipeline.scan_tensor(scan))[0])]
+                row = table[table["Slice"] == samples()[key][0].name].iloc[0]
+                assert row["True class"] == truth
+                assert row["Rim-only model (no brain)"].startswith("right" if predicted == truth else f"wrong, {predicted}")
+        if number == 2:
+            assert "Peak on the tumour (within 7 mm)" in [m.label for m in at.metric]
+        if number < len(titles) - 1:
+            [b for b in at.button if b.label == "Next ▶"][0].click().run()
+    assert "The cure is data" in texts(at)

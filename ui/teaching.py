@@ -34,6 +34,8 @@ from ui.scans import SAMPLES_DIR, Sample, curated_samples
 
 #: The old chest model kept for the shortcut lesson (never offered as a default model).
 SHORTCUT_MODEL = TEACHING_DIR / "chest_xray_shortcut"
+#: The brain model that sees only the scalp, skull and outline, for the skull lesson (``train --rim-only``).
+RIM_MODEL = TEACHING_DIR / "brain_mri_rim"
 #: Longer side of the pictures the teaching pages send to the browser.
 PICTURE_SIDE = 640
 OUTLINE_COLOUR = (64, 255, 96)
@@ -45,6 +47,12 @@ def shortcut_model_dir() -> Path:
     """Where the shortcut lesson's teaching model is: ``MEDXAI_SHORTCUT_MODEL`` or ``assets/teaching/chest_xray_shortcut``."""
     configured = os.environ.get("MEDXAI_SHORTCUT_MODEL")
     return Path(configured) if configured else SHORTCUT_MODEL
+
+
+def rim_model_dir() -> Path:
+    """Where the skull lesson's rim-only model is: ``MEDXAI_RIM_MODEL`` or ``assets/teaching/brain_mri_rim``."""
+    configured = os.environ.get("MEDXAI_RIM_MODEL")
+    return Path(configured) if configured else RIM_MODEL
 
 
 # ----------------------------------------------------------------------------- curated cases
