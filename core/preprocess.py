@@ -130,29 +130,6 @@ def _axis_resize(n_in: int, n_out: int, anti_aliasing: bool) -> np.ndarray:
     return matrix
 
 
-def otsu_threshold(image: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold of an image: the level that best separates its histogram into two classes.
-
-    >>> 0.2 <= otsu_threshold(np.array([0.1, 0.1, 0.2, 0.8, 0.9, 0.9])) < 0.8
-    True
-    """
-    values = np.asarray(image, np.float64).ravel()
-    low, high = float(values.min()), float(values.max())
-    if high <= low:
-        return low
-    counts, edges = np.histogram(values, bins=bins, range=(low, high))
-    centres = (edges[:-1] + edges[1:]) / 2
-    weight = np.cumsum(counts)
-    mean = np.cumsum(counts * centres)
-    below, above = weight[:-1], weight[-1] - weight[:-1]
-    between = np.zeros_like(below, np.float64)
-    ok = (below > 0) & (above > 0)
-    mu_below = mean[:-1][ok] / below[ok]
-    mu_above = (mean[-1] - mean[:-1][ok]) / above[ok]
-    between[ok] = below[ok] * above[ok] * (mu_below - mu_above) ** 2
-    return float(centres[int(np.argmax(between))])  # as skimage.filters.threshold_otsu
-
-
 def head_region(image: np.ndarray, *, erode: float) -> np.ndarray:
     """Boolean mask of the head with its outer rim (scalp and skull) eroded away.
 
@@ -162,13 +139,14 @@ def head_region(image: np.ndarray, *, erode: float) -> np.ndarray:
     of the image) the whole image is kept.
     """
     from scipy import ndimage as ndi
+    from skimage.filters import threshold_otsu
 
     image = np.asarray(image, np.float32)
     everything = np.ones(image.shape, bool)
     smooth = ndi.gaussian_filter(image, 1.0)
     if float(smooth.max()) <= float(smooth.min()):
         return everything
-    foreground = smooth > max(0.5 * otsu_threshold(smooth), float(smooth.min()) + 0.02)
+    foreground = smooth > max(0.5 * float(threshold_otsu(smooth)), float(smooth.min()) + 0.02)
     labels, n = ndi.label(foreground)
     if n == 0:
         return everything
