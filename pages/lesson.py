@@ -517,7 +517,7 @@ def skull_lesson() -> None:
     else:
         st.markdown(
             "- A model can be accurate for the dataset's reason rather than the disease's: here the head's outline, "
-            "the cut's level and the source collection give most classes away.\n"
+            "the cut's level and the source collection give two of the four classes away almost entirely.\n"
             "- An ablation answers what a map cannot: train (or test) a model on what you suspect it uses, *without* "
             "the lesion, and see how far it gets.\n"
             "- A map that covers the right region of the head is not a map of the tumour: check it against an "
