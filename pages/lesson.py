@@ -424,7 +424,8 @@ def skull_lesson() -> None:
         st.info("The skull lesson needs the default brain model beside the rim-only model, and it is not installed.")
         return
     try:
-        rim, default = get_model(str(rim_dir)), get_model(current)
+        rim = get_model(str(rim_dir))
+        get_model(current)  # loaded here so that a broken default model is one sentence, not a traceback below
     except ModelError as err:
         st.error(str(err))
         return

@@ -81,6 +81,18 @@ def tiny_run(chest_dir, tmp_path_factory):
     return out, metrics, lines
 
 
+@pytest.fixture(scope="session")
+def head_masked_models(data_dir, tmp_path_factory):
+    """A models root holding one tiny brain model trained with ``--head-mask 0.12`` on 8 real slices per class
+    (trained once per session): the root, and the model folder ``<root>/brain_mri``."""
+    from core.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("head_masked_models")
+    train(TrainConfig(task="brain_mri", data=str(data_dir / "brain_mri" / "Training"), out=str(root / "brain_mri"),
+                      head_mask=0.12, **{**TINY, "limit_per_class": 8}), log=lambda line: None)
+    return root
+
+
 # ----------------------------------------------------------------------------- a real PACS (Orthanc)
 
 #: Real files the session's Orthanc holds from its start: CT and MR slices, a CR radiograph, a JPEG 2000

@@ -117,12 +117,17 @@ def test_the_handout_is_a_pdf_of_the_case(teaching_env, media):
     assert len(pdfs) == 1 and b"/Count 2" in pdfs[0]  # two A4 pages
 
 
-def test_the_shortcut_lesson_says_in_one_sentence_when_its_model_is_missing(teaching_env, tmp_path, monkeypatch):
-    monkeypatch.setenv("MEDXAI_SHORTCUT_MODEL", str(tmp_path / "not-installed"))
+@pytest.mark.parametrize(("variable", "lesson", "sentence"), [
+    ("MEDXAI_SHORTCUT_MODEL", "The shortcut lesson", "not installed yet"),
+    ("MEDXAI_RIM_MODEL", "The skull lesson", "not installed"),
+])
+def test_a_lesson_says_in_one_sentence_when_its_model_is_missing(teaching_env, tmp_path, monkeypatch, variable,
+                                                                  lesson, sentence):
+    monkeypatch.setenv(variable, str(tmp_path / "not-installed"))
     at = teaching_env("lesson")
-    at.segmented_control(key=Keys.LESSON_KIND).set_value("The shortcut lesson").run()
+    at.segmented_control(key=Keys.LESSON_KIND).set_value(lesson).run()
     check_clean(at)
-    assert len(at.info) == 1 and is_one_sentence(at.info[0].value) and "not installed yet" in at.info[0].value
+    assert len(at.info) == 1 and is_one_sentence(at.info[0].value) and sentence in at.info[0].value
     assert not at.button or all(b.label not in ("Next ▶",) for b in at.button)
 
 
@@ -153,14 +158,6 @@ def test_the_shortcut_lesson_with_a_stand_in_teaching_model(teaching_env, stand_
         if number < len(titles) - 1:
             [b for b in at.button if b.label == "Next ▶"][0].click().run()
     assert np.isfinite(p_blurred)
-
-
-def test_the_skull_lesson_says_in_one_sentence_when_its_model_is_missing(teaching_env, tmp_path, monkeypatch):
-    monkeypatch.setenv("MEDXAI_RIM_MODEL", str(tmp_path / "not-installed"))
-    at = teaching_env("lesson")
-    at.segmented_control(key=Keys.LESSON_KIND).set_value("The skull lesson").run()
-    check_clean(at)
-    assert len(at.info) == 1 and is_one_sentence(at.info[0].value) and "not installed" in at.info[0].value
 
 
 def test_the_skull_lesson_with_the_committed_rim_only_model(teaching_env, models_root):

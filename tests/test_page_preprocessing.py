@@ -98,19 +98,15 @@ def test_png_and_model_choice(app, models_root, fullres_dir):
     assert set(widget(app.selectbox, "Model").options) == {entry.title for entry in model_folders()}
 
 
-def test_a_head_masked_model_shows_its_head_step(data_dir, tmp_path, monkeypatch):
+def test_a_head_masked_model_shows_its_head_step(data_dir, head_masked_models, monkeypatch):
     """A brain model trained with ``--head-mask``: the page lists the step, says why, and shows the exact tensor."""
     from streamlit.testing.v1 import AppTest
 
-    from conftest import TINY
     from core.model import load_model
-    from core.train import TrainConfig, train
     from page_support import APP
 
-    folder = tmp_path / "brain_mri"
-    train(TrainConfig(task="brain_mri", data=str(data_dir / "brain_mri" / "Training"), out=str(folder),
-                      head_mask=0.12, **{**TINY, "limit_per_class": 8}), log=lambda line: None)
-    monkeypatch.setenv("MEDXAI_MODELS", str(tmp_path))
+    folder = head_masked_models / "brain_mri"
+    monkeypatch.setenv("MEDXAI_MODELS", str(head_masked_models))
     path = first_image(data_dir / "brain_mri" / "Training" / "meningioma")
     at = AppTest.from_file(str(APP), default_timeout=180)
     at.run()

@@ -158,19 +158,16 @@ def test_init_from_copies_the_convolutions_of_a_trained_model_and_leaves_a_diffe
         initialise_from(model, tmp_path)
 
 
-def test_a_head_masked_brain_model_records_and_reloads_its_mask(data_dir, tmp_path):
+def test_a_head_masked_brain_model_records_and_reloads_its_mask(head_masked_models):
     """``train --head-mask``: the pipeline that trained the model, head mask included, is the one that serves it."""
     from core.model import load_model
-    from core.train import TrainConfig, train
 
-    config = TrainConfig(task="brain_mri", data=str(data_dir / "brain_mri" / "Training"), out=str(tmp_path),
-                         head_mask=0.12, **{**TINY, "limit_per_class": 8})
-    train(config, log=lambda line: None)
-    assert read_json(tmp_path / "params.json")["pipeline"]["head"] == 0.12
-    loaded = load_model(tmp_path)
+    folder = head_masked_models / "brain_mri"
+    assert read_json(folder / "params.json")["pipeline"]["head"] == 0.12
+    loaded = load_model(folder)
     assert loaded.pipeline.head == 0.12
     assert "head" in [name for name, _, _ in loaded.pipeline.steps(window=(0.5, 1.0), invert_image=False)]
-    card = (tmp_path / "MODEL_CARD.md").read_text()
+    card = (folder / "MODEL_CARD.md").read_text()
     assert "blacked out" in card and "--head-mask 0.12" in card
 
 
