@@ -46,7 +46,9 @@ def render_card(folder: str | Path) -> str:
            if info['preprocessing'].get('head') else "")
         + (f" A diagnostic model: the head's inner region (all but a rim of {info['preprocessing']['rim']:g} of the "
            "head's radius) is blacked out, so it sees only the scalp, the skull, the outline and the background."
-           if info['preprocessing'].get('rim') else ""),
+           if info['preprocessing'].get('rim') else "")
+        + (" Adaptive histogram equalisation (CLAHE) evens out local contrast after the resize."
+           if info['preprocessing'].get('contrast') == "clahe" else ""),
         f"- Decision: {'P(' + names[1] + ') >= ' + format(info.get('threshold', 0.5), '.4g') if len(names) == 2 else 'arg-max'}"
         f"{' (' + info['threshold_rule'] + ')' if len(names) == 2 and info.get('threshold_rule') else ''}."
         + (f" On validation it gives Youden's J {info['threshold_check']['j_at_threshold']}; the empirical maximum there "
@@ -72,6 +74,7 @@ def render_card(folder: str | Path) -> str:
         f"{' --cutmix %g' % params['cutmix'] if params.get('cutmix') else ''}"
         f"{' --head-mask %g' % params['head_mask'] if params.get('head_mask') else ''}"
         f"{' --rim-only %g' % params['rim_only'] if params.get('rim_only') else ''}"
+        f"{' --contrast ' + params['contrast'] if params.get('contrast') else ''}"
         f"{' --init-from ' + params['init_from'] if params.get('init_from') else ''}`",
         *([f"- Transfer: started from the weights of `{params['initialised_from']['folder']}` (`model.keras` "
            f"SHA-256 `{params['initialised_from']['sha256'][:12]}…`) in its {len(params['initialised_from']['layers'])} "

@@ -75,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="the opposite of --head-mask, as a diagnostic: black out the head's inner region and keep "
                         "only the scalp, skull, outline and background, to measure how much of the class they "
                         "alone give away (default 0: off)")
+    t.add_argument("--contrast", choices=("clahe",),
+                   help="add adaptive histogram equalisation (CLAHE) after the resize, in training and at inference "
+                        "alike, so faint local structure (a thin fracture line) stands out whatever the film's "
+                        "exposure (default: off)")
     t.add_argument("--init-from", metavar="MODEL_FOLDER",
                    help="start from the weights of another model folder's layers of the same name and shape "
                         "(transfer learning, e.g. assets/models/chest_xray); the head is trained anew")
@@ -235,7 +239,8 @@ def _train(args) -> int:
                          learning_rate=args.learning_rate, patience=args.patience,
                          limit_per_class=args.limit_per_class, recalibrate_bn=args.recalibrate_bn,
                          degrade=args.degrade, pooling=args.pooling, cutmix=args.cutmix, init_from=args.init_from,
-                         head_mask=args.head_mask, rim_only=args.rim_only, strategy=args.strategy)
+                         head_mask=args.head_mask, rim_only=args.rim_only, contrast=args.contrast,
+                         strategy=args.strategy)
     try:
         train(config, log=lambda line: print(line, flush=True))
     except (FileNotFoundError, ValueError, TaskError) as err:  # a dataset folder of the wrong shape

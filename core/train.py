@@ -47,6 +47,7 @@ class TrainConfig:
     cutmix: float = 0.0  # share of training images given a box of another image, labels mixed by area (data.cutmix_batch)
     head_mask: float = 0.0  # Pipeline.head: black out all but the head's inner region (0: off)
     rim_only: float = 0.0  # Pipeline.rim: the opposite, a diagnostic model of the scalp, skull and outline (0: off)
+    contrast: str | None = None  # Pipeline.contrast: "clahe" evens out local contrast after the resize (None: off)
     init_from: str | None = None  # a model folder whose layers of the same name and shape start this training
     strategy: str | None = None  # "mirrored" | "multiworker" (core.multiworker); None: one process, no tf.distribute
 
@@ -73,7 +74,8 @@ def train(config: TrainConfig, log=print) -> dict:
         f"{len(train_items)} train / {len(val_items)} validation "
         f"({(spec.get('split') or {}).get('description') or 'split ' + spec['split']['policy'] + ' by file'})")
 
-    pipeline = Pipeline(input_size=config.input_size, head=config.head_mask, rim=config.rim_only)
+    pipeline = Pipeline(input_size=config.input_size, head=config.head_mask, rim=config.rim_only,
+                        contrast=config.contrast)
     x_train, y_train = data_mod.prepare_arrays(train_items, pipeline)
     x_val, y_val = data_mod.prepare_arrays(val_items, pipeline)
     log(f"prepared {len(x_train) + len(x_val)} images with the model pipeline in {time.time() - started:.0f} s")

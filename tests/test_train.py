@@ -178,3 +178,19 @@ def test_head_mask_and_rim_only_are_refused_together(data_dir, tmp_path):
                          head_mask=0.12, rim_only=0.12, **TINY)
     with pytest.raises(ValueError, match="opposites"):
         train(config, log=lambda line: None)
+
+
+def test_a_clahe_model_records_and_reloads_its_contrast_step(data_dir, tmp_path):
+    """``train --contrast clahe``: CLAHE joins the pipeline that trains the model and the one that serves it."""
+    from core.model import load_model
+    from core.train import TrainConfig, train
+
+    folder = tmp_path / "fracture"
+    train(TrainConfig(task="fracture", data=str(data_dir / "fracatlas" / "images"), out=str(folder),
+                      contrast="clahe", **TINY), log=lambda line: None)
+    assert read_json(folder / "params.json")["pipeline"]["contrast"] == "clahe"
+    loaded = load_model(folder)
+    assert loaded.pipeline.contrast == "clahe"
+    assert "contrast" in [name for name, _, _ in loaded.pipeline.steps(window=(0.5, 1.0), invert_image=False)]
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "--contrast clahe" in card and "(CLAHE) evens out local contrast" in card
