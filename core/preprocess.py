@@ -15,7 +15,7 @@ dashboard can show them and the exact tensor the model received.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 
 import numpy as np
@@ -304,7 +304,7 @@ class Pipeline:
 
     @classmethod
     def from_dict(cls, params: dict) -> "Pipeline":
-        return cls(**{k: params[k] for k in ("input_size", "contrast", "mean", "std", "channels", "head", "rim") if k in params})
+        return cls(**{f.name: params[f.name] for f in fields(cls) if f.name in params})
 
     def steps(self, *, window: tuple[float, float], invert_image: bool, voi=None) -> list[tuple[str, callable, dict]]:
         """The ordered steps with the parameters they will get for one image."""
