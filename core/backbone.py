@@ -103,8 +103,7 @@ def read_torch_legacy(path: str | Path) -> "collections.OrderedDict[str, np.ndar
 
 
 def efficientnet_lite0(input_size: int, n_classes: int, *, dropout: float = 0.3, name: str = "cnn",
-                       pooling: str = "avg+max", output_stride: int = 16, pretrained: bool = True,
-                       imagenet_head: bool = False):
+                       pooling: str = "avg+max", output_stride: int = 16, imagenet_head: bool = False):
     """EfficientNet-Lite0 on one grey channel, ImageNet weights in, a fresh classifier head on top.
 
     ``imagenet_head`` keeps the 1000 ImageNet classes as the output (logits, for checking the weights).
@@ -112,36 +111,32 @@ def efficientnet_lite0(input_size: int, n_classes: int, *, dropout: float = 0.3,
     import keras
     from keras import layers
 
-    from core.model import LAST_CONV
+    from core.model import LAST_CONV, pooled_head
 
     if output_stride not in (16, 32):
         raise ValueError("output_stride must be 16 or 32")
     if pooling not in ("avg", "avg+max"):
         raise ValueError(f"the pretrained backbone takes pooling avg or avg+max, not {pooling!r}")
-    state = read_torch_legacy(weights_path()) if pretrained else None
+    state = read_torch_legacy(weights_path())
     assignments = []  # (layer, weights) set once the model is built
 
     def bn(x, key, label):
         layer = layers.BatchNormalization(epsilon=BN_EPSILON, name=label)
-        if state is not None:
-            assignments.append((layer, [state[f"{key}.{p}"] for p in ("weight", "bias", "running_mean",
-                                                                        "running_var")]))
+        assignments.append((layer, [state[f"{key}.{p}"] for p in ("weight", "bias", "running_mean", "running_var")]))
         return layer(x)
 
     def conv(x, key, filters, kernel, label, stride=1):
         layer = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=label)
-        if state is not None:
-            kernel_weights = state[key].transpose(2, 3, 1, 0)
-            if label == "stem":  # grey on all three channels = the colour kernels summed
-                kernel_weights = kernel_weights.sum(axis=2, keepdims=True)
-            assignments.append((layer, [kernel_weights]))
+        kernel_weights = state[key].transpose(2, 3, 1, 0)
+        if label == "stem":  # grey on all three channels = the colour kernels summed
+            kernel_weights = kernel_weights.sum(axis=2, keepdims=True)
+        assignments.append((layer, [kernel_weights]))
         return layer(x)
 
     def depthwise(x, key, kernel, stride, rate, label):
         layer = layers.DepthwiseConv2D(kernel, strides=stride, dilation_rate=rate, padding="same",
                                        use_bias=False, name=label)
-        if state is not None:
-            assignments.append((layer, [state[key].transpose(2, 3, 0, 1)]))
+        assignments.append((layer, [state[key].transpose(2, 3, 0, 1)]))
         return layer(x)
 
     inputs = keras.Input((input_size, input_size, 1), name="image")
@@ -171,22 +166,17 @@ def efficientnet_lite0(input_size: int, n_classes: int, *, dropout: float = 0.3,
             x, channels, block, rate = y, filters, block + 1, next_rate
     head = layers.Conv2D(1280, 1, activation="relu6", name=LAST_CONV)
     x = head(x)
-    if state is not None:  # the head's batch normalisation folded into the convolution
-        gamma, beta, mean, var = (state[f"_bn1.{p}"] for p in ("weight", "bias", "running_mean", "running_var"))
-        factor = gamma / np.sqrt(var + BN_EPSILON)
-        assignments.append((head, [state["_conv_head.weight"].transpose(2, 3, 1, 0) * factor,
-                                   (beta - mean * factor).astype(np.float32)]))
-    pooled = layers.GlobalAveragePooling2D(name="gap")(x)
+    # the head's batch normalisation folded into the convolution
+    gamma, beta, mean, var = (state[f"_bn1.{p}"] for p in ("weight", "bias", "running_mean", "running_var"))
+    factor = gamma / np.sqrt(var + BN_EPSILON)
+    assignments.append((head, [state["_conv_head.weight"].transpose(2, 3, 1, 0) * factor,
+                               (beta - mean * factor).astype(np.float32)]))
     if imagenet_head:
         dense = layers.Dense(1000, name="imagenet_logits")
-        outputs = dense(pooled)
-        if state is not None:
-            assignments.append((dense, [state["_fc.weight"].T, state["_fc.bias"]]))
+        outputs = dense(layers.GlobalAveragePooling2D(name="gap")(x))
+        assignments.append((dense, [state["_fc.weight"].T, state["_fc.bias"]]))
     else:
-        if pooling == "avg+max":
-            pooled = layers.Concatenate(name="pooled")([pooled, layers.GlobalMaxPooling2D(name="gmp")(x)])
-        outputs = layers.Dense(n_classes, activation="softmax", name="predictions")(
-            layers.Dropout(dropout, name="dropout")(pooled))
+        outputs = pooled_head(x, n_classes, pooling=pooling, dropout=dropout)
     model = keras.Model(inputs, outputs, name=name)
     for layer, weights in assignments:
         layer.set_weights([np.asarray(w, np.float32) for w in weights])

@@ -81,12 +81,19 @@ def build_model(input_size: int, n_classes: int, *, width: int = 32, dropout: fl
             [layers.GlobalMaxPooling2D(name="class_max")(maps), layers.GlobalAveragePooling2D(name="class_mean")(maps)])
         outputs = layers.Activation("softmax", name="predictions")(scores)
         return keras.Model(inputs, outputs, name=name)
-    pooled = layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, pooled_head(x, n_classes, pooling=pooling, dropout=dropout), name=name)
+
+
+def pooled_head(features, n_classes: int, *, pooling: str, dropout: float):
+    """The classifier on a last convolution's maps: global average (``gap``) or average and maximum side by
+    side (``pooled``), dropout, softmax ``predictions``; the names the outlier check looks for."""
+    from keras import layers
+
+    pooled = layers.GlobalAveragePooling2D(name="gap")(features)
     if pooling == "avg+max":
-        pooled = layers.Concatenate(name="pooled")([pooled, layers.GlobalMaxPooling2D(name="gmp")(x)])
-    x = layers.Dropout(dropout, name="dropout")(pooled)
-    outputs = layers.Dense(n_classes, activation="softmax", name="predictions")(x)
-    return keras.Model(inputs, outputs, name=name)
+        pooled = layers.Concatenate(name="pooled")([pooled, layers.GlobalMaxPooling2D(name="gmp")(features)])
+    return layers.Dense(n_classes, activation="softmax", name="predictions")(
+        layers.Dropout(dropout, name="dropout")(pooled))
 
 
 def sha256_file(path: str | Path) -> str:
