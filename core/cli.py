@@ -14,7 +14,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from core.backbone import BACKBONES
+from core.backbone import BACKBONES, BackboneError
 from core.model import POOLINGS
 from core.saliency import METHODS
 
@@ -252,7 +252,7 @@ def _train(args) -> int:
                          backbone=args.backbone, strategy=args.strategy)
     try:
         train(config, log=lambda line: print(line, flush=True))
-    except (FileNotFoundError, ValueError, TaskError) as err:  # a dataset folder of the wrong shape
+    except (FileNotFoundError, ValueError, TaskError, BackboneError) as err:  # wrong dataset shape, missing weights
         raise UsageError(str(err)) from None
     return 0
 
