@@ -4,15 +4,20 @@ For each model folder given, its own validation films are scored three ways: who
 field around the body part, :func:`core.preprocess.body_region` with a 3% margin, set to the field's median
 level); and the field only (the limb set to that level instead, so what is left is the detector's background,
 the collimation, markers and the limb's silhouette). A model that reads the fracture should lose most of its
-ranking on the field only. Prints validation AUC and the share called fractured at the model's threshold:
+ranking on the field only. Prints validation AUC and the share called fractured at the model's threshold, and
+beside them the AUC that the body part and view alone give (each validation film scored by the fractured share
+of training films of its body part and view in the dataset's index, no pixels read): the part of a model's
+ranking that knowing "this is a hand, oblique view" already earns.
 
     python scripts/field_check.py assets/models/fracture [MORE_MODEL_FOLDERS]
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +31,24 @@ from core.model import load_model  # noqa: E402
 from core.preprocess import body_region  # noqa: E402
 
 IMAGES = Path("../shared/data/fracatlas/images")
+
+
+#: The index columns that say which body part and which view a film shows.
+PART_AND_VIEW = ("hand", "leg", "hip", "shoulder", "mixed", "frontal", "lateral", "oblique")
+
+
+def part_and_view_auc(folder: str, smoothing: float = 5.0) -> float:
+    """Validation AUC of the fractured share of training films with the same body part and view."""
+    with open(IMAGES.parent / "index.csv", newline="") as fh:
+        rows = {"/".join(Path(r["image"]).parts[-2:]): r for r in csv.DictReader(fh)}
+    validation = set(json.loads((Path(folder) / "split.json").read_text())["validation"])
+    training = [key for key in rows if key not in validation]
+    kind = {key: tuple(rows[key][c] for c in PART_AND_VIEW) for key in rows}
+    films, fractured = Counter(kind[k] for k in training), Counter(kind[k] for k in training if k.startswith("fractured/"))
+    overall = sum(fractured.values()) / len(training)
+    keys = sorted(validation)
+    scores = [(fractured[kind[k]] + smoothing * overall) / (films[kind[k]] + smoothing) for k in keys]
+    return round(float(roc_auc_score([k.startswith("fractured/") for k in keys], scores)), 3)
 
 
 def field_check(folder: str) -> dict:
@@ -48,6 +71,7 @@ def field_check(folder: str) -> dict:
         fractured = loaded.predict(np.concatenate(tensors).astype(np.float32))[:, 1]
         result[name] = {"auc": round(float(roc_auc_score(labels, fractured)), 3),
                         "called_fractured": round(float(np.mean(fractured >= loaded.threshold)), 3)}
+    result["body part and view alone"] = {"auc": part_and_view_auc(folder)}
     return result
 
 

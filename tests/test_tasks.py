@@ -54,7 +54,7 @@ def test_the_fracture_spec_carries_its_facts_into_model_json():
     assert facts["split"]["policy"] == "listed" and facts["split"]["column"] == "official_split"
     assert facts["split"]["validation"] == ["valid"] and facts["split"]["index"] == "../index.csv"
     assert "multi-view" in facts["split"]["description"] and "no patient key" in facts["split"]["description"]
-    assert facts["subgroups"] == {"index": "../index.csv", "columns": ["hardware", "multiscan"]}
+    assert facts["subgroups"] == {"index": "../index.csv", "columns": ["hardware", "multiscan", "hand", "leg", "hip", "shoulder"]}
     assert "10.6084/m9.figshare.22363012" in facts["source"]["citation"] and facts["source"]["licence"] == "CC BY 4.0"
     assert {"CR", "DX"} == set(facts["routing"]["modalities"])
     assert {"HAND", "WRIST", "KNEE", "HIP", "SHOULDER", "ANKLE"} <= set(facts["routing"]["body_parts"])
