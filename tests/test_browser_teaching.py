@@ -298,8 +298,10 @@ def test_a_teacher_and_two_students_in_separate_browsers(browser, server):
     teacher.get_by_role("button", name="Open the class").click()
     teacher.get_by_text("The class code: students type it on the Quiz page.").wait_for()
     settle(teacher)
-    code = teacher.evaluate("""() => [...document.querySelectorAll('[data-testid="stMarkdownContainer"] div')]
-                                 .map(d => d.textContent.trim()).find(t => /^[A-HJ-NP-Z2-9]{6}$/.test(t))""")
+    code = teacher.wait_for_function(  # the code's own block may come a moment after the sentence above it
+        """() => [...document.querySelectorAll('[data-testid="stMarkdownContainer"] div')]
+                 .map(d => d.textContent.trim()).find(t => /^[A-HJ-NP-Z2-9]{6}$/.test(t)) || null""",
+        timeout=FIRST_SECONDS * 1000).json_value()
     assert code and len(code) == 6
     students = []
     for name, where, pick in (("Ada", (0.35, 0.3), 0), ("Ben", (0.6, 0.45), 1)):

@@ -21,8 +21,10 @@ START_UP = ("oneDNN", "absl", "This TensorFlow binary is optimized")
 
 def run(code: str, **env) -> subprocess.CompletedProcess:
     """``code`` in a fresh interpreter from the repository, with TF_CPP_MIN_LOG_LEVEL and MEDXAI_VERBOSE
-    unset unless given."""
+    unset unless given, and oneDNN asked for: TensorFlow turns it on by itself only on processors with
+    AVX-512 neural-network instructions, and its line is the one start-up line every x86 machine then prints."""
     base = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "MEDXAI_VERBOSE")}
+    base["TF_ENABLE_ONEDNN_OPTS"] = "1"
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=base | env,
                           capture_output=True, text=True, timeout=300)
 
