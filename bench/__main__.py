@@ -3,13 +3,14 @@
 Prints a Markdown table and writes ``bench/results.json``. Every figure divides two things
 measured in the same run (see :mod:`bench.common`); none is a pass/fail test.
 
-    python -m bench                                   # all seven, committed chest model
+    python -m bench                                   # all eight, committed chest model
     python -m bench --only explain large              # a subset
     python -m bench --model /tmp/some_run --quick     # fewer repetitions, for development
     python -m bench --only viewer                     # only the viewer in real Chromium (7; 16 sessions)
     python -m bench --only viewer --viewer-sessions 4 --out /tmp/viewer.json   # reduced; keeps results.json
 
-Numbered as in BENCHMARKS.md: 1 explain, 2 training, 3 predict, 4 startup, 5 large, 6 scaling, 7 viewer.
+Numbered as in BENCHMARKS.md: 1 explain, 2 training, 3 predict, 4 startup, 5 large, 6 scaling, 7 viewer,
+8 onednn (TensorFlow's oneDNN kernels off against on).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench.common import REPO, machine, table, versions  # noqa: E402
 
-BENCHES = ("explain", "training", "predict", "startup", "large", "scaling", "viewer")
+BENCHES = ("explain", "training", "predict", "startup", "large", "scaling", "viewer", "onednn")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench import scaling
             new, info = scaling.run(loaded, args.model, n_images=args.predict_images, train_images=args.train_images // 2,
                                     rounds=max(2, args.repeats // 3), log=log)
+        elif name == "onednn":
+            from bench import onednn
+            new, info = onednn.run(args.model, repeats=max(3, args.repeats // 2), rounds=1 if args.quick else 2,
+                                   log=log)
         else:
             from bench import large_inputs
             new, info = large_inputs.run(loaded, repeats=args.repeats, log=log)

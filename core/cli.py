@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -203,8 +204,18 @@ class UsageError(Exception):
     pass
 
 
+#: TensorFlow turns its oneDNN kernels on by itself only on processors with AVX-512. On an AVX2-only 2-core
+#: machine they make a training step 1.6 to 1.7 times faster, while a single-image Grad-CAM map gets slower
+#: and a batch of 64 forward passes no faster (BENCHMARKS.md section 8, ``python -m bench --only onednn``).
+#: So training asks for them, unless the user set ``TF_ENABLE_ONEDNN_OPTS``; the dashboard, which explains
+#: one image at a time, does not, and its training jobs run ``python -m core train`` and so get them.
+ONEDNN_COMMANDS = ("train",)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ONEDNN_COMMANDS:
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # read at TensorFlow's import, which comes later
     if not args.verbose:
         from core.runtime import quiet_tensorflow
 

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.slow
 
 def run_cli(*args: str, **env_vars: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO), **env_vars)
+    env = {k: v for k, v in env.items() if v is not None}  # None: the variable unset
     result = subprocess.run([sys.executable, "-m", "core", *map(str, args)], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=300)
     assert "Traceback" not in result.stdout + result.stderr, result.stderr
@@ -128,6 +129,18 @@ def test_tensorflow_start_up_lines_are_silent_unless_verbose(model_dir, fullres_
     loud = run_cli("--verbose", "predict", "--model", model_dir, "--json", image, TF_ENABLE_ONEDNN_OPTS="1")
     assert loud.returncode == 0 and "oneDNN" in loud.stderr
     assert json.loads(loud.stdout) == json.loads(quiet.stdout)
+
+
+@pytest.mark.parametrize("asked", [None, "0"])
+def test_training_asks_for_onednn_unless_the_user_said_otherwise(chest_dir, tmp_path, asked):
+    """TensorFlow turns oneDNN on by itself only with AVX-512; ``train`` asks for it (a training step 1.6
+    to 1.7 times faster on an AVX2-only machine, BENCHMARKS.md section 8) and TensorFlow's own verbose line
+    says it is on; a user's ``TF_ENABLE_ONEDNN_OPTS=0`` is kept."""
+    done = run_cli("--verbose", "train", "--task", "chest_xray", "--data", chest_dir, "--out", tmp_path / "run",
+                   "--input-size", "32", "--width", "8", "--limit-per-class", "6", "--epochs", "1",
+                   "--batch-size", "8", TF_ENABLE_ONEDNN_OPTS=asked)
+    assert done.returncode == 0, done.stderr
+    assert ("oneDNN custom operations are on" in done.stderr) == (asked is None), done.stderr
 
 
 def test_out_of_range_is_reported_and_still_exits_zero(data_dir):
