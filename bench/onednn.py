@@ -28,8 +28,9 @@ import sys
 from bench.common import Row, python_env
 
 CHILD = r"""
-import json, sys, time, statistics
+import json, sys
 import numpy as np
+from bench.common import median_time
 from core.runtime import quiet_tensorflow
 quiet_tensorflow()
 import tensorflow as tf
@@ -39,15 +40,8 @@ from core.model import build_model, load_model
 model_dir, repeats = sys.argv[1], int(sys.argv[2])
 rng = np.random.default_rng(0)
 
-def median(fn, warmup=2):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def median(fn):
+    return median_time(fn, repeats=repeats, warmup=2)
 
 def train_step(model, size):
     model.compile(optimizer=tf.keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy")
