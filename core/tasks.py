@@ -76,6 +76,27 @@ def spec_facts(spec: dict) -> dict:
     return {key: spec[key] for key in SPEC_KEYS if key in spec and key != "class_names"}
 
 
+def current_subgroups(info: dict) -> dict | None:
+    """The subgroup columns a model folder's metrics should report: those recorded at training, followed by
+    any its default task's spec (``assets/tasks/<task>.json``) has gained since on the same index, so that
+    ``calibrate`` can re-score an older model by subgroups added later (e.g. body part) without retraining.
+
+    >>> current_subgroups({"task": "fracture", "subgroups": {"index": "../index.csv", "columns": ["hardware"]}})["columns"]
+    ['hardware', 'multiscan', 'hand', 'leg', 'hip', 'shoulder']
+    >>> current_subgroups({"task": "someone_elses", "subgroups": None}) is None
+    True
+    """
+    recorded = info.get("subgroups") or None
+    path = TASKS_DIR / f"{info.get('task')}.json"
+    spec = load_spec(str(path)).get("subgroups") if path.is_file() else None
+    if not spec or (recorded and recorded.get("index") != spec.get("index")):
+        return recorded
+    if not recorded:
+        return dict(spec)
+    columns = list(recorded["columns"]) + [c for c in spec["columns"] if c not in recorded["columns"]]
+    return {**recorded, "columns": columns}
+
+
 def display_title(info: dict) -> str:
     """A model's short name for pickers and headings, from its ``model.json``."""
     return str(info.get("short_title") or info.get("title") or info.get("task") or "model")

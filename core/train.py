@@ -24,7 +24,7 @@ from core.metrics import (THRESHOLD_RULE, classification_metrics, expected_calib
 from core.model import (INFO_FILE, build_model, json_default, load_model, outlier_layers, pooled_features, save_model,
                         sha256_file, write_info)
 from core.preprocess import Pipeline
-from core.tasks import load_spec, spec_facts
+from core.tasks import current_subgroups, load_spec, spec_facts
 
 
 @dataclass
@@ -393,11 +393,13 @@ def calibrate_run(model_dir: str | Path, data_dir: str | Path, log=print) -> dic
         metrics |= classification_metrics(y_val, calibrated, loaded.class_names,
                                           threshold=float(info.get("threshold", 0.5)))
         metrics["calibrated"] = True
-        if loaded.info.get("subgroups"):
-            columns = list(loaded.info["subgroups"]["columns"])
-            rows = data_mod.index_rows(dataset, loaded.info["subgroups"]["index"], val_items, columns)
+        subgroups = current_subgroups(loaded.info)
+        if subgroups:
+            columns = list(subgroups["columns"])
+            rows = data_mod.index_rows(dataset, subgroups["index"], val_items, columns)
             metrics["subgroups"] = subgroup_metrics(y_val, calibrated, {c: [r[c] for r in rows] for c in columns},
                                                     loaded.class_names, threshold=float(info.get("threshold", 0.5)))
+            info["subgroups"] = subgroups
         _write_json(model_dir / "metrics.json", metrics)
         info["validation"] = _validation_summary(metrics)
     info["calibration"] = {"ece_before": expected_calibration_error(raw, y_val),

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from core.tasks import SPEC_KEYS, TASKS_DIR, TaskError, display_title, load_spec, spec_facts
+from core.tasks import SPEC_KEYS, TASKS_DIR, TaskError, current_subgroups, display_title, load_spec, spec_facts
 
 
 @pytest.mark.parametrize("path", sorted(TASKS_DIR.glob("*.json")), ids=lambda p: p.stem)
@@ -62,6 +62,31 @@ def test_the_fracture_spec_carries_its_facts_into_model_json():
     limits = " ".join(facts["limits"])
     assert "89 of the 91" in limits and "Bangladesh" in limits and "No patient key" in limits
     assert display_title(facts) == "Radiograph — fracture"
+
+
+def test_calibrate_scores_subgroups_the_task_spec_gained_after_training():
+    """An older model folder recorded fewer subgroup columns than its task spec now lists; ``calibrate`` re-scores
+    it by the union (recorded first), but never mixes in columns of another index or of a task it is not."""
+    old = {"task": "fracture", "subgroups": {"index": "../index.csv", "columns": ["hardware", "multiscan"]}}
+    assert current_subgroups(old) == {"index": "../index.csv",
+                                      "columns": ["hardware", "multiscan", "hand", "leg", "hip", "shoulder"]}
+    other_index = {"task": "fracture", "subgroups": {"index": "../elsewhere.csv", "columns": ["site"]}}
+    assert current_subgroups(other_index) == other_index["subgroups"]
+    assert current_subgroups({"task": "fracture"})["columns"][-1] == "shoulder"
+    assert current_subgroups({"task": "chest_xray"}) is None  # its spec has no subgroups
+    assert current_subgroups({"task": "my_own", "subgroups": {"index": "i.csv", "columns": ["a"]}})["columns"] == ["a"]
+
+
+def test_the_shipped_fracture_card_reports_each_body_part():
+    from core.tasks import TASKS_DIR as tasks
+
+    folder = tasks.parent / "models" / "fracture"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    card = (folder / "MODEL_CARD.md").read_text()
+    for part in ("hand", "leg", "hip", "shoulder"):
+        assert metrics["subgroups"][part]["1"]["n"] > 0
+        assert f"  - {part} = 1: n {metrics['subgroups'][part]['1']['n']}, AUC" in card
+    assert sum(metrics["subgroups"][part]["1"]["n"] for part in ("hand", "leg", "hip", "shoulder")) >= metrics["n"]
 
 
 def test_a_fracture_radiograph_goes_to_the_fracture_model_by_its_header():
