@@ -37,6 +37,11 @@ READ_CONFUSION = ("Rows are the true class and columns the predicted class: the 
 READ_ROC = ("As the decision threshold moves, each curve plots the share of cases caught (sensitivity) against "
             "the share of other cases wrongly flagged (1 − specificity): the nearer the top-left corner the "
             "better, and the dotted diagonal is what guessing achieves (AUC 0.5).")
+READ_SUBGROUPS = ("The same validation images split by a column of the dataset's index (1 = yes, 0 = no), at the "
+                  "same decision threshold: where a group's sensitivity or specificity is far from the others', "
+                  "one threshold does not serve the groups alike, and a feature like metal or body part may be "
+                  "carrying the score. Few images in a group make its figures uncertain; an empty AUC means the "
+                  "group holds one class only.")
 READ_CALIBRATION = ("If the model is well calibrated the dots lie on the diagonal — of the images given 80 % "
                     "confidence, about 80 % turn out right; dots below the line mean over-confidence, the grey "
                     "bars count the images in each bin, and the ECE is the count-weighted mean gap.")
@@ -157,6 +162,24 @@ def metrics_table(runs: list[Run]) -> pd.DataFrame:
         column |= {f"recall {name}": value for name, value in (m.get("per_class_recall") or {}).items()}
         columns[run.run_id] = {k: v for k, v in column.items() if v is not None}
     return pd.DataFrame(columns)
+
+
+def subgroup_table(runs: list[Run]) -> pd.DataFrame | None:
+    """Validation metrics by subgroup (``metrics.json``'s ``subgroups``, e.g. with and without metal, or body
+    part), one row per run, column and value; None when no run recorded any."""
+    rows = []
+    for run in runs:
+        for column, values in (run.metrics.get("subgroups") or {}).items():
+            for value, m in values.items():
+                counts = m.get("counts") or {}
+                rows.append({"run": run.run_id, "subgroup": f"{column} = {value}", "images": m.get("n"),
+                             "per class": ", ".join(f"{name} {count}" for name, count in counts.items()),
+                             "AUC": m.get("auc"), "sensitivity": m.get("sensitivity"),
+                             "specificity": m.get("specificity"), "accuracy": m.get("accuracy")})
+    if not rows:
+        return None
+    table = pd.DataFrame(rows)
+    return table.drop(columns="run") if table["run"].nunique() == 1 else table
 
 
 def params_table(runs: list[Run]) -> pd.DataFrame:
@@ -291,6 +314,14 @@ if finished:
             for column, run in zip(st.columns(len(finished)), finished):
                 with column:
                     show(build(run), missing)
+
+    subgroups = subgroup_table(finished)
+    if subgroups is not None:
+        st.markdown("**By subgroup**")
+        st.caption(READ_SUBGROUPS)
+        st.dataframe(subgroups, hide_index=True,
+                     column_config={name: st.column_config.NumberColumn(name, format="%.3f")
+                                    for name in ("AUC", "sensitivity", "specificity", "accuracy")})
 
 st.subheader("Parameters")
 with_params = [run for run in shown if run.params]

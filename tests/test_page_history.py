@@ -239,3 +239,32 @@ def test_curves_mark_the_kept_epoch_with_readable_log_ticks_and_every_parameter_
     assert columns[run.run_id]["width"] == "large"
     summary_columns = heights[0][1]
     assert summary_columns["run"]["width"] == "large"  # the full run id, e.g. runs/brain_mri/e36-seed0
+
+
+# ----------------------------------------------------------------------------- issue 14: subgroups
+
+def test_fracture_model_shows_its_metrics_by_hardware_and_body_part(monkeypatch):
+    """The committed fracture model recorded validation metrics by subgroup; the page lists them under the
+    charts, one row per column and value, with the counts per class; the chest model has none and no table."""
+    run = load_run(ASSETS / "models" / "fracture", ASSETS)
+    if not run.metrics.get("subgroups"):
+        pytest.skip("the committed fracture model has no subgroup metrics")
+    monkeypatch.delenv("MEDXAI_ASSETS", raising=False)
+    at = history_page()
+    at.radio[0].set_value("fracture").run(timeout=60)
+    assert not at.exception
+    assert at.selectbox[0].value == run.run_id
+    tables = [t.value for t in at.dataframe if "subgroup" in t.value.columns]
+    assert len(tables) == 1
+    table = tables[0].set_index("subgroup")
+    expected = {f"{c} = {v}": m for c, values in run.metrics["subgroups"].items() for v, m in values.items()}
+    assert set(table.index) == set(expected) and {"hand = 1", "leg = 1", "hardware = 1"} <= set(table.index)
+    for name, m in expected.items():
+        assert table.loc[name, "images"] == m["n"]
+        assert table.loc[name, "sensitivity"] == pytest.approx(m["sensitivity"])
+    assert table.loc["hand = 1", "per class"] == ", ".join(f"{k} {v}" for k, v in expected["hand = 1"]["counts"].items())
+    assert any("one threshold does not serve the groups alike" in c.value for c in at.caption)
+
+    at.radio[0].set_value("chest_xray").run(timeout=60)
+    assert not at.exception
+    assert not [t for t in at.dataframe if "subgroup" in t.value.columns]
