@@ -113,6 +113,21 @@ def test_batch_norm_recalibration_matches_the_statistics_of_the_images(chest_dir
     assert not np.allclose(model.predict(x, verbose=0), before)
 
 
+def test_batch_norm_recalibration_batches_shrink_with_the_input_side():
+    """A 320 px backbone run was killed for memory at its first validation: 128-image recalibration batches
+    of 320 x 320 took 17 GB more than training. Batches now hold at most 128 x 224 x 224 pixels."""
+    import numpy as np
+
+    from core.train import RECALIBRATION_PIXELS, recalibration_batch
+
+    assert recalibration_batch(np.zeros((2, 128, 128, 1))) == 128  # the small defaults: as before
+    assert recalibration_batch(np.zeros((2, 224, 224, 3))) == 128
+    for side in (288, 320, 384, 448):
+        batch = recalibration_batch(np.zeros((1, side, side, 1)))
+        assert batch * side * side <= RECALIBRATION_PIXELS and batch >= 16
+    assert recalibration_batch(np.zeros((1, 2048, 2048, 1))) == 16  # a floor: batch statistics stay stable
+
+
 def test_recalibration_sample_size_is_recorded_in_params(tiny_run):
     folder, _, _ = tiny_run
     assert read_json(folder / "params.json")["recalibrate_bn"] == 1024
