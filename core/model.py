@@ -40,8 +40,10 @@ class ModelError(RuntimeError):
 #: convolution turns the last convolution into one score map per class and each class's score is the
 #: mean of its map's maximum and its average (multiple-instance pooling, as in WILDCAT, Durand et al.,
 #: CVPR 2017), so the decision rests on named places in the image and Grad-CAM on the last
-#: convolution is exactly that class map (its weights are the 1 x 1 kernel, the same at every place).
-POOLINGS = ("avg", "avg+max", "classmap")
+#: convolution is exactly that class map (its weights are the 1 x 1 kernel, the same at every place);
+#: ``classmap-max``: the same class maps, each class scored by its map's maximum alone (Oquab et al.'s
+#: max-pooled score maps), so every class must put its evidence in one place.
+POOLINGS = ("avg", "avg+max", "classmap", "classmap-max")
 
 
 def build_model(input_size: int, n_classes: int, *, width: int = 32, dropout: float = 0.3,
@@ -79,13 +81,15 @@ def pooled_head(features, n_classes: int, *, pooling: str, dropout: float):
     """The classifier on a last convolution's maps (one of :data:`POOLINGS`): global average (``gap``) or
     average and maximum side by side (``pooled``), dropout, softmax ``predictions``; or, for ``classmap``,
     dropout, the 1 x 1 :data:`CLASS_MAPS` convolution and each map's maximum and average averaged into
-    its class score. The names are those the outlier check looks for."""
+    its class score (``classmap-max``: its maximum alone). The names are those the outlier check looks for."""
     from keras import layers
 
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
-    if pooling == "classmap":
+    if pooling.startswith("classmap"):
         maps = layers.Conv2D(n_classes, 1, name=CLASS_MAPS)(layers.Dropout(dropout, name="dropout")(features))
+        if pooling == "classmap-max":
+            return layers.Activation("softmax", name="predictions")(layers.GlobalMaxPooling2D(name="class_max")(maps))
         scores = layers.Average(name="class_scores")(
             [layers.GlobalMaxPooling2D(name="class_max")(maps), layers.GlobalAveragePooling2D(name="class_mean")(maps)])
         return layers.Activation("softmax", name="predictions")(scores)

@@ -50,6 +50,7 @@ class TrainConfig:
     body_mask: float = 0.0  # Pipeline.body: black out the open field around a radiograph's body part (0: off)
     contrast: str | None = None  # Pipeline.contrast: "clahe" evens out local contrast after the resize (None: off)
     backbone: str | None = None  # core.backbone.BACKBONES: an ImageNet-pretrained network instead of the small CNN
+    backbone_stages: int = 7  # cut the backbone after this many of its 7 stages, a fresh last convolution on top
     init_from: str | None = None  # a model folder whose layers of the same name and shape start this training
     strategy: str | None = None  # "mirrored" | "multiworker" (core.multiworker); None: one process, no tf.distribute
 
@@ -104,8 +105,10 @@ def train(config: TrainConfig, log=print) -> dict:
     if config.backbone:
         from core.backbone import efficientnet_lite0
 
-        model = efficientnet_lite0(config.input_size, n_classes, name=spec["name"], pooling=config.pooling)
-        log(f"{config.backbone}: ImageNet weights in, a new {config.pooling} head; last convolution "
+        model = efficientnet_lite0(config.input_size, n_classes, name=spec["name"], pooling=config.pooling,
+                                   stages=config.backbone_stages)
+        cut = "" if config.backbone_stages == 7 else f", cut after stage {config.backbone_stages} of 7"
+        log(f"{config.backbone}{cut}: ImageNet weights in, a new {config.pooling} head; last convolution "
             f"{model.get_layer('last_conv').output.shape[1]} x {model.get_layer('last_conv').output.shape[2]}")
     else:
         model = build_model(config.input_size, n_classes, width=config.width, name=spec["name"],

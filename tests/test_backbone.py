@@ -124,3 +124,25 @@ def test_a_classmap_backbone_scores_places_and_its_gradcam_is_its_class_map(data
             np.testing.assert_allclose(cam, own, atol=1e-3)
             compared += 1
     assert compared >= 4
+
+
+def test_a_cut_backbone_keeps_its_first_stages_pretrained_and_a_fresh_named_last_convolution():
+    """``stages=5`` (``train --backbone-stages 5``): blocks 0-10 with their ImageNet weights, no sixth or seventh stage,
+    a fresh 256-channel ``last_conv`` at 1/16 scale, still one flat Functional model the outlier check can read."""
+    from core.model import CLASS_MAPS, outlier_layers
+
+    whole = efficientnet_lite0(64, 4, pooling="classmap")
+    cut = efficientnet_lite0(64, 4, pooling="classmap", stages=5)
+    names = {layer.name for layer in cut.layers}
+    assert "block10_project" in names and "block11_expand" not in names
+    assert cut.get_layer("last_conv").output.shape[1:] == (4, 4, 256) and cut.get_layer(CLASS_MAPS).output.shape[-1] == 4
+    assert outlier_layers(cut) == ["last_conv", "block4_add"]
+    assert type(cut).__name__ == "Functional" and not any(hasattr(layer, "layers") for layer in cut.layers)
+    for name in ("stem", "block5_expand", "block10_project"):  # pretrained where the two networks share a layer
+        for theirs, ours in zip(whole.get_layer(name).get_weights(), cut.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(theirs, ours)
+    assert cut.count_params() < whole.count_params() / 3
+    with pytest.raises(ValueError, match="stages must be 3 to 7"):
+        efficientnet_lite0(64, 4, stages=2)
+    with pytest.raises(ValueError, match="stages must be 3 to 7"):
+        efficientnet_lite0(224, 1000, imagenet_head=True, stages=5)

@@ -44,17 +44,21 @@ def test_build_model_is_a_flat_functional_cnn():
     assert model.get_layer(LAST_CONV).output.shape[1:3] == (8, 8)  # 1/8 of the input
 
 
-def test_classmap_model_scores_places_and_its_gradcam_is_its_class_map(tmp_path, real_batch):
+@pytest.mark.parametrize("pooling", ["classmap", "classmap-max"])
+def test_classmap_model_scores_places_and_its_gradcam_is_its_class_map(tmp_path, real_batch, pooling):
     """``--pooling classmap``: each class's score is the mean of the maximum and the average of its own
-    map, so Grad-CAM on the last convolution is that map (less its bias), the place the score came from;
-    the outlier check reads the last convolution, averaged over space, since the head reads no features."""
+    map (``classmap-max``: its maximum alone), so Grad-CAM on the last convolution is that map (less its
+    bias), the place the score came from; the outlier check reads the last convolution, averaged over
+    space, since the head reads no features."""
     import keras
 
     keras.utils.set_random_seed(3)
-    model = build_model(32, 2, width=8, pooling="classmap")
+    model = build_model(32, 2, width=8, pooling=pooling)
     assert type(model).__name__ == "Functional" and conv_layer_names(model)[-2:] == [LAST_CONV, CLASS_MAPS]
     maps = keras.Model(model.input, model.get_layer(CLASS_MAPS).output)(real_batch).numpy()
-    logits = 0.5 * (maps.max(axis=(1, 2)) + maps.mean(axis=(1, 2)))
+    logits = maps.max(axis=(1, 2))
+    if pooling == "classmap":
+        logits = 0.5 * (logits + maps.mean(axis=(1, 2)))
     expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     np.testing.assert_allclose(np.asarray(model(real_batch)), expected, rtol=1e-4, atol=1e-6)
     assert feature_layer(model) == LAST_CONV and outlier_layers(model) == [LAST_CONV, "conv2b_relu"]
