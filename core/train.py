@@ -52,6 +52,8 @@ class TrainConfig:
     backbone: str | None = None  # core.backbone.BACKBONES: an ImageNet-pretrained network instead of the small CNN
     backbone_stages: int = 7  # cut the backbone after this many of its 7 stages, a fresh last convolution on top
     init_from: str | None = None  # a model folder whose layers of the same name and shape start this training
+    upweight_errors_of: str | None = None  # a model folder (e.g. a shortcut-only model): repeat the training images it gets wrong
+    upweight: int = 5  # how many times each of those images is seen per epoch (Just Train Twice's upsampling)
     strategy: str | None = None  # "mirrored" | "multiworker" (core.multiworker); None: one process, no tf.distribute
 
 
@@ -59,6 +61,8 @@ def train(config: TrainConfig, log=print) -> dict:
     """Run one training; returns the validation metrics written to ``metrics.json``."""
     if config.head_mask and config.rim_only:
         raise ValueError("--head-mask and --rim-only are opposites; give one of them.")
+    if config.strategy and config.upweight_errors_of:
+        raise ValueError("--upweight-errors-of runs in one process; leave out --strategy.")
     if config.strategy:
         return _train_replicated(config, log)
     import keras
@@ -82,6 +86,17 @@ def train(config: TrainConfig, log=print) -> dict:
     x_train, y_train = data_mod.prepare_arrays(train_items, pipeline)
     x_val, y_val = data_mod.prepare_arrays(val_items, pipeline)
     log(f"prepared {len(x_train) + len(x_val)} images with the model pipeline in {time.time() - started:.0f} s")
+    x_clean = x_train  # batch-norm recalibration reads each training image once
+    upweighted = None
+    if config.upweight_errors_of:
+        upweighted = upweight_errors(config.upweight_errors_of, train_items, y_train, names, spec["name"],
+                                     config.upweight)
+        index = np.concatenate([np.arange(len(x_train))] + [upweighted.pop("index")] * (config.upweight - 1))
+        x_train, y_train_seen = x_train[index], y_train[index]
+        log(f"{upweighted['n']} training images that {config.upweight_errors_of} gets wrong "
+            f"({', '.join(f'{k} {v}' for k, v in upweighted['per_class'].items())}) seen {config.upweight} times each")
+    else:
+        y_train_seen = y_train
 
     n_classes = len(names)
     augment = data_mod.augmentation(flip=spec.get("flip", False), value_range=pipeline.value_range)
@@ -97,7 +112,7 @@ def train(config: TrainConfig, log=print) -> dict:
     if config.cutmix:
         mix_rng = np.random.default_rng(config.seed + 2)
         mix = lambda a, b: data_mod.cutmix_batch(a, b, mix_rng, config.cutmix)  # noqa: E731
-    train_ds = data_mod.make_tf_dataset(x_train, y_train, n_classes, batch_size=config.batch_size,
+    train_ds = data_mod.make_tf_dataset(x_train, y_train_seen, n_classes, batch_size=config.batch_size,
                                         training=True, augment=augment, degrade=degrade, mix=mix, seed=config.seed)
     val_ds = data_mod.make_tf_dataset(x_val, y_val, n_classes, batch_size=64, training=False)
     train_ds, val_ds = _sharded(train_ds), _sharded(val_ds)  # for tf.distribute; unchanged in one process
@@ -134,7 +149,7 @@ def train(config: TrainConfig, log=print) -> dict:
     ]
     if config.recalibrate_bn:
         # First, so validation and the checkpoint see the recalibrated statistics.
-        callbacks.insert(0, _RecalibrateBN(x_train, config.recalibrate_bn, config.seed))
+        callbacks.insert(0, _RecalibrateBN(x_clean, config.recalibrate_bn, config.seed))
     weights = data_mod.class_weights(y_train, n_classes)
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, class_weight=weights,
               callbacks=callbacks, verbose=0)
@@ -142,7 +157,7 @@ def train(config: TrainConfig, log=print) -> dict:
         model.load_weights(str(best_path))
         best_path.unlink()
     if config.recalibrate_bn:
-        recalibrate_batch_norm(model, x_train)
+        recalibrate_batch_norm(model, x_clean)
 
     probabilities = model.predict(x_val, batch_size=64, verbose=0)
     metrics = classification_metrics(y_val, probabilities, names)
@@ -156,7 +171,8 @@ def train(config: TrainConfig, log=print) -> dict:
               "n_train": len(train_items), "n_validation": len(val_items),
               "removed_duplicates": dataset.removed_duplicates, "counts": dataset.counts(),
               "pipeline": pipeline.to_dict(), "model_parameters": int(model.count_params()),
-              **({"initialised_from": initialised} if initialised else {})}
+              **({"initialised_from": initialised} if initialised else {}),
+              **({"upweighted": upweighted} if upweighted else {})}
     info = {
         "task": spec["name"],
         **spec_facts(spec),
@@ -177,6 +193,23 @@ def train(config: TrainConfig, log=print) -> dict:
     write_card(out)
     log(f"done in {seconds / 60:.1f} min: validation accuracy {metrics['accuracy']:.4f}, AUC {metrics['auc']}")
     return metrics
+
+
+def upweight_errors(folder: str | Path, items, y_train: np.ndarray, names: list[str], task: str, times: int) -> dict:
+    """The training images a model folder of the same task and classes gets wrong, to be repeated ``times`` times
+    per epoch (Just Train Twice, Liu et al., ICML 2021): with a shortcut-only model, e.g. ``--rim-only``, these
+    are the images on which the shortcut fails. Each image goes through that model's own pipeline. Returns
+    ``index`` (positions in the training arrays), ``n``, ``per_class`` and the folder's ``sha256``."""
+    if times < 2:
+        raise ValueError("--upweight must be at least 2 (each image the model gets wrong seen that many times).")
+    loaded = load_model(folder)
+    if loaded.task != task or loaded.class_names != list(names):
+        raise ValueError(f"{folder} is a {loaded.task} model of {', '.join(loaded.class_names)}; "
+                         f"this training is {task} with {', '.join(names)}.")
+    x, _ = data_mod.prepare_arrays(items, loaded.pipeline)
+    wrong = np.flatnonzero(loaded.predict(x).argmax(axis=1) != y_train)
+    return {"folder": str(folder), "sha256": loaded.info.get("sha256"), "times": times, "index": wrong,
+            "n": int(len(wrong)), "per_class": {names[c]: int((y_train[wrong] == c).sum()) for c in range(len(names))}}
 
 
 def _youden_j(y: np.ndarray, p_positive: np.ndarray, threshold: float) -> float | None:

@@ -209,3 +209,42 @@ def test_a_clahe_model_records_and_reloads_its_contrast_step(data_dir, tmp_path)
     assert "contrast" in [name for name, _, _ in loaded.pipeline.steps(window=(0.5, 1.0), invert_image=False)]
     card = (folder / "MODEL_CARD.md").read_text()
     assert "--contrast clahe" in card and "(CLAHE) evens out local contrast" in card
+
+
+def test_upweight_errors_repeats_the_training_images_another_model_gets_wrong(tiny_run, chest_dir, tmp_path):
+    """``train --upweight-errors-of FOLDER --upweight K`` (Just Train Twice): the training images that folder's
+    model gets wrong, through its own pipeline, are seen K times per epoch; the run, its card and a refusal of a
+    model for other classes say so."""
+    from core import data as data_mod
+    from core.model import load_model
+    from core.tasks import load_spec
+    from core.train import TrainConfig, train, upweight_errors
+
+    folder, _, _ = tiny_run
+    lines: list[str] = []
+    out = tmp_path / "jtt"
+    train(TrainConfig(task="chest_xray", data=str(chest_dir), out=str(out), upweight_errors_of=str(folder), upweight=3,
+                      **TINY), log=lines.append)
+    upweighted = read_json(out / "params.json")["upweighted"]
+    assert upweighted["times"] == 3 and upweighted["sha256"] == sha256_file(folder / MODEL_FILE)
+    assert upweighted["n"] == sum(upweighted["per_class"].values()) and set(upweighted["per_class"]) == {"NORMAL",
+                                                                                                       "PNEUMONIA"}
+    assert any(f"{upweighted['n']} training images that {folder} gets wrong" in line and "seen 3 times" in line
+               for line in lines)
+    card = (out / "MODEL_CARD.md").read_text()
+    assert f"--upweight-errors-of {folder} --upweight 3" in card and "Just Train Twice" in card
+
+    # The same training images, one by one through the other model: exactly the ones it gets wrong.
+    spec = load_spec("chest_xray")
+    dataset = data_mod.list_for_spec(str(chest_dir), spec, limit_per_class=TINY["limit_per_class"])
+    items, _ = data_mod.split_dataset(dataset, spec.get("split"), validation_fraction=0.15, seed=0)
+    loaded = load_model(folder)
+    x, y = data_mod.prepare_arrays(items, loaded.pipeline)
+    wrong = {i for i in range(len(items)) if loaded.predict(x[i:i + 1]).argmax() != y[i]}
+    assert upweighted["n"] == len(wrong)
+    again = upweight_errors(folder, items, y, list(dataset.class_names), "chest_xray", 3)
+    assert set(again["index"].tolist()) == wrong
+    with pytest.raises(ValueError, match="chest_xray model of NORMAL, PNEUMONIA; this training is brain_mri"):
+        upweight_errors(folder, items, y, ["glioma", "meningioma", "notumor", "pituitary"], "brain_mri", 3)
+    with pytest.raises(ValueError, match="at least 2"):
+        upweight_errors(folder, items, y, list(dataset.class_names), "chest_xray", 1)
