@@ -86,17 +86,16 @@ def train(config: TrainConfig, log=print) -> dict:
     x_train, y_train = data_mod.prepare_arrays(train_items, pipeline)
     x_val, y_val = data_mod.prepare_arrays(val_items, pipeline)
     log(f"prepared {len(x_train) + len(x_val)} images with the model pipeline in {time.time() - started:.0f} s")
-    x_clean = x_train  # batch-norm recalibration reads each training image once
+    x_seen, y_seen = x_train, y_train  # what an epoch shows; batch-norm recalibration reads each image once
     upweighted = None
     if config.upweight_errors_of:
         upweighted = upweight_errors(config.upweight_errors_of, train_items, y_train, names, spec["name"],
                                      config.upweight)
-        index = np.concatenate([np.arange(len(x_train))] + [upweighted.pop("index")] * (config.upweight - 1))
-        x_train, y_train_seen = x_train[index], y_train[index]
+        wrong = upweighted.pop("index")
+        index = np.concatenate([np.arange(len(x_train))] + [wrong] * (config.upweight - 1))
+        x_seen, y_seen = x_train[index], y_train[index]
         log(f"{upweighted['n']} training images that {config.upweight_errors_of} gets wrong "
             f"({', '.join(f'{k} {v}' for k, v in upweighted['per_class'].items())}) seen {config.upweight} times each")
-    else:
-        y_train_seen = y_train
 
     n_classes = len(names)
     augment = data_mod.augmentation(flip=spec.get("flip", False), value_range=pipeline.value_range)
@@ -112,7 +111,7 @@ def train(config: TrainConfig, log=print) -> dict:
     if config.cutmix:
         mix_rng = np.random.default_rng(config.seed + 2)
         mix = lambda a, b: data_mod.cutmix_batch(a, b, mix_rng, config.cutmix)  # noqa: E731
-    train_ds = data_mod.make_tf_dataset(x_train, y_train_seen, n_classes, batch_size=config.batch_size,
+    train_ds = data_mod.make_tf_dataset(x_seen, y_seen, n_classes, batch_size=config.batch_size,
                                         training=True, augment=augment, degrade=degrade, mix=mix, seed=config.seed)
     val_ds = data_mod.make_tf_dataset(x_val, y_val, n_classes, batch_size=64, training=False)
     train_ds, val_ds = _sharded(train_ds), _sharded(val_ds)  # for tf.distribute; unchanged in one process
@@ -133,7 +132,7 @@ def train(config: TrainConfig, log=print) -> dict:
         initialised = initialise_from(model, config.init_from)
         log(f"started from {config.init_from}: {len(initialised['layers'])} layers' weights copied "
             f"({', '.join(initialised['layers'])})")
-    steps = max(1, int(np.ceil(len(x_train) / config.batch_size))) * config.epochs
+    steps = max(1, int(np.ceil(len(x_seen) / config.batch_size))) * config.epochs
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps,
                                                       warmup_target=None, alpha=0.02)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="categorical_crossentropy",
@@ -149,7 +148,7 @@ def train(config: TrainConfig, log=print) -> dict:
     ]
     if config.recalibrate_bn:
         # First, so validation and the checkpoint see the recalibrated statistics.
-        callbacks.insert(0, _RecalibrateBN(x_clean, config.recalibrate_bn, config.seed))
+        callbacks.insert(0, _RecalibrateBN(x_train, config.recalibrate_bn, config.seed))
     weights = data_mod.class_weights(y_train, n_classes)
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, class_weight=weights,
               callbacks=callbacks, verbose=0)
@@ -157,7 +156,7 @@ def train(config: TrainConfig, log=print) -> dict:
         model.load_weights(str(best_path))
         best_path.unlink()
     if config.recalibrate_bn:
-        recalibrate_batch_norm(model, x_clean)
+        recalibrate_batch_norm(model, x_train)
 
     probabilities = model.predict(x_val, batch_size=64, verbose=0)
     metrics = classification_metrics(y_val, probabilities, names)
