@@ -64,7 +64,8 @@ def curves_figure(metric: str, runs: list[Run]) -> go.Figure | None:
                           annotation_position="top", annotation_font_color=colour)
     fig.update_layout(title=CURVES[metric], height=340, margin=dict(l=10, r=10, t=40, b=10),
                       legend=LEGEND_BELOW, hovermode="x unified")
-    fig.update_xaxes(title="epoch", dtick=1 if max(r.epochs for r in runs) <= 20 else None)
+    # one tick per epoch only for short runs: three charts share a row, and 20 labels overlapped
+    fig.update_xaxes(title="epoch", dtick=1 if max(r.epochs for r in runs) <= 10 else None)
     if metric == "loss":  # early spikes would flatten the rest of a linear axis
         values = [v for trace in fig.data for v in trace.y if v == v and 0 < v < math.inf]
         ticks = log_ticks(min(values), max(values)) if values else []
