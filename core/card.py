@@ -99,11 +99,7 @@ def render_card(folder: str | Path) -> str:
            f"SHA-256 `{params['initialised_from']['sha256'][:12]}…`) in its {len(params['initialised_from']['layers'])} "
            "layers of the same name and shape (the convolutions and their batch norms); the head was trained anew."]
           if params.get("initialised_from") else []),
-        *([f"- Upweighted (Just Train Twice, Liu et al. 2021): the {params['upweighted']['n']} training images that "
-           f"`{params['upweighted']['folder']}` (`model.keras` SHA-256 `{str(params['upweighted']['sha256'])[:12]}…`) "
-           f"gets wrong ({', '.join(f'{k} {v}' for k, v in params['upweighted']['per_class'].items())}) were seen "
-           f"{params['upweighted']['times']} times per epoch; class weights from the images as listed."]
-          if params.get("upweighted") else []),
+        *([_upweighted_line(params["upweighted"])] if params.get("upweighted") else []),
         f"- {len(_history_rows(folder))} epochs run (early stopping on `{params.get('monitor')}`), "
         f"{float(params.get('train_seconds', 0)) / 60:.1f} minutes on a 2-core CPU, Adam with cosine decay, class "
         "weights for imbalance, augmentation: small shifts, rotations, zoom and contrast"
@@ -260,3 +256,21 @@ def write_card(folder: str | Path) -> Path:
     path = Path(folder) / "MODEL_CARD.md"
     path.write_text(render_card(folder))
     return path
+
+
+def _upweighted_line(upweighted: dict) -> str:
+    """The card's line on Just Train Twice: which images were repeated, from which model folder(s)."""
+    def counts(d: dict) -> str:
+        return ", ".join(f"{k} {v}" for k, v in d["per_class"].items())
+
+    def model(d: dict) -> str:
+        return f"`{d['folder']}` (`model.keras` SHA-256 `{str(d['sha256'])[:12]}…`)"
+
+    sources = upweighted.get("sources")
+    if sources:
+        who = (f"any of {len(sources)} models gets wrong ({counts(upweighted)}; "
+               + "; ".join(f"{model(s)} {s['n']}: {counts(s)}" for s in sources) + ")")
+    else:
+        who = f"{model(upweighted)} gets wrong ({counts(upweighted)})"
+    return (f"- Upweighted (Just Train Twice, Liu et al. 2021): the {upweighted['n']} training images that {who} "
+            f"were seen {upweighted['times']} times per epoch; class weights from the images as listed.")

@@ -92,7 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--upweight-errors-of", metavar="MODEL_FOLDER",
                    help="repeat the training images this model folder gets wrong (Just Train Twice: with a "
                         "shortcut-only model such as a --rim-only run, the images where the shortcut fails), "
-                        "--upweight times each per epoch")
+                        "--upweight times each per epoch; several folders separated by commas repeat the images "
+                        "any of them gets wrong")
     t.add_argument("--upweight", type=int, default=5, metavar="K",
                    help="how many times each image of --upweight-errors-of is seen per epoch (default 5)")
     t.add_argument("--backbone", choices=BACKBONES,

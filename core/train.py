@@ -94,8 +94,11 @@ def train(config: TrainConfig, log=print) -> dict:
         wrong = upweighted.pop("index")
         index = np.concatenate([np.arange(len(x_train))] + [wrong] * (config.upweight - 1))
         x_seen, y_seen = x_train[index], y_train[index]
-        log(f"{upweighted['n']} training images that {config.upweight_errors_of} gets wrong "
-            f"({', '.join(f'{k} {v}' for k, v in upweighted['per_class'].items())}) seen {config.upweight} times each")
+        log(f"{upweighted['n']} training images that {'any of ' if upweighted.get('sources') else ''}"
+            f"{config.upweight_errors_of} gets wrong "
+            f"({', '.join(f'{k} {v}' for k, v in upweighted['per_class'].items())}) seen {config.upweight} times each"
+            + "".join(f"; {s['folder']} alone {s['n']} ({', '.join(f'{k} {v}' for k, v in s['per_class'].items())})"
+                      for s in upweighted.get("sources", [])))
 
     n_classes = len(names)
     augment = data_mod.augmentation(flip=spec.get("flip", False), value_range=pipeline.value_range)
@@ -197,18 +200,39 @@ def train(config: TrainConfig, log=print) -> dict:
 def upweight_errors(folder: str | Path, items, y_train: np.ndarray, names: list[str], task: str, times: int) -> dict:
     """The training images a model folder of the same task and classes gets wrong, to be repeated ``times`` times
     per epoch (Just Train Twice, Liu et al., ICML 2021): with a shortcut-only model, e.g. ``--rim-only``, these
-    are the images on which the shortcut fails. Each image goes through that model's own pipeline. Returns
-    ``index`` (positions in the training arrays), ``n``, ``per_class`` and the folder's ``sha256``."""
+    are the images on which the shortcut fails. Each image goes through that model's own pipeline and its own
+    decision (a binary model's saved threshold on its calibrated probabilities, else the most probable class).
+    ``folder`` may name several folders separated by commas (several shortcut models): an image any of them gets
+    wrong is repeated ``times`` times per epoch however many get it wrong. Returns ``index`` (positions in the
+    training arrays), ``n``, ``per_class``, the folder's ``sha256`` and, for several folders, ``sources`` (each
+    folder's ``folder``, ``sha256``, ``n`` and ``per_class``)."""
     if times < 2:
         raise ValueError("--upweight must be at least 2 (each image the model gets wrong seen that many times).")
-    loaded = load_model(folder)
-    if loaded.task != task or loaded.class_names != list(names):
-        raise ValueError(f"{folder} is a {loaded.task} model of {', '.join(loaded.class_names)}; "
-                         f"this training is {task} with {', '.join(names)}.")
-    x, _ = data_mod.prepare_arrays(items, loaded.pipeline)
-    wrong = np.flatnonzero(loaded.predict(x).argmax(axis=1) != y_train)
-    return {"folder": str(folder), "sha256": loaded.info.get("sha256"), "times": times, "index": wrong,
-            "n": int(len(wrong)), "per_class": {names[c]: int((y_train[wrong] == c).sum()) for c in range(len(names))}}
+    folders = [f.strip() for f in str(folder).split(",") if f.strip()]
+    if not folders:
+        raise ValueError("--upweight-errors-of needs a model folder.")
+
+    def per_class(index: np.ndarray) -> dict:
+        return {names[c]: int((y_train[index] == c).sum()) for c in range(len(names))}
+
+    sources = []
+    for one in folders:
+        loaded = load_model(one)
+        if loaded.task != task or loaded.class_names != list(names):
+            raise ValueError(f"{one} is a {loaded.task} model of {', '.join(loaded.class_names)}; "
+                             f"this training is {task} with {', '.join(names)}.")
+        x, _ = data_mod.prepare_arrays(items, loaded.pipeline)
+        predicted = np.array([loaded.decide(row) for row in loaded.predict(x)], np.int64)
+        wrong = np.flatnonzero(predicted != y_train)
+        sources.append({"folder": one, "sha256": loaded.info.get("sha256"), "index": wrong,
+                        "n": int(len(wrong)), "per_class": per_class(wrong)})
+    wrong = np.unique(np.concatenate([s["index"] for s in sources]))
+    result = {"folder": ",".join(folders), "sha256": sources[0]["sha256"] if len(sources) == 1
+              else [s["sha256"] for s in sources], "times": times, "index": wrong,
+              "n": int(len(wrong)), "per_class": per_class(wrong)}
+    if len(sources) > 1:
+        result["sources"] = [{k: v for k, v in s.items() if k != "index"} for s in sources]
+    return result
 
 
 def _youden_j(y: np.ndarray, p_positive: np.ndarray, threshold: float) -> float | None:

@@ -240,11 +240,23 @@ def test_upweight_errors_repeats_the_training_images_another_model_gets_wrong(ti
     items, _ = data_mod.split_dataset(dataset, spec.get("split"), validation_fraction=0.15, seed=0)
     loaded = load_model(folder)
     x, y = data_mod.prepare_arrays(items, loaded.pipeline)
-    wrong = {i for i in range(len(items)) if loaded.predict(x[i:i + 1]).argmax() != y[i]}
+    wrong = {i for i in range(len(items)) if loaded.decide(loaded.predict(x[i:i + 1])[0]) != y[i]}
     assert upweighted["n"] == len(wrong)
     again = upweight_errors(folder, items, y, list(dataset.class_names), "chest_xray", 3)
     assert set(again["index"].tolist()) == wrong
     with pytest.raises(ValueError, match="chest_xray model of NORMAL, PNEUMONIA; this training is brain_mri"):
         upweight_errors(folder, items, y, ["glioma", "meningioma", "notumor", "pituitary"], "brain_mri", 3)
+
+    # Two shortcut models, separated by a comma: an image either gets wrong is repeated, each folder's own count kept.
+    second = load_model(out)
+    x2, _ = data_mod.prepare_arrays(items, second.pipeline)
+    wrong2 = {i for i, row in enumerate(second.predict(x2)) if second.decide(row) != y[i]}
+    both = upweight_errors(f"{folder},{out}", items, y, list(dataset.class_names), "chest_xray", 3)
+    assert set(both["index"].tolist()) == wrong | wrong2 and both["n"] == len(wrong | wrong2)
+    assert [s["n"] for s in both["sources"]] == [len(wrong), len(wrong2)]
+    assert both["sha256"] == [sha256_file(folder / MODEL_FILE), sha256_file(out / MODEL_FILE)]
+    from core.card import _upweighted_line
+    line = _upweighted_line({k: v for k, v in both.items() if k != "index"})
+    assert f"the {both['n']} training images that any of 2 models gets wrong" in line and str(out) in line
     with pytest.raises(ValueError, match="at least 2"):
         upweight_errors(folder, items, y, list(dataset.class_names), "chest_xray", 1)
