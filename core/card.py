@@ -258,19 +258,21 @@ def write_card(folder: str | Path) -> Path:
     return path
 
 
+def class_counts(per_class: dict) -> str:
+    """``{"glioma": 253, ...}`` as ``glioma 253, ...`` (the training log's and the card's wording)."""
+    return ", ".join(f"{k} {v}" for k, v in per_class.items())
+
+
 def _upweighted_line(upweighted: dict) -> str:
     """The card's line on Just Train Twice: which images were repeated, from which model folder(s)."""
-    def counts(d: dict) -> str:
-        return ", ".join(f"{k} {v}" for k, v in d["per_class"].items())
-
     def model(d: dict) -> str:
         return f"`{d['folder']}` (`model.keras` SHA-256 `{str(d['sha256'])[:12]}…`)"
 
     sources = upweighted.get("sources")
     if sources:
-        who = (f"any of {len(sources)} models gets wrong ({counts(upweighted)}; "
-               + "; ".join(f"{model(s)} {s['n']}: {counts(s)}" for s in sources) + ")")
+        who = (f"any of {len(sources)} models gets wrong ({class_counts(upweighted['per_class'])}; "
+               + "; ".join(f"{model(s)} {s['n']}: {class_counts(s['per_class'])}" for s in sources) + ")")
     else:
-        who = f"{model(upweighted)} gets wrong ({counts(upweighted)})"
+        who = f"{model(upweighted)} gets wrong ({class_counts(upweighted['per_class'])})"
     return (f"- Upweighted (Just Train Twice, Liu et al. 2021): the {upweighted['n']} training images that {who} "
             f"were seen {upweighted['times']} times per epoch; class weights from the images as listed.")

@@ -18,7 +18,7 @@ import numpy as np
 
 from core import data as data_mod
 from core.calibration import OOD_FILE, OOD_QUANTILE, OutlierCheck, fit_temperature, scale
-from core.card import write_card
+from core.card import class_counts, write_card
 from core.metrics import (THRESHOLD_RULE, classification_metrics, expected_calibration_error, prevalence_threshold,
                           subgroup_metrics, youden_threshold)
 from core.model import (INFO_FILE, build_model, json_default, load_model, outlier_layers, pooled_features, save_model,
@@ -95,9 +95,9 @@ def train(config: TrainConfig, log=print) -> dict:
         index = np.concatenate([np.arange(len(x_train))] + [wrong] * (config.upweight - 1))
         x_seen, y_seen = x_train[index], y_train[index]
         log(f"{upweighted['n']} training images that {'any of ' if upweighted.get('sources') else ''}"
-            f"{config.upweight_errors_of} gets wrong "
-            f"({', '.join(f'{k} {v}' for k, v in upweighted['per_class'].items())}) seen {config.upweight} times each"
-            + "".join(f"; {s['folder']} alone {s['n']} ({', '.join(f'{k} {v}' for k, v in s['per_class'].items())})"
+            f"{config.upweight_errors_of} gets wrong ({class_counts(upweighted['per_class'])}) seen "
+            f"{config.upweight} times each"
+            + "".join(f"; {s['folder']} alone {s['n']} ({class_counts(s['per_class'])})"
                       for s in upweighted.get("sources", [])))
 
     n_classes = len(names)
