@@ -28,7 +28,6 @@ The cache takes about 4.4 GB at 512 px and 25 minutes to fill; each head then tr
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -48,12 +47,11 @@ CUT = "block15_project_bn"
 
 
 def films(model_dir: Path):
-    """The shipped model's split of the FracAtlas films (train items, validation items) and the index rows."""
+    """The shipped model's split of the FracAtlas films: training items, validation items and their index rows."""
     spec = json.loads((model_dir / "model.json").read_text())
     dataset = data_mod.list_for_spec(ROOT / "images", spec)
     train, val = data_mod.split_from_record(dataset, json.loads((model_dir / "split.json").read_text())["validation"])
-    rows = {r["image"].split("/", 1)[1]: r for r in csv.DictReader(open(ROOT / "index.csv"))}
-    return train, val, rows
+    return train, val, data_mod.index_rows(dataset, "../index.csv", val, ("hardware", "official_split", "mask"))
 
 
 def extract(cache: Path, size: int, train, val) -> None:
@@ -116,11 +114,10 @@ def main(argv=None) -> int:
     x_val = np.load(args.cache / f"val_{args.size}.npy")
     y_train = np.array([i.label for i in train])
     y_val = np.array([i.label for i in val])
-    key = lambda item: "/".join(item.path.parts[-2:])  # noqa: E731
-    hardware = np.array([rows[key(i)]["hardware"] == "1" for i in val])
-    outlined = [n for n, i in enumerate(val) if rows[key(i)]["official_split"] == "valid" and rows[key(i)]["mask"]]
+    hardware = np.array([row["hardware"] == "1" for row in rows])
+    outlined = [n for n, row in enumerate(rows) if row["official_split"] == "valid" and row["mask"]]
     scans = [load_scan(val[n].path.read_bytes(), val[n].path.name) for n in outlined]
-    masks = [load_mask((ROOT / rows[key(val[n])]["mask"]).read_bytes(), s.shape) for n, s in zip(outlined, scans)]
+    masks = [load_mask((ROOT / rows[n]["mask"]).read_bytes(), s.shape) for n, s in zip(outlined, scans)]
     centre = sum(pointing_game(centre_prior(m.shape), m) for m in masks)
     print(f"{len(train)} training films (x2 views), {len(val)} validation ({int(y_val.sum())} fractured, "
           f"{int(hardware.sum())} with hardware); {len(outlined)} outlined valid films, centre prior points at "
