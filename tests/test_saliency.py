@@ -30,8 +30,11 @@ def test_compiled_map_equals_tf_keras_vis(loaded, radiograph, method, layer):
     x = loaded.pipeline.scan_tensor(radiograph)
     layer = layer if method in sal.CAM_METHODS else None
     # SmoothGrad: the same noise (both draw it from NumPy's global generator). The eager and the
-    # compiled gradient differ in the last float bits, which ReLU gradients amplify a little.
-    tolerance = 2e-3 if method == "smoothgrad" else 1e-5
+    # compiled gradient differ in the last float bits, which ReLU gradients amplify a little. Grad-CAM++
+    # weighs by the gradient's second and third powers, which lifts the same last-bit differences to about
+    # 1e-5 on its [0, 1] map (a clean-clone run once saw 1.1e-5 on one cell of 64): 1e-4 there, still 40 times
+    # finer than one display level (1/255).
+    tolerance = {"smoothgrad": 2e-3, "gradcam++": 1e-4}.get(method, 1e-5)
     non_zero = 0
     for class_index in range(len(loaded.class_names)):
         np.random.seed(7)
