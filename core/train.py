@@ -51,6 +51,8 @@ class TrainConfig:
     contrast: str | None = None  # Pipeline.contrast: "clahe" evens out local contrast after the resize (None: off)
     backbone: str | None = None  # core.backbone.BACKBONES: an ImageNet-pretrained network instead of the small CNN
     backbone_stages: int = 7  # cut the backbone after this many of its 7 stages, a fresh last convolution on top
+    freeze_backbone: bool = False  # keep the backbone's ImageNet weights; train only a fresh head on its cached features
+    feature_views: int = 2  # with freeze_backbone: views cached per training image (the clean one, then augmented and degraded)
     init_from: str | None = None  # a model folder whose layers of the same name and shape start this training
     upweight_errors_of: str | None = None  # a model folder (e.g. a shortcut-only model): repeat the training images it gets wrong
     upweight: int = 5  # how many times each of those images is seen per epoch (Just Train Twice's upsampling)
@@ -63,6 +65,17 @@ def train(config: TrainConfig, log=print) -> dict:
         raise ValueError("--head-mask and --rim-only are opposites; give one of them.")
     if config.strategy and config.upweight_errors_of:
         raise ValueError("--upweight-errors-of runs in one process; leave out --strategy.")
+    if config.freeze_backbone and not config.backbone:
+        raise ValueError("--freeze-backbone needs --backbone (the network whose weights are kept).")
+    if config.freeze_backbone and (config.strategy or config.cutmix or config.init_from):
+        raise ValueError("--freeze-backbone trains a head on cached features in one process; leave out --strategy, "
+                         "--cutmix and --init-from.")
+    if config.freeze_backbone and config.feature_views < 1:
+        raise ValueError("--feature-views must be at least 1 (the clean view of each training image).")
+    if config.freeze_backbone:
+        from dataclasses import replace
+
+        config = replace(config, recalibrate_bn=0)  # the backbone keeps its ImageNet statistics
     if config.strategy:
         return _train_replicated(config, log)
     import keras
@@ -114,18 +127,15 @@ def train(config: TrainConfig, log=print) -> dict:
     if config.cutmix:
         mix_rng = np.random.default_rng(config.seed + 2)
         mix = lambda a, b: data_mod.cutmix_batch(a, b, mix_rng, config.cutmix)  # noqa: E731
-    train_ds = data_mod.make_tf_dataset(x_seen, y_seen, n_classes, batch_size=config.batch_size,
-                                        training=True, augment=augment, degrade=degrade, mix=mix, seed=config.seed)
-    val_ds = data_mod.make_tf_dataset(x_val, y_val, n_classes, batch_size=64, training=False)
-    train_ds, val_ds = _sharded(train_ds), _sharded(val_ds)  # for tf.distribute; unchanged in one process
 
     if config.backbone:
         from core.backbone import efficientnet_lite0
 
         model = efficientnet_lite0(config.input_size, n_classes, name=spec["name"], pooling=config.pooling,
-                                   stages=config.backbone_stages)
+                                   stages=config.backbone_stages, fresh_head=config.freeze_backbone)
         cut = "" if config.backbone_stages == 7 else f", cut after stage {config.backbone_stages} of 7"
-        log(f"{config.backbone}{cut}: ImageNet weights in, a new {config.pooling} head; last convolution "
+        frozen = ", frozen" if config.freeze_backbone else ""
+        log(f"{config.backbone}{cut}: ImageNet weights in{frozen}, a new {config.pooling} head; last convolution "
             f"{model.get_layer('last_conv').output.shape[1]} x {model.get_layer('last_conv').output.shape[2]}")
     else:
         model = build_model(config.input_size, n_classes, width=config.width, name=spec["name"],
@@ -135,31 +145,19 @@ def train(config: TrainConfig, log=print) -> dict:
         initialised = initialise_from(model, config.init_from)
         log(f"started from {config.init_from}: {len(initialised['layers'])} layers' weights copied "
             f"({', '.join(initialised['layers'])})")
-    steps = max(1, int(np.ceil(len(x_seen) / config.batch_size))) * config.epochs
-    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps,
-                                                      warmup_target=None, alpha=0.02)
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="categorical_crossentropy",
-                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"), _auc_metric(n_classes)])
-    monitor = "val_auc" if n_classes == 2 else "val_accuracy"
-    best_path = out / "best.weights.h5"
-    callbacks = [
-        keras.callbacks.CSVLogger(str(out / "history.csv")),
-        keras.callbacks.ModelCheckpoint(str(best_path), monitor=monitor, mode="max", save_best_only=True,
-                                        save_weights_only=True),
-        keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=config.patience),
-        _EpochLog(log, config.epochs, monitor),
-    ]
-    if config.recalibrate_bn:
-        # First, so validation and the checkpoint see the recalibrated statistics.
-        callbacks.insert(0, _RecalibrateBN(x_train, config.recalibrate_bn, config.seed))
     weights = data_mod.class_weights(y_train, n_classes)
-    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, class_weight=weights,
-              callbacks=callbacks, verbose=0)
-    if best_path.exists():
-        model.load_weights(str(best_path))
-        best_path.unlink()
-    if config.recalibrate_bn:
-        recalibrate_batch_norm(model, x_train)
+    monitor = "val_auc" if n_classes == 2 else "val_accuracy"
+    frozen = None
+    if config.freeze_backbone:
+        frozen = _fit_frozen(model, config, x_seen, y_seen, x_val, y_val, n_classes=n_classes, weights=weights,
+                             augment=augment, degrade=degrade, out=out, monitor=monitor, log=log)
+    else:
+        train_ds = data_mod.make_tf_dataset(x_seen, y_seen, n_classes, batch_size=config.batch_size, training=True,
+                                            augment=augment, degrade=degrade, mix=mix, seed=config.seed)
+        val_ds = data_mod.make_tf_dataset(x_val, y_val, n_classes, batch_size=64, training=False)
+        train_ds, val_ds = _sharded(train_ds), _sharded(val_ds)  # for tf.distribute; unchanged in one process
+        _fit_whole(model, config, train_ds, val_ds, x_seen, x_train, weights=weights, out=out, monitor=monitor,
+                   log=log)
 
     probabilities = model.predict(x_val, batch_size=64, verbose=0)
     metrics = classification_metrics(y_val, probabilities, names)
@@ -174,7 +172,8 @@ def train(config: TrainConfig, log=print) -> dict:
               "removed_duplicates": dataset.removed_duplicates, "counts": dataset.counts(),
               "pipeline": pipeline.to_dict(), "model_parameters": int(model.count_params()),
               **({"initialised_from": initialised} if initialised else {}),
-              **({"upweighted": upweighted} if upweighted else {})}
+              **({"upweighted": upweighted} if upweighted else {}),
+              **({"frozen_backbone": frozen} if frozen else {})}
     info = {
         "task": spec["name"],
         **spec_facts(spec),
@@ -195,6 +194,140 @@ def train(config: TrainConfig, log=print) -> dict:
     write_card(out)
     log(f"done in {seconds / 60:.1f} min: validation accuracy {metrics['accuracy']:.4f}, AUC {metrics['auc']}")
     return metrics
+
+
+def _fit_whole(model, config: TrainConfig, train_ds, val_ds, x_seen, x_train, *, weights, out: Path, monitor: str,
+               log) -> None:
+    """Train every layer of ``model``: the kept epoch is the best on ``monitor``, batch norm recalibrated."""
+    import keras
+
+    n_classes = model.output.shape[-1]
+    steps = max(1, int(np.ceil(len(x_seen) / config.batch_size))) * config.epochs
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps,
+                                                      warmup_target=None, alpha=0.02)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="categorical_crossentropy",
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"), _auc_metric(n_classes)])
+    best_path = out / "best.weights.h5"
+    callbacks = [
+        keras.callbacks.CSVLogger(str(out / "history.csv")),
+        keras.callbacks.ModelCheckpoint(str(best_path), monitor=monitor, mode="max", save_best_only=True,
+                                        save_weights_only=True),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=config.patience),
+        _EpochLog(log, config.epochs, monitor),
+    ]
+    if config.recalibrate_bn:
+        # First, so validation and the checkpoint see the recalibrated statistics.
+        callbacks.insert(0, _RecalibrateBN(x_train, config.recalibrate_bn, config.seed))
+    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, class_weight=weights,
+              callbacks=callbacks, verbose=0)
+    if best_path.exists():
+        model.load_weights(str(best_path))
+        best_path.unlink()
+    if config.recalibrate_bn:
+        recalibrate_batch_norm(model, x_train)
+
+
+def _fit_frozen(model, config: TrainConfig, x_train, y_train, x_val, y_val, *, n_classes: int, weights: dict,
+                augment, degrade, out: Path, monitor: str, log) -> dict:
+    """Train only the head of a backbone model, on features the frozen backbone computes once.
+
+    Fine-tuning the whole of EfficientNet-Lite0 at 512 px costs most of an hour an epoch on two cores; a frozen
+    backbone needs one forward pass per image. The network is cut where its fresh head starts (the input of
+    :data:`core.model.LAST_CONV`): the part below, with its ImageNet weights and batch-norm statistics as they
+    came, turns every training image into ``feature_views`` views of features (the clean image first, then the
+    image through the training augmentation and degradations, one random draw each), and every validation image
+    into one. The head above (the fresh 1 x 1 convolution, its pooling and classifier: layers shared with
+    ``model``, so training it trains the model) is then trained on them: each epoch shows every training image
+    once through one of its views drawn at random, its cell grid also mirrored top to bottom at random when the
+    task allows flips; weighted classes, the epoch best on ``monitor`` kept. Returns the facts for ``params.json``.
+    """
+    import keras
+
+    from core.model import LAST_CONV
+
+    started = time.time()
+    cut = model.get_layer(LAST_CONV).input
+    trunk, head = keras.Model(model.input, cut), keras.Model(cut, model.output)
+    for layer in trunk.layers:
+        layer.trainable = False
+    rng = np.random.default_rng(config.seed + 3)
+    views = config.feature_views
+    features = val_features = None
+    for start in range(0, len(x_train), 64):
+        batch = x_train[start:start + 64]
+        for view in range(views):
+            shown = batch
+            if view:
+                shown = degrade(shown) if degrade else shown
+                shown = keras.ops.convert_to_numpy(augment(shown, training=True)) if augment else shown
+            f = trunk.predict(shown, batch_size=16, verbose=0).astype(np.float16)
+            if features is None:
+                features = np.empty((len(x_train), views) + f.shape[1:], np.float16)
+            features[start:start + len(batch), view] = f
+        if (start // 64) % 10 == 9 or start + 64 >= len(x_train):
+            log(f"frozen backbone: features of {min(start + 64, len(x_train))}/{len(x_train)} training images "
+                f"({views} views each), {time.time() - started:.0f} s")
+    val_features = trunk.predict(x_val, batch_size=16, verbose=0).astype(np.float16)
+    extract_seconds = time.time() - started
+    log(f"frozen backbone: {features.shape[2]} x {features.shape[3]} x {features.shape[4]} features of every image "
+        f"in {extract_seconds / 60:.1f} min ({features.nbytes / 2**30:.1f} GiB)")
+
+    spec_flip = bool(augment) and any(isinstance(layer, keras.layers.RandomFlip) for layer in augment.layers)
+    batches = _FeatureViews(features, y_train, n_classes, config.batch_size, weights, config.seed, spec_flip)
+    steps = len(batches) * config.epochs
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps, alpha=0.02)
+    head.compile(optimizer=keras.optimizers.Adam(schedule), loss="categorical_crossentropy",
+                 metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"), _auc_metric(n_classes)])
+    best_path = out / "best.weights.h5"
+    callbacks = [
+        keras.callbacks.CSVLogger(str(out / "history.csv")),
+        keras.callbacks.ModelCheckpoint(str(best_path), monitor=monitor, mode="max", save_best_only=True,
+                                        save_weights_only=True),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=config.patience),
+        _EpochLog(log, config.epochs, monitor),
+    ]
+    head.fit(batches, validation_data=(val_features.astype(np.float32), np.eye(n_classes)[y_val]),
+             epochs=config.epochs, callbacks=callbacks, verbose=0)
+    if best_path.exists():
+        head.load_weights(str(best_path))
+        best_path.unlink()
+    below = next((layer.name for layer in trunk.layers if layer.output is cut), None)
+    return {"cut_after": below, "views": views,
+            "feature_shape": list(features.shape[2:]), "extract_seconds": round(extract_seconds, 1),
+            "trainable_parameters": int(sum(np.prod(w.shape) for w in head.trainable_weights)),
+            "batch_norm": "the backbone's ImageNet statistics, as they came (not recalibrated)"}
+
+
+class _FeatureViews:
+    """Batches of cached features for :func:`_fit_frozen` (a Keras ``PyDataset`` without importing Keras at module
+    level): each epoch a new order, one view per image drawn at random, the cell grid mirrored top to bottom half
+    the time when ``flip``; the class weights come as sample weights."""
+
+    def __new__(cls, features, labels, n_classes, batch_size, class_weights, seed, flip):
+        import keras
+
+        class FeatureViews(keras.utils.PyDataset):
+            def __init__(self):
+                super().__init__()
+                self.rng = np.random.default_rng(seed)
+                self.sample_weights = np.array([class_weights[int(c)] for c in labels], np.float32)
+                self.on_epoch_end()
+
+            def __len__(self):
+                return int(np.ceil(len(labels) / batch_size))
+
+            def on_epoch_end(self):
+                self.order = self.rng.permutation(len(labels))
+                self.view = self.rng.integers(0, features.shape[1], len(labels))
+                self.flip = (self.rng.random(len(labels)) < 0.5) & flip
+
+            def __getitem__(self, index):
+                chosen = np.sort(self.order[index * batch_size:(index + 1) * batch_size])
+                x = features[chosen, self.view[chosen]].astype(np.float32)
+                x[self.flip[chosen]] = x[self.flip[chosen], ::-1]
+                return x, np.eye(n_classes, dtype=np.float32)[labels[chosen]], self.sample_weights[chosen]
+
+        return FeatureViews()
 
 
 def upweight_errors(folder: str | Path, items, y_train: np.ndarray, names: list[str], task: str, times: int) -> dict:

@@ -146,3 +146,59 @@ def test_a_cut_backbone_keeps_its_first_stages_pretrained_and_a_fresh_named_last
         efficientnet_lite0(64, 4, stages=2)
     with pytest.raises(ValueError, match="stages must be 3 to 7"):
         efficientnet_lite0(224, 1000, imagenet_head=True, stages=5)
+
+
+@pytest.mark.slow
+def test_a_frozen_backbone_keeps_its_imagenet_weights_and_trains_only_its_head(data_dir, tmp_path):
+    """``train --backbone efficientnet-lite0 --freeze-backbone`` on a tiny FracAtlas subset: every backbone layer
+    leaves training with exactly the weights (and batch-norm statistics) it came with, only the fresh last
+    convolution and the classifier change, and the folder is a model like any other (reloads, predicts, is
+    explained on its last convolution, has a card whose command says how it was trained)."""
+    from core.io import load_scan
+    from core.model import load_model
+    from core.saliency import explain
+    from core.train import TrainConfig, train
+
+    folder = tmp_path / "frozen"
+    lines = []
+    train(TrainConfig(task="fracture", data=str(data_dir / "fracatlas" / "images"), out=str(folder),
+                      backbone="efficientnet-lite0", freeze_backbone=True, feature_views=3,
+                      **{**TINY, "input_size": 64, "epochs": 2}), log=lines.append)
+    params = json.loads((folder / "params.json").read_text())
+    frozen = params["frozen_backbone"]
+    assert frozen["cut_after"] == "block15_project_bn" and frozen["views"] == 3
+    assert frozen["feature_shape"] == [4, 4, 320] and params["recalibrate_bn"] == 0
+    assert frozen["trainable_parameters"] == (320 * 256 + 256) + (256 * 2 + 2)
+    loaded = load_model(folder)
+    fresh = efficientnet_lite0(64, 2, pooling="avg", fresh_head=True)
+    changed = set()
+    for layer in fresh.layers:
+        for before, after in zip(layer.get_weights(), loaded.model.get_layer(layer.name).get_weights()):
+            if not np.array_equal(before, after):
+                changed.add(layer.name)
+    assert changed == {"last_conv", "predictions"}
+    assert sum(1 for _ in open(folder / "history.csv")) == 1 + 2
+    n_train = params["n_train"]
+    assert any(f"features of {n_train}/{n_train} training images (3 views each)" in line for line in lines)
+    path = sorted((data_dir / "fracatlas" / "images" / "fractured").iterdir())[0]
+    scan = load_scan(path.read_bytes(), path.name)
+    tensor = loaded.pipeline.scan_tensor(scan)
+    assert abs(loaded.predict(tensor)[0].sum() - 1) < 1e-5
+    cam = explain(loaded, tensor, scan.shape, method="gradcam", class_index=1)
+    assert cam.on_scan.shape == scan.shape and np.isfinite(cam.on_scan).all()
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "--freeze-backbone --feature-views 3" in card and "the only ones trained" in card
+    assert "the backbone's ImageNet ones, as they came" in card
+
+
+def test_freezing_needs_a_backbone_and_one_view(data_dir, tmp_path):
+    from core.train import TrainConfig, train
+
+    common = {"task": "fracture", "data": str(data_dir / "fracatlas" / "images"), "out": str(tmp_path / "x"), **TINY}
+    with pytest.raises(ValueError, match="needs --backbone"):
+        train(TrainConfig(freeze_backbone=True, **common))
+    with pytest.raises(ValueError, match="at least 1"):
+        train(TrainConfig(freeze_backbone=True, backbone="efficientnet-lite0", feature_views=0, **common))
+    with pytest.raises(ValueError, match="leave out --strategy"):
+        train(TrainConfig(freeze_backbone=True, backbone="efficientnet-lite0", cutmix=0.5, **common))
+    assert not (tmp_path / "x").exists()
