@@ -150,7 +150,8 @@ def train(config: TrainConfig, log=print) -> dict:
     frozen = None
     if config.freeze_backbone:
         frozen = _fit_frozen(model, config, x_seen, y_seen, x_val, y_val, n_classes=n_classes, weights=weights,
-                             augment=augment, degrade=degrade, out=out, monitor=monitor, log=log)
+                             augment=augment, degrade=degrade, flip=spec.get("flip", False), out=out,
+                             monitor=monitor, log=log)
     else:
         train_ds = data_mod.make_tf_dataset(x_seen, y_seen, n_classes, batch_size=config.batch_size, training=True,
                                             augment=augment, degrade=degrade, mix=mix, seed=config.seed)
@@ -199,36 +200,43 @@ def train(config: TrainConfig, log=print) -> dict:
 def _fit_whole(model, config: TrainConfig, train_ds, val_ds, x_seen, x_train, *, weights, out: Path, monitor: str,
                log) -> None:
     """Train every layer of ``model``: the kept epoch is the best on ``monitor``, batch norm recalibrated."""
+    first = [_RecalibrateBN(x_train, config.recalibrate_bn, config.seed)] if config.recalibrate_bn else []
+    # The recalibration first, so validation and the checkpoint see the recalibrated statistics.
+    _fit_kept_best(model, train_ds, val_ds, config, steps=max(1, int(np.ceil(len(x_seen) / config.batch_size))),
+                   out=out, monitor=monitor, log=log, first_callbacks=first, class_weight=weights)
+    if config.recalibrate_bn:
+        recalibrate_batch_norm(model, x_train)
+
+
+def _fit_kept_best(model, data, validation, config: TrainConfig, *, steps: int, out: Path, monitor: str, log,
+                   first_callbacks=(), **fit_args) -> None:
+    """Compile ``model`` (Adam, cosine decay over ``steps`` per epoch, accuracy and AUC), fit it for
+    ``config.epochs`` with the history logged to ``history.csv``, early stopping on ``monitor`` and the weights of
+    its best epoch kept (loaded back at the end)."""
     import keras
 
-    n_classes = model.output.shape[-1]
-    steps = max(1, int(np.ceil(len(x_seen) / config.batch_size))) * config.epochs
-    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps,
-                                                      warmup_target=None, alpha=0.02)
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps * config.epochs,
+                                                      alpha=0.02)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="categorical_crossentropy",
-                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"), _auc_metric(n_classes)])
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
+                           _auc_metric(model.output.shape[-1])])
     best_path = out / "best.weights.h5"
     callbacks = [
+        *first_callbacks,
         keras.callbacks.CSVLogger(str(out / "history.csv")),
         keras.callbacks.ModelCheckpoint(str(best_path), monitor=monitor, mode="max", save_best_only=True,
                                         save_weights_only=True),
         keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=config.patience),
         _EpochLog(log, config.epochs, monitor),
     ]
-    if config.recalibrate_bn:
-        # First, so validation and the checkpoint see the recalibrated statistics.
-        callbacks.insert(0, _RecalibrateBN(x_train, config.recalibrate_bn, config.seed))
-    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, class_weight=weights,
-              callbacks=callbacks, verbose=0)
+    model.fit(data, validation_data=validation, epochs=config.epochs, callbacks=callbacks, verbose=0, **fit_args)
     if best_path.exists():
         model.load_weights(str(best_path))
         best_path.unlink()
-    if config.recalibrate_bn:
-        recalibrate_batch_norm(model, x_train)
 
 
 def _fit_frozen(model, config: TrainConfig, x_train, y_train, x_val, y_val, *, n_classes: int, weights: dict,
-                augment, degrade, out: Path, monitor: str, log) -> dict:
+                augment, degrade, flip: bool, out: Path, monitor: str, log) -> dict:
     """Train only the head of a backbone model, on features the frozen backbone computes once.
 
     Fine-tuning the whole of EfficientNet-Lite0 at 512 px costs most of an hour an epoch on two cores; a frozen
@@ -272,25 +280,9 @@ def _fit_frozen(model, config: TrainConfig, x_train, y_train, x_val, y_val, *, n
     log(f"frozen backbone: {features.shape[2]} x {features.shape[3]} x {features.shape[4]} features of every image "
         f"in {extract_seconds / 60:.1f} min ({features.nbytes / 2**30:.1f} GiB)")
 
-    spec_flip = bool(augment) and any(isinstance(layer, keras.layers.RandomFlip) for layer in augment.layers)
-    batches = _FeatureViews(features, y_train, n_classes, config.batch_size, weights, config.seed, spec_flip)
-    steps = len(batches) * config.epochs
-    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps, alpha=0.02)
-    head.compile(optimizer=keras.optimizers.Adam(schedule), loss="categorical_crossentropy",
-                 metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"), _auc_metric(n_classes)])
-    best_path = out / "best.weights.h5"
-    callbacks = [
-        keras.callbacks.CSVLogger(str(out / "history.csv")),
-        keras.callbacks.ModelCheckpoint(str(best_path), monitor=monitor, mode="max", save_best_only=True,
-                                        save_weights_only=True),
-        keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=config.patience),
-        _EpochLog(log, config.epochs, monitor),
-    ]
-    head.fit(batches, validation_data=(val_features.astype(np.float32), np.eye(n_classes)[y_val]),
-             epochs=config.epochs, callbacks=callbacks, verbose=0)
-    if best_path.exists():
-        head.load_weights(str(best_path))
-        best_path.unlink()
+    batches = _FeatureViews(features, y_train, n_classes, config.batch_size, weights, config.seed, flip)
+    _fit_kept_best(head, batches, (val_features.astype(np.float32), np.eye(n_classes)[y_val]), config,
+                   steps=len(batches), out=out, monitor=monitor, log=log)
     below = next((layer.name for layer in trunk.layers if layer.output is cut), None)
     return {"cut_after": below, "views": views,
             "feature_shape": list(features.shape[2:]), "extract_seconds": round(extract_seconds, 1),
