@@ -65,14 +65,14 @@ def train(config: TrainConfig, log=print) -> dict:
         raise ValueError("--head-mask and --rim-only are opposites; give one of them.")
     if config.strategy and config.upweight_errors_of:
         raise ValueError("--upweight-errors-of runs in one process; leave out --strategy.")
-    if config.freeze_backbone and not config.backbone:
-        raise ValueError("--freeze-backbone needs --backbone (the network whose weights are kept).")
-    if config.freeze_backbone and (config.strategy or config.cutmix or config.init_from):
-        raise ValueError("--freeze-backbone trains a head on cached features in one process; leave out --strategy, "
-                         "--cutmix and --init-from.")
-    if config.freeze_backbone and config.feature_views < 1:
-        raise ValueError("--feature-views must be at least 1 (the clean view of each training image).")
     if config.freeze_backbone:
+        if not config.backbone:
+            raise ValueError("--freeze-backbone needs --backbone (the network whose weights are kept).")
+        if config.strategy or config.cutmix or config.init_from:
+            raise ValueError("--freeze-backbone trains a head on cached features in one process; leave out "
+                             "--strategy, --cutmix and --init-from.")
+        if config.feature_views < 1:
+            raise ValueError("--feature-views must be at least 1 (the clean view of each training image).")
         from dataclasses import replace
 
         config = replace(config, recalibrate_bn=0)  # the backbone keeps its ImageNet statistics
@@ -134,8 +134,8 @@ def train(config: TrainConfig, log=print) -> dict:
         model = efficientnet_lite0(config.input_size, n_classes, name=spec["name"], pooling=config.pooling,
                                    stages=config.backbone_stages, fresh_head=config.freeze_backbone)
         cut = "" if config.backbone_stages == 7 else f", cut after stage {config.backbone_stages} of 7"
-        frozen = ", frozen" if config.freeze_backbone else ""
-        log(f"{config.backbone}{cut}: ImageNet weights in{frozen}, a new {config.pooling} head; last convolution "
+        kept = ", frozen" if config.freeze_backbone else ""
+        log(f"{config.backbone}{cut}: ImageNet weights in{kept}, a new {config.pooling} head; last convolution "
             f"{model.get_layer('last_conv').output.shape[1]} x {model.get_layer('last_conv').output.shape[2]}")
     else:
         model = build_model(config.input_size, n_classes, width=config.width, name=spec["name"],
@@ -260,7 +260,7 @@ def _fit_frozen(model, config: TrainConfig, x_train, y_train, x_val, y_val, *, n
         layer.trainable = False
     rng = np.random.default_rng(config.seed + 3)
     views = config.feature_views
-    features = val_features = None
+    features = None
     for start in range(0, len(x_train), 64):
         batch = x_train[start:start + 64]
         for view in range(views):
