@@ -85,6 +85,7 @@ def render_card(folder: str | Path) -> str:
         f"{' --backbone ' + params['backbone'] if params.get('backbone') else ''}"
         f"{' --backbone-stages %d' % params['backbone_stages'] if params.get('backbone_stages', 7) != 7 else ''}"
         f"{' --freeze-backbone --feature-views %d' % params['feature_views'] if params.get('freeze_backbone') else ''}"
+        f"{' --view-kind %s' % params['view_kind'] if params.get('view_kind', 'augment') != 'augment' else ''}"
         f"{' --batch-size %d' % params['batch_size'] if params.get('batch_size', 32) != 32 else ''}"
         f"{' --learning-rate %g' % params['learning_rate'] if params.get('learning_rate', 1e-3) != 1e-3 else ''}`",
         *([f"- Backbone: {params['backbone']} (Tan & Le 2019, the Lite variant), its ImageNet weights from the "
@@ -271,11 +272,14 @@ def class_counts(per_class: dict) -> str:
 def _frozen_text(frozen: dict) -> str:
     """How a ``--freeze-backbone`` run trained: what stayed as it came and what was learned on what."""
     h, w, c = frozen["feature_shape"]
+    seen = ("the clean image, then draws through the augmentation and degradations below"
+            if frozen.get("view_kind", "augment") == "augment" else
+            "the clean image, the image mirrored left to right where flips are allowed, then draws through the "
+            "degradations below alone, mirrored half the time; no shifts, rotations or zoom")
     return (f"frozen: every backbone weight and batch-norm statistic as it came from ImageNet, the network cut after "
             f"`{frozen['cut_after']}` ({h} x {w} cells of {c} channels at this input), where a fresh 256-channel "
             f"1 x 1 convolution and the classifier ({frozen['trainable_parameters']:,} weights, the only ones trained) "
-            f"start. The backbone's features were computed once, {frozen['views']} views per training image (the clean "
-            f"image, then draws through the augmentation and degradations below) in "
+            f"start. The backbone's features were computed once, {frozen['views']} views per training image ({seen}) in "
             f"{frozen['extract_seconds'] / 60:.1f} minutes, and each epoch showed one view per image at random, its "
             "cell grid mirrored top to bottom half the time where flips are allowed.")
 

@@ -112,6 +112,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--feature-views", type=int, default=2, metavar="V",
                    help="with --freeze-backbone: views cached per training image, the clean image and V-1 drawn "
                         "through the augmentation and degradations (default 2); each epoch shows one per image")
+    t.add_argument("--view-kind", choices=("augment", "mirror"), default="augment",
+                   help="with --freeze-backbone: what the views after the clean one are: augment = through the "
+                        "augmentation (shift, rotation, zoom, contrast, flips) and degradations; mirror = the "
+                        "image mirrored left to right, then the degradations alone, mirrored half the time (no "
+                        "shift or zoom, whose filled edges the head can learn from)")
     t.add_argument("--no-degrade", dest="degrade", action="store_false",
                    help="train without the image degradations (blur, sharpening, gamma, contrast, noise, JPEG "
                         "re-encoding, applied to every class: core.perturb)")
@@ -180,6 +185,10 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--where", metavar="COLUMN=VALUE",
                    help="with --masks: only images whose row of the index CSV has this value, e.g. subset=unseen")
     x.add_argument("--index", help="the index CSV for --where (default: index.csv beside --data)")
+    x.add_argument("--score", choices=("logit", "log-odds"),
+                   help="what the gradient maps explain: the class logit or the class's log-odds against the other "
+                        "classes (a contrastive map; with two classes, logit minus the other logit); default: the "
+                        "model's own (model.json's map_score, else logit)")
     x_output = x.add_mutually_exclusive_group()
     x_output.add_argument("--json", action="store_true", help="print the report as one JSON object")
     x_output.add_argument("--markdown", action="store_true", help="print Markdown tables")
@@ -282,6 +291,7 @@ def _train(args) -> int:
                          head_mask=args.head_mask, rim_only=args.rim_only, body_mask=args.body_mask, contrast=args.contrast,
                          backbone=args.backbone, backbone_stages=args.backbone_stages, strategy=args.strategy,
                          freeze_backbone=args.freeze_backbone, feature_views=args.feature_views,
+                         view_kind=args.view_kind,
                          upweight_errors_of=args.upweight_errors_of, upweight=args.upweight)
     try:
         train(config, log=lambda line: print(line, flush=True))
@@ -428,7 +438,11 @@ def _explain_eval(args) -> int:
 
     loaded = _load(args.model)
     if args.cluster:
+        if args.score:
+            raise UsageError("--score runs in this process; a cluster's workers load the model folder as saved.")
         return _explain_eval_on_cluster(args, loaded)
+    if args.score:
+        loaded = loaded.with_map_score(args.score)
     if args.masks:
         return _localisation(args, loaded)
     try:

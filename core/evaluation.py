@@ -102,7 +102,7 @@ def evaluate_explanations(loaded, data_dir, *, limit: int = 20, sanity_limit: in
         entry["uninformative_images"] = skipped[method]
         summary[method] = entry
     return {"model": str(loaded.path), "task": loaded.task, "images": len(items), "subset": subset,
-            "sanity_images": min(sanity_limit, len(items)), "methods": summary}
+            "map_score": loaded.map_score, "sanity_images": min(sanity_limit, len(items)), "methods": summary}
 
 
 def format_table(report: dict) -> str:
@@ -291,7 +291,11 @@ def evaluate_localisation(loaded, images_dir, masks_dir, *, limit: int = 50, lay
         report["notes"].append(f"{len(skipped)} files were skipped: "
                                + "; ".join(f"{count} x {reason.rstrip('.')}" for reason, count in reasons.most_common(5))
                                + ".")
+    if loaded.map_score != "logit":
+        report["notes"].append(f"The gradient maps explain each class's {loaded.map_score} "
+                               "(core.saliency.SCORES), not its logit.")
     report |= {"model": str(loaded.path), "task": loaded.task, "subset": subset, "layers": score_layers,
+               "map_score": loaded.map_score,
                "accuracy": float(np.mean(correct)), "skipped": len(skipped),
                "skipped_reasons": dict(reasons.most_common())}
     return report

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -121,6 +123,10 @@ def library_versions() -> dict:
     return versions
 
 
+_EXPLAINERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # Keras model -> {map score: Explainer}
+_EXPLAINERS_LOCK = threading.Lock()
+
+
 @dataclass
 class LoadedModel:
     """A Keras model with what it needs for inference: its folder's facts, pipeline and calibration.
@@ -186,10 +192,29 @@ class LoadedModel:
         """The convolutions CAM methods can explain, input side first."""
         return conv_layer_names(self.model)
 
-    @cached_property
+    @property
+    def map_score(self) -> str:
+        """What its gradient maps explain (:data:`core.saliency.SCORES`): ``model.json``'s ``map_score``, else
+        the class logit."""
+        return str(self.info.get("map_score") or "logit")
+
+    def with_map_score(self, score: str) -> "LoadedModel":
+        """The same model (the Keras model shared, not copied) with its maps explaining ``score``."""
+        from dataclasses import replace
+
+        from core.saliency import check_score
+
+        return replace(self, info={**self.info, "map_score": check_score(score)})
+
+    @property
     def explainer(self) -> Explainer:
-        """The compiled saliency paths of this model, built on first use and kept with it."""
-        return Explainer(self.model)
+        """The compiled saliency paths of this model for its :attr:`map_score`, built on first use and kept with
+        the Keras model: copies made by :meth:`with_map_score` share them."""
+        with _EXPLAINERS_LOCK:
+            per_score = _EXPLAINERS.setdefault(self.model, {})
+            if self.map_score not in per_score:
+                per_score[self.map_score] = Explainer(self.model, score=self.map_score)
+            return per_score[self.map_score]
 
     def predict(self, tensors: np.ndarray) -> np.ndarray:
         """Class probabilities, shape (batch, n_classes), calibrated if a temperature is saved."""

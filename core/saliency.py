@@ -71,11 +71,43 @@ def check_method(method: str, model) -> None:
         raise ValueError(f"{METHODS[method]} needs a convolution layer and this model has none; use SmoothGrad.")
 
 
-def _class_score(outputs, class_index: int):
-    """The score a map explains: one softmax column, or the (signed) logit of a sigmoid output."""
+SCORES = ("logit", "log-odds")
+"""What a gradient map explains, on the model's outputs with the softmax taken off (``ReplaceToLinear``):
+
+- ``logit``: the class's own logit, Selvaraju et al.'s "score before the softmax" and tf-keras-vis's
+  ``CategoricalScore``; the default;
+- ``log-odds``: the class's log-odds against the others, ``z_c - log(sum of exp(z_j), j != c)``, the one number
+  its softmax probability depends on (``p_c = sigmoid(log-odds)``): evidence that raises every logit alike
+  cancels out. With two classes it is ``z_c - z_other``, a contrastive map (Prabhushankar et al., ICIP 2020).
+
+A sigmoid output has one logit, already the log-odds of class 1 (and its negative class 0's), so both are the
+same there. Score-CAM weighs by the probability ``p_c``, a function of the log-odds alone: both give one map.
+"""
+
+
+SCORE_LABELS = {"logit": "Class logit", "log-odds": "Class log-odds vs the others"}
+
+
+def _class_score(outputs, class_index, score: str = "logit"):
+    """The score a map explains (see :data:`SCORES`): one column of the linearised outputs or the class's
+    log-odds against the other columns; for a sigmoid output, its (signed) logit. ``class_index`` may be a
+    tensor (the compiled paths)."""
     if outputs.shape[-1] == 1:
         return outputs[:, 0] if class_index == 1 else -outputs[:, 0]
-    return outputs[:, class_index]
+    own = outputs[:, class_index]
+    if score == "logit":
+        return own
+    import tensorflow as tf
+
+    chosen = tf.one_hot(class_index, outputs.shape[-1], dtype=outputs.dtype)[None, :] > 0.5
+    others = tf.where(chosen, tf.fill(tf.shape(outputs), tf.constant(-1e9, outputs.dtype)), outputs)
+    return own - tf.reduce_logsumexp(others, axis=1)
+
+
+def check_score(score: str) -> str:
+    if score not in SCORES:
+        raise ValueError(f"unknown map score {score!r}: choose one of {', '.join(SCORES)}")
+    return score
 
 
 def _linear_clone(model):
@@ -95,8 +127,9 @@ class Explainer:
     to the object that owns the model (:class:`core.model.LoadedModel` makes one per model).
     """
 
-    def __init__(self, model):
+    def __init__(self, model, score: str = "logit"):
         self.model = model
+        self.score = check_score(score)  # what the gradient maps explain (:data:`SCORES`)
         self._lock = threading.Lock()
         self._linear = None
         self._paths: dict = {}
@@ -136,7 +169,7 @@ class Explainer:
             def input_gradients(x, class_index):
                 with tf.GradientTape(watch_accessed_variables=False) as tape:
                     tape.watch(x)
-                    score = _class_score(linear(x, training=False), class_index)
+                    score = _class_score(linear(x, training=False), class_index, self.score)
                 return tf.abs(tape.gradient(score, x))
 
             path = {"input_gradients": compile_(input_gradients)}
@@ -149,7 +182,7 @@ class Explainer:
                 with tf.GradientTape(watch_accessed_variables=False) as tape:
                     tape.watch(x)
                     scores, conv = cam_model(x, training=False)
-                    score = _class_score(scores, class_index)
+                    score = _class_score(scores, class_index, self.score)
                 return score, conv, tape.gradient(score, conv)
 
             path = {"cam_gradients": compile_(cam_gradients),
@@ -236,7 +269,8 @@ def _normalise(maps: np.ndarray) -> np.ndarray:
     return ((maps - low) / (high - low + _EPSILON)).astype(np.float32)
 
 
-def reference_map(model, tensor: np.ndarray, method: str, class_index: int, layer: str | None = None) -> np.ndarray:
+def reference_map(model, tensor: np.ndarray, method: str, class_index: int, layer: str | None = None,
+                  score_kind: str = "logit") -> np.ndarray:
     """The same map computed by tf-keras-vis itself (eager, one call per noise sample), not cached.
 
     Builds its visualizer with ``clone=True``: ``ReplaceToLinear`` must never rewrite the activation
@@ -257,7 +291,9 @@ def reference_map(model, tensor: np.ndarray, method: str, class_index: int, laye
     index = int(class_index)
     # (For a sigmoid output, tf-keras-vis's Score-CAM weighs every mask alike: it re-applies softmax to
     # one value. The compiled path weighs them by the class probability instead.)
-    score = lambda out: _class_score(out, index)  # noqa: E731
+    # Score-CAM weighs its masks by the class probability, one map for either score (see SCORES).
+    kind = "logit" if method == "scorecam" else check_score(score_kind)
+    score = lambda out: _class_score(out, index, kind)  # noqa: E731
     x = np.asarray(tensor, np.float32)
     layer = (layer or conv_layer_names(model)[-1]) if method in CAM_METHODS else None
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):

@@ -53,6 +53,7 @@ class TrainConfig:
     backbone_stages: int = 7  # cut the backbone after this many of its 7 stages, a fresh last convolution on top
     freeze_backbone: bool = False  # keep the backbone's ImageNet weights; train only a fresh head on its cached features
     feature_views: int = 2  # with freeze_backbone: views cached per training image (the clean one, then augmented and degraded)
+    view_kind: str = "augment"  # "augment": views 2.. through augmentation and degradations; "mirror": view 2 mirrored, 3.. degraded only
     init_from: str | None = None  # a model folder whose layers of the same name and shape start this training
     upweight_errors_of: str | None = None  # a model folder (e.g. a shortcut-only model): repeat the training images it gets wrong
     upweight: int = 5  # how many times each of those images is seen per epoch (Just Train Twice's upsampling)
@@ -73,6 +74,8 @@ def train(config: TrainConfig, log=print) -> dict:
                              "--strategy, --cutmix and --init-from.")
         if config.feature_views < 1:
             raise ValueError("--feature-views must be at least 1 (the clean view of each training image).")
+        if config.view_kind not in VIEW_KINDS:
+            raise ValueError(f"--view-kind must be one of {', '.join(VIEW_KINDS)}, not {config.view_kind!r}.")
         from dataclasses import replace
 
         config = replace(config, recalibrate_bn=0)  # the backbone keeps its ImageNet statistics
@@ -235,6 +238,9 @@ def _fit_kept_best(model, data, validation, config: TrainConfig, *, steps: int, 
         best_path.unlink()
 
 
+VIEW_KINDS = ("augment", "mirror")
+
+
 def _fit_frozen(model, config: TrainConfig, x_train, y_train, x_val, y_val, *, n_classes: int, weights: dict,
                 augment, degrade, flip: bool, out: Path, monitor: str, log) -> dict:
     """Train only the head of a backbone model, on features the frozen backbone computes once.
@@ -242,12 +248,16 @@ def _fit_frozen(model, config: TrainConfig, x_train, y_train, x_val, y_val, *, n
     Fine-tuning the whole of EfficientNet-Lite0 at 512 px costs most of an hour an epoch on two cores; a frozen
     backbone needs one forward pass per image. The network is cut where its fresh head starts (the input of
     :data:`core.model.LAST_CONV`): the part below, with its ImageNet weights and batch-norm statistics as they
-    came, turns every training image into ``feature_views`` views of features (the clean image first, then the
-    image through the training augmentation and degradations, one random draw each), and every validation image
-    into one. The head above (the fresh 1 x 1 convolution, its pooling and classifier: layers shared with
-    ``model``, so training it trains the model) is then trained on them: each epoch shows every training image
-    once through one of its views drawn at random, its cell grid also mirrored top to bottom at random when the
-    task allows flips; weighted classes, the epoch best on ``monitor`` kept. Returns the facts for ``params.json``.
+    came, turns every training image into ``feature_views`` views of features and every validation image into
+    one. The clean image is the first view; with ``view_kind`` "augment" the others are the image through the
+    training augmentation (shifts, rotation, zoom, contrast, flips) and the degradations, one random draw each;
+    with "mirror" the second is the image mirrored left to right (where the task allows flips) and the others
+    the degradations alone, each mirrored half the time: no shift or zoom, whose "nearest" fill repeats the edge
+    pixels into streaks the fresh head can learn from. The head above (the fresh 1 x 1 convolution, its pooling
+    and classifier: layers shared with ``model``, so training it trains the model) is then trained on them: each
+    epoch shows every training image once through one of its views drawn at random, its cell grid also mirrored
+    top to bottom at random when the task allows flips; weighted classes, the epoch best on ``monitor`` kept.
+    Returns the facts for ``params.json``.
     """
     import keras
 
@@ -264,10 +274,7 @@ def _fit_frozen(model, config: TrainConfig, x_train, y_train, x_val, y_val, *, n
     for start in range(0, len(x_train), 64):
         batch = x_train[start:start + 64]
         for view in range(views):
-            shown = batch
-            if view:
-                shown = degrade(shown) if degrade else shown
-                shown = keras.ops.convert_to_numpy(augment(shown, training=True)) if augment else shown
+            shown = feature_view(batch, view, config.view_kind, augment=augment, degrade=degrade, flip=flip, rng=rng)
             f = trunk.predict(shown, batch_size=16, verbose=0).astype(np.float16)
             if features is None:
                 features = np.empty((len(x_train), views) + f.shape[1:], np.float16)
@@ -284,10 +291,36 @@ def _fit_frozen(model, config: TrainConfig, x_train, y_train, x_val, y_val, *, n
     _fit_kept_best(head, batches, (val_features.astype(np.float32), np.eye(n_classes)[y_val]), config,
                    steps=len(batches), out=out, monitor=monitor, log=log)
     below = next((layer.name for layer in trunk.layers if layer.output is cut), None)
-    return {"cut_after": below, "views": views,
+    return {"cut_after": below, "views": views, "view_kind": config.view_kind,
             "feature_shape": list(features.shape[2:]), "extract_seconds": round(extract_seconds, 1),
             "trainable_parameters": int(sum(np.prod(w.shape) for w in head.trainable_weights)),
             "batch_norm": "the backbone's ImageNet statistics, as they came (not recalibrated)"}
+
+
+def feature_view(batch: np.ndarray, view: int, kind: str, *, augment, degrade, flip: bool,
+                 rng: np.random.Generator) -> np.ndarray:
+    """View number ``view`` of a batch of training images for :func:`_fit_frozen` (see there; 0 is the clean one).
+
+    >>> x = np.arange(8, dtype=np.float32).reshape(1, 2, 4, 1)
+    >>> feature_view(x, 1, "mirror", augment=None, degrade=None, flip=True, rng=None)[0, 0, :, 0]
+    array([3., 2., 1., 0.], dtype=float32)
+    """
+    if view == 0:
+        return batch
+    if kind == "mirror":
+        if view == 1 and flip:
+            return batch[:, :, ::-1]
+        shown = degrade(batch) if degrade else batch
+        if flip:
+            mirrored = rng.random(len(shown)) < 0.5
+            shown = np.where(mirrored[:, None, None, None], shown[:, :, ::-1], shown)
+        return shown
+    shown = degrade(batch) if degrade else batch
+    if augment:
+        import keras
+
+        shown = keras.ops.convert_to_numpy(augment(shown, training=True))
+    return shown
 
 
 class _FeatureViews:

@@ -15,7 +15,7 @@ from core.report_content import content_for
 from core.dicom_export import results_for_scan, trust_scores
 from core.dicom_results import DicomResultError, to_zip
 from core.dicomweb import DicomWebError, store
-from core.saliency import CAM_METHODS, DESCRIPTIONS, METHODS, Explanation, to_geometry
+from core.saliency import CAM_METHODS, DESCRIPTIONS, METHODS, SCORE_LABELS, SCORES, Explanation, to_geometry
 from ui.figures import DISPLAY_SIDE, figure_height, image_figure, probability_chart, slice_strip
 from ui.layout import page_with_scan
 from ui.maps import (baseline_scores, digest, display_picture, heat_layer, localisation, outline_layer,
@@ -112,14 +112,23 @@ if mask_bytes is not None:
 window, invert_display, voi = display_window(chosen, scan)
 layers = loaded.explainable_layers
 methods = [m for m in METHODS if layers or m not in CAM_METHODS]
-controls = st.columns([1, 1, 1])
+controls = st.columns([1, 1, 1, 1])
 target = controls[0].selectbox("Explain class", range(len(names)), index=predicted, format_func=lambda i: names[i],
                                key=scan_key(Keys.TARGET_WIDGET, chosen.digest, loaded.path),
                                help="Which class score the map explains; the predicted class by default.")
 layer = controls[1].selectbox("Convolution layer (CAM methods)", layers, index=layers.index(loaded.last_conv),
                               key=scan_key(Keys.LAYER_WIDGET, loaded.path),
                               help="Deeper layers: coarser but more class-specific maps.") if layers else None
-view = controls[2].segmented_control("View", VIEWS, default=VIEWS[0],
+score = controls[2].selectbox(
+    "Map explains", SCORES, index=SCORES.index(loaded.map_score), format_func=SCORE_LABELS.get,
+    key=scan_key(Keys.SCORE_WIDGET, loaded.path), disabled=loaded.output == "sigmoid",
+    help="Which number of the model the gradient maps follow. The class logit counts evidence that raises every "
+         "class's score alike (the body, the film's edges); the log-odds against the other classes is what the "
+         "class's probability depends on, so that evidence cancels out. Score-CAM weighs by the probability: "
+         "the same map either way.")
+if score != loaded.map_score:
+    loaded = loaded.with_map_score(score)
+view = controls[3].segmented_control("View", VIEWS, default=VIEWS[0],
                                      key=Keys.VIEW) or VIEWS[0]
 if not layers:
     st.info("This model has no convolution layer, so only SmoothGrad (input gradients) can explain it: the "
@@ -173,6 +182,8 @@ def one_method():
     right.plotly_chart(image_figure(background_picture, scan.shape, spacing=scan.spacing, height=height,
                                     colormap=colormap, layers=((heat_layer(raw, shape, colormap), opacity),) + outlined,
                                     title=f"{METHODS[method]} for {names[target]}"
+                                          + (" (log-odds)" if loaded.map_score == "log-odds" and method != "scorecam"
+                                             else "")
                                           + (f", layer {use_layer}" if use_layer else "")),
                        key="overlay", config={"scrollZoom": True, "displaylogo": False})
     st.caption(f"The map ({raw.shape[0]} x {raw.shape[1]} cells) is upsampled straight to the scan's "

@@ -201,4 +201,43 @@ def test_freezing_needs_a_backbone_and_one_view(data_dir, tmp_path):
         train(TrainConfig(freeze_backbone=True, backbone="efficientnet-lite0", feature_views=0, **common))
     with pytest.raises(ValueError, match="leave out --strategy"):
         train(TrainConfig(freeze_backbone=True, backbone="efficientnet-lite0", cutmix=0.5, **common))
+    with pytest.raises(ValueError, match="--view-kind must be one of augment, mirror"):
+        train(TrainConfig(freeze_backbone=True, backbone="efficientnet-lite0", view_kind="shifted", **common))
     assert not (tmp_path / "x").exists()
+
+
+def test_mirror_views_are_the_clean_image_its_mirror_then_degraded_draws_without_shifts(data_dir):
+    """``--view-kind mirror`` on real FracAtlas films: view 0 is the prepared image itself, view 1 its exact
+    left-right mirror, later views the task's degradations, each image either as it is or mirrored, never
+    shifted or zoomed (a degraded view stays closer to the image or to its mirror than to any shift of it); a
+    task without flips gets no mirrored view. ``augment`` views do move the image."""
+    from core import data as data_mod
+    from core.perturb import degrade_batch, training_recipe
+    from core.preprocess import Pipeline
+    from core.train import feature_view
+
+    folder = data_dir / "fracatlas" / "images" / "not_fractured"
+    paths = sorted(folder.iterdir())[:6]
+    items = [data_mod.Item(path=p, label=0, group=p.name, digest="") for p in paths]
+    pipeline = Pipeline(input_size=96)
+    x, _ = data_mod.prepare_arrays(items, pipeline)
+    recipe = training_recipe({"blur": [1.0, 0.3, 1.0], "noise": [1.0, 0.003, 0.02], "sharpen": None, "gamma": None,
+                              "contrast": None, "jpeg": None})
+    rng = np.random.default_rng(0)
+    degrade = lambda b: degrade_batch(b, rng, mean=pipeline.mean, std=pipeline.std, recipe=recipe)  # noqa: E731
+    common = {"augment": None, "degrade": degrade, "rng": np.random.default_rng(1)}
+    assert feature_view(x, 0, "mirror", flip=True, **common) is x
+    assert np.array_equal(feature_view(x, 1, "mirror", flip=True, **common), x[:, :, ::-1])
+    for view in (2, 3):
+        shown = feature_view(x, view, "mirror", flip=True, **common)
+        assert shown.shape == x.shape and not np.array_equal(shown, x)
+        for image, out in zip(x, shown):
+            error = min(np.abs(out - image).mean(), np.abs(out - image[:, ::-1]).mean())
+            shifted = min(np.abs(out - np.roll(image, s, axis=a)).mean() for s in (-4, 4) for a in (0, 1))
+            assert error < 0.5 * shifted
+    unflipped = feature_view(x, 1, "mirror", flip=False, **common)
+    assert not np.array_equal(unflipped, x[:, :, ::-1])
+    assert np.abs(unflipped - x).mean() < np.abs(unflipped - x[:, :, ::-1]).mean()
+    augment = data_mod.augmentation(flip=True, value_range=pipeline.value_range)
+    moved = feature_view(x, 1, "augment", flip=True, **{**common, "augment": augment, "degrade": None})
+    assert moved.shape == x.shape and not np.allclose(moved, x)

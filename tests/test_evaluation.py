@@ -125,7 +125,13 @@ def test_localisation_cli_json_and_nothing_to_score(brain_model, data_dir, tmp_p
     out = capsys.readouterr().out
     assert code == 0
     report = json.loads(out)
-    assert report["layers"] == ["last_conv"] and report["n_images"] == 2
+    assert report["layers"] == ["last_conv"] and report["n_images"] == 2 and report["map_score"] == "logit"
+    code = main(["explain-eval", "--model", str(brain_model.path), "--data", str(root / "images"), "--masks",
+                 str(root / "masks"), "--limit", "2", "--spacing", "0.49", "--layers", "last_conv", "--json",
+                 "--score", "log-odds"])
+    odds = json.loads(capsys.readouterr().out)
+    assert code == 0 and odds["map_score"] == "log-odds" and odds["n_images"] == 2
+    assert any("log-odds" in note for note in odds["notes"]) and not any("log-odds" in n for n in report["notes"])
     empty = tmp_path / "nothing"
     (empty / "images" / "glioma").mkdir(parents=True)
     (empty / "masks" / "glioma").mkdir(parents=True)

@@ -141,6 +141,19 @@ def test_method_class_opacity_and_colours_can_be_changed(app, models_root):
     app.run()
     assert np.array_equal(image_trace(figure(app, "overlay"))[0], image_trace(figure(app, "plain"))[0])
 
+    # The map explains the class's log-odds against the others when asked: titled so, and drawn as core draws it.
+    widget(app.slider, "Opacity").set_value(0.6)
+    assert widget(app.selectbox, "Map explains").value == "logit"
+    widget(app.selectbox, "Map explains").set_value("log-odds")
+    app.run()
+    assert_clean(app)
+    assert overlay_title(app).startswith(f"Grad-CAM for {names[other]} (log-odds)")
+    odds = loaded.with_map_score("log-odds")
+    assert_same_picture(image_trace(figure(app, "overlay"))[0],
+                        expected_overlay(odds, scan, class_index=other, colormap="Hot"))
+    assert not np.array_equal(expected_overlay(odds, scan, class_index=other, colormap="Hot"),
+                              expected_overlay(loaded, scan, class_index=other, colormap="Hot"))
+
 
 def test_the_window_chosen_on_the_scan_page_is_the_background(app, models_root):
     data = dicom_bytes("CT_small.dcm")

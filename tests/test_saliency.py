@@ -82,3 +82,54 @@ def test_to_geometry_equals_skimage_resize(grid, shape):
     shrinking = grid[0] > shape[0] or grid[1] > shape[1]
     expected = np.clip(resize(saliency, shape, order=1, anti_aliasing=shrinking, preserve_range=True), 0, 1)
     np.testing.assert_allclose(sal.to_geometry(saliency, shape), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "layercam", "smoothgrad", "scorecam"])
+def test_log_odds_maps_equal_tf_keras_vis_with_the_same_score(loaded, radiograph, method):
+    """``score="log-odds"``: the compiled map equals tf-keras-vis's own, given the same score function."""
+    x = loaded.pipeline.scan_tensor(radiograph)
+    explainer = sal.Explainer(loaded.model, score="log-odds")
+    layer = "last_conv" if method in sal.CAM_METHODS else None
+    for class_index in range(len(loaded.class_names)):
+        np.random.seed(7)
+        reference = sal.reference_map(loaded.model, x, method, class_index, layer, score_kind="log-odds")
+        np.random.seed(7)
+        fast = explainer.saliency(x, method, class_index, layer)
+        np.testing.assert_allclose(fast, reference, atol={"smoothgrad": 2e-3, "gradcam++": 1e-4}.get(method, 1e-5))
+
+
+def test_log_odds_map_of_a_two_class_softmax_is_the_map_of_its_sigmoid_twin(loaded, radiograph):
+    """With two classes the log-odds is ``z1 - z0``: the same network with one sigmoid output whose weights are
+    the difference of the two softmax columns gives its class-1 probability exactly, and its Grad-CAM (a sigmoid's
+    logit is already the log-odds) is the softmax model's log-odds Grad-CAM, for both classes; the logit map of
+    class 1 is not (it also counts evidence that raises both logits). Score-CAM gives one map for either score."""
+    import keras
+
+    model = loaded.model
+    dense = model.get_layer("predictions")
+    w, b = dense.get_weights()
+    twin_out = keras.layers.Dense(1, activation="sigmoid", name="twin")(dense.input)
+    twin = keras.Model(model.input, twin_out)
+    twin.get_layer("twin").set_weights([w[:, 1:] - w[:, :1], b[1:] - b[:1]])
+    x = loaded.pipeline.scan_tensor(radiograph)
+    p = model.predict(x, verbose=0)[0, 1]
+    assert twin.predict(x, verbose=0)[0, 0] == pytest.approx(p, abs=1e-5)
+    odds = sal.Explainer(model, score="log-odds")
+    for class_index in (0, 1):
+        np.testing.assert_allclose(odds.saliency(x, "gradcam", class_index),
+                                   sal.Explainer(twin).saliency(x, "gradcam", class_index), atol=1e-5)
+    logit = sal.Explainer(model).saliency(x, "gradcam", 1)
+    assert np.abs(logit - odds.saliency(x, "gradcam", 1)).max() > 1e-3
+    np.testing.assert_allclose(odds.saliency(x, "scorecam", 1), sal.Explainer(model).saliency(x, "scorecam", 1),
+                               atol=1e-6)
+
+
+def test_a_model_folder_can_say_what_its_maps_explain(loaded, radiograph):
+    x = loaded.pipeline.scan_tensor(radiograph)
+    assert loaded.map_score == "logit" and loaded.explainer.score == "logit"
+    odds = loaded.with_map_score("log-odds")
+    assert odds.model is loaded.model and odds.explainer.score == "log-odds" and loaded.map_score == "logit"
+    np.testing.assert_allclose(odds.explainer.saliency(x, "gradcam", 1),
+                               sal.Explainer(loaded.model, score="log-odds").saliency(x, "gradcam", 1), atol=1e-6)
+    with pytest.raises(ValueError, match="unknown map score"):
+        loaded.with_map_score("probability")

@@ -46,7 +46,7 @@ def remembered(what: str, key: str, compute, size: int = MEMO_SIZE):
 
 def raw_map(loaded, tensor: np.ndarray, method: str, target: int, layer: str | None) -> np.ndarray:
     """One method's map of the exact tensor the model received, on its own grid (remembered)."""
-    return remembered("map", digest(loaded.path, tensor, method, target, layer),
+    return remembered("map", digest(loaded.path, loaded.map_score, tensor, method, target, layer),
                       lambda: loaded.explainer.saliency(tensor, method, target, layer))
 
 

@@ -55,6 +55,7 @@ class Keys:
     METHOD_WIDGET = "method_widget"
     TARGET_WIDGET = "target_widget"
     LAYER_WIDGET = "layer_widget"
+    SCORE_WIDGET = "map_score_widget"
     OPACITY_WIDGET = "opacity_widget"
     COLORMAP_WIDGET = "colormap_widget"
     SANITY_BUTTON = "sanity_button"
