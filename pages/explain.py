@@ -112,7 +112,7 @@ if mask_bytes is not None:
 window, invert_display, voi = display_window(chosen, scan)
 layers = loaded.explainable_layers
 methods = [m for m in METHODS if layers or m not in CAM_METHODS]
-controls = st.columns([1, 1, 1, 1])
+controls = st.columns([1, 1.3, 1, 1.5])
 target = controls[0].selectbox("Explain class", range(len(names)), index=predicted, format_func=lambda i: names[i],
                                key=scan_key(Keys.TARGET_WIDGET, chosen.digest, loaded.path),
                                help="Which class score the map explains; the predicted class by default.")
