@@ -85,6 +85,8 @@ def facts_for(loaded, probabilities: Sequence[float], explanation, *, trust: Map
     -------
     core.dicom_results.ExplanationFacts
     """
+    from core.saliency import METHODS, method_label
+
     probabilities = [float(p) for p in np.asarray(probabilities, np.float64).ravel()]
     names = loaded.class_names
     return ExplanationFacts(
@@ -92,6 +94,7 @@ def facts_for(loaded, probabilities: Sequence[float], explanation, *, trust: Map
         model_sha256=str(loaded.info.get("sha256", "")), class_names=tuple(names),
         probabilities=tuple(probabilities), predicted_index=loaded.decide(np.asarray(probabilities)),
         method=explanation.method, layer=explanation.layer,
+        method_name=method_label(explanation.method, loaded.map_score) if explanation.method in METHODS else "",
         threshold=loaded.threshold if len(names) == 2 else None, temperature=loaded.temperature,
         trust=dict(trust or {}), frame_index=frame_index, explained_index=int(explanation.class_index))
 

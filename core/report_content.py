@@ -243,7 +243,7 @@ def content_for(loaded, scan, *, method: str = "gradcam", frame: int | None = No
     """
     from core.predict import out_of_range_sentence, predict_tensors
     from core.render import colormap_lut, display_image, overlay
-    from core.saliency import CAM_METHODS, DESCRIPTIONS, METHODS, explain
+    from core.saliency import CAM_METHODS, DESCRIPTIONS, METHODS, explain, method_label
     from core.trust import model_faithfulness, sanity_check, test_time_augmentation
 
     tell = progress or (lambda fraction, text: None)
@@ -275,7 +275,7 @@ def content_for(loaded, scan, *, method: str = "gradcam", frame: int | None = No
         result = known.get(key) or explain(loaded, tensor, scan.shape, method=key, class_index=target,
                                            layer=layer if key in CAM_METHODS else None)
         picture = overlay(background, result.on_scan, opacity=opacity, colormap=colormap)
-        pictures.append((METHODS[key], picture, None))
+        pictures.append((method_label(key, loaded.map_score), picture, None))
         if key == method:
             main = (result, picture)
     result, main_picture = main
@@ -304,7 +304,7 @@ def content_for(loaded, scan, *, method: str = "gradcam", frame: int | None = No
         title=loaded.title, scan_image=background, window_text=window_text(scan, window, invert),
         overlay=main_picture, colormap_lut=colormap_lut(colormap), colormap_name=colormap,
         class_names=tuple(names), probabilities=tuple(float(p) for p in prediction.probabilities),
-        predicted_index=prediction.predicted, method=METHODS[method], layer=result.layer,
+        predicted_index=prediction.predicted, method=method_label(method, loaded.map_score), layer=result.layer,
         model_sha256=str(loaded.info.get("sha256", "")), created=created or datetime.now().astimezone(),
         threshold=threshold, probability_note=probability_note(loaded), true_label=true_label,
         explained_index=target, method_note=DESCRIPTIONS[method], methods=tuple(pictures), trust=trust,

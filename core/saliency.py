@@ -88,6 +88,17 @@ same there. Score-CAM weighs by the probability ``p_c``, a function of the log-o
 SCORE_LABELS = {"logit": "Class logit", "log-odds": "Class log-odds vs the others"}
 
 
+def method_label(method: str, score: str = "logit") -> str:
+    """A method's name as reports, legends and DICOM results state it: "Grad-CAM", or "Grad-CAM (log-odds)"
+    when the map explains the class's log-odds (Score-CAM's map is the same either way).
+
+    >>> method_label("gradcam", "log-odds"), method_label("scorecam", "log-odds")
+    ('Grad-CAM (log-odds)', 'Faster Score-CAM')
+    """
+    name = METHODS[method]
+    return f"{name} (log-odds)" if score == "log-odds" and method != "scorecam" else name
+
+
 def _class_score(outputs, class_index, score: str = "logit"):
     """The score a map explains (see :data:`SCORES`): one column of the linearised outputs or the class's
     log-odds against the other columns; for a sigmoid output, its (signed) logit. ``class_index`` may be a

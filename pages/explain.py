@@ -15,7 +15,8 @@ from core.report_content import content_for
 from core.dicom_export import results_for_scan, trust_scores
 from core.dicom_results import DicomResultError, to_zip
 from core.dicomweb import DicomWebError, store
-from core.saliency import CAM_METHODS, DESCRIPTIONS, METHODS, SCORE_LABELS, SCORES, Explanation, to_geometry
+from core.saliency import (CAM_METHODS, DESCRIPTIONS, METHODS, SCORE_LABELS, SCORES, Explanation, method_label,
+                           to_geometry)
 from ui.figures import DISPLAY_SIDE, figure_height, image_figure, probability_chart, slice_strip
 from ui.layout import page_with_scan
 from ui.maps import (baseline_scores, digest, display_picture, heat_layer, localisation, outline_layer,
@@ -196,7 +197,8 @@ def one_method():
         full = overlay_picture(full_background(), raw, opacity=opacity, colormap=colormap,
                                outline=mask if show_outline else None)
         strip = legend_strip(full, model=loaded.title, class_name=names[target], probability=float(probs[target]),
-                             method=METHODS[method], layer=use_layer, date=datetime.now(timezone.utc),
+                             method=method_label(method, loaded.map_score), layer=use_layer,
+                             date=datetime.now(timezone.utc),
                              colormap_lut=colormap_lut(colormap))
         return png_bytes(strip)
 

@@ -133,3 +133,18 @@ def test_a_model_folder_can_say_what_its_maps_explain(loaded, radiograph):
                                sal.Explainer(loaded.model, score="log-odds").saliency(x, "gradcam", 1), atol=1e-6)
     with pytest.raises(ValueError, match="unknown map score"):
         loaded.with_map_score("probability")
+
+
+def test_reports_and_dicom_results_say_when_a_map_explains_the_log_odds(loaded, radiograph):
+    """What a map explains travels with it: the report's method line and the DICOM results' method name."""
+    from core.dicom_export import facts_for
+    from core.report_content import content_for
+
+    odds = loaded.with_map_score("log-odds")
+    content = content_for(odds, radiograph, method="gradcam", methods=("gradcam", "scorecam"))
+    assert content.method == "Grad-CAM (log-odds)"
+    assert [name for name, *_ in content.methods] == ["Grad-CAM (log-odds)", "Faster Score-CAM"]
+    x = loaded.pipeline.scan_tensor(radiograph)
+    explanation = sal.explain(odds, x, radiograph.shape, method="gradcam", class_index=1)
+    assert facts_for(odds, loaded.predict(x)[0], explanation).method_name == "Grad-CAM (log-odds)"
+    assert facts_for(loaded, loaded.predict(x)[0], explanation).method_name == "Grad-CAM"
