@@ -438,7 +438,8 @@ def explain_archive(loaded, data_dir: str | Path, out: str | Path, *, client, li
         _unregister(client, plugin)
     records = read_records(out, "image")
     ordered = [records[k] for k, _ in units if k in records]
-    return summarise_explanations(ordered, model=str(loaded.path), task=loaded.task, subset=subset), run
+    return summarise_explanations(ordered, model=str(loaded.path), task=loaded.task, subset=subset,
+                                  map_score=loaded.map_score), run
 
 
 def _explain_task(payloads: list[tuple[str, str, bool]], plugin_name: str) -> list[dict]:
@@ -481,7 +482,8 @@ def explanation_scores(loaded, key: str, path: str | Path, *, sanity: bool) -> d
     return record | {"ok": True, "predicted": loaded.class_names[target], "methods": methods}
 
 
-def summarise_explanations(records: list[dict], *, model: str, task: str, subset: str) -> dict:
+def summarise_explanations(records: list[dict], *, model: str, task: str, subset: str,
+                           map_score: str = "logit") -> dict:
     """Per-image records merged into :func:`core.evaluation.evaluate_explanations`'s report: per method the
     mean and standard deviation of each score over the images where blurring the whole image lowers the
     class probability ("informative"), the sanity checks passed, the images scored and uninformative;
@@ -508,6 +510,6 @@ def summarise_explanations(records: list[dict], *, model: str, task: str, subset
         entry["uninformative_images"] = uninformative
         summary[method] = entry
     reasons = Counter(r["error"] for r in records if not r.get("ok"))
-    return {"model": model, "task": task, "images": len(scored), "subset": subset,
+    return {"model": model, "task": task, "images": len(scored), "subset": subset, "map_score": map_score,
             "sanity_images": sum(1 for r in scored if any("sanity_spearman" in s for s in r["methods"].values())),
             "methods": summary, "skipped": sum(reasons.values()), "skipped_reasons": dict(reasons.most_common())}

@@ -135,7 +135,8 @@ class Explainer:
     """The maps of one model, through compiled passes built once per explained layer.
 
     Thread-safe; holds the model and its linearised clone for as long as it lives, so it belongs
-    to the object that owns the model (:class:`core.model.LoadedModel` makes one per model).
+    to the object that owns the model (:class:`core.model.LoadedModel` keeps one per model and map score).
+    ``score`` is what its gradient maps explain (:data:`SCORES`).
     """
 
     def __init__(self, model, score: str = "logit"):
