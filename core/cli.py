@@ -17,7 +17,7 @@ from pathlib import Path
 
 from core.backbone import BACKBONES, BackboneError
 from core.model import POOLINGS, ModelError
-from core.saliency import METHODS
+from core.saliency import METHODS, SCORES
 
 
 _PREDICT_EPILOG = """\
@@ -185,7 +185,7 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--where", metavar="COLUMN=VALUE",
                    help="with --masks: only images whose row of the index CSV has this value, e.g. subset=unseen")
     x.add_argument("--index", help="the index CSV for --where (default: index.csv beside --data)")
-    x.add_argument("--score", choices=("logit", "log-odds"),
+    x.add_argument("--score", choices=SCORES,
                    help="what the gradient maps explain: the class logit or the class's log-odds against the other "
                         "classes (a contrastive map; with two classes, logit minus the other logit); default: the "
                         "model's own (model.json's map_score, else logit)")

@@ -307,16 +307,14 @@ def feature_view(batch: np.ndarray, view: int, kind: str, *, augment, degrade, f
     """
     if view == 0:
         return batch
+    if kind == "mirror" and view == 1 and flip:
+        return batch[:, :, ::-1]
+    shown = degrade(batch) if degrade else batch
     if kind == "mirror":
-        if view == 1 and flip:
-            return batch[:, :, ::-1]
-        shown = degrade(batch) if degrade else batch
         if flip:
             mirrored = rng.random(len(shown)) < 0.5
             shown = np.where(mirrored[:, None, None, None], shown[:, :, ::-1], shown)
-        return shown
-    shown = degrade(batch) if degrade else batch
-    if augment:
+    elif augment:
         import keras
 
         shown = keras.ops.convert_to_numpy(augment(shown, training=True))
