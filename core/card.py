@@ -86,6 +86,7 @@ def render_card(folder: str | Path) -> str:
         f"{' --backbone-stages %d' % params['backbone_stages'] if params.get('backbone_stages', 7) != 7 else ''}"
         f"{' --freeze-backbone --feature-views %d' % params['feature_views'] if params.get('freeze_backbone') else ''}"
         f"{' --view-kind %s' % params['view_kind'] if params.get('view_kind', 'augment') != 'augment' else ''}"
+        f"{' --box-loss %g' % params['box_loss'] if params.get('box_loss') else ''}"
         f"{' --batch-size %d' % params['batch_size'] if params.get('batch_size', 32) != 32 else ''}"
         f"{' --learning-rate %g' % params['learning_rate'] if params.get('learning_rate', 1e-3) != 1e-3 else ''}`",
         *([f"- Backbone: {params['backbone']} (Tan & Le 2019, the Lite variant), its ImageNet weights from the "

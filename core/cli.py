@@ -117,6 +117,11 @@ def _parser() -> argparse.ArgumentParser:
                         "augmentation (shift, rotation, zoom, contrast, flips) and degradations; mirror = the "
                         "image mirrored left to right, then the degradations alone, mirrored half the time (no "
                         "shift or zoom, whose filled edges the head can learn from)")
+    t.add_argument("--box-loss", type=float, default=0.0, metavar="W",
+                   help="with --freeze-backbone, --pooling classmap and --view-kind mirror: also teach the class map "
+                        "where the finding is, from the experts' boxes of the training images that the task spec "
+                        "lists (its 'boxes'; the validation split's boxes are never read), each cell of the map "
+                        "scored as a classifier of its own; W weighs that loss against the image's (default 0: off)")
     t.add_argument("--no-degrade", dest="degrade", action="store_false",
                    help="train without the image degradations (blur, sharpening, gamma, contrast, noise, JPEG "
                         "re-encoding, applied to every class: core.perturb)")
@@ -291,7 +296,7 @@ def _train(args) -> int:
                          head_mask=args.head_mask, rim_only=args.rim_only, body_mask=args.body_mask, contrast=args.contrast,
                          backbone=args.backbone, backbone_stages=args.backbone_stages, strategy=args.strategy,
                          freeze_backbone=args.freeze_backbone, feature_views=args.feature_views,
-                         view_kind=args.view_kind,
+                         view_kind=args.view_kind, box_loss=args.box_loss,
                          upweight_errors_of=args.upweight_errors_of, upweight=args.upweight)
     try:
         train(config, log=lambda line: print(line, flush=True))

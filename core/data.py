@@ -194,6 +194,44 @@ def index_rows(dataset: Dataset, index: str, items, columns=()) -> list[dict[str
     return [rows[key] for key in keys]
 
 
+#: A cell of the last convolution's grid counts as inside a box when the box covers at least this share of it.
+BOX_COVER = 0.25
+
+
+def box_cells(dataset: Dataset, boxes: dict, items, grid: int) -> np.ndarray:
+    """Each item's boxes from the dataset's index as a ``grid x grid`` map of the model input: 1.0 in the cells
+    a box covers by at least :data:`BOX_COVER` (and in the cell under each box's centre, so a box smaller
+    than a cell still marks one), 0.0 elsewhere and for an item without boxes.
+
+    ``boxes`` is a task spec's ``boxes`` entry: the index (relative to the dataset folder), the ``column`` of
+    each row's list of ``[x, y, width, height]`` boxes and the ``size`` columns (width, height) they are
+    measured against. The model input is the whole image resized without keeping its aspect ratio
+    (:func:`core.preprocess.resize`), so a box's share of the image is its share of the grid.
+    """
+    import ast
+
+    width_column, height_column = boxes["size"]
+    rows = index_rows(dataset, boxes["index"], items, (boxes["column"], width_column, height_column))
+    fine = 8  # sub-cells per cell and side: coverage measured on a grid eight times finer
+    cells = np.zeros((len(items), grid, grid), np.float32)
+    for n, row in enumerate(rows):
+        listed = ast.literal_eval(row[boxes["column"]] or "[]")
+        if not listed:
+            continue
+        width, height = float(row[width_column]), float(row[height_column])
+        covered = np.zeros((grid * fine, grid * fine), bool)
+        for x, y, w, h in listed:
+            x0, y0 = int(np.floor(x / width * grid * fine)), int(np.floor(y / height * grid * fine))
+            x1, y1 = int(np.ceil((x + w) / width * grid * fine)), int(np.ceil((y + h) / height * grid * fine))
+            covered[max(y0, 0):max(y1, y0 + 1), max(x0, 0):max(x1, x0 + 1)] = True
+            centre_row = min(int((y + h / 2) / height * grid), grid - 1)
+            centre_col = min(int((x + w / 2) / width * grid), grid - 1)
+            cells[n, centre_row, centre_col] = 1.0
+        share = covered.reshape(grid, fine, grid, fine).mean(axis=(1, 3))
+        cells[n][share >= BOX_COVER] = 1.0
+    return cells
+
+
 def _linked_groups(items: list[Item], max_bits: int = NEAR_BITS) -> list[list[Item]]:
     """Items joined when they share a patient key (``group``) or their difference hashes differ in at most
     ``max_bits`` bits: the connected components, each in listing order."""

@@ -22,7 +22,11 @@ Keys (all but ``name`` optional):
 - ``intended_use`` and ``limits``: the model card's words;
 - ``subgroups``: ``{"index": "../index.csv", "columns": ["hardware", ...]}``: columns of an index CSV
   (relative to the dataset folder) by whose values training reports validation metrics separately
-  (``metrics.json``'s ``subgroups``, :func:`core.metrics.subgroup_metrics`).
+  (``metrics.json``'s ``subgroups``, :func:`core.metrics.subgroup_metrics`);
+- ``boxes``: ``{"index": "../index.csv", "column": ..., "size": [width column, height column], "class": ...,
+  "description": ...}``: experts' boxes around the finding in images of ``class``, ``[[x, y, width, height],
+  ...]`` against the stored image size, which ``train --box-loss`` teaches a class-map head where to look from
+  (the training split's rows only, :func:`core.data.box_cells`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ TASKS_DIR = Path(__file__).resolve().parent.parent / "assets" / "tasks"
 
 #: Facts a task spec may carry into model.json.
 SPEC_KEYS = ("title", "short_title", "class_names", "flip", "near_duplicates", "split", "source", "routing",
-             "intended_use", "limits", "augment", "subgroups")
+             "intended_use", "limits", "augment", "subgroups", "boxes")
 
 
 class TaskError(ValueError):

@@ -54,6 +54,7 @@ class TrainConfig:
     freeze_backbone: bool = False  # keep the backbone's ImageNet weights; train only a fresh head on its cached features
     feature_views: int = 2  # with freeze_backbone: views cached per training image (the clean one, then augmented and degraded)
     view_kind: str = "augment"  # "augment": views 2.. through augmentation and degradations; "mirror": view 2 mirrored, 3.. degraded only
+    box_loss: float = 0.0  # with --freeze-backbone, class maps and mirror views: weight of the loss that teaches the boxed class's map where the training images' boxes are (the task's "boxes"; validation boxes are never read)
     init_from: str | None = None  # a model folder whose layers of the same name and shape start this training
     upweight_errors_of: str | None = None  # a model folder (e.g. a shortcut-only model): repeat the training images it gets wrong
     upweight: int = 5  # how many times each of those images is seen per epoch (Just Train Twice's upsampling)
@@ -66,6 +67,10 @@ def train(config: TrainConfig, log=print) -> dict:
         raise ValueError("--head-mask and --rim-only are opposites; give one of them.")
     if config.strategy and config.upweight_errors_of:
         raise ValueError("--upweight-errors-of runs in one process; leave out --strategy.")
+    if config.box_loss < 0:
+        raise ValueError("--box-loss is a weight: 0 (off) or more.")
+    if config.box_loss and not config.freeze_backbone:
+        raise ValueError("--box-loss trains a frozen backbone's class-map head: give it --freeze-backbone.")
     if config.freeze_backbone:
         if not config.backbone:
             raise ValueError("--freeze-backbone needs --backbone (the network whose weights are kept).")
@@ -76,9 +81,17 @@ def train(config: TrainConfig, log=print) -> dict:
             raise ValueError("--feature-views must be at least 1 (the clean view of each training image).")
         if config.view_kind not in VIEW_KINDS:
             raise ValueError(f"--view-kind must be one of {', '.join(VIEW_KINDS)}, not {config.view_kind!r}.")
+        if config.box_loss and not (config.pooling.startswith("classmap") and config.view_kind == "mirror"):
+            raise ValueError("--box-loss teaches a class map cell by cell: give it --pooling classmap and "
+                             "--view-kind mirror (a shifted or rotated view would move the image off its boxes).")
+        if config.box_loss and config.upweight_errors_of:
+            raise ValueError("--box-loss and --upweight-errors-of cannot be combined; give one of them.")
         from dataclasses import replace
 
         config = replace(config, recalibrate_bn=0)  # the backbone keeps its ImageNet statistics
+    if config.box_loss and not load_spec(config.task).get("boxes"):
+        raise ValueError(f"--box-loss needs boxes, and the task {load_spec(config.task)['name']} lists none (a "
+                         "\"boxes\" entry in its spec names the index column that holds them).")
     if config.strategy:
         return _train_replicated(config, log)
     import keras
@@ -152,9 +165,17 @@ def train(config: TrainConfig, log=print) -> dict:
     monitor = "val_auc" if n_classes == 2 else "val_accuracy"
     frozen = None
     if config.freeze_backbone:
+        boxes = None
+        if config.box_loss:  # the training images' boxes only: the validation split's are never read
+            grid = int(model.get_layer("last_conv").output.shape[1])
+            boxes = {"cells": data_mod.box_cells(dataset, spec["boxes"], train_items, grid),
+                     "positive": names.index(spec["boxes"]["class"])}
+            boxed = int((boxes["cells"].reshape(len(train_items), -1).max(axis=1) > 0).sum())
+            log(f"box loss {config.box_loss:g}: {boxed} of {len(train_items)} training images have boxes "
+                f"({spec['boxes']['column']} of {spec['boxes']['index']}), on a {grid} x {grid} grid")
         frozen = _fit_frozen(model, config, x_seen, y_seen, x_val, y_val, n_classes=n_classes, weights=weights,
                              augment=augment, degrade=degrade, flip=spec.get("flip", False), out=out,
-                             monitor=monitor, log=log)
+                             monitor=monitor, log=log, boxes=boxes)
     else:
         train_ds = data_mod.make_tf_dataset(x_seen, y_seen, n_classes, batch_size=config.batch_size, training=True,
                                             augment=augment, degrade=degrade, mix=mix, seed=config.seed)
@@ -222,7 +243,7 @@ def _fit_kept_best(model, data, validation, config: TrainConfig, *, steps: int, 
                                                       alpha=0.02)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="categorical_crossentropy",
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
-                           _auc_metric(model.output.shape[-1])])
+                           _auc_metric(int(getattr(model, "n_classes", 0)) or model.output.shape[-1])])
     best_path = out / "best.weights.h5"
     callbacks = [
         *first_callbacks,
@@ -242,7 +263,7 @@ VIEW_KINDS = ("augment", "mirror")
 
 
 def _fit_frozen(model, config: TrainConfig, x_train, y_train, x_val, y_val, *, n_classes: int, weights: dict,
-                augment, degrade, flip: bool, out: Path, monitor: str, log) -> dict:
+                augment, degrade, flip: bool, out: Path, monitor: str, log, boxes: dict | None = None) -> dict:
     """Train only the head of a backbone model, on features the frozen backbone computes once.
 
     Fine-tuning the whole of EfficientNet-Lite0 at 512 px costs most of an hour an epoch on two cores; a frozen
@@ -257,7 +278,11 @@ def _fit_frozen(model, config: TrainConfig, x_train, y_train, x_val, y_val, *, n
     and classifier: layers shared with ``model``, so training it trains the model) is then trained on them: each
     epoch shows every training image once through one of its views drawn at random, its cell grid also mirrored
     top to bottom at random when the task allows flips; weighted classes, the epoch best on ``monitor`` kept.
-    Returns the facts for ``params.json``.
+
+    With ``boxes`` (``cells``: each training image's :func:`core.data.box_cells` on the grid of the last
+    convolution, ``positive``: the boxed class's index) the head also learns where: each cell of the class maps
+    is scored as a small classifier of its own (:func:`box_loss`), mirrored with its view, and that loss,
+    times ``config.box_loss``, is added to the image's. Returns the facts for ``params.json``.
     """
     import keras
 
@@ -271,10 +296,13 @@ def _fit_frozen(model, config: TrainConfig, x_train, y_train, x_val, y_val, *, n
     rng = np.random.default_rng(config.seed + 3)
     views = config.feature_views
     features = None
+    mirrored = np.zeros((len(x_train), views), bool)  # which views show the image mirrored left to right
     for start in range(0, len(x_train), 64):
         batch = x_train[start:start + 64]
         for view in range(views):
-            shown = feature_view(batch, view, config.view_kind, augment=augment, degrade=degrade, flip=flip, rng=rng)
+            shown, mirrored[start:start + len(batch), view] = feature_view(
+                batch, view, config.view_kind, augment=augment, degrade=degrade, flip=flip, rng=rng,
+                return_mirrored=True)
             f = trunk.predict(shown, batch_size=16, verbose=0).astype(np.float16)
             if features is None:
                 features = np.empty((len(x_train), views) + f.shape[1:], np.float16)
@@ -287,38 +315,121 @@ def _fit_frozen(model, config: TrainConfig, x_train, y_train, x_val, y_val, *, n
     log(f"frozen backbone: {features.shape[2]} x {features.shape[3]} x {features.shape[4]} features of every image "
         f"in {extract_seconds / 60:.1f} min ({features.nbytes / 2**30:.1f} GiB)")
 
-    batches = _FeatureViews(features, y_train, n_classes, config.batch_size, weights, config.seed, flip)
-    _fit_kept_best(head, batches, (val_features.astype(np.float32), np.eye(n_classes)[y_val]), config,
-                   steps=len(batches), out=out, monitor=monitor, log=log)
+    validation = (val_features.astype(np.float32), np.eye(n_classes)[y_val])
+    targets = None
+    if boxes is not None:
+        from core.model import CLASS_MAPS
+
+        targets = box_targets(boxes["cells"], y_train, boxes["positive"])
+        maps = keras.Model(cut, model.get_layer(CLASS_MAPS).output)
+        head = _box_trained(head, maps, config.box_loss, boxes["positive"])
+        # Validation is scored on the images alone: its targets weigh nothing, so no validation box is read.
+        validation = ((validation[0], np.zeros(validation[0].shape[:3] + (2,), np.float32)), validation[1])
+    batches = _FeatureViews(features, y_train, n_classes, config.batch_size, weights, config.seed, flip,
+                            mirrored=mirrored, targets=targets)
+    _fit_kept_best(head, batches, validation, config, steps=len(batches), out=out, monitor=monitor, log=log)
     below = next((layer.name for layer in trunk.layers if layer.output is cut), None)
     return {"cut_after": below, "views": views, "view_kind": config.view_kind,
+            **({"box_loss": config.box_loss, "boxed_images": int((targets[..., 0].reshape(len(targets), -1).max(1)
+                                                                    > 0).sum()),
+                "box_outside_weight": BOX_OUTSIDE} if targets is not None else {}),
             "feature_shape": list(features.shape[2:]), "extract_seconds": round(extract_seconds, 1),
             "trainable_parameters": int(sum(np.prod(w.shape) for w in head.trainable_weights)),
             "batch_norm": "the backbone's ImageNet statistics, as they came (not recalibrated)"}
 
 
 def feature_view(batch: np.ndarray, view: int, kind: str, *, augment, degrade, flip: bool,
-                 rng: np.random.Generator) -> np.ndarray:
-    """View number ``view`` of a batch of training images for :func:`_fit_frozen` (see there; 0 is the clean one).
+                 rng: np.random.Generator, return_mirrored: bool = False):
+    """View number ``view`` of a batch of training images for :func:`_fit_frozen` (see there; 0 is the clean one);
+    with ``return_mirrored`` also which of them it shows mirrored left to right (always none for ``augment``
+    views, whose shifts and rotations no flag can describe).
 
     >>> x = np.arange(8, dtype=np.float32).reshape(1, 2, 4, 1)
     >>> feature_view(x, 1, "mirror", augment=None, degrade=None, flip=True, rng=None)[0, 0, :, 0]
     array([3., 2., 1., 0.], dtype=float32)
     """
+    mirrored = np.zeros(len(batch), bool)
     if view == 0:
-        return batch
-    if kind == "mirror" and view == 1 and flip:
-        return batch[:, :, ::-1]
-    shown = degrade(batch) if degrade else batch
-    if kind == "mirror":
-        if flip:
-            mirrored = rng.random(len(shown)) < 0.5
-            shown = np.where(mirrored[:, None, None, None], shown[:, :, ::-1], shown)
-    elif augment:
-        import keras
+        shown = batch
+    elif kind == "mirror" and view == 1 and flip:
+        shown, mirrored = batch[:, :, ::-1], ~mirrored
+    else:
+        shown = degrade(batch) if degrade else batch
+        if kind == "mirror":
+            if flip:
+                mirrored = rng.random(len(shown)) < 0.5
+                shown = np.where(mirrored[:, None, None, None], shown[:, :, ::-1], shown)
+        elif augment:
+            import keras
 
-        shown = keras.ops.convert_to_numpy(augment(shown, training=True))
-    return shown
+            shown = keras.ops.convert_to_numpy(augment(shown, training=True))
+    return (shown, mirrored) if return_mirrored else shown
+
+
+#: With ``--box-loss``: how much the cells outside the boxes of an image of the boxed class weigh as "not this
+#: class", against 1 for the cells of the other classes' images and for the cells inside the boxes (an image's
+#: outline may miss a second, subtler fracture; an image of another class has none).
+BOX_OUTSIDE = 0.3
+
+
+def box_targets(cells: np.ndarray, labels: np.ndarray, positive: int) -> np.ndarray:
+    """Per-cell targets and weights (``[..., 0]`` and ``[..., 1]``) for :func:`box_loss`, from
+    :func:`core.data.box_cells`: an image of the boxed class is positive in its box cells (weight 1) and negative
+    elsewhere (weight :data:`BOX_OUTSIDE`), or weighs nothing when it has no box; any other image is negative in
+    every cell (weight 1).
+
+    >>> t = box_targets(np.array([[[0, 1]], [[0, 0]], [[0, 0]]], np.float32), np.array([1, 0, 1]), 1)
+    >>> t[0].tolist(), t[1].tolist(), t[2].tolist()
+    ([[[0.0, 0.3], [1.0, 1.0]]], [[[0.0, 1.0], [0.0, 1.0]]], [[[0.0, 0.0], [0.0, 0.0]]])
+    """
+    boxed = labels == positive
+    has_box = cells.reshape(len(cells), -1).max(axis=1) > 0
+    weight = np.where(boxed[:, None, None], np.where(cells > 0, 1.0, BOX_OUTSIDE), 1.0)
+    weight[boxed & ~has_box] = 0.0
+    return np.stack([cells.astype(np.float32), weight.astype(np.float32)], axis=-1)
+
+
+def box_loss(maps, targets, positive: int):
+    """Mean over a batch of each image's cell loss: binary cross-entropy of every cell's log-odds for the boxed
+    class (its map minus the log-sum-exp of the others', as :data:`core.saliency.SCORES` "log-odds") against
+    :func:`box_targets`, the positive cells and the negative ones each averaged over their own weights, so a
+    small box counts as much as a large one and an image's many empty cells do not drown it."""
+    import keras
+    from keras import ops
+
+    n_classes = maps.shape[-1]
+    others = [c for c in range(n_classes) if c != positive]
+    rest = ops.take(maps, others, axis=-1)
+    log_odds = maps[..., positive] - ops.logsumexp(rest, axis=-1)
+    target, weight = targets[..., 0], targets[..., 1]
+    cell = keras.losses.binary_crossentropy(target[..., None], log_odds[..., None], from_logits=True)
+    inside, outside = weight * target, weight * (1 - target)
+
+    def mean_over(w):
+        return ops.sum(cell * w, axis=(1, 2)) / ops.maximum(ops.sum(w, axis=(1, 2)), 1e-6)
+
+    return ops.mean(mean_over(inside) + mean_over(outside))
+
+
+def _box_trained(head, maps, weight: float, positive: int):
+    """``head`` (features to class probabilities) as a model trained on (features, box targets): its loss the
+    compiled one plus ``weight`` times :func:`box_loss` of ``maps`` (the same layers' class maps)."""
+    import keras
+
+    class BoxTrained(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.head, self.maps = head, maps
+            self.n_classes = int(head.output.shape[-1])
+
+        def call(self, inputs, training=False):
+            return self.head(inputs[0], training=training)
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+            return loss + weight * box_loss(self.maps(x[0], training=training), x[1], positive)
+
+    return BoxTrained()
 
 
 class _FeatureViews:
@@ -326,7 +437,8 @@ class _FeatureViews:
     level): each epoch a new order, one view per image drawn at random, the cell grid mirrored top to bottom half
     the time when ``flip``; the class weights come as sample weights."""
 
-    def __new__(cls, features, labels, n_classes, batch_size, class_weights, seed, flip):
+    def __new__(cls, features, labels, n_classes, batch_size, class_weights, seed, flip, mirrored=None,
+                targets=None):
         import keras
 
         class FeatureViews(keras.utils.PyDataset):
@@ -348,7 +460,13 @@ class _FeatureViews:
                 chosen = np.sort(self.order[index * batch_size:(index + 1) * batch_size])
                 x = features[chosen, self.view[chosen]].astype(np.float32)
                 x[self.flip[chosen]] = x[self.flip[chosen], ::-1]
-                return x, np.eye(n_classes, dtype=np.float32)[labels[chosen]], self.sample_weights[chosen]
+                y = np.eye(n_classes, dtype=np.float32)[labels[chosen]]
+                if targets is None:
+                    return x, y, self.sample_weights[chosen]
+                t = targets[chosen].copy()  # the cells follow their view: mirrored left to right, then top to bottom
+                t[mirrored[chosen, self.view[chosen]]] = t[mirrored[chosen, self.view[chosen]], :, ::-1]
+                t[self.flip[chosen]] = t[self.flip[chosen], ::-1]
+                return (x, t), y, self.sample_weights[chosen]
 
         return FeatureViews()
 

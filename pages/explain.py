@@ -182,9 +182,7 @@ def one_method():
                       config={"scrollZoom": True, "displaylogo": False})
     right.plotly_chart(image_figure(background_picture, scan.shape, spacing=scan.spacing, height=height,
                                     colormap=colormap, layers=((heat_layer(raw, shape, colormap), opacity),) + outlined,
-                                    title=f"{METHODS[method]} for {names[target]}"
-                                          + (" (log-odds)" if loaded.map_score == "log-odds" and method != "scorecam"
-                                             else "")
+                                    title=f"{method_label(method, loaded.map_score)} for {names[target]}"
                                           + (f", layer {use_layer}" if use_layer else "")),
                        key="overlay", config={"scrollZoom": True, "displaylogo": False})
     st.caption(f"The map ({raw.shape[0]} x {raw.shape[1]} cells) is upsampled straight to the scan's "
@@ -297,10 +295,10 @@ def side_by_side():
         use_layer = layer if method in CAM_METHODS else None
         raw = raw_map(loaded, tensor, method, target, use_layer)
         columns[i].image(overlay_picture(small, raw, opacity=opacity, colormap=colormap, outline=mask),
-                         caption=METHODS[method], width="stretch")
+                         caption=method_label(method, loaded.map_score), width="stretch")
         if mask is not None:
             scores = localisation(raw, mask, scan.spacing)
-            rows.append([METHODS[method]] + [scores[m] for m in loc.METRICS])
+            rows.append([method_label(method, loaded.map_score)] + [scores[m] for m in loc.METRICS])
     progress.progress(1.0, text="All maps ready.")
     st.image(np.rot90(colour_bar(colormap, height=512, width=12), k=-1), width="stretch",
              caption=f"Colour scale of every map above ({colormap}): saliency 0 at the left to 1 at the right. Each map "

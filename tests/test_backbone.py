@@ -241,3 +241,77 @@ def test_mirror_views_are_the_clean_image_its_mirror_then_degraded_draws_without
     augment = data_mod.augmentation(flip=True, value_range=pipeline.value_range)
     moved = feature_view(x, 1, "augment", flip=True, **{**common, "augment": augment, "degrade": None})
     assert moved.shape == x.shape and not np.allclose(moved, x)
+
+
+@pytest.mark.slow
+def test_a_box_loss_teaches_the_class_map_where_the_training_boxes_are(data_dir, tmp_path):
+    """``train --freeze-backbone --pooling classmap --view-kind mirror --box-loss`` on a tiny FracAtlas subset:
+    after training, the fractured class's map (its log-odds, cell by cell) is higher inside the radiologists'
+    boxes of the training films than outside them, far more than the same head trained without the loss, and
+    the folder records what taught it."""
+    import keras
+
+    from core.data import box_cells, list_for_spec, prepare_arrays, split_dataset
+    from core.model import CLASS_MAPS, load_model
+    from core.tasks import load_spec
+    from core.train import TrainConfig, train
+
+    common = {**TINY, "input_size": 128, "epochs": 12, "limit_per_class": 24}
+    spec = load_spec("fracture")
+    dataset = list_for_spec(data_dir / "fracatlas" / "images", spec, limit_per_class=common["limit_per_class"])
+    train_items, _ = split_dataset(dataset, spec["split"], seed=0)
+    fractured = [item for item in train_items if item.label == 1]
+    cells = box_cells(dataset, spec["boxes"], fractured, 8)
+
+    def separation(folder) -> float:
+        loaded = load_model(folder)
+        x, _ = prepare_arrays(fractured, loaded.pipeline)
+        maps = keras.Model(loaded.model.input, loaded.model.get_layer(CLASS_MAPS).output).predict(x, verbose=0)
+        log_odds = maps[..., 1] - maps[..., 0]
+        return float(log_odds[cells > 0].mean() - log_odds[cells == 0].mean())
+
+    separations = {}
+    for weight in (0.0, 2.0):
+        folder = tmp_path / f"box{weight:g}"
+        lines = []
+        train(TrainConfig(task="fracture", data=str(data_dir / "fracatlas" / "images"), out=str(folder),
+                          backbone="efficientnet-lite0", freeze_backbone=True, view_kind="mirror",
+                          pooling="classmap", box_loss=weight, **common), log=lines.append)
+        separations[weight] = separation(folder)
+    assert any(f"{len(fractured)} of {len(train_items)} training images have boxes" in line for line in lines)
+    frozen = json.loads((folder / "params.json").read_text())["frozen_backbone"]
+    assert frozen["box_loss"] == 2.0 and frozen["boxed_images"] == len(fractured)
+    assert "--view-kind mirror --box-loss 2" in (folder / "MODEL_CARD.md").read_text()
+    assert separations[2.0] > 1.0 and separations[2.0] > separations[0.0] + 0.5, separations
+
+
+def test_a_box_loss_needs_boxes_a_frozen_class_map_head_and_mirror_views(data_dir, tmp_path):
+    from core.train import TrainConfig, train
+
+    frozen = {"freeze_backbone": True, "backbone": "efficientnet-lite0", "pooling": "classmap",
+              "view_kind": "mirror", "box_loss": 1.0}
+    common = {"data": str(data_dir / "fracatlas" / "images"), "out": str(tmp_path / "x"), **TINY}
+    with pytest.raises(ValueError, match="give it --freeze-backbone"):
+        train(TrainConfig(task="fracture", box_loss=1.0, **common))
+    with pytest.raises(ValueError, match="--pooling classmap and --view-kind mirror"):
+        train(TrainConfig(task="fracture", **{**frozen, "pooling": "avg"}, **common))
+    with pytest.raises(ValueError, match="--pooling classmap and --view-kind mirror"):
+        train(TrainConfig(task="fracture", **{**frozen, "view_kind": "augment"}, **common))
+    with pytest.raises(ValueError, match="a weight"):
+        train(TrainConfig(task="fracture", **{**frozen, "box_loss": -1.0}, **common))
+    with pytest.raises(ValueError, match="the task chest_xray lists none"):
+        train(TrainConfig(task="chest_xray", **{**frozen, "data": str(data_dir / "chest_xray" / "train")},
+                          **{k: v for k, v in common.items() if k != "data"}))
+    assert not (tmp_path / "x").exists()
+
+
+def test_box_targets_weigh_the_cells_inside_and_outside_the_boxes():
+    from core.train import BOX_OUTSIDE, box_targets
+
+    cells = np.zeros((3, 2, 2), np.float32)
+    cells[0, 0, 1] = 1
+    targets = box_targets(cells, np.array([1, 0, 1]), positive=1)
+    assert targets.shape == (3, 2, 2, 2)
+    assert targets[0, 0, 1].tolist() == [1.0, 1.0] and np.allclose(targets[0, 1, 0], [0.0, BOX_OUTSIDE])
+    assert (targets[1, ..., 0] == 0).all() and (targets[1, ..., 1] == 1).all()  # a not-fractured film: all negative
+    assert (targets[2, ..., 1] == 0).all()  # a fractured film without a box teaches nothing about place

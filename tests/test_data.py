@@ -330,3 +330,43 @@ def test_index_rows_give_subgroup_values(tmp_path, data_dir, fracatlas_rows, fra
     dataset = fracture_copy(tmp_path, data_dir, fracatlas_rows, _as_listed(frac_files))
     rows = index_rows(dataset, "../index.csv", dataset.items[:3], ["hardware", "multiscan"])
     assert [r["image"] for r in rows] == [f"images/{item_key(i, dataset.class_names)}" for i in dataset.items[:3]]
+
+
+def test_box_cells_mark_where_the_radiologists_boxed_each_fracture_on_the_model_grid(data_dir):
+    """``core.data.box_cells`` on real FracAtlas films (portrait, not square): every fractured film's grid marks
+    the cells its boxes cover and no more than the boxes' extent, the outline's own pixels fall in marked cells
+    (the boxes and the outlines are the same radiologists' regions), and a not-fractured film's grid is empty."""
+    import ast
+    import csv
+    from pathlib import Path
+
+    from core.data import box_cells, list_for_spec
+    from core.masks import load_mask
+
+    spec = load_spec("fracture")
+    dataset = list_for_spec(data_dir / "fracatlas" / "images", spec, limit_per_class=12)
+    items = list(dataset.items)
+    grid = 16
+    cells = box_cells(dataset, spec["boxes"], items, grid)
+    assert cells.shape == (len(items), grid, grid) and set(np.unique(cells)) <= {0.0, 1.0}
+    rows = {Path(r["image"]).name: r for r in csv.DictReader(open(data_dir / "fracatlas" / "index.csv"))}
+    names = list(dataset.class_names)
+    checked = 0
+    for item, marked in zip(items, cells):
+        row = rows[item.path.name]
+        if names[item.label] == "not_fractured":
+            assert marked.sum() == 0
+            continue
+        assert marked.sum() >= 1
+        height, width = int(row["height"]), int(row["width"])
+        assert height != width  # the squash to the square input is what the grid must follow
+        mask = load_mask((data_dir / "fracatlas" / row["mask"]).read_bytes(), (height, width))
+        rr, cc = np.nonzero(mask)
+        on_grid = marked[(rr * grid // height), (cc * grid // width)]
+        assert on_grid.mean() > 0.6  # most of the outline lies in marked cells (a box's edge cells may fall short)
+        ys, xs = np.nonzero(marked)
+        boxes = np.array(ast.literal_eval(row["boxes_xywh"]), float)
+        assert ys.min() >= np.floor(boxes[:, 1].min() / height * grid) - 1
+        assert xs.max() <= np.ceil((boxes[:, 0] + boxes[:, 2]).max() / width * grid)
+        checked += 1
+    assert checked == 12

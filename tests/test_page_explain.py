@@ -147,7 +147,7 @@ def test_method_class_opacity_and_colours_can_be_changed(app, models_root):
     widget(app.selectbox, "Map explains").set_value("log-odds")
     app.run()
     assert_clean(app)
-    assert overlay_title(app).startswith(f"Grad-CAM for {names[other]} (log-odds)")
+    assert overlay_title(app).startswith(f"Grad-CAM (log-odds) for {names[other]}")
     odds = loaded.with_map_score("log-odds")
     assert_same_picture(image_trace(figure(app, "overlay"))[0],
                         expected_overlay(odds, scan, class_index=other, colormap="Hot"))
