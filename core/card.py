@@ -107,13 +107,17 @@ def render_card(folder: str | Path) -> str:
         *([_upweighted_line(params["upweighted"])] if params.get("upweighted") else []),
         f"- {len(_history_rows(folder))} epochs run (early stopping on `{params.get('monitor')}`), "
         f"{float(params.get('train_seconds', 0)) / 60:.1f} minutes on a 2-core CPU, Adam with cosine decay, class "
-        "weights for imbalance, augmentation: small shifts, rotations, zoom and contrast"
-        f"{', horizontal flips' if info.get('flip') else ''}"
+        "weights for imbalance, augmentation: "
+        + ("the mirrored views above" if (params.get("frozen_backbone") or {}).get("view_kind") == "mirror" else
+           "small shifts, rotations, zoom and contrast" + (", horizontal flips" if info.get("flip") else "")) +
         f"{', CutMix on %d%% of the training images (a random box from another image, labels mixed by area)' % round(100 * params['cutmix']) if params.get('cutmix') else ''}"
         + (", and on every class alike, random image degradations (`core.perturb`: "
            f"{_degradations(info)}), so that none of them can tell the classes apart."
-           if params.get("degrade") else " (no image degradations: trained before `core.perturb` existed, or "
-           "with `--no-degrade`)."),
+           if params.get("degrade") and _degraded_views(params, bool(info.get("flip"))) else
+           " (no image degradations: trained before `core.perturb` existed, or with `--no-degrade`)."
+           if not params.get("degrade") else
+           " (no image degradations: the cached views were the clean image and its mirror only; a third view is "
+           "the first degraded one)."),
         *_recalibration_lines(params),
         f"- The kept weights are those of the epoch with the best validation `{params.get('monitor')}`"
         f"{_best_epoch(folder, params.get('monitor'))}; the validation figures below are measured on that same "
@@ -270,6 +274,17 @@ def class_counts(per_class: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in per_class.items())
 
 
+def _degraded_views(params: dict, flip: bool) -> bool:
+    """Whether training saw degraded images: always when trained end to end, and with ``--freeze-backbone`` only
+    when a cached view is a degraded draw (``core.train.feature_view``: with mirrored views of a task that allows
+    flips, the third view on; otherwise the second on)."""
+    frozen = params.get("frozen_backbone")
+    if not frozen:
+        return True
+    first_degraded = 2 if frozen.get("view_kind") == "mirror" and flip else 1
+    return int(frozen.get("views", 1)) > first_degraded
+
+
 def _frozen_text(frozen: dict) -> str:
     """How a ``--freeze-backbone`` run trained: what stayed as it came and what was learned on what."""
     h, w, c = frozen["feature_shape"]
@@ -282,7 +297,12 @@ def _frozen_text(frozen: dict) -> str:
             f"1 x 1 convolution and the classifier ({frozen['trainable_parameters']:,} weights, the only ones trained) "
             f"start. The backbone's features were computed once, {frozen['views']} views per training image ({seen}) in "
             f"{frozen['extract_seconds'] / 60:.1f} minutes, and each epoch showed one view per image at random, its "
-            "cell grid mirrored top to bottom half the time where flips are allowed.")
+            "cell grid mirrored top to bottom half the time where flips are allowed."
+            + (f" Where to look was taught too (`--box-loss {frozen['box_loss']:g}`): the {frozen['boxed_images']} "
+               "training images with the experts' boxes (the task's `boxes`; no validation image's box was read) had "
+               "each cell of the class maps scored as a classifier of its own, positive inside a box, negative "
+               f"outside it (weight {frozen['box_outside_weight']:g}) and everywhere on images of the other classes, "
+               "added to the image's loss." if frozen.get("box_loss") else ""))
 
 
 def _upweighted_line(upweighted: dict) -> str:

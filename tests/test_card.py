@@ -43,3 +43,14 @@ def test_the_same_run_described_as_another_task_changes_only_its_facts(tiny_run,
 
 def test_source_text_without_a_source():
     assert source_text({"dataset": {"path": "/data/x"}}) == "Class-folder dataset at `/data/x`."
+
+
+def test_a_frozen_run_with_only_clean_and_mirrored_views_is_not_said_to_have_seen_degradations():
+    from core.card import _degraded_views
+
+    mirror2 = {"degrade": True, "frozen_backbone": {"views": 2, "view_kind": "mirror"}}
+    assert not _degraded_views(mirror2, flip=True)
+    assert _degraded_views(mirror2, flip=False)  # no mirror without flips: the second view is a degraded draw
+    assert _degraded_views({"degrade": True, "frozen_backbone": {"views": 3, "view_kind": "mirror"}}, flip=True)
+    assert _degraded_views({"degrade": True, "frozen_backbone": {"views": 2, "view_kind": "augment"}}, flip=True)
+    assert _degraded_views({"degrade": True}, flip=True)
