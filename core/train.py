@@ -379,8 +379,8 @@ def box_targets(cells: np.ndarray, labels: np.ndarray, positive: int) -> np.ndar
     every cell (weight 1).
 
     >>> t = box_targets(np.array([[[0, 1]], [[0, 0]], [[0, 0]]], np.float32), np.array([1, 0, 1]), 1)
-    >>> t[0].tolist(), t[1].tolist(), t[2].tolist()
-    ([[[0.0, 0.3], [1.0, 1.0]]], [[[0.0, 1.0], [0.0, 1.0]]], [[[0.0, 0.0], [0.0, 0.0]]])
+    >>> t[0, 0, 1].tolist(), t[1, ..., 1].tolist(), t[2, ..., 1].tolist()
+    ([1.0, 1.0], [[1.0, 1.0]], [[0.0, 0.0]])
     """
     boxed = labels == positive
     has_box = cells.reshape(len(cells), -1).max(axis=1) > 0
