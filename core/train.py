@@ -89,8 +89,8 @@ def train(config: TrainConfig, log=print) -> dict:
         from dataclasses import replace
 
         config = replace(config, recalibrate_bn=0)  # the backbone keeps its ImageNet statistics
-    if config.box_loss and not load_spec(config.task).get("boxes"):
-        raise ValueError(f"--box-loss needs boxes, and the task {load_spec(config.task)['name']} lists none (a "
+    if config.box_loss and not (task_spec := load_spec(config.task)).get("boxes"):
+        raise ValueError(f"--box-loss needs boxes, and the task {task_spec['name']} lists none (a "
                          "\"boxes\" entry in its spec names the index column that holds them).")
     if config.strategy:
         return _train_replicated(config, log)
@@ -233,17 +233,18 @@ def _fit_whole(model, config: TrainConfig, train_ds, val_ds, x_seen, x_train, *,
 
 
 def _fit_kept_best(model, data, validation, config: TrainConfig, *, steps: int, out: Path, monitor: str, log,
-                   first_callbacks=(), **fit_args) -> None:
+                   first_callbacks=(), n_classes: int | None = None, **fit_args) -> None:
     """Compile ``model`` (Adam, cosine decay over ``steps`` per epoch, accuracy and AUC), fit it for
     ``config.epochs`` with the history logged to ``history.csv``, early stopping on ``monitor`` and the weights of
-    its best epoch kept (loaded back at the end)."""
+    its best epoch kept (loaded back at the end). ``n_classes`` names the output's width when ``model`` is a
+    wrapper without a Functional output of its own (:func:`_box_trained`)."""
     import keras
 
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps * config.epochs,
                                                       alpha=0.02)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="categorical_crossentropy",
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
-                           _auc_metric(int(getattr(model, "n_classes", 0)) or model.output.shape[-1])])
+                           _auc_metric(n_classes or model.output.shape[-1])])
     best_path = out / "best.weights.h5"
     callbacks = [
         *first_callbacks,
@@ -327,7 +328,8 @@ def _fit_frozen(model, config: TrainConfig, x_train, y_train, x_val, y_val, *, n
         validation = ((validation[0], np.zeros(validation[0].shape[:3] + (2,), np.float32)), validation[1])
     batches = _FeatureViews(features, y_train, n_classes, config.batch_size, weights, config.seed, flip,
                             mirrored=mirrored, targets=targets)
-    _fit_kept_best(head, batches, validation, config, steps=len(batches), out=out, monitor=monitor, log=log)
+    _fit_kept_best(head, batches, validation, config, steps=len(batches), out=out, monitor=monitor, log=log,
+                   n_classes=n_classes)
     below = next((layer.name for layer in trunk.layers if layer.output is cut), None)
     return {"cut_after": below, "views": views, "view_kind": config.view_kind,
             **({"box_loss": config.box_loss, "boxed_images": int((targets[..., 0].reshape(len(targets), -1).max(1)
@@ -420,7 +422,6 @@ def _box_trained(head, maps, weight: float, positive: int):
         def __init__(self):
             super().__init__()
             self.head, self.maps = head, maps
-            self.n_classes = int(head.output.shape[-1])
 
         def call(self, inputs, training=False):
             return self.head(inputs[0], training=training)
