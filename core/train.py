@@ -168,10 +168,10 @@ def train(config: TrainConfig, log=print) -> dict:
         boxes = None
         if config.box_loss:  # the training images' boxes only: the validation split's are never read
             grid = int(model.get_layer("last_conv").output.shape[1])
-            boxes = {"cells": data_mod.box_cells(dataset, spec["boxes"], train_items, grid),
-                     "positive": names.index(spec["boxes"]["class"])}
-            boxed = int((boxes["cells"].reshape(len(train_items), -1).max(axis=1) > 0).sum())
-            log(f"box loss {config.box_loss:g}: {boxed} of {len(train_items)} training images have boxes "
+            cells = data_mod.box_cells(dataset, spec["boxes"], train_items, grid)
+            boxes = {"cells": cells, "positive": names.index(spec["boxes"]["class"]),
+                     "boxed": int((cells.reshape(len(cells), -1).max(axis=1) > 0).sum())}
+            log(f"box loss {config.box_loss:g}: {boxes['boxed']} of {len(train_items)} training images have boxes "
                 f"({spec['boxes']['column']} of {spec['boxes']['index']}), on a {grid} x {grid} grid")
         frozen = _fit_frozen(model, config, x_seen, y_seen, x_val, y_val, n_classes=n_classes, weights=weights,
                              augment=augment, degrade=degrade, flip=spec.get("flip", False), out=out,
@@ -281,7 +281,7 @@ def _fit_frozen(model, config: TrainConfig, x_train, y_train, x_val, y_val, *, n
     top to bottom at random when the task allows flips; weighted classes, the epoch best on ``monitor`` kept.
 
     With ``boxes`` (``cells``: each training image's :func:`core.data.box_cells` on the grid of the last
-    convolution, ``positive``: the boxed class's index) the head also learns where: each cell of the class maps
+    convolution, ``positive``: the boxed class's index, ``boxed``: how many images have a box) the head also learns where: each cell of the class maps
     is scored as a small classifier of its own (:func:`box_loss`), mirrored with its view, and that loss,
     times ``config.box_loss``, is added to the image's. Returns the facts for ``params.json``.
     """
@@ -332,9 +332,8 @@ def _fit_frozen(model, config: TrainConfig, x_train, y_train, x_val, y_val, *, n
                    n_classes=n_classes)
     below = next((layer.name for layer in trunk.layers if layer.output is cut), None)
     return {"cut_after": below, "views": views, "view_kind": config.view_kind,
-            **({"box_loss": config.box_loss, "boxed_images": int((targets[..., 0].reshape(len(targets), -1).max(1)
-                                                                    > 0).sum()),
-                "box_outside_weight": BOX_OUTSIDE} if targets is not None else {}),
+            **({"box_loss": config.box_loss, "boxed_images": boxes["boxed"], "box_outside_weight": BOX_OUTSIDE}
+               if boxes is not None else {}),
             "feature_shape": list(features.shape[2:]), "extract_seconds": round(extract_seconds, 1),
             "trainable_parameters": int(sum(np.prod(w.shape) for w in head.trainable_weights)),
             "batch_norm": "the backbone's ImageNet statistics, as they came (not recalibrated)"}
