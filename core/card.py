@@ -87,6 +87,7 @@ def render_card(folder: str | Path) -> str:
         f"{' --freeze-backbone --feature-views %d' % params['feature_views'] if params.get('freeze_backbone') else ''}"
         f"{' --view-kind %s' % params['view_kind'] if params.get('view_kind', 'augment') != 'augment' else ''}"
         f"{' --box-loss %g' % params['box_loss'] if params.get('box_loss') else ''}"
+        f"{' --degrade-recipe ' + params['degrade_recipe'] if params.get('degrade_recipe', 'task') != 'task' else ''}"
         f"{' --batch-size %d' % params['batch_size'] if params.get('batch_size', 32) != 32 else ''}"
         f"{' --learning-rate %g' % params['learning_rate'] if params.get('learning_rate', 1e-3) != 1e-3 else ''}`",
         *([f"- Backbone: {params['backbone']} (Tan & Le 2019, the Lite variant), its ImageNet weights from the "
@@ -112,7 +113,7 @@ def render_card(folder: str | Path) -> str:
            "small shifts, rotations, zoom and contrast" + (", horizontal flips" if info.get("flip") else "")) +
         f"{', CutMix on %d%% of the training images (a random box from another image, labels mixed by area)' % round(100 * params['cutmix']) if params.get('cutmix') else ''}"
         + (", and on every class alike, random image degradations (`core.perturb`: "
-           f"{_degradations(info)}), so that none of them can tell the classes apart."
+           f"{_degradations(info, params)}), so that none of them can tell the classes apart."
            if params.get("degrade") and _degraded_views(params, bool(info.get("flip"))) else
            " (no image degradations: trained before `core.perturb` existed, or with `--no-degrade`)."
            if not params.get("degrade") else
@@ -155,16 +156,21 @@ _DEGRADATION_WORDS = {"blur": ("Gaussian blur sigma ", " px"), "sharpen": ("unsh
                       "jpeg": ("JPEG re-encoding at quality ", "")}
 
 
-def _degradations(info: dict) -> str:
-    """The degradations a run trained with, each with its range and probability (the task's overrides applied).
+def _degradations(info: dict, params: dict | None = None) -> str:
+    """The degradations a run trained with, each with its range and probability (the task's overrides applied,
+    unless the run asked for ``--degrade-recipe general``).
 
     >>> _degradations({"augment": {"degradations": {"jpeg": None, "blur": [0.2, 0.3, 1.0]}}}).split("; ")[0]
     'Gaussian blur sigma 0.3-1 px at 224 px, p 0.2'
+    >>> _degradations({"augment": {"degradations": {"blur": [0.2, 0.3, 1.0]}}}, {"degrade_recipe": "general"})[:41]
+    'Gaussian blur sigma 0.5-5 px at 224 px, p'
     """
     from core.perturb import training_recipe
 
+    general = (params or {}).get("degrade_recipe") == "general"
     parts = []
-    for name, probability, low, high in training_recipe((info.get("augment") or {}).get("degradations")):
+    for name, probability, low, high in training_recipe(None if general else
+                                                        (info.get("augment") or {}).get("degradations")):
         before, after = _DEGRADATION_WORDS.get(name, (name + " ", ""))
         where = " at 224 px" if name == "blur" else ""
         parts.append(f"{before}{low:g}-{high:g}{after}{where}, p {probability:g}")

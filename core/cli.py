@@ -125,6 +125,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-degrade", dest="degrade", action="store_false",
                    help="train without the image degradations (blur, sharpening, gamma, contrast, noise, JPEG "
                         "re-encoding, applied to every class: core.perturb)")
+    t.add_argument("--degrade-recipe", choices=("task", "general"), default="task",
+                   help="task = the degradations with the task spec's overrides (e.g. the fracture task's milder blur "
+                        "and no strong JPEG, default); general = core.perturb's full ranges (blur to sigma 5 px, noise "
+                        "to 0.05, JPEG to quality 10) whatever the task says")
     t.add_argument("--strategy", choices=("mirrored", "multiworker"),
                    help="train with tf.distribute: mirrored = every local GPU; multiworker = one process per machine "
                         "as TF_CONFIG lists them (README, 'Scaling out'); --batch-size is then per replica")
@@ -297,6 +301,7 @@ def _train(args) -> int:
                          backbone=args.backbone, backbone_stages=args.backbone_stages, strategy=args.strategy,
                          freeze_backbone=args.freeze_backbone, feature_views=args.feature_views,
                          view_kind=args.view_kind, box_loss=args.box_loss,
+                         degrade_recipe=args.degrade_recipe,
                          upweight_errors_of=args.upweight_errors_of, upweight=args.upweight)
     try:
         train(config, log=lambda line: print(line, flush=True))

@@ -205,18 +205,21 @@ def box_cells(dataset: Dataset, boxes: dict, items, grid: int) -> np.ndarray:
 
     ``boxes`` is a task spec's ``boxes`` entry: the index (relative to the dataset folder), the ``column`` of
     each row's list of ``[x, y, width, height]`` boxes and the ``size`` columns (width, height) they are
-    measured against. The model input is the whole image resized without keeping its aspect ratio
+    measured against; its optional ``skip`` lists index columns whose value 1 leaves an item's map empty, as
+    if it had no box (e.g. ``hardware``: where metal lies beside the fracture, a box would teach the metal as
+    much as the break). The model input is the whole image resized without keeping its aspect ratio
     (:func:`core.preprocess.resize`), so a box's share of the image is its share of the grid.
     """
     import ast
 
     width_column, height_column = boxes["size"]
-    rows = index_rows(dataset, boxes["index"], items, (boxes["column"], width_column, height_column))
+    skip = tuple(boxes.get("skip", ()))
+    rows = index_rows(dataset, boxes["index"], items, (boxes["column"], width_column, height_column, *skip))
     fine = 8  # sub-cells per cell and side: coverage measured on a grid eight times finer
     cells = np.zeros((len(items), grid, grid), np.float32)
     for n, row in enumerate(rows):
         listed = ast.literal_eval(row[boxes["column"]] or "[]")
-        if not listed:
+        if not listed or any(str(row[column]).strip() == "1" for column in skip):
             continue
         width, height = float(row[width_column]), float(row[height_column])
         covered = np.zeros((grid * fine, grid * fine), bool)

@@ -24,9 +24,10 @@ Keys (all but ``name`` optional):
   (relative to the dataset folder) by whose values training reports validation metrics separately
   (``metrics.json``'s ``subgroups``, :func:`core.metrics.subgroup_metrics`);
 - ``boxes``: ``{"index": "../index.csv", "column": ..., "size": [width column, height column], "class": ...,
-  "description": ...}``: experts' boxes around the finding in images of ``class``, ``[[x, y, width, height],
-  ...]`` against the stored image size, which ``train --box-loss`` teaches a class-map head where to look from
-  (the training split's rows only, :func:`core.data.box_cells`).
+  "skip": [index columns], "description": ...}``: experts' boxes around the finding in images of ``class``,
+  ``[[x, y, width, height], ...]`` against the stored image size (none for a row flagged 1 in a ``skip``
+  column), which ``train --box-loss`` teaches a class-map head where to look from (the training split's rows
+  only, :func:`core.data.box_cells`).
 """
 
 from __future__ import annotations

@@ -54,6 +54,7 @@ class TrainConfig:
     freeze_backbone: bool = False  # keep the backbone's ImageNet weights; train only a fresh head on its cached features
     feature_views: int = 2  # with freeze_backbone: views cached per training image (the clean one, then augmented and degraded)
     view_kind: str = "augment"  # "augment": views 2.. through augmentation and degradations; "mirror": view 2 mirrored, 3.. degraded only
+    degrade_recipe: str = "task"  # "task": the degradations with the task spec's overrides; "general": core.perturb.TRAINING as it stands
     box_loss: float = 0.0  # with --freeze-backbone, class maps and mirror views: weight of the loss that teaches the boxed class's map where the training images' boxes are (the task's "boxes"; validation boxes are never read)
     init_from: str | None = None  # a model folder whose layers of the same name and shape start this training
     upweight_errors_of: str | None = None  # a model folder (e.g. a shortcut-only model): repeat the training images it gets wrong
@@ -136,7 +137,8 @@ def train(config: TrainConfig, log=print) -> dict:
         from core.perturb import degrade_batch, training_recipe
 
         rng = np.random.default_rng(config.seed + 1)
-        recipe = training_recipe((spec.get("augment") or {}).get("degradations"))
+        recipe = training_recipe(None if config.degrade_recipe == "general"
+                                 else (spec.get("augment") or {}).get("degradations"))
         degrade = lambda batch: degrade_batch(batch, rng, mean=pipeline.mean, std=pipeline.std,  # noqa: E731
                                               recipe=recipe)
     mix = None
