@@ -114,9 +114,18 @@ window, invert_display, voi = display_window(chosen, scan)
 layers = loaded.explainable_layers
 methods = [m for m in METHODS if layers or m not in CAM_METHODS]
 controls = st.columns([1, 1.3, 1, 1.5])
-target = controls[0].selectbox("Explain class", range(len(names)), index=predicted, format_func=lambda i: names[i],
+# With an expert outline of a labelled sample, the map to score against it is the outlined finding's class,
+# whatever the model answered: a "not fractured" map says nothing about whether the fracture was seen.
+outlined = names.index(chosen.true_label) if mask is not None and chosen.true_label in names else None
+target = controls[0].selectbox("Explain class", range(len(names)),
+                               index=predicted if outlined is None else outlined, format_func=lambda i: names[i],
                                key=scan_key(Keys.TARGET_WIDGET, chosen.digest, loaded.path),
-                               help="Which class score the map explains; the predicted class by default.")
+                               help="Which class score the map explains: the predicted class, or the outlined "
+                                    "finding's class when the sample comes with an expert outline.")
+if outlined is not None and outlined != predicted and target == outlined:
+    st.caption(f"The map explains **{names[outlined]}**, the class of the outlined finding, although the model "
+               f"predicts {names[predicted]}: it shows what evidence for {names[outlined]} the model saw and where. "
+               "Pick the predicted class to see what drove its answer.")
 layer = controls[1].selectbox("Convolution layer (CAM methods)", layers, index=layers.index(loaded.last_conv),
                               key=scan_key(Keys.LAYER_WIDGET, loaded.path),
                               help="Deeper layers: coarser but more class-specific maps.") if layers else None

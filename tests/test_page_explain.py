@@ -299,6 +299,31 @@ def test_an_outlined_sample_shows_its_outline_and_localisation_scores(app):
     assert list(methods_table["method"])[:len(METHODS)] == list(METHODS.values())
 
 
+@pytest.mark.parametrize("sample", ["IMG0003797", "IMG0003733"])
+def test_an_outlined_sample_explains_the_outlined_class_whatever_the_model_predicts(app, models_root, sample):
+    """With an expert outline the map to score against it is the outlined finding's class: "Explain class"
+    starts on the sample's true label, and when the model predicts otherwise the page says which map it shows
+    and how to see the predicted class's. (The shipped fracture model calls one of these two films not
+    fractured and the other fractured, so both branches run.)"""
+    from pathlib import Path
+
+    at = go(pick_sample(app, sample), "explain")
+    show_anyway(at)
+    assert_clean(at)
+    fracture = loaded_model(models_root, "fracture")
+    names = fracture.class_names
+    scan = load_scan((Path("assets/samples/fracture") / f"fractured_{sample}.jpg").read_bytes())
+    predicted = int(fracture.predict(fracture.pipeline.scan_tensor(scan))[0][1] >= fracture.threshold)
+    assert widget(at.selectbox, "Explain class").value == names.index("fractured")
+    assert overlay_title(at).startswith("Grad-CAM for fractured")
+    said = "although the model predicts not_fractured" in caption_text(at)
+    assert said == (predicted == 0)
+    widget(at.selectbox, "Explain class").set_value(names.index("not_fractured")).run()
+    assert_clean(at)
+    assert overlay_title(at).startswith("Grad-CAM for not_fractured")
+    assert "although the model predicts" not in caption_text(at)
+
+
 def test_an_uploaded_outline_of_the_wrong_size_is_one_sentence(app):
     from PIL import Image
     import io
