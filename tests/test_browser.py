@@ -320,8 +320,9 @@ def test_other_pages_open_without_errors(uploaded, title, name):
 
 def test_a_fracture_sample_goes_to_the_fracture_model_with_its_outline(page):
     """A curated fracture radiograph: the page picks the fracture model by itself, draws the outline over the
-    map on the non-square film, and scores it."""
-    pick_sample(page, "fractured, with the fracture outline", r"^fractured_IMG")
+    map on the non-square film, and scores it; the map explains the outlined class, and when the model predicts
+    otherwise (the shipped model calls this leg film not fractured) the page says so."""
+    pick_sample(page, "leg, fractured, with the fracture outline", r"^fractured_IMG0003797")
     open_page(page, "Explain", "Expert outline", EXPLAIN_SECONDS * 1000)
     wait_for_overlay(page)
     # the sample carries its model: the picker shows the fracture model's short title
@@ -331,5 +332,8 @@ def test_a_fracture_sample_goes_to_the_fracture_model_with_its_outline(page):
     box = overlay.first.bounding_box()
     assert all(overlay.nth(i).bounding_box() == box for i in range(overlay.count()))  # the layers lie on the film
     assert box and abs(box["height"] / box["width"] - 454 / 373) < 0.03  # the films' own aspect ratio (373 x 454)
+    main = page.locator('[data-testid="stMain"]').inner_text()
+    assert "Grad-CAM for fractured" in main
+    assert ("although the model predicts not_fractured" in main) == ("Predicted: not_fractured" in main)
     assert_no_errors(page, error_boxes=False)
     screenshot(page, "3-explain-fracture")
