@@ -165,12 +165,10 @@ def _degradations(info: dict, params: dict | None = None) -> str:
     >>> _degradations({"augment": {"degradations": {"blur": [0.2, 0.3, 1.0]}}}, {"degrade_recipe": "general"})[:41]
     'Gaussian blur sigma 0.5-5 px at 224 px, p'
     """
-    from core.perturb import training_recipe
+    from core.perturb import recipe_for
 
-    general = (params or {}).get("degrade_recipe") == "general"
     parts = []
-    for name, probability, low, high in training_recipe(None if general else
-                                                        (info.get("augment") or {}).get("degradations")):
+    for name, probability, low, high in recipe_for(info, (params or {}).get("degrade_recipe", "task")):
         before, after = _DEGRADATION_WORDS.get(name, (name + " ", ""))
         where = " at 224 px" if name == "blur" else ""
         parts.append(f"{before}{low:g}-{high:g}{after}{where}, p {probability:g}")

@@ -157,6 +157,18 @@ def training_recipe(overrides: dict | None = None) -> tuple:
     return tuple(recipe)
 
 
+def recipe_for(facts: dict, kind: str = "task") -> tuple:
+    """The degradations a training run draws from: :func:`training_recipe` with the overrides of ``facts`` (a
+    task spec, or the model.json it wrote: their ``augment.degradations``), or without them when ``kind`` is
+    ``"general"`` (``train --degrade-recipe general``).
+
+    >>> facts = {"augment": {"degradations": {"blur": [0.2, 0.3, 1.0]}}}
+    >>> recipe_for(facts)[0], recipe_for(facts, "general")[0]
+    (('blur', 0.2, 0.3, 1.0), ('blur', 0.35, 0.5, 5.0))
+    """
+    return training_recipe(None if kind == "general" else (facts.get("augment") or {}).get("degradations"))
+
+
 def random_degradation(image: np.ndarray, rng: np.random.Generator, recipe=TRAINING) -> np.ndarray:
     """``image`` with each of ``recipe``'s degradations applied with its probability, at a random
     strength, in a random order: the training augmentation, the same for every class."""

@@ -134,11 +134,10 @@ def train(config: TrainConfig, log=print) -> dict:
     augment = data_mod.augmentation(flip=spec.get("flip", False), value_range=pipeline.value_range)
     degrade = None
     if config.degrade:
-        from core.perturb import degrade_batch, training_recipe
+        from core.perturb import degrade_batch, recipe_for
 
         rng = np.random.default_rng(config.seed + 1)
-        recipe = training_recipe(None if config.degrade_recipe == "general"
-                                 else (spec.get("augment") or {}).get("degradations"))
+        recipe = recipe_for(spec, config.degrade_recipe)
         degrade = lambda batch: degrade_batch(batch, rng, mean=pipeline.mean, std=pipeline.std,  # noqa: E731
                                               recipe=recipe)
     mix = None
