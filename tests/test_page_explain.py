@@ -313,7 +313,7 @@ def test_an_outlined_sample_explains_the_outlined_class_whatever_the_model_predi
     fracture = loaded_model(models_root, "fracture")
     names = fracture.class_names
     scan = load_scan((Path("assets/samples/fracture") / f"fractured_{sample}.jpg").read_bytes())
-    predicted = int(fracture.predict(fracture.pipeline.scan_tensor(scan))[0][1] >= fracture.threshold)
+    predicted = fracture.decide(fracture.predict(fracture.pipeline.scan_tensor(scan))[0])
     assert widget(at.selectbox, "Explain class").value == names.index("fractured")
     assert overlay_title(at).startswith("Grad-CAM for fractured")
     said = "although the model predicts not_fractured" in caption_text(at)
