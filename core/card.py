@@ -86,6 +86,7 @@ def render_card(folder: str | Path) -> str:
         f"{' --backbone-stages %d' % params['backbone_stages'] if params.get('backbone_stages', 7) != 7 else ''}"
         f"{' --freeze-backbone --feature-views %d' % params['feature_views'] if params.get('freeze_backbone') else ''}"
         f"{' --view-kind %s' % params['view_kind'] if params.get('view_kind', 'augment') != 'augment' else ''}"
+        f"{' --tune-blocks %d' % params['tune_blocks'] if params.get('tune_blocks') else ''}"
         f"{' --box-loss %g' % params['box_loss'] if params.get('box_loss') else ''}"
         f"{' --degrade-recipe ' + params['degrade_recipe'] if params.get('degrade_recipe', 'task') != 'task' else ''}"
         f"{' --batch-size %d' % params['batch_size'] if params.get('batch_size', 32) != 32 else ''}"
@@ -296,10 +297,14 @@ def _frozen_text(frozen: dict) -> str:
             if frozen.get("view_kind", "augment") == "augment" else
             "the clean image, the image mirrored left to right where flips are allowed, then draws through the "
             "degradations below alone, mirrored half the time; no shifts, rotations or zoom")
-    return (f"frozen: every backbone weight and batch-norm statistic as it came from ImageNet, the network cut after "
-            f"`{frozen['cut_after']}` ({h} x {w} cells of {c} channels at this input), where a fresh 256-channel "
-            f"1 x 1 convolution and the classifier ({frozen['trainable_parameters']:,} weights, the only ones trained) "
-            f"start. The backbone's features were computed once, {frozen['views']} views per training image ({seen}) in "
+    tuned = frozen.get("tuned_blocks", 0)
+    trained = (f"the backbone's last {'block' if tuned == 1 else '%d blocks' % tuned} (batch-norm statistics as they "
+               "came), a fresh 256-channel 1 x 1 convolution and the classifier" if tuned else
+               "a fresh 256-channel 1 x 1 convolution and the classifier")
+    return (f"frozen: every backbone weight{' below the cut' if tuned else ''} and batch-norm statistic as it came "
+            f"from ImageNet, the network cut after `{frozen['cut_after']}` ({h} x {w} cells of {c} channels at this "
+            f"input), where {trained} ({frozen['trainable_parameters']:,} weights, the only ones trained) start. The "
+            f"backbone's features were computed once, {frozen['views']} views per training image ({seen}) in "
             f"{frozen['extract_seconds'] / 60:.1f} minutes, and each epoch showed one view per image at random, its "
             "cell grid mirrored top to bottom half the time where flips are allowed."
             + (f" Where to look was taught too (`--box-loss {frozen['box_loss']:g}`): the {frozen['boxed_images']} "

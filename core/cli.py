@@ -117,6 +117,10 @@ def _parser() -> argparse.ArgumentParser:
                         "augmentation (shift, rotation, zoom, contrast, flips) and degradations; mirror = the "
                         "image mirrored left to right, then the degradations alone, mirrored half the time (no "
                         "shift or zoom, whose filled edges the head can learn from)")
+    t.add_argument("--tune-blocks", type=int, default=0, metavar="N",
+                   help="with --freeze-backbone: also train the backbone's last N of its 16 blocks (e.g. 1: the last "
+                        "stage), their batch-norm statistics kept as they came; the features are then cached below "
+                        "them, so the degraded views teach those blocks too (default 0: the head alone)")
     t.add_argument("--box-loss", type=float, default=0.0, metavar="W",
                    help="with --freeze-backbone, --pooling classmap and --view-kind mirror: also teach the class map "
                         "where the finding is, from the experts' boxes of the training images that the task spec "
@@ -300,7 +304,7 @@ def _train(args) -> int:
                          head_mask=args.head_mask, rim_only=args.rim_only, body_mask=args.body_mask, contrast=args.contrast,
                          backbone=args.backbone, backbone_stages=args.backbone_stages, strategy=args.strategy,
                          freeze_backbone=args.freeze_backbone, feature_views=args.feature_views,
-                         view_kind=args.view_kind, box_loss=args.box_loss,
+                         view_kind=args.view_kind, box_loss=args.box_loss, tune_blocks=args.tune_blocks,
                          degrade_recipe=args.degrade_recipe,
                          upweight_errors_of=args.upweight_errors_of, upweight=args.upweight)
     try:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from core import data as data_mod
+from core.backbone import STAGES
 from core.calibration import OOD_FILE, OOD_QUANTILE, OutlierCheck, fit_temperature, scale
 from core.card import class_counts, write_card
 from core.metrics import (THRESHOLD_RULE, classification_metrics, expected_calibration_error, prevalence_threshold,
@@ -55,6 +56,7 @@ class TrainConfig:
     feature_views: int = 2  # with freeze_backbone: views cached per training image (the clean one, then augmented and degraded)
     view_kind: str = "augment"  # "augment": views 2.. through augmentation and degradations; "mirror": view 2 mirrored, 3.. degraded only
     degrade_recipe: str = "task"  # "task": the degradations with the task spec's overrides; "general": core.perturb.TRAINING as it stands
+    tune_blocks: int = 0  # with freeze_backbone: also train the backbone's last N blocks (batch norm as it came) on features cached below them
     box_loss: float = 0.0  # with --freeze-backbone, class maps and mirror views: weight of the loss that teaches the boxed class's map where the training images' boxes are (the task's "boxes"; validation boxes are never read)
     init_from: str | None = None  # a model folder whose layers of the same name and shape start this training
     upweight_errors_of: str | None = None  # a model folder (e.g. a shortcut-only model): repeat the training images it gets wrong
@@ -72,6 +74,8 @@ def train(config: TrainConfig, log=print) -> dict:
         raise ValueError("--box-loss is a weight: 0 (off) or more.")
     if config.box_loss and not config.freeze_backbone:
         raise ValueError("--box-loss trains a frozen backbone's class-map head: give it --freeze-backbone.")
+    if config.tune_blocks and not config.freeze_backbone:
+        raise ValueError("--tune-blocks trains the last blocks above cached features: give it --freeze-backbone.")
     if config.freeze_backbone:
         if not config.backbone:
             raise ValueError("--freeze-backbone needs --backbone (the network whose weights are kept).")
@@ -80,6 +84,9 @@ def train(config: TrainConfig, log=print) -> dict:
                              "--strategy, --cutmix and --init-from.")
         if config.feature_views < 1:
             raise ValueError("--feature-views must be at least 1 (the clean view of each training image).")
+        blocks = sum(stage[4] for stage in STAGES[:config.backbone_stages])
+        if not 0 <= config.tune_blocks < blocks:
+            raise ValueError(f"--tune-blocks must be 0 to {blocks - 1} (the backbone has {blocks} blocks).")
         if config.view_kind not in VIEW_KINDS:
             raise ValueError(f"--view-kind must be one of {', '.join(VIEW_KINDS)}, not {config.view_kind!r}.")
         if config.box_loss and not (config.pooling.startswith("classmap") and config.view_kind == "mirror"):
@@ -284,7 +291,12 @@ def _fit_frozen(model, config: TrainConfig, x_train, y_train, x_val, y_val, *, n
     With ``boxes`` (``cells``: each training image's :func:`core.data.box_cells` on the grid of the last
     convolution, ``positive``: the boxed class's index, ``boxed``: how many images have a box) the head also learns where: each cell of the class maps
     is scored as a small classifier of its own (:func:`box_loss`), mirrored with its view, and that loss,
-    times ``config.box_loss``, is added to the image's. Returns the facts for ``params.json``.
+    times ``config.box_loss``, is added to the image's.
+
+    With ``config.tune_blocks`` N the cut moves down to the input of the backbone's last N blocks, which are
+    trained with the head (their batch-norm layers kept in inference mode, with ImageNet's statistics): the
+    degraded views then change the features the head reads, not only the head. Returns the facts for
+    ``params.json``.
     """
     import keras
 
@@ -292,9 +304,15 @@ def _fit_frozen(model, config: TrainConfig, x_train, y_train, x_val, y_val, *, n
 
     started = time.time()
     cut = model.get_layer(LAST_CONV).input
+    if config.tune_blocks:  # the cut moves down to the input of the first block trained
+        first = sum(stage[4] for stage in STAGES[:config.backbone_stages]) - config.tune_blocks
+        cut = next(layer for layer in model.layers if layer.name.startswith(f"block{first}_")).input
     trunk, head = keras.Model(model.input, cut), keras.Model(cut, model.output)
     for layer in trunk.layers:
         layer.trainable = False
+    for layer in head.layers:  # the tuned blocks keep their ImageNet batch-norm statistics (inference mode)
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
     rng = np.random.default_rng(config.seed + 3)
     views = config.feature_views
     features = None
@@ -333,6 +351,7 @@ def _fit_frozen(model, config: TrainConfig, x_train, y_train, x_val, y_val, *, n
                    n_classes=n_classes)
     below = next((layer.name for layer in trunk.layers if layer.output is cut), None)
     return {"cut_after": below, "views": views, "view_kind": config.view_kind,
+            **({"tuned_blocks": config.tune_blocks} if config.tune_blocks else {}),
             **({"box_loss": config.box_loss, "boxed_images": boxes["boxed"], "box_outside_weight": BOX_OUTSIDE}
                if boxes is not None else {}),
             "feature_shape": list(features.shape[2:]), "extract_seconds": round(extract_seconds, 1),

@@ -191,6 +191,36 @@ def test_a_frozen_backbone_keeps_its_imagenet_weights_and_trains_only_its_head(d
     assert "the backbone's ImageNet ones, as they came" in card
 
 
+@pytest.mark.slow
+def test_tuned_blocks_train_above_the_cached_features_with_their_batch_norm_as_it_came(data_dir, tmp_path):
+    """``--freeze-backbone --tune-blocks 1`` on a tiny FracAtlas subset: the features are cached below the last
+    block (the cut moves to its input), that block's convolutions are trained with the head while its batch-norm
+    layers and every layer below keep their ImageNet weights, and the card says so."""
+    from core.model import load_model
+    from core.train import TrainConfig, train
+
+    folder = tmp_path / "tuned"
+    train(TrainConfig(task="fracture", data=str(data_dir / "fracatlas" / "images"), out=str(folder),
+                      backbone="efficientnet-lite0", freeze_backbone=True, tune_blocks=1,
+                      **{**TINY, "input_size": 64, "limit_per_class": 12}), log=lambda line: None)
+    frozen = json.loads((folder / "params.json").read_text())["frozen_backbone"]
+    assert frozen["cut_after"] == "block14_add" and frozen["tuned_blocks"] == 1
+    assert frozen["feature_shape"] == [4, 4, 192]
+    block15 = {"expand": 192 * 1152, "dw": 3 * 3 * 1152, "project": 1152 * 320}
+    assert frozen["trainable_parameters"] == sum(block15.values()) + (320 * 256 + 256) + (256 * 2 + 2)
+    loaded = load_model(folder)
+    fresh = efficientnet_lite0(64, 2, pooling="avg", fresh_head=True)
+    changed = set()
+    for layer in fresh.layers:
+        for before, after in zip(layer.get_weights(), loaded.model.get_layer(layer.name).get_weights()):
+            if not np.array_equal(before, after):
+                changed.add(layer.name)
+    assert changed == {"block15_expand", "block15_dw", "block15_project", "last_conv", "predictions"}
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "--freeze-backbone --feature-views 2 --tune-blocks 1" in card
+    assert "the backbone's last block (batch-norm statistics as they came)" in card
+
+
 def test_freezing_needs_a_backbone_and_one_view(data_dir, tmp_path):
     from core.train import TrainConfig, train
 
@@ -201,6 +231,10 @@ def test_freezing_needs_a_backbone_and_one_view(data_dir, tmp_path):
         train(TrainConfig(freeze_backbone=True, backbone="efficientnet-lite0", feature_views=0, **common))
     with pytest.raises(ValueError, match="leave out --strategy"):
         train(TrainConfig(freeze_backbone=True, backbone="efficientnet-lite0", cutmix=0.5, **common))
+    with pytest.raises(ValueError, match="give it --freeze-backbone"):
+        train(TrainConfig(backbone="efficientnet-lite0", tune_blocks=1, **common))
+    with pytest.raises(ValueError, match="--tune-blocks must be 0 to 15"):
+        train(TrainConfig(freeze_backbone=True, backbone="efficientnet-lite0", tune_blocks=16, **common))
     with pytest.raises(ValueError, match="--view-kind must be one of augment, mirror"):
         train(TrainConfig(freeze_backbone=True, backbone="efficientnet-lite0", view_kind="shifted", **common))
     assert not (tmp_path / "x").exists()
