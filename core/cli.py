@@ -182,6 +182,9 @@ def _parser() -> argparse.ArgumentParser:
                         "its validation split is used")
     e.add_argument("--write", action="store_true",
                    help="with --perturbations: save the table as robustness.json in the model folder (model card)")
+    e.add_argument("--only", metavar="NAMES",
+                   help="with --perturbations: only these degradations, comma-separated (e.g. blur,noise,jpeg), each "
+                        "at the table's strengths, for a quicker check of the ones that matter")
 
     x = sub.add_parser("explain-eval", help="faithfulness and sanity-check scores of every saliency method")
     x.add_argument("--model", required=True)
@@ -198,6 +201,9 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--where", metavar="COLUMN=VALUE",
                    help="with --masks: only images whose row of the index CSV has this value, e.g. subset=unseen")
     x.add_argument("--index", help="the index CSV for --where (default: index.csv beside --data)")
+    x.add_argument("--methods", metavar="NAMES",
+                   help="with --masks: only these methods, comma-separated (e.g. gradcam; default: every one), "
+                        "for a quicker check of a large model; the baselines are always scored")
     x.add_argument("--score", choices=SCORES,
                    help="what the gradient maps explain: the class logit or the class's log-odds against the other "
                         "classes (a contrastive map; with two classes, logit minus the other logit); default: the "
@@ -450,6 +456,8 @@ def _print_record(record: dict, as_json: bool) -> None:
 def _explain_eval(args) -> int:
     from core.evaluation import evaluate_explanations, format_markdown, format_table
 
+    if args.methods and (args.cluster or not args.masks):
+        raise UsageError("--methods goes with --masks, in this process (not with --cluster).")
     loaded = _load(args.model)
     if args.cluster:
         if args.score:
@@ -468,6 +476,11 @@ def _explain_eval(args) -> int:
     return 0
 
 
+def _names(text: str | None) -> list[str] | None:
+    """A comma-separated option as a list (None when not given)."""
+    return [name.strip() for name in text.split(",") if name.strip()] if text else None
+
+
 def _localisation(args, loaded) -> int:
     from core import localisation as loc
     from core.evaluation import evaluate_localisation
@@ -481,7 +494,8 @@ def _localisation(args, loaded) -> int:
         loaded, _folder(args.data), args.masks, limit=args.limit,
         layers=[name.strip() for name in args.layers.split(",")] if args.layers else None,
         spacing=(args.spacing, args.spacing) if args.spacing else None, tolerance_mm=args.tolerance_mm,
-        where=where, index=args.index, log=lambda line: print(line, file=sys.stderr, flush=True))
+        where=where, index=args.index, methods=_names(args.methods),
+        log=lambda line: print(line, file=sys.stderr, flush=True))
     print(json.dumps(report) if args.json else loc.format_markdown(report) if args.markdown
           else loc.format_table(report))
     return 0
@@ -622,8 +636,8 @@ def _evaluate(args) -> int:
     loaded = _load(args.model)
     if args.perturbations:
         return _robustness(args, loaded)
-    if args.write:
-        raise UsageError("--write only goes with --perturbations.")
+    if args.write or args.only:
+        raise UsageError(f"{'--write' if args.write else '--only'} only goes with --perturbations.")
     try:
         dataset = data_mod.list_for_spec(_folder(args.data), loaded.info, class_names=loaded.class_names,
                                          limit_per_class=args.limit_per_class)
@@ -644,8 +658,18 @@ def _evaluate(args) -> int:
 def _robustness(args, loaded) -> int:
     from core.card import write_card
     from core.evaluation import EvaluationError, evaluation_items
+    from core.perturb import EVALUATION
     from core.robustness import markdown, robustness_table, write_robustness
 
+    perturbations = EVALUATION
+    if args.only:
+        names = [name.strip() for name in args.only.split(",") if name.strip()]
+        known = sorted({name for name, _ in EVALUATION})
+        unknown = [name for name in names if name not in known]
+        if unknown or not names:
+            raise UsageError(f"--only takes degradations among {', '.join(known)}"
+                             + (f", not {', '.join(unknown)}." if unknown else "."))
+        perturbations = tuple((name, strength) for name, strength in EVALUATION if name in names)
     try:
         limit = args.limit_per_class * len(loaded.class_names) if args.limit_per_class else 10 ** 9
         items, subset = evaluation_items(loaded, _folder(args.data), limit)
@@ -653,10 +677,12 @@ def _robustness(args, loaded) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"{len(items)} images: {subset}", file=sys.stderr, flush=True)
-    table = robustness_table(loaded, items, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    table = robustness_table(loaded, items, perturbations=perturbations,
+                             progress=lambda line: print(line, file=sys.stderr, flush=True))
     if args.write:
         command = " ".join(["python -m core evaluate --model", args.model, "--data", args.data, "--perturbations",
-                            "--write"] + (["--limit-per-class", str(args.limit_per_class)] if args.limit_per_class else []))
+                            "--write"] + (["--limit-per-class", str(args.limit_per_class)] if args.limit_per_class else [])
+                           + (["--only", ",".join(sorted({name for name, _ in perturbations}))] if args.only else []))
         write_robustness(loaded.path, table, command=command, subset=subset)
         if (loaded.path / "metrics.json").exists():
             write_card(loaded.path)

@@ -190,7 +190,7 @@ def tolerance_note(tolerances) -> str:
 def evaluate_localisation(loaded, images_dir, masks_dir, *, limit: int = 50, layers: list[str] | None = None,
                           spacing: tuple[float, float] | None = None, tolerance_mm: float = 7.0,
                           where: tuple[str, str] | None = None, index: Path | None = None,
-                          n_resamples: int = 2000, log=print) -> dict:
+                          methods: list[str] | None = None, n_resamples: int = 2000, log=print) -> dict:
     """Scores of every method's map against expert outlines, with baselines and bootstrap intervals.
 
     ``images_dir/{class}/N.jpg`` pairs with ``masks_dir/{class}/N.png`` (:func:`core.masks.pair_masks`).
@@ -200,7 +200,9 @@ def evaluate_localisation(loaded, images_dir, masks_dir, *, limit: int = 50, lay
     ``index.csv`` beside ``images_dir``; its ``image`` column is relative to that folder's parent)
     has that value, e.g. ``("subset", "unseen")``. ``spacing`` (mm per pixel) is used for files that
     do not state one; without either the tolerance is a fraction of the image size, and the report
-    says which. Files that cannot be used are skipped with a sentence each and counted.
+    says which. ``methods`` keeps only those saliency methods (default: every CAM method on each layer and
+    SmoothGrad); the baselines are always scored. Files that cannot be used are skipped with a sentence each and
+    counted.
 
     Raises :class:`EvaluationError` when nothing could be scored.
     """
@@ -213,6 +215,10 @@ def evaluate_localisation(loaded, images_dir, masks_dir, *, limit: int = 50, lay
     from core.render import display_image
 
     images_dir, masks_dir = Path(images_dir), Path(masks_dir)
+    unknown = [m for m in methods or () if m not in METHODS]
+    if unknown or methods == []:
+        raise EvaluationError(f"--methods takes methods among {', '.join(METHODS)}"
+                              + (f", not {', '.join(unknown)}." if unknown else "."))
     try:
         pairs, skipped = pair_masks(images_dir, masks_dir)
     except MaskError as err:
@@ -245,7 +251,9 @@ def evaluate_localisation(loaded, images_dir, masks_dir, *, limit: int = 50, lay
     queues = [[queue[j] for j in rng.permutation(len(queue))] for queue in queues]
     candidates = [queue[i] for i in range(max(map(len, queues), default=0)) for queue in queues if i < len(queue)]
     score_layers = localisation_layers(loaded, layers)
-    methods = [(m, layer) for m in METHODS if m in CAM_METHODS for layer in score_layers] + [("smoothgrad", None)]
+    chosen = methods or list(METHODS)
+    methods = [(m, layer) for m in METHODS if m in CAM_METHODS and m in chosen for layer in score_layers] + (
+        [("smoothgrad", None)] if "smoothgrad" in chosen else [])
     rows, correct, tolerances = [], [], Counter()
     log(f"scoring up to {limit} of {len(candidates)} outlined images from {subset}: {len(methods)} maps and "
         "3 baselines each")

@@ -142,6 +142,25 @@ def test_localisation_cli_json_and_nothing_to_score(brain_model, data_dir, tmp_p
     assert code == 1 and last.startswith("error: No outlined image") and "Traceback" not in err
 
 
+def test_localisation_of_chosen_methods_keeps_every_baseline(brain_model, data_dir, tmp_path, capsys):
+    """``explain-eval --masks ... --methods gradcam``: Grad-CAM on each layer and the three baselines, no other
+    method; an unknown method, or --methods without --masks, is refused with one sentence."""
+    root = outlined_folder(data_dir, tmp_path)
+    code = main(["explain-eval", "--model", str(brain_model.path), "--data", str(root / "images"), "--masks",
+                 str(root / "masks"), "--limit", "2", "--spacing", "0.49", "--methods", "gradcam", "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    methods = {g["method"] for g in report["groups"] if g["class"] == "all"}
+    assert methods == {"gradcam", "baseline:centre", "baseline:intensity", "baseline:random"}
+    code = main(["explain-eval", "--model", str(brain_model.path), "--data", str(root / "images"), "--masks",
+                 str(root / "masks"), "--methods", "gradcam,occlusion"])
+    assert code == 1 and capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: --methods takes methods among gradcam, gradcam++, scorecam, layercam, smoothgrad, not occlusion.")
+    code = main(["explain-eval", "--model", str(brain_model.path), "--data", str(root / "images"),
+                 "--methods", "gradcam"])
+    assert code == 2 and "--methods goes with --masks" in capsys.readouterr().err
+
+
 def test_localisation_cli_on_the_real_outlined_folder_with_a_subset(brain_model, data_dir, capsys):
     """The documented command on the shared folder itself: --where picks the subset from its index.csv."""
     source = data_dir / "brain_mri_masks"

@@ -11,7 +11,7 @@ import pytest
 
 from core.cli import main
 from core.model import load_model
-from core.perturb import EVALUATION
+from core.perturb import EVALUATION, label
 from core.robustness import ROBUSTNESS_FILE, display_grey, markdown, robustness_table, tensor_of_grey
 
 pytestmark = pytest.mark.slow
@@ -63,3 +63,23 @@ def test_cli_writes_the_table_into_the_folder_and_the_card(run_copy, chest_dir, 
 def test_write_without_perturbations_is_a_usage_error(run_copy, chest_dir, capsys):
     assert main(["evaluate", "--model", str(run_copy), "--data", str(chest_dir), "--write"]) == 2
     assert "--write only goes with --perturbations." in capsys.readouterr().err
+
+
+def test_only_some_degradations_each_at_the_table_strengths(run_copy, chest_dir, capsys):
+    """``--only blur,jpeg`` scores the clean images and those two degradations at every strength of the table,
+    and the command saved beside the table says so; an unknown name, or --only without --perturbations, is
+    refused with one sentence."""
+    code = main(["evaluate", "--model", str(run_copy), "--data", str(chest_dir), "--perturbations", "--write",
+                 "--limit-per-class", "2", "--only", "jpeg, blur", "--json"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    expected = [label(name, strength) for name, strength in EVALUATION if name in ("blur", "jpeg")]
+    assert [row["perturbation"] for row in printed["rows"]] == ["none", *expected]
+    saved = json.loads((run_copy / ROBUSTNESS_FILE).read_text())
+    assert saved["command"].endswith("--only blur,jpeg")
+    assert main(["evaluate", "--model", str(run_copy), "--data", str(chest_dir), "--perturbations",
+                 "--only", "blur,fog"]) == 2
+    assert "--only takes degradations among blur, contrast, crop_scale, gamma, jpeg, noise, sharpen, not fog." \
+        in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(run_copy), "--data", str(chest_dir), "--only", "blur"]) == 2
+    assert "--only only goes with --perturbations." in capsys.readouterr().err
