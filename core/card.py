@@ -134,7 +134,7 @@ def render_card(folder: str | Path) -> str:
         f"- Confusion matrix (rows true, columns predicted; {', '.join(names)}): {metrics['confusion_matrix']}",
         *_calibration_lines(info, folder),
         *_subgroup_lines(metrics),
-        *_robustness_lines(folder),
+        *_robustness_lines(folder, calibrated=bool(info.get("calibration"))),
         *_shortcut_lines(folder),
         "",
         "## Intended use",
@@ -179,7 +179,10 @@ def _degradations(info: dict, params: dict | None = None) -> str:
 def _recalibration_lines(params: dict) -> list[str]:
     n = params.get("recalibrate_bn", 0)
     if params.get("frozen_backbone"):
-        return ["- Batch-norm statistics: the backbone's ImageNet ones, as they came (frozen; the head has none)."]
+        tuned = " in the trained blocks too" if params["frozen_backbone"].get("tuned_blocks") else ""
+        return [f"- Batch-norm statistics: the backbone's ImageNet ones, as they came (frozen{tuned}; the fresh head "
+                "has none)." if tuned else
+                "- Batch-norm statistics: the backbone's ImageNet ones, as they came (frozen; the head has none)."]
     if not n:
         return ["- Batch-norm statistics: Keras's moving averages from training (trained before "
                 "`--recalibrate-bn` existed, or with it off)."]
@@ -221,8 +224,9 @@ def _calibration_lines(info: dict, folder: Path) -> list[str]:
     return lines
 
 
-def _robustness_lines(folder: Path) -> list[str]:
-    """The measured table of ``robustness.json`` (``python -m core evaluate --perturbations --write``)."""
+def _robustness_lines(folder: Path, *, calibrated: bool = True) -> list[str]:
+    """The measured table of ``robustness.json`` (``python -m core evaluate --perturbations --write``); a model
+    never calibrated is scored on its raw probabilities, and the card says so."""
     from core.robustness import ROBUSTNESS_FILE, markdown
 
     path = folder / ROBUSTNESS_FILE
@@ -232,7 +236,9 @@ def _robustness_lines(folder: Path) -> list[str]:
     worst = table.get("worst_auc") or {}
     return ["", "## Robustness: validation under realistic degradations",
             f"Measured with `{table.get('command', '')}` on {table.get('images', 'the validation split')}; "
-            "calibrated probabilities at the saved threshold. Strengths in pixels refer to a 224 px image side.",
+            + ("calibrated probabilities at the saved threshold" if calibrated else
+             f"uncalibrated probabilities at the threshold {table.get('threshold', 0.5):g} (this model was never "
+             "calibrated)") + ". Strengths in pixels refer to a 224 px image side.",
             "", markdown(table), "",
             f"Worst AUC: {worst.get('auc', float('nan')):.3f} ({worst.get('perturbation', 'n/a')})." if worst else ""]
 

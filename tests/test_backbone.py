@@ -219,6 +219,7 @@ def test_tuned_blocks_train_above_the_cached_features_with_their_batch_norm_as_i
     card = (folder / "MODEL_CARD.md").read_text()
     assert "--freeze-backbone --feature-views 2 --tune-blocks 1" in card
     assert "the backbone's last block (batch-norm statistics as they came)" in card
+    assert "as they came (frozen in the trained blocks too; the fresh head has none)" in card
 
 
 def test_freezing_needs_a_backbone_and_one_view(data_dir, tmp_path):
