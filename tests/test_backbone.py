@@ -148,6 +148,15 @@ def test_a_cut_backbone_keeps_its_first_stages_pretrained_and_a_fresh_named_last
         efficientnet_lite0(224, 1000, imagenet_head=True, stages=5)
 
 
+def changed_layers(trained) -> set[str]:
+    """Names of the layers of a trained 64 px two-class backbone model whose weights differ from a fresh one's
+    (the ImageNet weights as they come, the fresh head's initial draw)."""
+    fresh = efficientnet_lite0(64, 2, pooling="avg", fresh_head=True)
+    return {layer.name for layer in fresh.layers
+            if any(not np.array_equal(before, after)
+                   for before, after in zip(layer.get_weights(), trained.get_layer(layer.name).get_weights()))}
+
+
 @pytest.mark.slow
 def test_a_frozen_backbone_keeps_its_imagenet_weights_and_trains_only_its_head(data_dir, tmp_path):
     """``train --backbone efficientnet-lite0 --freeze-backbone`` on a tiny FracAtlas subset: every backbone layer
@@ -170,12 +179,7 @@ def test_a_frozen_backbone_keeps_its_imagenet_weights_and_trains_only_its_head(d
     assert frozen["feature_shape"] == [4, 4, 320] and params["recalibrate_bn"] == 0
     assert frozen["trainable_parameters"] == (320 * 256 + 256) + (256 * 2 + 2)
     loaded = load_model(folder)
-    fresh = efficientnet_lite0(64, 2, pooling="avg", fresh_head=True)
-    changed = set()
-    for layer in fresh.layers:
-        for before, after in zip(layer.get_weights(), loaded.model.get_layer(layer.name).get_weights()):
-            if not np.array_equal(before, after):
-                changed.add(layer.name)
+    changed = changed_layers(loaded.model)
     assert changed == {"last_conv", "predictions"}
     assert sum(1 for _ in open(folder / "history.csv")) == 1 + 2
     n_train = params["n_train"]
@@ -209,12 +213,7 @@ def test_tuned_blocks_train_above_the_cached_features_with_their_batch_norm_as_i
     block15 = {"expand": 192 * 1152, "dw": 3 * 3 * 1152, "project": 1152 * 320}
     assert frozen["trainable_parameters"] == sum(block15.values()) + (320 * 256 + 256) + (256 * 2 + 2)
     loaded = load_model(folder)
-    fresh = efficientnet_lite0(64, 2, pooling="avg", fresh_head=True)
-    changed = set()
-    for layer in fresh.layers:
-        for before, after in zip(layer.get_weights(), loaded.model.get_layer(layer.name).get_weights()):
-            if not np.array_equal(before, after):
-                changed.add(layer.name)
+    changed = changed_layers(loaded.model)
     assert changed == {"block15_expand", "block15_dw", "block15_project", "last_conv", "predictions"}
     card = (folder / "MODEL_CARD.md").read_text()
     assert "--freeze-backbone --feature-views 2 --tune-blocks 1" in card
