@@ -179,10 +179,10 @@ def _degradations(info: dict, params: dict | None = None) -> str:
 def _recalibration_lines(params: dict) -> list[str]:
     n = params.get("recalibrate_bn", 0)
     if params.get("frozen_backbone"):
-        tuned = " in the trained blocks too" if params["frozen_backbone"].get("tuned_blocks") else ""
-        return [f"- Batch-norm statistics: the backbone's ImageNet ones, as they came (frozen{tuned}; the fresh head "
-                "has none)." if tuned else
-                "- Batch-norm statistics: the backbone's ImageNet ones, as they came (frozen; the head has none)."]
+        if params["frozen_backbone"].get("tuned_blocks"):
+            return ["- Batch-norm statistics: the backbone's ImageNet ones, as they came (frozen in the trained "
+                    "blocks too; the fresh head has none)."]
+        return ["- Batch-norm statistics: the backbone's ImageNet ones, as they came (frozen; the head has none)."]
     if not n:
         return ["- Batch-norm statistics: Keras's moving averages from training (trained before "
                 "`--recalibrate-bn` existed, or with it off)."]

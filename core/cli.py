@@ -663,7 +663,7 @@ def _robustness(args, loaded) -> int:
 
     perturbations = EVALUATION
     if args.only:
-        names = [name.strip() for name in args.only.split(",") if name.strip()]
+        names = _names(args.only)
         known = sorted({name for name, _ in EVALUATION})
         unknown = [name for name in names if name not in known]
         if unknown or not names:
