@@ -237,3 +237,21 @@ def media(monkeypatch):
         return {file_id: f.content for m in managers for file_id, f in getattr(m._storage, "_files_by_id", {}).items()}
 
     return stored
+
+
+# ----------------------------------------------------------------------------- two workers (pytest-xdist)
+
+#: Modules whose tests share the session's one Orthanc: they run on the same worker, so it starts once.
+ORTHANC_GROUP = "orthanc"
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    """pytest.ini runs the suite on two workers (``-n 2 --dist loadgroup``). Each test module is one group, so
+    its module fixtures (a dashboard server, a browser, a trained model) are made once, on one worker, and its
+    tests run in their written order; every module that uses the real PACS joins one group, so the session's
+    Orthanc starts once. Without pytest-xdist the markers do nothing."""
+    pacs_modules = {item.module.__name__ for item in items if "orthanc" in getattr(item, "fixturenames", ())}
+    for item in items:
+        module = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(ORTHANC_GROUP if module in pacs_modules else module))

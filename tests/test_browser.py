@@ -125,11 +125,14 @@ def screenshot(page, name: str) -> Path:
         const main = document.querySelector('[data-testid="stMain"]');
         return Math.max(main ? main.scrollHeight : 0, document.documentElement.scrollHeight);
     }""")
-    page.set_viewport_size({"width": VIEWPORT["width"], "height": min(max(height, VIEWPORT["height"]), 8000)})
-    page.wait_for_timeout(800)  # charts re-layout to the new window size
+    tall = min(height, 8000) > VIEWPORT["height"]
+    if tall:
+        page.set_viewport_size({"width": VIEWPORT["width"], "height": min(height, 8000)})
+        page.wait_for_timeout(800)  # charts re-layout to the new window size
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
-    page.set_viewport_size(VIEWPORT)
+    if tall:
+        page.set_viewport_size(VIEWPORT)
     assert path.stat().st_size > 10_000
     return path
 
