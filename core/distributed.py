@@ -22,6 +22,8 @@ Without ``--cluster`` nothing here runs: prediction and explain-eval stay in pro
   task that kills its worker every time (a file that crashes a decoder) is split into single files,
   and the one that still does is recorded as an error.
 - **A bad file becomes an error record** (one sentence, as in process) and the run goes on.
+- **A cluster left without workers stops the run** after ``WORKER_TIMEOUT`` seconds with one sentence
+  (every record written so far is kept, so the same command resumes), instead of waiting for ever.
 
 Why Dask distributed rather than Ray: README, "Scaling out".
 """
@@ -31,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 import zlib
 from collections import Counter
@@ -235,13 +238,16 @@ def _check_run_file(out: Path, facts: dict) -> None:
 
 
 def stream_records(client, units: list[tuple[str, object]], task, out: Path, *, key: str, files_per_task: int,
-                   task_args: tuple = (), on_record=None, window: int | None = None) -> ArchiveRun:
+                   task_args: tuple = (), on_record=None, window: int | None = None,
+                   no_worker_timeout: float = WORKER_TIMEOUT) -> ArchiveRun:
     """Run ``task(payloads, *task_args) -> records`` over the units not yet in ``out``; append in order.
 
     ``units`` are ``(key, payload)`` in input order, one per file; a task gets ``files_per_task``
     consecutive payloads and returns one record per payload, in order, each with ``record[key]``.
     ``on_record(record)`` is called after each record is written (an exception there stops the run,
-    leaving every record written so far). Returns what the run did.
+    leaving every record written so far). Returns what the run did. :class:`DistributedError` when the
+    cluster has had no worker for ``no_worker_timeout`` seconds while tasks wait (its workers were all
+    stopped, or their nannies gave up restarting them): the records written so far stay, to resume from.
     """
     from distributed import KilledWorker, as_completed
 
@@ -265,6 +271,28 @@ def stream_records(client, units: list[tuple[str, object]], task, out: Path, *, 
         return future
 
     ac = as_completed()
+    stop, lost = threading.Event(), threading.Event()
+
+    def watch():  # a thread: cancels the tasks in flight once the cluster has long had no worker
+        empty_since = None
+        while not stop.wait(0.5):
+            try:
+                workers = client.scheduler_info(n_workers=1).get("workers")
+            except Exception:  # noqa: BLE001 - a scheduler that is gone cancels the tasks itself
+                continue
+            if workers:
+                empty_since = None
+                continue
+            empty_since = empty_since or time.monotonic()
+            if time.monotonic() - empty_since >= no_worker_timeout:
+                lost.set()
+                with ac.lock:
+                    waiting = list(ac.futures)
+                client.cancel(waiting)
+                return
+
+    watchdog = threading.Thread(target=watch, name="medxai-no-worker-watch", daemon=True)
+    watchdog.start()
     try:
         with open(out, "a", encoding="utf-8") as fh:
             def refill():
@@ -294,6 +322,10 @@ def stream_records(client, units: list[tuple[str, object]], task, out: Path, *, 
                         pending_ids[:0] = new_ids
                     else:
                         results[slot_id] = [{key: units_of[0][0], "ok": False, "error": KILLER_ERROR}]
+                elif future.status == "cancelled" and lost.is_set():
+                    raise DistributedError(f"The cluster has had no worker for {no_worker_timeout:g} s, so the run "
+                                           f"stopped with {written_upto} of {len(order)} tasks written; start "
+                                           "workers and run the same command again to resume.")
                 elif future.status == "cancelled":  # e.g. the scheduler restarted under us
                     raise DistributedError("The cluster dropped a task before it finished (its scheduler may have "
                                            "restarted); run the same command again to resume.")
@@ -311,6 +343,8 @@ def stream_records(client, units: list[tuple[str, object]], task, out: Path, *, 
                     written_upto += 1
                 refill()
     finally:
+        stop.set()
+        watchdog.join()
         if running:
             client.cancel(list(running))
     errors = sum(1 for k, _ in units if k in done and not done[k]) + new_errors

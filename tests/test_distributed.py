@@ -18,7 +18,7 @@ import pytest
 from conftest import dicom_path
 from core.cli import main
 from core.distributed import (KILLER_ERROR, DistributedError, archive_paths, cluster_client, explain_archive,
-                              predict_archive, read_records, run_file, summarise_explanations)
+                              predict_archive, read_records, run_file, stream_records, summarise_explanations)
 from core.model import load_model
 from core.predict import predict_files, read_input
 
@@ -242,6 +242,39 @@ def test_no_scheduler_at_an_address_is_one_sentence():
         with cluster_client(f"tcp://127.0.0.1:{free_port()}", timeout=2):
             pass
     assert "\n" not in str(err.value)
+
+
+def echo(payloads):
+    return [{"key": payload, "ok": True} for payload in payloads]
+
+
+def test_a_cluster_left_without_workers_stops_the_run_with_one_sentence_and_keeps_its_records(tmp_path):
+    """Its only worker retired (as when every nanny gives up restarting), a run stops after the timeout
+    instead of waiting for ever, and the same command resumes from what was written."""
+    import time
+
+    from distributed import Client, LocalCluster
+
+    out = tmp_path / "r.jsonl"
+    with LocalCluster(n_workers=1, processes=False, threads_per_worker=1, dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster) as client:  # in this process (its own in-process transport), no port but the dashboard's
+        first = stream_records(client, [("a", "a")], echo, out, key="key", files_per_task=1)
+        cluster.scale(0)
+        for _ in range(200):
+            if not client.scheduler_info()["workers"]:
+                break
+            time.sleep(0.05)
+        assert not client.scheduler_info()["workers"]
+        started = time.monotonic()
+        with pytest.raises(DistributedError, match="no worker for 1 s") as err:
+            stream_records(client, [("a", "a"), ("b", "b"), ("c", "c")], echo, out, key="key", files_per_task=1,
+                           no_worker_timeout=1)
+        assert time.monotonic() - started < 30 and "\n" not in str(err.value)
+        assert "0 of 2 tasks written" in str(err.value)
+        assert first.scored == 1 and lines(out) == [{"key": "a", "ok": True}]
+        cluster.scale(1)
+        rest = stream_records(client, [("a", "a"), ("b", "b"), ("c", "c")], echo, out, key="key", files_per_task=1)
+    assert (rest.already, rest.scored) == (1, 2) and [r["key"] for r in lines(out)] == ["a", "b", "c"]
 
 
 # ----------------------------------------------------------------------------- the results file
