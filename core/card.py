@@ -38,7 +38,10 @@ def render_card(folder: str | Path) -> str:
         f"- Keras 3 Functional CNN ({params.get('model_parameters', '?'):,} parameters), input "
         f"{info['input_size']} x {info['input_size']} x {info['preprocessing'].get('channels', 1)}, softmax over "
         f"{len(names)} classes: {', '.join(names)}.",
-        f"- Last convolution `{info.get('last_conv', 'last_conv')}` (explained by the CAM methods).",
+        f"- Last convolution `{info.get('last_conv', 'last_conv')}` (explained by the CAM methods)."
+        + (" Local evidence (`--local`): it and the two convolutions below it are 1 x 1, so each of its cells sees "
+           "only a 33 px square of the input (BagNet-style), and the class must rest on patches of that size."
+           if params.get("local") else ""),
         f"- Preprocessing (saved in `model.json`, the same code for training and inference): "
         f"{json.dumps(info['preprocessing'])}."
         + (f" Everything outside the head's inner region (its rim eroded by {info['preprocessing']['head']:g} of the "
@@ -74,6 +77,7 @@ def render_card(folder: str | Path) -> str:
         f"--input-size {params.get('input_size', info['input_size'])} --width {params.get('width', 32)} "
         f"--recalibrate-bn {params.get('recalibrate_bn', 0)}{'' if params.get('degrade') else ' --no-degrade'}"
         f"{' --pooling ' + params['pooling'] if params.get('pooling', 'avg') != 'avg' else ''}"
+        f"{' --local' if params.get('local') else ''}"
         f"{' --cutmix %g' % params['cutmix'] if params.get('cutmix') else ''}"
         f"{' --head-mask %g' % params['head_mask'] if params.get('head_mask') else ''}"
         f"{' --rim-only %g' % params['rim_only'] if params.get('rim_only') else ''}"

@@ -67,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
                         "maximum side by side, or classmap (one score map per class, each class scored by the "
                         "mean of its map's maximum and average: the decision rests on places in the image), or classmap-max "
                         "(the same maps, each class scored by its maximum alone)")
+    t.add_argument("--local", action="store_true",
+                   help="make the small CNN's last three convolutions 1 x 1, so each cell of the last convolution sees "
+                        "only a 33 px square of the input: the class must rest on local patches, where its map shows "
+                        "them, not on the layout of the whole image (BagNet-style local evidence)")
     t.add_argument("--cutmix", type=float, default=0.0, metavar="P",
                    help="CutMix: give a share P of the training images a random box of another image, labels mixed "
                         "by area, so a class is scored where its evidence lies (default 0: off)")
@@ -306,7 +310,7 @@ def _train(args) -> int:
                          batch_size=args.batch_size, input_size=args.input_size, width=args.width,
                          learning_rate=args.learning_rate, patience=args.patience,
                          limit_per_class=args.limit_per_class, recalibrate_bn=args.recalibrate_bn,
-                         degrade=args.degrade, pooling=args.pooling, cutmix=args.cutmix, init_from=args.init_from,
+                         degrade=args.degrade, pooling=args.pooling, local=args.local, cutmix=args.cutmix, init_from=args.init_from,
                          head_mask=args.head_mask, rim_only=args.rim_only, body_mask=args.body_mask, contrast=args.contrast,
                          backbone=args.backbone, backbone_stages=args.backbone_stages, strategy=args.strategy,
                          freeze_backbone=args.freeze_backbone, feature_views=args.feature_views,

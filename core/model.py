@@ -47,14 +47,22 @@ class ModelError(RuntimeError):
 #: max-pooled score maps), so every class must put its evidence in one place.
 POOLINGS = ("avg", "avg+max", "classmap", "classmap-max")
 
+#: Side in input pixels of the square a last-convolution cell sees in ``build_model(..., local=True)``:
+#: the stem and the two 3 x 3 stages with their poolings (3, 7, 11, 13, 21, 29, 33).
+LOCAL_FIELD = 33
+
 
 def build_model(input_size: int, n_classes: int, *, width: int = 32, dropout: float = 0.3,
-                name: str = "cnn", pooling: str = "avg"):
+                name: str = "cnn", pooling: str = "avg", local: bool = False):
     """A Functional CNN, not nested and not Sequential, so tf-keras-vis can rewrite it.
 
     A stride-2 stem and two pooled stages bring the image to 1/8 scale, where three more
     convolutions end in the one named :data:`LAST_CONV` (16 x 16 for a 128 input): a map
     fine enough for Grad-CAM to place a hot spot on the anatomy once upsampled to the scan.
+    Each of its cells sees an 81 px square of the input. With ``local`` those three are 1 x 1
+    convolutions and a cell sees only a :data:`LOCAL_FIELD` px square (a bag of local features,
+    as in BagNet, Brendel & Bethge, ICLR 2019): whatever the class rests on must lie in patches
+    of that size, where the map then shows it, not in the layout of the whole slice.
 
     >>> build_model(64, 2).output_shape
     (None, 2)
@@ -62,8 +70,8 @@ def build_model(input_size: int, n_classes: int, *, width: int = 32, dropout: fl
     import keras
     from keras import layers
 
-    def conv(x, filters, stride=1, label=None):
-        x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=label)(x)
+    def conv(x, filters, stride=1, label=None, kernel=3):
+        x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=label)(x)
         x = layers.BatchNormalization(name=f"{label}_bn" if label else None)(x)
         return layers.Activation("relu", name=f"{label}_relu" if label else None)(x)
 
@@ -73,9 +81,10 @@ def build_model(input_size: int, n_classes: int, *, width: int = 32, dropout: fl
         x = conv(x, filters, label=f"conv{stage}a")
         x = conv(x, filters, label=f"conv{stage}b")
         x = layers.MaxPooling2D(name=f"pool{stage}")(x)
-    x = conv(x, width * 4, label="conv3a")
-    x = conv(x, width * 4, label="conv3b")
-    x = layers.Conv2D(width * 4, 3, padding="same", activation="relu", name=LAST_CONV)(x)
+    kernel = 1 if local else 3
+    x = conv(x, width * 4, label="conv3a", kernel=kernel)
+    x = conv(x, width * 4, label="conv3b", kernel=kernel)
+    x = layers.Conv2D(width * 4, kernel, padding="same", activation="relu", name=LAST_CONV)(x)
     return keras.Model(inputs, pooled_head(x, n_classes, pooling=pooling, dropout=dropout), name=name)
 
 

@@ -45,6 +45,7 @@ class TrainConfig:
     recalibrate_bn: int = 1024
     degrade: bool = True  # blur, sharpening, gamma, contrast, noise, JPEG on every class (core.perturb)
     pooling: str = "avg"  # core.model.POOLINGS
+    local: bool = False  # the small CNN's last three convolutions 1 x 1: each map cell sees a 33 px patch (core.model.LOCAL_FIELD)
     cutmix: float = 0.0  # share of training images given a box of another image, labels mixed by area (data.cutmix_batch)
     head_mask: float = 0.0  # Pipeline.head: black out all but the head's inner region (0: off)
     rim_only: float = 0.0  # Pipeline.rim: the opposite, a diagnostic model of the scalp, skull and outline (0: off)
@@ -70,6 +71,8 @@ def train(config: TrainConfig, log=print) -> dict:
         raise ValueError("--head-mask and --rim-only are opposites; give one of them.")
     if config.strategy and config.upweight_errors_of:
         raise ValueError("--upweight-errors-of runs in one process; leave out --strategy.")
+    if config.local and config.backbone:
+        raise ValueError("--local shapes the small CNN's last convolutions; a --backbone keeps its own.")
     if config.box_loss < 0:
         raise ValueError("--box-loss is a weight: 0 (off) or more.")
     if config.box_loss and not config.freeze_backbone:
@@ -163,7 +166,7 @@ def train(config: TrainConfig, log=print) -> dict:
             f"{model.get_layer('last_conv').output.shape[1]} x {model.get_layer('last_conv').output.shape[2]}")
     else:
         model = build_model(config.input_size, n_classes, width=config.width, name=spec["name"],
-                            pooling=config.pooling)
+                            pooling=config.pooling, local=config.local)
     initialised = None
     if config.init_from:
         initialised = initialise_from(model, config.init_from)

@@ -10,7 +10,7 @@ import pytest
 
 from core.data import list_dataset, prepare_arrays
 from core.model import (
-    CLASS_MAPS, INFO_FILE, LAST_CONV, MODEL_FILE, LoadedModel, ModelError, build_model, feature_layer, load_model,
+    CLASS_MAPS, INFO_FILE, LAST_CONV, LOCAL_FIELD, MODEL_FILE, LoadedModel, ModelError, build_model, feature_layer, load_model,
     outlier_layers, save_model, sha256_file,
 )
 from core.saliency import conv_layer_names
@@ -43,6 +43,29 @@ def test_build_model_is_a_flat_functional_cnn():
     assert names[0] == "stem" and names[-1] == LAST_CONV
     assert model.get_layer(LAST_CONV).output.shape[1:3] == (8, 8)  # 1/8 of the input
 
+
+@pytest.mark.parametrize("local", [True, False])
+def test_a_local_model_s_last_convolution_cells_see_only_their_own_patch(real_batch, local):
+    """``--local``: a bright dot in one corner of a real film changes only the last-convolution cells whose
+    33 px square holds it, so a map cell's evidence lies in its own patch; the usual model's cells see
+    81 px and the dot reaches cells four cells away. The names the page and the outlier check read stay."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    model = build_model(64, 2, width=8, pooling="avg+max", local=local)
+    assert type(model).__name__ == "Functional" and conv_layer_names(model)[-1] == LAST_CONV
+    assert outlier_layers(model) == ["pooled", "conv2b_relu"]
+    features = keras.Model(model.input, model.get_layer(LAST_CONV).output)
+    image = np.asarray(keras.ops.image.resize(real_batch[:1], (64, 64)))
+    dotted = image.copy()
+    dotted[0, :2, :2, 0] += 4.0
+    changed = np.argwhere(np.abs(features(dotted).numpy() - features(image).numpy())[0].max(axis=-1) > 1e-6)
+    assert len(changed) and changed.min(axis=0).tolist() == [0, 0]
+    reach = changed.max(axis=0)  # cell i of stride 8 starts seeing pixels at 8 i + 3.5 - LOCAL_FIELD / 2
+    if local:
+        assert reach.tolist() == [1, 1] and LOCAL_FIELD == 33
+    else:
+        assert reach.min() >= 4
 
 @pytest.mark.parametrize("pooling", ["classmap", "classmap-max"])
 def test_classmap_model_scores_places_and_its_gradcam_is_its_class_map(tmp_path, real_batch, pooling):

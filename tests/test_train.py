@@ -195,6 +195,17 @@ def test_head_mask_and_rim_only_are_refused_together(data_dir, tmp_path):
         train(config, log=lambda line: None)
 
 
+def test_local_evidence_is_refused_on_a_pretrained_backbone(data_dir, tmp_path):
+    """``--local`` shapes the small CNN's last convolutions; a backbone keeps its own, so the pair is refused
+    before anything is read or written."""
+    from core.train import TrainConfig, train
+
+    config = TrainConfig(task="brain_mri", data=str(data_dir / "brain_mri" / "Training"), out=str(tmp_path / "run"),
+                         local=True, backbone="efficientnet-lite0", **TINY)
+    with pytest.raises(ValueError, match="--local shapes the small CNN"):
+        train(config, log=lambda line: None)
+    assert not (tmp_path / "run").exists()
+
 def test_a_clahe_model_records_and_reloads_its_contrast_step(data_dir, tmp_path):
     """``train --contrast clahe``: CLAHE joins the pipeline that trains the model and the one that serves it."""
     from core.model import load_model
