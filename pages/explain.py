@@ -25,7 +25,7 @@ from ui.models import model_choice, models_that_fit
 from ui.pacs import pacs_client
 from ui.scans import display_window, frame_index, shrunk_frame, source_bytes
 from ui.state import Keys, scan_key
-from ui.trust_panel import outline_scores, scored_results, trust_panel
+from ui.trust_panel import outline_ablation_panel, outline_scores, scored_results, trust_panel
 
 VIEWS = ("One method", "All methods side by side")
 
@@ -234,6 +234,7 @@ def one_method():
         shown_full = full_background() if mask.shape == scan.shape else background
         outline_scores(localisation(raw, mask, scan.spacing),
                        baseline_scores(chosen.digest, shown_full, mask, scan.spacing), tolerance)
+        outline_ablation_panel(loaded, scan, frame, mask, target, names, chosen.digest)
     trust_panel(loaded, tensor, raw, method, target, use_layer, names)
 
 

@@ -264,6 +264,11 @@ def test_an_outlined_brain_slice_shows_its_outline_and_scores(page):
     assert page.get_by_text("Does the map point at the finding?").count() == 1
     table = page.locator('[data-testid="stDataFrame"]').first
     table.wait_for(state="visible")
+    # below the scores, the slice without its tumour and with a control region filled, P(class) under each
+    page.get_by_text("Does the prediction need the finding?").wait_for(state="attached", timeout=EXPLAIN_SECONDS * 1000)
+    for label in ("as scanned: P(", "outline filled in: P(", "the same shape filled elsewhere: P("):
+        page.get_by_text(label).first.wait_for(state="visible")
+    assert page.get_by_text("Without the finding, P(").count() == 1
     assert_no_errors(page)
     screenshot(page, "3-explain-outline")
 

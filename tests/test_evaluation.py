@@ -116,6 +116,13 @@ def test_localisation_on_real_outlines_scores_and_skips_with_reasons(brain_model
     assert any("4 files were skipped" in note for note in report["notes"])
     assert any("within 7 mm" in note for note in report["notes"])
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before  # nothing written beside the files
+    # the ablation: both slices with the outline filled in and a control region, P(glioma) for each version
+    (overall, glioma) = report["ablation"]["groups"]
+    assert overall["n"] == glioma["n"] == 2 and glioma["n_control"] == 2
+    for version in ("intact", "outline", "control"):
+        assert 0.0 <= glioma["probability"][version]["mean"] <= 1.0
+        assert glioma["accuracy"][version] in (0.0, 0.5, 1.0)
+    assert any("found on 2 of 2 images" in note for note in report["notes"])
 
 
 def test_localisation_cli_json_and_nothing_to_score(brain_model, data_dir, tmp_path, capsys):

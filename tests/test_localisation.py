@@ -12,9 +12,9 @@ from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
 from core.localisation import (
-    METRICS, bootstrap_mean, centre_prior, energy_pointing_game, format_markdown, format_table,
-    intensity_prior, localisation_scores, paired_bootstrap, pixel_auroc, pointing_game,
-    pointing_tolerance, random_smooth_map, relevance_rank_accuracy, summarise,
+    METRICS, bootstrap_mean, centre_prior, control_region, energy_pointing_game, fill_region, foreground,
+    format_markdown, format_table, intensity_prior, localisation_scores, paired_bootstrap, pixel_auroc,
+    pointing_game, pointing_tolerance, random_smooth_map, relevance_rank_accuracy, summarise, summarise_ablation,
 )
 
 
@@ -274,3 +274,62 @@ def test_baselines_on_real_brain_slices_score_between_the_known_extremes(brain_m
             assert scores["pointing_game"] in (0.0, 1.0)
             assert 0.0 < scores["energy"] < 1.0 and 0.0 < scores["auroc"] < 1.0
         assert localisation_scores(mask.astype(float), mask, spacing=(0.49, 0.49)) == {m: 1.0 for m in METRICS}
+
+
+# --- ablation: the outline filled in, a region of the same shape elsewhere as the control ------------------------
+
+def test_filling_a_real_glioma_outline_removes_the_tumour_and_leaves_the_rest(brain_masks):
+    """Slice 209 (unseen): the tumour's edges inside the outline go (the mean gradient there falls to a small
+    fraction), the fill meets the tissue around it, and every pixel beyond the grown outline is the same."""
+    image = np.asarray(Image.open(brain_masks / "images" / "glioma" / "209.jpg").convert("L"), float)
+    mask = np.asarray(Image.open(brain_masks / "masks" / "glioma" / "209.png"), bool)
+    filled = fill_region(image, mask)
+    grown = ndimage.binary_dilation(mask, iterations=5)  # 1% of 512 px
+    assert np.array_equal(filled[~grown], image[~grown].astype(np.float32))
+    def edges(picture):
+        return np.hypot(ndimage.sobel(picture, 0), ndimage.sobel(picture, 1))[mask].mean()
+
+    assert edges(filled) < 0.2 * edges(image)
+    ring = ndimage.binary_dilation(grown, iterations=6) & ~grown
+    edge = ndimage.binary_dilation(grown, iterations=1) & ~ndimage.binary_erosion(grown, iterations=1)
+    assert abs(filled[edge & grown].mean() - image[ring].mean()) < 0.25 * image[ring].std() + 5
+    colour = fill_region(np.stack([image] * 3, axis=-1), mask)
+    np.testing.assert_allclose(colour[..., 1], filled, atol=1e-3)
+    with pytest.raises(ValueError, match="region"):
+        fill_region(image, mask[:100])
+    assert np.array_equal(fill_region(image, np.zeros_like(mask)), image)
+
+
+def test_the_control_region_mirrors_a_lateral_tumour_and_moves_a_midline_one(brain_masks):
+    """A glioma off the midline gets its mirror image in the other hemisphere; a glioma reaching across the midline
+    and a pituitary tumour on it (their mirror images overlap them) get the nearest clear place of the same shape inside the head; an outline with no
+    room beside it gets none."""
+    for cls, name, mirrored in (("glioma", "2127", True), ("glioma", "209", False), ("pituitary", "1598", False)):
+        image = np.asarray(Image.open(brain_masks / "images" / cls / f"{name}.jpg").convert("L"), float)
+        mask = np.asarray(Image.open(brain_masks / "masks" / cls / f"{name}.png"), bool)
+        body = foreground(image)
+        assert 0.2 < body.mean() < 0.9 and body[mask].mean() > 0.9  # the head, with its tumour
+        control = control_region(mask, body)
+        assert control is not None and control.sum() == mask.sum()
+        assert not (control & ndimage.binary_dilation(mask, iterations=5)).any()
+        assert (control & body).sum() >= 0.9 * control.sum()
+        assert np.array_equal(control, mask[:, ::-1]) is mirrored
+    assert control_region(np.ones((20, 20), bool), np.ones((20, 20), bool)) is None
+    assert control_region(np.zeros((20, 20), bool), np.ones((20, 20), bool)) is None
+
+
+def test_summarise_ablation_compares_the_outline_with_the_control_per_class():
+    rows = [{"image": f"{i}", "class": "glioma" if i < 6 else "pituitary", "p_intact": 0.9,
+             "p_outline": (0.93 if i % 2 else 0.87) if i < 6 else 0.3, "p_control": 0.9 if i % 4 else None,
+             "right_intact": True, "right_outline": i < 6, "right_control": True if i % 4 else None}
+            for i in range(12)]
+    groups = {g["class"]: g for g in summarise_ablation(rows, n_resamples=300)["groups"]}
+    assert list(groups) == ["all", "glioma", "pituitary"] and groups["all"]["n"] == 12
+    assert groups["pituitary"]["accuracy"] == {"intact": 1.0, "outline": 0.0, "control": 1.0}
+    assert groups["pituitary"]["needs_outline"]["beats"] and groups["pituitary"]["n_control"] == 5
+    assert not groups["glioma"]["needs_outline"]["beats"] and groups["glioma"]["n_control"] == 4
+    assert groups["glioma"]["probability"]["outline"]["mean"] == pytest.approx(0.9)
+    report = summarise(synthetic_rows(), n_resamples=200) | {"ablation": summarise_ablation(rows, n_resamples=300)}
+    markdown, table = format_markdown(report), format_table(report)
+    assert "| pituitary | 6 | 1.00 | 0.00 | 1.00 |" in markdown and "needs it" in markdown
+    assert "Does the prediction need the outlined region?" in table

@@ -280,7 +280,7 @@ def green_pixels(picture: np.ndarray) -> np.ndarray:
     return (picture[..., 0] == 0) & (picture[..., 1] == 255) & (picture[..., 2] == 0)
 
 
-def test_an_outlined_sample_shows_its_outline_and_localisation_scores(app):
+def test_an_outlined_sample_shows_its_outline_and_localisation_scores(app, models_root):
     at = go(pick_sample(app, "figshare 2334"), "explain")
     show_anyway(at)
     assert_clean(at)
@@ -291,6 +291,22 @@ def test_an_outlined_sample_shows_its_outline_and_localisation_scores(app):
     table = at.dataframe[0].value
     assert list(table.iloc[:, 0]) == ["this map", "centre prior", "image intensity", "random smooth map"]
     assert "within 7 mm" in caption_text(at) and "0.49 x 0.49 mm" in caption_text(at)
+    # the ablation below it: the slice without its tumour, and a control region, with P(glioma) for each
+    from pathlib import Path
+
+    from core.evaluation import outline_ablation
+    from core.masks import load_mask
+
+    brain = loaded_model(models_root, "brain_mri")
+    folder = Path("assets/samples/brain_mri")
+    scan = load_scan((folder / "glioma_2334.jpg").read_bytes(), "glioma_2334.jpg")
+    mask = load_mask((folder / "glioma_2334_outline.png").read_bytes(), scan.shape)
+    expected = outline_ablation(brain, scan, mask, brain.class_names.index("glioma"))
+    assert expected["p_control"] is not None
+    assert any(m.value.startswith("**Does the prediction need the finding?**") for m in at.markdown)
+    drop = expected["p_intact"] - expected["p_outline"]
+    assert "Without the finding, P(glioma) " in caption_text(at)
+    assert (f"falls by {drop:.2f}" in caption_text(at)) or (f"moves by {-drop:+.2f}" in caption_text(at))
     outline_toggle[0].set_value(False).run()
     assert not green_pixels(image_trace(figure(at, "overlay"))[0]).any()
     at.segmented_control[0].set_value("All methods side by side").run()

@@ -123,6 +123,44 @@ def outline_scores(scores: dict, baselines: dict, tolerance: str) -> None:
                + (f"; here it does no better than the {', '.join(not_beaten)} on both." if not_beaten else "."))
 
 
+def outline_ablation_panel(loaded, scan, frame, mask: np.ndarray, target: int, names: list[str],
+                           scan_digest: str) -> None:
+    """Does the prediction need the outlined finding? The frame as it is, with the outline filled in from its
+    surroundings, and with a region of the same shape filled elsewhere (the control), each with P(class)."""
+    from core.evaluation import outline_ablation
+    from core.render import display_image
+
+    if mask.shape != scan.shape[:2]:
+        return
+    result = remembered("ablation", digest(loaded.path, scan_digest, frame, mask, target),
+                        lambda: outline_ablation(loaded, scan, mask, target, frame=frame))
+    pixels = scan.frame(frame)
+    st.markdown(f"**Does the prediction need the finding?** The outline filled in from the tissue around it (no "
+                f"lesion left), and the same shape filled elsewhere as a control; P({names[target]}) for each:")
+    columns = st.columns(3)
+    versions = (("as scanned", None, result["p_intact"]), ("outline filled in", mask, result["p_outline"]),
+                ("the same shape filled elsewhere", result["control"], result["p_control"]))
+    for column, (label, region, p) in zip(columns, versions):
+        if p is None:
+            column.caption(f"{label}: no clear place of the same shape on the body, so no control here.")
+            continue
+        shown = display_image(pixels if region is None else loc.fill_region(pixels, region), scan.window,
+                              scan.invert, voi=scan.voi)
+        column.image(np.clip(shown, 0.0, 1.0), width="stretch", caption=f"{label}: P({names[target]}) = {p:.2f}")
+    drop, control = result["p_intact"] - result["p_outline"], result["p_control"]
+    if control is None:
+        verdict = f"Without the finding, P({names[target]}) moves by {-drop:+.2f}."
+    elif drop > (result["p_intact"] - control) + 0.1:
+        verdict = (f"Without the finding, P({names[target]}) falls by {drop:.2f}, more than without a region of the "
+                   "same size elsewhere: on this image the prediction rests on the finding.")
+    else:
+        verdict = (f"Without the finding, P({names[target]}) moves by {-drop:+.2f}, no more than without a region of "
+                   "the same size elsewhere: on this image the prediction does not need the finding, whatever the "
+                   "map shows.")
+    st.caption(verdict + " A smooth fill is itself unusual, which is what the control measures. The same check over "
+               "many outlined images: `python -m core explain-eval --masks ...` (its last table).")
+
+
 def scored_results(loaded, tensor, raw_map, target, layer) -> dict:
     """The faithfulness and uncertainty already computed for this map in the session (for a report), else {}."""
     scored = st.session_state.get(Keys.SCORED, {}).get(digest(loaded.path, tensor, raw_map, target, layer))
