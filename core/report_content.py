@@ -166,6 +166,20 @@ def outline_rows(on_scan: np.ndarray, mask: np.ndarray, spacing) -> tuple:
     return tuple(rows)
 
 
+def ablation_row(loaded, scan, mask: np.ndarray, target: int, frame: int | None = None) -> tuple:
+    """The row saying whether the prediction needs the outlined finding (:func:`core.evaluation.outline_ablation`)."""
+    from core.evaluation import outline_ablation
+
+    result = outline_ablation(loaded, scan, np.asarray(mask, bool), target, frame=frame)
+    name = loaded.class_names[target]
+    control = "" if result["p_control"] is None else f"; a region of the same shape elsewhere: {result['p_control']:.2f}"
+    return ("Without the finding", f"P({name}) {result['p_intact']:.2f} as scanned, {result['p_outline']:.2f} with "
+            f"the outline filled in{control}",
+            "The outlined region filled in from the tissue around it, and as a control a region of the same shape "
+            "filled elsewhere: a fall no larger than the control's means the prediction does not need the finding, "
+            "whatever the map shows.")
+
+
 def card_summary(info: Mapping) -> dict:
     """The model card summary a report prints: data source with citation, intended use, limits."""
     from core.card import source_text
@@ -292,7 +306,8 @@ def content_for(loaded, scan, *, method: str = "gradcam", frame: int | None = No
         check = sanity_check(loaded, tensor, method, target, result.layer, original=result.raw)
     trust = (faithfulness_row(faith, names[target]), uncertainty_row(tta, names[positive], threshold),
              sanity_row(check, METHODS[method]))
-    outline = () if mask is None else outline_rows(result.on_scan, mask, scan.spacing)
+    outline = () if mask is None else (outline_rows(result.on_scan, mask, scan.spacing)
+                                       + (ablation_row(loaded, scan, mask, target, frame),))
 
     notes = list(scan.warnings)
     outside = out_of_range_sentence(prediction, loaded.title)

@@ -107,7 +107,8 @@ def test_outline_scores_and_the_sanity_check(models_root, tmp_path, capfd):
     assert code == 0, stderr
     text = pdf_text(out)
     for words in ("Against the expert outline", "Pointing game", "Energy", "Rank accuracy",
-                  "Pixel AUROC", "centre baseline", "True label: glioma", "with every layer randomised"):
+                  "Pixel AUROC", "centre baseline", "True label: glioma", "with every layer randomised",
+                  "Without the finding", "with the outline filled in", "a region of the same shape elsewhere"):
         assert words in text, words
     assert "not run for this report" not in text
     assert "0.49 x 0.49" not in text  # a JPEG states no spacing and the CLI is given none: pixels, said so
