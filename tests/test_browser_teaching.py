@@ -195,6 +195,21 @@ def test_lesson_forward_through_every_step_and_back(browser, server):
             page.get_by_role("button", name="Next ▶").first.click()
             page.get_by_text(f"Step {number + 1} of 5").wait_for()
             settle(page)
+
+    # the skull lesson, to its fourth step: the outlined slices read again with their tumour filled in
+    segmented(page, "The skull lesson").click()
+    page.get_by_text("Step 1 of 5: A brain model that never sees the brain").wait_for()
+    settle(page)
+    for number in range(1, 6):
+        assert_no_errors(page)
+        if number == 4:
+            page.get_by_text("with the outlined tumour filled in").first.wait_for()
+            assert page.get_by_text("with the tumour gone").count() == 1
+        screenshot(page, f"teaching-skull-{number}")
+        if number < 5:
+            page.get_by_role("button", name="Next ▶").first.click()
+            page.get_by_text(f"Step {number + 1} of 5").wait_for()
+            settle(page)
     page.context.close()
 
 

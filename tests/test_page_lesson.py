@@ -168,7 +168,7 @@ def test_the_skull_lesson_with_the_committed_rim_only_model(teaching_env, models
     at = teaching_env("lesson")
     at.segmented_control(key=Keys.LESSON_KIND).set_value("The skull lesson").run()
     titles = ["A brain model that never sees the brain", "Its answers", "Where the default model looks",
-              "What to take away"]
+              "The tumour filled in", "What to take away"]
     rim = loaded_for(rim_model_dir().parent, rim_model_dir().name)
     assert rim.pipeline.rim == 0.12 and rim.pipeline.head == 0.0
     brain = {k: v for k, v in samples().items() if v[1] in rim.class_names and k.startswith("samples/brain_mri/")}
@@ -195,6 +195,28 @@ def test_the_skull_lesson_with_the_committed_rim_only_model(teaching_env, models
                 assert row["Rim-only model (no brain)"].startswith("right" if predicted == truth else f"wrong, {predicted}")
         if number == 2:
             assert "Peak on the tumour (within 7 mm)" in [m.label for m in at.metric]
+        if number == 3:  # each outlined slice read as scanned, with its tumour filled in, and with a control
+            from core.evaluation import outline_ablation
+            from core.masks import load_mask
+
+            default = loaded_for(models_root, "brain_mri")
+            table = at.dataframe[0].value
+            assert list(table.columns) == ["Slice", "True class", "As scanned", "Tumour filled in",
+                                           "Same shape filled elsewhere"]
+            outlined = {k: v for k, v in samples().items()
+                        if v[2] == "brain_mri" and v[3] and v[1] in rim.class_names}
+            assert len(table) == len(outlined) >= 3
+            kept, right = 0, 0
+            for key, (path, truth, _, mask_path, *_) in outlined.items():
+                scan = case_scan(key)
+                expected = outline_ablation(default, scan, load_mask(mask_path.read_bytes(), scan.shape),
+                                            default.class_names.index(truth))
+                row = table[table["Slice"] == path.name].iloc[0]
+                assert row["Tumour filled in"] == (f"{'right' if expected['right_outline'] else 'wrong'} "
+                                                   f"({expected['p_outline']:.0%})")
+                right += expected["right_intact"]
+                kept += expected["right_intact"] and expected["right_outline"]
+            assert f"Of the {right} outlined slices" in page and f"on **{kept} of {right}** with the tumour gone" in page
         if number < len(titles) - 1:
             [b for b in at.button if b.label == "Next ▶"][0].click().run()
     assert "The cure is data" in texts(at)

@@ -394,6 +394,21 @@ def film_reading(folder: str, sample: Sample, class_index: int, sigma_224: float
                          None if sigma_224 is None else float(sigma_224), int(class_index))
 
 
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _film_ablation(folder: str, sha: str, path: str, spacing, mask_path: str, class_index: int) -> dict:
+    from core.evaluation import outline_ablation
+
+    scan = _scan(path, spacing)
+    return outline_ablation(shared_model(folder), scan, _mask(mask_path, scan.shape), class_index)
+
+
+def film_ablation(folder: str, sample: Sample, class_index: int) -> dict:
+    """What a model says about an outlined curated slice as scanned, with its outline filled in and with a
+    same-shaped control region filled (:func:`core.evaluation.outline_ablation`; once per process)."""
+    _, sha = _stamp(folder)
+    return _film_ablation(folder, sha, str(sample.path), sample.spacing, str(sample.mask), int(class_index))
+
+
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _film_faithfulness(folder: str, sha: str, path: str, spacing, sigma_224: float, class_index: int):
     from core.trust import faithfulness
