@@ -194,7 +194,8 @@ def outline_ablation(loaded, scan, mask, target: int, *, frame: int | None = Non
     shape filled elsewhere on the body, the control (:func:`core.localisation.fill_region`,
     :func:`~core.localisation.control_region`; ``body`` defaults to :func:`~core.localisation.foreground` of the
     frame as displayed). Returns ``{"p_intact", "right_intact", "p_outline", "right_outline", "p_control",
-    "right_control", "control"}``: the control's entries None when no region fits, ``control`` its mask."""
+    "right_control", "control", "filled"}``: the control's entries None when no region fits, ``control`` its mask,
+    ``filled`` the frame's pixels with each region filled (``{"outline": ..., "control": ... or None}``), for showing."""
     import dataclasses
 
     from core import localisation as loc
@@ -207,14 +208,15 @@ def outline_ablation(loaded, scan, mask, target: int, *, frame: int | None = Non
         probabilities = loaded.predict(loaded.pipeline.scan_tensor(scan, frame))[0]
     row = {"p_intact": float(probabilities[target]), "right_intact": bool(loaded.decide(probabilities) == target)}
     control = loc.control_region(mask, body)
+    filled = {"outline": None, "control": None}
     for version, region in (("outline", mask), ("control", control)):
         if region is None:
             row |= {f"p_{version}": None, f"right_{version}": None}
             continue
-        filled = dataclasses.replace(scan, frames=loc.fill_region(pixels, region)[None])
-        p = loaded.predict(loaded.pipeline.scan_tensor(filled))[0]
+        filled[version] = loc.fill_region(pixels, region)
+        p = loaded.predict(loaded.pipeline.scan_tensor(dataclasses.replace(scan, frames=filled[version][None])))[0]
         row |= {f"p_{version}": float(p[target]), f"right_{version}": bool(loaded.decide(p) == target)}
-    return row | {"control": control}
+    return row | {"control": control, "filled": filled}
 
 
 def evaluate_localisation(loaded, images_dir, masks_dir, *, limit: int = 50, layers: list[str] | None = None,
@@ -306,7 +308,7 @@ def evaluate_localisation(loaded, images_dir, masks_dir, *, limit: int = 50, lay
         base = {"image": key, "class": cls}
         shown = display_image(scan.frame(), scan.window, scan.invert, voi=scan.voi)
         ablated = outline_ablation(loaded, scan, mask, target, body=loc.foreground(shown), probabilities=probabilities)
-        ablations.append(base | {k: v for k, v in ablated.items() if k != "control"})
+        ablations.append(base | {k: v for k, v in ablated.items() if k not in ("control", "filled")})
         for method, layer in methods:
             raw = loaded.explainer.saliency(tensor, method, target, layer)
             rows.append(base | {"method": method, "layer": layer,

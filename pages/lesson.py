@@ -7,7 +7,7 @@ import json
 import numpy as np
 import streamlit as st
 
-from core.localisation import fill_region, localisation_scores
+from core.localisation import localisation_scores
 from core.model import ModelError
 from core.predict import out_of_range_sentence, predict_tensors
 from core.render import display_image
@@ -528,7 +528,7 @@ def skull_lesson() -> None:
             example_scan = case_scan(example)
             example_mask = case_mask(example, example_scan)
             result = ablated[example.path.name]
-            filled = display_image(fill_region(example_scan.frame(), example_mask), example_scan.window, example_scan.invert,
+            filled = display_image(result["filled"]["outline"], example_scan.window, example_scan.invert,
                                    voi=example_scan.voi)
             target = example.true_label
             left, right = st.columns(2)

@@ -138,14 +138,14 @@ def outline_ablation_panel(loaded, scan, frame, mask: np.ndarray, target: int, n
     st.markdown(f"**Does the prediction need the finding?** The outline filled in from the tissue around it (no "
                 f"lesion left), and the same shape filled elsewhere as a control; P({names[target]}) for each:")
     columns = st.columns(3)
-    versions = (("as scanned", None, result["p_intact"]), ("outline filled in", mask, result["p_outline"]),
-                ("the same shape filled elsewhere", result["control"], result["p_control"]))
-    for column, (label, region, p) in zip(columns, versions):
+    versions = (("as scanned", pixels, result["p_intact"]),
+                ("outline filled in", result["filled"]["outline"], result["p_outline"]),
+                ("the same shape filled elsewhere", result["filled"]["control"], result["p_control"]))
+    for column, (label, frame_pixels, p) in zip(columns, versions):
         if p is None:
             column.caption(f"{label}: no clear place of the same shape on the body, so no control here.")
             continue
-        shown = display_image(pixels if region is None else loc.fill_region(pixels, region), scan.window,
-                              scan.invert, voi=scan.voi)
+        shown = display_image(frame_pixels, scan.window, scan.invert, voi=scan.voi)
         column.image(np.clip(shown, 0.0, 1.0), width="stretch", caption=f"{label}: P({names[target]}) = {p:.2f}")
     drop, control = result["p_intact"] - result["p_outline"], result["p_control"]
     if control is None:
