@@ -549,11 +549,11 @@ def skull_lesson() -> None:
                     p, right_answer = r[f"p_{version}"], r[f"right_{version}"]
                     rows[column].append("–" if p is None else f"{'right' if right_answer else 'wrong'} ({p:.0%})")
             st.dataframe(rows, hide_index=True, width="stretch")
-            right = [s for s in outlined if ablated[s.path.name]["right_intact"]]
-            kept = sum(bool(ablated[s.path.name]["right_outline"]) for s in right)
-            st.markdown(f"Of the {len(right)} outlined slices the default model gets right as scanned, it still names "
-                        f"the right class on **{kept} of {len(right)}** with the tumour gone. The control fills a region of the same shape "
-                        "elsewhere in the head, because a smooth patch is itself unusual. Measured on the 150 outlined "
+            read_right = [s for s in outlined if ablated[s.path.name]["right_intact"]]
+            kept = sum(bool(ablated[s.path.name]["right_outline"]) for s in read_right)
+            st.markdown(f"Of the {len(read_right)} outlined slices the default model gets right as scanned, it still "
+                        f"names the right class on **{kept} of {len(read_right)}** with the tumour gone. The control "
+                        "fills a region of the same shape elsewhere in the head, because a smooth patch is itself unusual. Measured on the 150 outlined "
                         "slices it never saw, it still calls 95% of the gliomas glioma without their tumour "
                         "(`python -m core explain-eval --masks ...`, its last table; `docs/EXPLANATIONS.md`, \"Does the "
                         "prediction need the lesion?\"). A map cannot point at a tumour the answer does not need.")
