@@ -1,0 +1,172 @@
+"""How far from the outlined lesion does a model's evidence lie (issue 12's glioma question)?
+
+`explain-eval --masks` fills each outline in and, as a control, a region of the same shape elsewhere on the body
+(:func:`core.evaluation.outline_ablation`). Tissue next to a tumour changes too (oedema, mass effect), so a model
+could rest on the tumour's surroundings and still shrug at the outline filled in. This check grows the outline
+by each margin in millimetres (clipped to the body), fills that in and a control of the grown shape, and reports
+the mean P(true class) for both with the paired bootstrap interval of the extra drop. Then the whole inside of
+the head or body part is filled (its outer 12% of radius kept, :func:`core.preprocess.head_region`): what the
+model answers when nothing inside is left to read. Last, the distance from the peak of the map the dashboard
+shows (Grad-CAM at the last convolution, explaining the true class) to the outline, against the centre prior's
+peak: the share within each distance.
+
+Images are taken as ``explain-eval`` takes them (the same seeded order, classes in turn), so the first N here
+are the N slices scored there.
+
+    python scripts/margin_check.py --model assets/models/brain_mri \\
+        --data ../shared/data/brain_mri_masks/images --masks ../shared/data/brain_mri_masks/masks \\
+        --spacing 0.49 --where subset=unseen --limit 150 [--margins 0,5,10,20] [--json OUT.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core import localisation as loc  # noqa: E402
+from core.evaluation import to_geometry  # noqa: E402
+from core.io import load_scan  # noqa: E402
+from core.masks import load_mask, pair_masks  # noqa: E402
+from core.model import load_model  # noqa: E402
+from core.preprocess import head_region  # noqa: E402
+from core.render import display_image  # noqa: E402
+
+DISTANCES_MM = (7, 15, 25)
+
+
+def chosen_images(loaded, images_dir: Path, masks_dir: Path, where: tuple[str, str] | None, limit: int):
+    """(class, image, mask) in explain-eval's order: a seeded permutation per class, the classes taken in turn."""
+    pairs, _ = pair_masks(images_dir, masks_dir)
+    names = loaded.class_names
+    usable = [pair for pair in pairs if pair[0] in names]
+    if where:
+        with open(images_dir.parent / "index.csv", newline="") as fh:
+            keep = {(images_dir.parent / row["image"]).resolve() for row in csv.DictReader(fh)
+                    if row[where[0]] == where[1]}
+        usable = [pair for pair in usable if pair[1].resolve() in keep]
+    rng = np.random.default_rng(0)
+    classes = sorted({cls for cls, _, _ in usable}, key=names.index)
+    queues = [[pair for pair in usable if pair[0] == cls] for cls in classes]
+    queues = [[queue[j] for j in rng.permutation(len(queue))] for queue in queues]
+    return [queue[i] for i in range(max(map(len, queues), default=0)) for queue in queues if i < len(queue)][:limit]
+
+
+def check_one(loaded, scan, mask, target: int, spacing: float, margins) -> dict:
+    """P(target) intact, for each margin with the grown outline and its control filled, with the inside filled."""
+    pixels = scan.frame()
+    shown = display_image(pixels, scan.window, scan.invert, voi=scan.voi)
+    body = loc.foreground(shown)
+    names = loaded.class_names
+
+    def p_of(frame):
+        probabilities = loaded.predict(loaded.pipeline.scan_tensor(dataclasses.replace(scan, frames=frame[None])))[0]
+        return float(probabilities[target]), names[int(np.argmax(probabilities))]
+
+    tensor = loaded.pipeline.scan_tensor(scan)
+    probabilities = loaded.predict(tensor)[0]
+    row = {"p": float(probabilities[target]), "right": bool(loaded.decide(probabilities) == target)}
+    for margin in margins:
+        grown = mask if margin == 0 else ndimage.binary_dilation(
+            mask, iterations=max(1, int(round(margin / spacing)))) & (body | mask)
+        control = loc.control_region(grown, body)
+        row[f"outline_{margin}"] = p_of(loc.fill_region(pixels, grown))[0]
+        row[f"control_{margin}"] = None if control is None else p_of(loc.fill_region(pixels, control))[0]
+    grey = shown if shown.ndim == 2 else shown.mean(axis=-1)
+    grey = (grey - grey.min()) / max(float(grey.max() - grey.min()), 1e-6)
+    row["p_inside"], row["answer_inside"] = p_of(loc.fill_region(pixels, head_region(grey, erode=0.12)))
+    distance = ndimage.distance_transform_edt(~mask) * spacing
+    saliency = to_geometry(loaded.explainer.saliency(tensor, "gradcam", target, "last_conv"), scan.shape)
+    centre = loc.centre_prior(scan.shape, spacing=(spacing, spacing))
+    for name, heat in (("gradcam", saliency), ("centre", centre)):
+        row[f"peak_mm_{name}"] = float(distance[np.unravel_index(int(np.argmax(heat)), heat.shape)])
+    return row
+
+
+def summarise(rows: list[dict], margins, names: list[str]) -> list[dict]:
+    """Per class and for all: means, the extra drop (outline minus control) with its paired interval."""
+    out = []
+    for cls in sorted({r["class"] for r in rows}, key=names.index) + ["all"]:
+        group = [r for r in rows if cls == "all" or r["class"] == cls]
+        line = {"class": cls, "n": len(group), "accuracy": float(np.mean([r["right"] for r in group])),
+                "p": float(np.mean([r["p"] for r in group]))}
+        for margin in margins:
+            both = [r for r in group if r[f"control_{margin}"] is not None]
+            outline = [r["p"] - r[f"outline_{margin}"] for r in both]
+            control = [r["p"] - r[f"control_{margin}"] for r in both]
+            drop = loc.paired_bootstrap(outline, control) if len(both) > 1 else (float("nan"),) * 3
+            line[f"{margin} mm"] = {"n": len(both),
+                                    "p_outline": float(np.mean([r[f"outline_{margin}"] for r in both])) if both else None,
+                                    "p_control": float(np.mean([r[f"control_{margin}"] for r in both])) if both else None,
+                                    "extra_drop": [round(v, 3) for v in drop]}
+        line["p_inside"] = float(np.mean([r["p_inside"] for r in group]))
+        line["answers_inside"] = {n: sum(r["answer_inside"] == n for r in group) for n in names}
+        for name in ("gradcam", "centre"):
+            line[f"peak_within_{name}"] = {f"{d} mm": float(np.mean([r[f"peak_mm_{name}"] <= d for r in group]))
+                                           for d in DISTANCES_MM}
+        out.append(line)
+    return out
+
+
+def markdown(summary: list[dict], margins) -> str:
+    head = ["class", "n", "P(true) intact"] + [f"{m} mm: outline / control, extra drop" for m in margins] + [
+        "inside filled: P(true), answers", "Grad-CAM peak within " + "/".join(map(str, DISTANCES_MM)) + " mm",
+        "centre prior's peak"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in summary:
+        cells = [s["class"], str(s["n"]), f"{s['p']:.2f}"]
+        for m in margins:
+            c = s[f"{m} mm"]
+            low, high = c["extra_drop"][1], c["extra_drop"][2]
+            if c["p_outline"] is None:
+                cells.append("n/a")
+                continue
+            interval = "" if np.isnan(low) else f" [{low:+.2f}, {high:+.2f}]"
+            cells.append(f"{c['p_outline']:.2f} / {c['p_control']:.2f}, {c['extra_drop'][0]:+.2f}{interval} (n {c['n']})")
+        answers = ", ".join(f"{k} {v}" for k, v in s["answers_inside"].items() if v)
+        cells.append(f"{s['p_inside']:.2f} ({answers})")
+        for name in ("gradcam", "centre"):
+            cells.append(" / ".join(f"{v:.2f}" for v in s[f"peak_within_{name}"].values()))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--masks", required=True, type=Path)
+    parser.add_argument("--spacing", type=float, required=True, help="mm per pixel of the outlined images")
+    parser.add_argument("--where", help="COLUMN=VALUE of the index CSV beside the images folder")
+    parser.add_argument("--limit", type=int, default=150)
+    parser.add_argument("--margins", default="0,5,10,20", help="comma-separated margins in mm")
+    parser.add_argument("--json", type=Path, help="also write the per-image rows and the summary here")
+    args = parser.parse_args(argv)
+    margins = [int(m) for m in args.margins.split(",")]
+    where = tuple(args.where.split("=", 1)) if args.where else None
+    loaded = load_model(args.model)
+    rows = []
+    for cls, image, mask_path in chosen_images(loaded, args.data, args.masks, where, args.limit):
+        scan = load_scan(image.read_bytes(), image.name)
+        mask = load_mask(mask_path.read_bytes(), scan.shape)
+        rows.append({"image": f"{cls}/{image.name}", "class": cls} | check_one(
+            loaded, scan, mask, loaded.class_names.index(cls), args.spacing, margins))
+        print(f"{len(rows)}/{args.limit} {cls}/{image.name}", file=sys.stderr, flush=True)
+    summary = summarise(rows, margins, loaded.class_names)
+    print(markdown(summary, margins))
+    if args.json:
+        args.json.write_text(json.dumps({"model": args.model, "margins_mm": margins, "summary": summary,
+                                         "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
