@@ -219,44 +219,22 @@ def outline_ablation(loaded, scan, mask, target: int, *, frame: int | None = Non
     return row | {"control": control, "filled": filled}
 
 
-def evaluate_localisation(loaded, images_dir, masks_dir, *, limit: int = 50, layers: list[str] | None = None,
-                          spacing: tuple[float, float] | None = None, tolerance_mm: float = 7.0,
-                          where: tuple[str, str] | None = None, index: Path | None = None,
-                          methods: list[str] | None = None, n_resamples: int = 2000, log=print) -> dict:
-    """Scores of every method's map against expert outlines, with baselines and bootstrap intervals.
+def outlined_images(names: list[str], images_dir: Path, masks_dir: Path, *, where: tuple[str, str] | None = None,
+                    index: Path | None = None) -> tuple[list, list, str]:
+    """The outlined images of ``images_dir`` in the order they are scored: ``(candidates, skipped, subset)``.
 
-    ``images_dir/{class}/N.jpg`` pairs with ``masks_dir/{class}/N.png`` (:func:`core.masks.pair_masks`).
-    Each map explains the image's true class (its folder), on the scan's own geometry; the centre,
-    intensity and random baselines are scored the same way on the same images (:mod:`core.localisation`).
-    ``where=(column, value)`` keeps the images whose row of the index CSV (``index``, by default
-    ``index.csv`` beside ``images_dir``; its ``image`` column is relative to that folder's parent)
-    has that value, e.g. ``("subset", "unseen")``. ``spacing`` (mm per pixel) is used for files that
-    do not state one; without either the tolerance is a fraction of the image size, and the report
-    says which. ``methods`` keeps only those saliency methods (default: every CAM method on each layer and
-    SmoothGrad); the baselines are always scored. Files that cannot be used are skipped with a sentence each and
-    counted.
-
-    Raises :class:`EvaluationError` when nothing could be scored.
-    """
-    import zlib
-    from collections import Counter
-
-    from core import localisation as loc
-    from core.io import ScanError, load_scan
-    from core.masks import MaskError, load_mask, pair_masks
-    from core.render import display_image
+    ``candidates`` are ``(class, image, mask)`` for the classes among ``names``, a seeded order per class, the
+    classes taken in turn (so the first N spread over the classes and are the same N on every run); ``skipped``
+    ``(path, reason)`` for files that cannot be paired or whose class the model lacks; ``subset`` describes the
+    selection. ``where`` and ``index`` as in :func:`evaluate_localisation`. Raises :class:`EvaluationError`."""
+    from core.masks import MaskError, pair_masks
 
     images_dir, masks_dir = Path(images_dir), Path(masks_dir)
-    unknown = [m for m in methods or () if m not in METHODS]
-    if unknown or methods == []:
-        raise EvaluationError(f"--methods takes methods among {', '.join(METHODS)}"
-                              + (f", not {', '.join(unknown)}." if unknown else "."))
     try:
         pairs, skipped = pair_masks(images_dir, masks_dir)
     except MaskError as err:
         raise EvaluationError(str(err)) from None
     skipped = [(path, reason) for path, reason in skipped]
-    names = loaded.class_names
     usable = []
     for cls, image, mask in pairs:
         if cls in names:
@@ -282,6 +260,43 @@ def evaluate_localisation(loaded, images_dir, masks_dir, *, limit: int = 50, lay
     queues = [[pair for pair in usable if pair[0] == cls] for cls in classes]
     queues = [[queue[j] for j in rng.permutation(len(queue))] for queue in queues]
     candidates = [queue[i] for i in range(max(map(len, queues), default=0)) for queue in queues if i < len(queue)]
+    return candidates, skipped, subset
+
+
+def evaluate_localisation(loaded, images_dir, masks_dir, *, limit: int = 50, layers: list[str] | None = None,
+                          spacing: tuple[float, float] | None = None, tolerance_mm: float = 7.0,
+                          where: tuple[str, str] | None = None, index: Path | None = None,
+                          methods: list[str] | None = None, n_resamples: int = 2000, log=print) -> dict:
+    """Scores of every method's map against expert outlines, with baselines and bootstrap intervals.
+
+    ``images_dir/{class}/N.jpg`` pairs with ``masks_dir/{class}/N.png`` (:func:`core.masks.pair_masks`).
+    Each map explains the image's true class (its folder), on the scan's own geometry; the centre,
+    intensity and random baselines are scored the same way on the same images (:mod:`core.localisation`).
+    ``where=(column, value)`` keeps the images whose row of the index CSV (``index``, by default
+    ``index.csv`` beside ``images_dir``; its ``image`` column is relative to that folder's parent)
+    has that value, e.g. ``("subset", "unseen")``. ``spacing`` (mm per pixel) is used for files that
+    do not state one; without either the tolerance is a fraction of the image size, and the report
+    says which. ``methods`` keeps only those saliency methods (default: every CAM method on each layer and
+    SmoothGrad); the baselines are always scored. Files that cannot be used are skipped with a sentence each and
+    counted.
+
+    Raises :class:`EvaluationError` when nothing could be scored.
+    """
+    import zlib
+    from collections import Counter
+
+    from core import localisation as loc
+    from core.io import ScanError, load_scan
+    from core.masks import MaskError, load_mask
+    from core.render import display_image
+
+    images_dir, masks_dir = Path(images_dir), Path(masks_dir)
+    names = loaded.class_names
+    unknown = [m for m in methods or () if m not in METHODS]
+    if unknown or methods == []:
+        raise EvaluationError(f"--methods takes methods among {', '.join(METHODS)}"
+                              + (f", not {', '.join(unknown)}." if unknown else "."))
+    candidates, skipped, subset = outlined_images(names, images_dir, masks_dir, where=where, index=index)
     score_layers = localisation_layers(loaded, layers)
     chosen = methods or list(METHODS)
     methods = [(m, layer) for m in METHODS if m in CAM_METHODS and m in chosen for layer in score_layers] + (

@@ -10,7 +10,7 @@ model answers when nothing inside is left to read. Last, the distance from the p
 shows (Grad-CAM at the last convolution, explaining the true class) to the outline, against the centre prior's
 peak: the share within each distance.
 
-Images are taken as ``explain-eval`` takes them (the same seeded order, classes in turn), so the first N here
+Images are taken as ``explain-eval`` takes them (:func:`core.evaluation.outlined_images`), so the first N here
 are the N slices scored there.
 
     python scripts/margin_check.py --model assets/models/brain_mri \\
@@ -21,7 +21,6 @@ are the N slices scored there.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import sys
@@ -33,31 +32,14 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import localisation as loc  # noqa: E402
-from core.evaluation import to_geometry  # noqa: E402
+from core.evaluation import outlined_images, to_geometry  # noqa: E402
 from core.io import load_scan  # noqa: E402
-from core.masks import load_mask, pair_masks  # noqa: E402
+from core.masks import load_mask  # noqa: E402
 from core.model import load_model  # noqa: E402
 from core.preprocess import head_region  # noqa: E402
 from core.render import display_image  # noqa: E402
 
 DISTANCES_MM = (7, 15, 25)
-
-
-def chosen_images(loaded, images_dir: Path, masks_dir: Path, where: tuple[str, str] | None, limit: int):
-    """(class, image, mask) in explain-eval's order: a seeded permutation per class, the classes taken in turn."""
-    pairs, _ = pair_masks(images_dir, masks_dir)
-    names = loaded.class_names
-    usable = [pair for pair in pairs if pair[0] in names]
-    if where:
-        with open(images_dir.parent / "index.csv", newline="") as fh:
-            keep = {(images_dir.parent / row["image"]).resolve() for row in csv.DictReader(fh)
-                    if row[where[0]] == where[1]}
-        usable = [pair for pair in usable if pair[1].resolve() in keep]
-    rng = np.random.default_rng(0)
-    classes = sorted({cls for cls, _, _ in usable}, key=names.index)
-    queues = [[pair for pair in usable if pair[0] == cls] for cls in classes]
-    queues = [[queue[j] for j in rng.permutation(len(queue))] for queue in queues]
-    return [queue[i] for i in range(max(map(len, queues), default=0)) for queue in queues if i < len(queue)][:limit]
 
 
 def check_one(loaded, scan, mask, target: int, spacing: float, margins) -> dict:
@@ -154,7 +136,8 @@ def main(argv=None) -> int:
     where = tuple(args.where.split("=", 1)) if args.where else None
     loaded = load_model(args.model)
     rows = []
-    for cls, image, mask_path in chosen_images(loaded, args.data, args.masks, where, args.limit):
+    candidates, _, _ = outlined_images(loaded.class_names, args.data, args.masks, where=where)
+    for cls, image, mask_path in candidates[:args.limit]:
         scan = load_scan(image.read_bytes(), image.name)
         mask = load_mask(mask_path.read_bytes(), scan.shape)
         rows.append({"image": f"{cls}/{image.name}", "class": cls} | check_one(
