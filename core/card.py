@@ -41,7 +41,11 @@ def render_card(folder: str | Path) -> str:
         f"- Last convolution `{info.get('last_conv', 'last_conv')}` (explained by the CAM methods)."
         + (" Local evidence (`--local`): it and the two convolutions below it are 1 x 1, so each of its cells sees "
            "only a 33 px square of the input (BagNet-style), and the class must rest on patches of that size."
-           if params.get("local") else ""),
+           if params.get("local") else "")
+        + (f" Evidence head (`--no-finding {params['no_finding']}`): every other class's score is a sum of "
+           "non-negative evidence (non-negative weights on the pooled features, no bias) and "
+           f"{params['no_finding']}'s a learned constant, so a slice with nothing to show reads as "
+           f"{params['no_finding']}." if params.get("no_finding") else ""),
         f"- Preprocessing (saved in `model.json`, the same code for training and inference): "
         f"{json.dumps(info['preprocessing'])}."
         + (f" Everything outside the head's inner region (its rim eroded by {info['preprocessing']['head']:g} of the "
@@ -78,6 +82,7 @@ def render_card(folder: str | Path) -> str:
         f"--recalibrate-bn {params.get('recalibrate_bn', 0)}{'' if params.get('degrade') else ' --no-degrade'}"
         f"{' --pooling ' + params['pooling'] if params.get('pooling', 'avg') != 'avg' else ''}"
         f"{' --local' if params.get('local') else ''}"
+        f"{' --no-finding ' + params['no_finding'] if params.get('no_finding') else ''}"
         f"{' --cutmix %g' % params['cutmix'] if params.get('cutmix') else ''}"
         f"{' --head-mask %g' % params['head_mask'] if params.get('head_mask') else ''}"
         f"{' --rim-only %g' % params['rim_only'] if params.get('rim_only') else ''}"

@@ -71,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="make the small CNN's last three convolutions 1 x 1, so each cell of the last convolution sees "
                         "only a 33 px square of the input: the class must rest on local patches, where its map shows "
                         "them, not on the layout of the whole image (BagNet-style local evidence)")
+    t.add_argument("--no-finding", metavar="CLASS",
+                   help="the class that means no finding (e.g. notumor): every other class is scored by a sum of "
+                        "non-negative evidence and this one by a learned constant, so a slice with nothing to show "
+                        "reads as no finding and no class is the one left when the others' evidence is missing")
     t.add_argument("--cutmix", type=float, default=0.0, metavar="P",
                    help="CutMix: give a share P of the training images a random box of another image, labels mixed "
                         "by area, so a class is scored where its evidence lies (default 0: off)")
@@ -310,7 +314,8 @@ def _train(args) -> int:
                          batch_size=args.batch_size, input_size=args.input_size, width=args.width,
                          learning_rate=args.learning_rate, patience=args.patience,
                          limit_per_class=args.limit_per_class, recalibrate_bn=args.recalibrate_bn,
-                         degrade=args.degrade, pooling=args.pooling, local=args.local, cutmix=args.cutmix,
+                         degrade=args.degrade, pooling=args.pooling, local=args.local, no_finding=args.no_finding,
+                         cutmix=args.cutmix,
                          init_from=args.init_from,
                          head_mask=args.head_mask, rim_only=args.rim_only, body_mask=args.body_mask, contrast=args.contrast,
                          backbone=args.backbone, backbone_stages=args.backbone_stages, strategy=args.strategy,

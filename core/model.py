@@ -53,7 +53,7 @@ LOCAL_FIELD = 33
 
 
 def build_model(input_size: int, n_classes: int, *, width: int = 32, dropout: float = 0.3,
-                name: str = "cnn", pooling: str = "avg", local: bool = False):
+                name: str = "cnn", pooling: str = "avg", local: bool = False, no_finding: int | None = None):
     """A Functional CNN, not nested and not Sequential, so tf-keras-vis can rewrite it.
 
     A stride-2 stem and two pooled stages bring the image to 1/8 scale, where three more
@@ -62,7 +62,8 @@ def build_model(input_size: int, n_classes: int, *, width: int = 32, dropout: fl
     Each of its cells sees an 81 px square of the input. With ``local`` those three are 1 x 1
     convolutions and a cell sees only a :data:`LOCAL_FIELD` px square (a bag of local features,
     as in BagNet, Brendel & Bethge, ICLR 2019): whatever the class rests on must lie in patches
-    of that size, where the map then shows it, not in the layout of the whole slice.
+    of that size, where the map then shows it, not in the layout of the whole slice. ``no_finding`` (a class
+    index) builds the evidence head of :func:`pooled_head`.
 
     >>> build_model(64, 2).output_shape
     (None, 2)
@@ -85,18 +86,43 @@ def build_model(input_size: int, n_classes: int, *, width: int = 32, dropout: fl
     x = conv(x, width * 4, label="conv3a", kernel=kernel)
     x = conv(x, width * 4, label="conv3b", kernel=kernel)
     x = layers.Conv2D(width * 4, kernel, padding="same", activation="relu", name=LAST_CONV)(x)
-    return keras.Model(inputs, pooled_head(x, n_classes, pooling=pooling, dropout=dropout), name=name)
+    return keras.Model(inputs, pooled_head(x, n_classes, pooling=pooling, dropout=dropout, no_finding=no_finding),
+                       name=name)
 
 
-def pooled_head(features, n_classes: int, *, pooling: str, dropout: float):
+def pooled_head(features, n_classes: int, *, pooling: str, dropout: float, no_finding: int | None = None):
     """The classifier on a last convolution's maps (one of :data:`POOLINGS`): global average (``gap``) or
     average and maximum side by side (``pooled``), dropout, softmax ``predictions``; or, for ``classmap``,
     dropout, the 1 x 1 :data:`CLASS_MAPS` convolution and each map's maximum and average averaged into
-    its class score (``classmap-max``: its maximum alone). The names are those the outlier check looks for."""
+    its class score (``classmap-max``: its maximum alone). The names are those the outlier check looks for.
+
+    ``no_finding`` (the index of a class that is the absence of any finding, e.g. ``notumor``) makes every other
+    class's score a sum of evidence: one ``evidence_{i}`` Dense unit per class, non-negative weights on the
+    (non-negative) pooled features and no bias, so a class scores above zero only where its features fire; the
+    no-finding class's score is a learned constant (``no_finding``, a Dense unit whose weights are held at zero).
+    A slice with nothing to show then reads as no finding, and no class can be the one left over when the
+    others' evidence is missing (issue 12: with the interior of every outlined slice filled in, the softmax
+    default called all of them glioma)."""
+    import keras
     from keras import layers
 
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+    if no_finding is not None:
+        if pooling.startswith("classmap") or not 0 <= no_finding < n_classes or n_classes < 2:
+            raise ValueError("The evidence head needs --pooling avg or avg+max and a no-finding class among the "
+                             "model's classes.")
+        pooled = layers.GlobalAveragePooling2D(name="gap")(features)
+        if pooling == "avg+max":
+            pooled = layers.Concatenate(name="pooled")([pooled, layers.GlobalMaxPooling2D(name="gmp")(features)])
+        pooled = layers.Dropout(dropout, name="dropout")(pooled)
+        scores = [layers.Dense(1, use_bias=False, kernel_constraint=keras.constraints.NonNeg(),
+                               kernel_initializer=keras.initializers.RandomUniform(0.0, 0.05), name=f"evidence_{i}")(pooled)
+                  if i != no_finding else
+                  layers.Dense(1, kernel_initializer="zeros", kernel_constraint=keras.constraints.MaxNorm(0.0),
+                               name="no_finding")(pooled)
+                  for i in range(n_classes)]
+        return layers.Activation("softmax", name="predictions")(layers.Concatenate(name="class_scores")(scores))
     if pooling.startswith("classmap"):
         maps = layers.Conv2D(n_classes, 1, name=CLASS_MAPS)(layers.Dropout(dropout, name="dropout")(features))
         if pooling == "classmap-max":

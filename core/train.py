@@ -46,6 +46,7 @@ class TrainConfig:
     degrade: bool = True  # blur, sharpening, gamma, contrast, noise, JPEG on every class (core.perturb)
     pooling: str = "avg"  # core.model.POOLINGS
     local: bool = False  # the small CNN's last three convolutions 1 x 1: each map cell sees a 33 px patch (core.model.LOCAL_FIELD)
+    no_finding: str | None = None  # a class that is the absence of any finding: the others scored by non-negative evidence (core.model.pooled_head)
     cutmix: float = 0.0  # share of training images given a box of another image, labels mixed by area (data.cutmix_batch)
     head_mask: float = 0.0  # Pipeline.head: black out all but the head's inner region (0: off)
     rim_only: float = 0.0  # Pipeline.rim: the opposite, a diagnostic model of the scalp, skull and outline (0: off)
@@ -73,6 +74,9 @@ def train(config: TrainConfig, log=print) -> dict:
         raise ValueError("--upweight-errors-of runs in one process; leave out --strategy.")
     if config.local and config.backbone:
         raise ValueError("--local shapes the small CNN's last convolutions; a --backbone keeps its own.")
+    if config.no_finding and (config.backbone or config.pooling.startswith("classmap")):
+        raise ValueError("--no-finding builds the small CNN's evidence head: give it --pooling avg or avg+max and no "
+                         "--backbone.")
     if config.box_loss < 0:
         raise ValueError("--box-loss is a weight: 0 (off) or more.")
     if config.box_loss and not config.freeze_backbone:
@@ -109,12 +113,14 @@ def train(config: TrainConfig, log=print) -> dict:
 
     started = time.time()
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
     spec = load_spec(config.task)
 
     dataset = data_mod.list_for_spec(config.data, spec, limit_per_class=config.limit_per_class)
     names = list(dataset.class_names)
+    if config.no_finding and config.no_finding not in names:
+        raise ValueError(f"--no-finding must name one of the classes ({', '.join(names)}), not {config.no_finding}.")
+    out.mkdir(parents=True, exist_ok=True)
     train_items, val_items = data_mod.split_dataset(dataset, spec.get("split"),
                                                     validation_fraction=config.validation_fraction, seed=config.seed)
     log(f"{len(dataset.items)} images after removing {dataset.removed_duplicates} duplicates; "
@@ -166,7 +172,8 @@ def train(config: TrainConfig, log=print) -> dict:
             f"{model.get_layer('last_conv').output.shape[1]} x {model.get_layer('last_conv').output.shape[2]}")
     else:
         model = build_model(config.input_size, n_classes, width=config.width, name=spec["name"],
-                            pooling=config.pooling, local=config.local)
+                            pooling=config.pooling, local=config.local,
+                            no_finding=names.index(config.no_finding) if config.no_finding else None)
     initialised = None
     if config.init_from:
         initialised = initialise_from(model, config.init_from)

@@ -67,6 +67,41 @@ def test_a_local_model_s_last_convolution_cells_see_only_their_own_patch(real_ba
     else:
         assert reach.min() >= 4
 
+def test_the_evidence_head_reads_no_finding_when_nothing_fires_and_keeps_its_weights_non_negative(tmp_path, real_batch):
+    """``--no-finding``: each other class's score is a sum of non-negative evidence with no bias and the no-finding
+    class's a learned constant, so pooled features of zero (nothing fires) give the no-finding class as soon as
+    its constant is above zero, and no training step can make a class's weight negative or give the constant a
+    weight. The model saves, reloads and explains like the others."""
+    import keras
+
+    from core.model import pooled_head
+    from core.saliency import Explainer
+
+    keras.utils.set_random_seed(4)
+    model = build_model(32, 3, width=8, pooling="avg+max", no_finding=1)
+    assert type(model).__name__ == "Functional" and conv_layer_names(model)[-1] == LAST_CONV
+    assert outlier_layers(model) == ["pooled", "conv2b_relu"]
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="categorical_crossentropy")
+    labels = np.eye(3, dtype=np.float32)[[0, 2, 0, 2, 0, 2]]  # the no-finding class never the answer: pushes hard
+    model.fit(real_batch, labels, epochs=3, verbose=0)
+    for index in (0, 2):
+        assert model.get_layer(f"evidence_{index}").get_weights()[0].min() >= 0
+        assert len(model.get_layer(f"evidence_{index}").get_weights()) == 1  # no bias
+    kernel, bias = model.get_layer("no_finding").get_weights()
+    assert np.abs(kernel).max() < 1e-6
+    features = keras.Input((6,))
+    head = keras.Model(features, pooled_head(keras.layers.Reshape((1, 1, 6))(features), 3, pooling="avg",
+                                              dropout=0.0, no_finding=1))
+    head.get_layer("no_finding").set_weights([np.zeros((6, 1)), np.array([0.5])])
+    assert int(np.argmax(head.predict(np.zeros((1, 6), np.float32), verbose=0))) == 1
+    save_model(model, tmp_path, {**minimal_info(), "class_names": ["a", "none", "b"]})
+    loaded = load_model(tmp_path)
+    assert np.allclose(loaded.predict(real_batch[:2]), model.predict(real_batch[:2], verbose=0), atol=1e-5)
+    assert np.isfinite(Explainer(loaded.model).saliency(real_batch[:1], "gradcam", 0, LAST_CONV)).all()
+    with pytest.raises(ValueError, match="evidence head"):
+        build_model(32, 3, width=8, pooling="classmap", no_finding=1)
+
+
 @pytest.mark.parametrize("pooling", ["classmap", "classmap-max"])
 def test_classmap_model_scores_places_and_its_gradcam_is_its_class_map(tmp_path, real_batch, pooling):
     """``--pooling classmap``: each class's score is the mean of the maximum and the average of its own

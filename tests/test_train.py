@@ -206,6 +206,22 @@ def test_local_evidence_is_refused_on_a_pretrained_backbone(data_dir, tmp_path):
         train(config, log=lambda line: None)
     assert not (tmp_path / "run").exists()
 
+@pytest.mark.parametrize("options, message", [
+    ({"no_finding": "notumor", "pooling": "classmap"}, "--no-finding builds the small CNN's evidence head"),
+    ({"no_finding": "healthy"}, "--no-finding must name one of the classes"),
+])
+def test_the_evidence_head_is_refused_where_it_cannot_be_built(data_dir, tmp_path, options, message):
+    """``--no-finding`` needs the small CNN with average (and maximum) pooling and one of the dataset's classes;
+    anything else is one sentence, before a model is built or the run folder written."""
+    from core.train import TrainConfig, train
+
+    config = TrainConfig(task="brain_mri", data=str(data_dir / "brain_mri" / "Training"), out=str(tmp_path / "run"),
+                         **{**TINY, **options})
+    with pytest.raises(ValueError, match=message):
+        train(config, log=lambda line: None)
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_clahe_model_records_and_reloads_its_contrast_step(data_dir, tmp_path):
     """``train --contrast clahe``: CLAHE joins the pipeline that trains the model and the one that serves it."""
     from core.model import load_model
