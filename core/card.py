@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from core.model import CLASS_MAPS
+
+
 def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * float(value):.1f}%"
 
@@ -113,7 +116,11 @@ def render_card(folder: str | Path) -> str:
           if params.get("backbone") else []),
         *([f"- Transfer: started from the weights of `{params['initialised_from']['folder']}` (`model.keras` "
            f"SHA-256 `{params['initialised_from']['sha256'][:12]}…`) in its {len(params['initialised_from']['layers'])} "
-           "layers of the same name and shape (the convolutions and their batch norms); the head was trained anew."]
+           "layers of the same name and shape ("
+           + ("every layer with weights, the head included: a second schedule from where that run ended)"
+              if any(name.startswith("evidence_") or name in ("no_finding", "predictions", CLASS_MAPS)
+                     for name in params["initialised_from"]["layers"])
+              else "the convolutions and their batch norms); the head was trained anew.")]
           if params.get("initialised_from") else []),
         *([_upweighted_line(params["upweighted"])] if params.get("upweighted") else []),
         f"- {len(_history_rows(folder))} epochs run (early stopping on `{params.get('monitor')}`), "
