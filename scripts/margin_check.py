@@ -4,7 +4,8 @@
 (:func:`core.evaluation.outline_ablation`). Tissue next to a tumour changes too (oedema, mass effect), so a model
 could rest on the tumour's surroundings and still shrug at the outline filled in. This check grows the outline
 by each margin in millimetres (clipped to the body), fills that in and a control of the grown shape, and reports
-the mean P(true class) for both with the paired bootstrap interval of the extra drop. Then the whole inside of
+the mean P(true class) for both with the paired bootstrap interval of the extra drop (at 0 mm also in log-odds of
+the true class, which a P near 1 cannot hide). Then the whole inside of
 the head or body part is filled (its outer 12% of radius kept, :func:`core.preprocess.head_region`): what the
 model answers when nothing inside is left to read. Last, the distance from the peak of the map the dashboard
 shows (Grad-CAM at the last convolution, explaining the true class) to the outline, against the centre prior's
@@ -42,6 +43,12 @@ from core.render import display_image  # noqa: E402
 DISTANCES_MM = (7, 15, 25)
 
 
+def log_odds(p: float) -> float:
+    """log(p / (1 - p)), p clipped to [1e-7, 1 - 1e-7]: the true class's evidence against all the others."""
+    p = min(max(p, 1e-7), 1 - 1e-7)
+    return float(np.log(p) - np.log1p(-p))
+
+
 def check_one(loaded, scan, mask, target: int, spacing: float, margins) -> dict:
     """P(target) intact, for each margin with the grown outline and its control filled, with the inside filled."""
     pixels = scan.frame()
@@ -62,6 +69,8 @@ def check_one(loaded, scan, mask, target: int, spacing: float, margins) -> dict:
         control = loc.control_region(grown, body)
         row[f"outline_{margin}"] = p_of(loc.fill_region(pixels, grown))[0]
         row[f"control_{margin}"] = None if control is None else p_of(loc.fill_region(pixels, control))[0]
+        if margin == 0 and control is not None:  # the same drop in log-odds: a P near 1 can hide a fall in evidence
+            row["log_odds_drop_0"] = [log_odds(row["p"]) - log_odds(row[f"{v}_0"]) for v in ("outline", "control")]
     grey = shown if shown.ndim == 2 else shown.mean(axis=-1)
     grey = (grey - grey.min()) / max(float(grey.max() - grey.min()), 1e-6)
     row["p_inside"], row["answer_inside"] = p_of(loc.fill_region(pixels, head_region(grey, erode=0.12)))
@@ -89,6 +98,9 @@ def summarise(rows: list[dict], margins, names: list[str]) -> list[dict]:
                                     "p_outline": float(np.mean([r[f"outline_{margin}"] for r in both])) if both else None,
                                     "p_control": float(np.mean([r[f"control_{margin}"] for r in both])) if both else None,
                                     "extra_drop": [round(v, 3) for v in drop]}
+        drops = np.array([r["log_odds_drop_0"] for r in group if "log_odds_drop_0" in r]).reshape(-1, 2)
+        line["log_odds_extra_drop_0"] = [round(v, 3) for v in (
+            loc.paired_bootstrap(drops[:, 0], drops[:, 1]) if len(drops) > 1 else (float("nan"),) * 3)]
         line["p_inside"] = float(np.mean([r["p_inside"] for r in group]))
         line["answers_inside"] = {n: sum(r["answer_inside"] == n for r in group) for n in names}
         for name in ("gradcam", "centre"):
@@ -100,6 +112,7 @@ def summarise(rows: list[dict], margins, names: list[str]) -> list[dict]:
 
 def markdown(summary: list[dict], margins) -> str:
     head = ["class", "n", "P(true) intact"] + [f"{m} mm: outline / control, extra drop" for m in margins] + [
+        "0 mm: extra drop in log-odds",
         "inside filled: P(true), answers", "Grad-CAM peak within " + "/".join(map(str, DISTANCES_MM)) + " mm",
         "centre prior's peak"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -113,6 +126,8 @@ def markdown(summary: list[dict], margins) -> str:
                 continue
             interval = "" if np.isnan(low) else f" [{low:+.2f}, {high:+.2f}]"
             cells.append(f"{c['p_outline']:.2f} / {c['p_control']:.2f}, {c['extra_drop'][0]:+.2f}{interval} (n {c['n']})")
+        drop, low, high = s["log_odds_extra_drop_0"]
+        cells.append("n/a" if np.isnan(drop) else f"{drop:+.2f}" + ("" if np.isnan(low) else f" [{low:+.2f}, {high:+.2f}]"))
         answers = ", ".join(f"{k} {v}" for k, v in s["answers_inside"].items() if v)
         cells.append(f"{s['p_inside']:.2f} ({answers})")
         for name in ("gradcam", "centre"):
