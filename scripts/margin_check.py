@@ -33,7 +33,7 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import localisation as loc  # noqa: E402
-from core.evaluation import outlined_images, to_geometry  # noqa: E402
+from core.evaluation import outline_ablation, outlined_images, to_geometry  # noqa: E402
 from core.io import load_scan  # noqa: E402
 from core.masks import load_mask  # noqa: E402
 from core.model import load_model  # noqa: E402
@@ -66,10 +66,9 @@ def check_one(loaded, scan, mask, target: int, spacing: float, margins) -> dict:
     for margin in margins:
         grown = mask if margin == 0 else ndimage.binary_dilation(
             mask, iterations=max(1, int(round(margin / spacing)))) & (body | mask)
-        control = loc.control_region(grown, body)
-        row[f"outline_{margin}"] = p_of(loc.fill_region(pixels, grown))[0]
-        row[f"control_{margin}"] = None if control is None else p_of(loc.fill_region(pixels, control))[0]
-        if margin == 0 and control is not None:  # the same drop in log-odds: a P near 1 can hide a fall in evidence
+        ablated = outline_ablation(loaded, scan, grown, target, body=body, probabilities=probabilities)
+        row[f"outline_{margin}"], row[f"control_{margin}"] = ablated["p_outline"], ablated["p_control"]
+        if margin == 0 and ablated["p_control"] is not None:  # the same drop in log-odds: a P near 1 can hide a fall in evidence
             row["log_odds_drop_0"] = [log_odds(row["p"]) - log_odds(row[f"{v}_0"]) for v in ("outline", "control")]
     grey = shown if shown.ndim == 2 else shown.mean(axis=-1)
     grey = (grey - grey.min()) / max(float(grey.max() - grey.min()), 1e-6)
