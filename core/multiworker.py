@@ -201,6 +201,35 @@ def loopback_tf_configs(n: int) -> list[dict]:
     return tf_configs([f"127.0.0.1:{free_port()}" for _ in range(n)])
 
 
+def average_across_replicas(variables) -> int:
+    """Set each of ``variables`` to its mean over every replica of the ``tf.distribute`` strategy in scope.
+
+    For state each worker computes on its own rather than from all-reduced gradients, such as batch-norm
+    statistics recalibrated outside a training step: the same images through the same weights give
+    values that may differ in the last bits from one process to another (the CPU kernels' thread
+    partitions vary with load), and the workers would end with different models. One all-reduce makes
+    them identical, bit for bit. Returns the number of variables averaged (0 with no strategy, or one
+    replica: nothing to agree on). Every worker must call it at the same point, as with any collective.
+    """
+    import tensorflow as tf
+
+    variables = list(variables)
+    if not variables or not tf.distribute.has_strategy():
+        return 0
+    strategy = tf.distribute.get_strategy()
+    if strategy.num_replicas_in_sync < 2:
+        return 0
+    values = [tf.convert_to_tensor(v.value if hasattr(v, "value") else v) for v in variables]
+
+    def mean(*local):
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MEAN, list(local))
+
+    averaged = strategy.experimental_local_results(strategy.run(mean, args=tuple(values)))[0]
+    for variable, value in zip(variables, averaged):
+        variable.assign(value)
+    return len(variables)
+
+
 def weights_digest(weights) -> str:
     """SHA-256 over a model's weight arrays in order (a Keras model or a list of arrays): equal on two
     workers only when their weights are identical, bit for bit."""

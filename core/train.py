@@ -620,10 +620,14 @@ def recalibrate_batch_norm(model, images: np.ndarray, batch_size: int | None = N
     Recomputing it from clean training images with the weights as they are ("precise BN",
     Wu & Johnson 2021) removes the drift; it uses training images only, never validation ones.
     Each batch-norm layer averages its batch statistics with equal weight over the batches.
-    Batches hold :func:`recalibration_batch` images unless ``batch_size`` is given.
-    Returns the number of layers recalibrated.
+    Batches hold :func:`recalibration_batch` images unless ``batch_size`` is given. Under a
+    ``tf.distribute`` strategy every worker recalibrates on the same images and the statistics are then
+    averaged over the workers (:func:`core.multiworker.average_across_replicas`), so that all of them
+    keep the same model. Returns the number of layers recalibrated.
     """
     import keras
+
+    from core.multiworker import average_across_replicas
 
     layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     if not layers or len(images) == 0:
@@ -638,6 +642,7 @@ def recalibrate_batch_norm(model, images: np.ndarray, batch_size: int | None = N
     finally:
         for layer, momentum in zip(layers, saved):
             layer.momentum = momentum
+    average_across_replicas([v for layer in layers for v in (layer.moving_mean, layer.moving_variance)])
     return len(layers)
 
 
