@@ -495,6 +495,18 @@ def control_region(region: np.ndarray, body: np.ndarray, *, inside: float = 0.9)
     return None
 
 
+def log_odds(p: float) -> float:
+    """log(p / (1 - p)), ``p`` clipped to [1e-7, 1 - 1e-7]: the evidence for a class against all the others.
+
+    A probability near 1 hides a fall in evidence (0.999 to 0.99 is a drop of 0.009 in P but 2.3 in log-odds).
+
+    >>> round(log_odds(0.5), 6), round(log_odds(0.999) - log_odds(0.99), 2)
+    (0.0, 2.31)
+    """
+    p = min(max(float(p), 1e-7), 1 - 1e-7)
+    return float(np.log(p) - np.log1p(-p))
+
+
 def summarise_ablation(rows: list[dict], *, n_resamples: int = 2000, seed: int = 0,
                        confidence: float = 0.95) -> dict:
     """What filling in the outline does to the prediction, against filling a region of the same shape elsewhere.
@@ -504,7 +516,8 @@ def summarise_ablation(rows: list[dict], *, n_resamples: int = 2000, seed: int =
     entries None when no control region fitted). Per class and over all: the accuracy and mean P(true class)
     of each version, and the paired difference between the drop in P(true class) when the outline is filled and
     when the control region is: above zero (its interval excluding zero) means the model needed the outlined
-    region more than a region of the same size elsewhere.
+    region more than a region of the same size elsewhere. ``needs_outline_log_odds`` is the same difference in
+    log-odds of the true class (:func:`log_odds`), which a probability near 1 cannot flatten.
 
     >>> rows = [{"image": str(i), "class": "a", "p_intact": 0.9, "p_outline": 0.2, "p_control": 0.85,
     ...          "right_intact": True, "right_outline": False, "right_control": True} for i in range(5)]
@@ -532,6 +545,12 @@ def summarise_ablation(rows: list[dict], *, n_resamples: int = 2000, seed: int =
                                                  confidence=confidence)
         group["needs_outline"] = {"difference": _number(difference), "low": _number(low), "high": _number(high),
                                   "beats": bool(low > 0), "worse": bool(high < 0)}
+        evidence = {v: np.array([log_odds(row["p_intact"]) - log_odds(row[f"p_{v}"]) for row in paired], dtype=float)
+                    for v in ("outline", "control")}
+        difference, low, high = paired_bootstrap(evidence["outline"], evidence["control"], n_resamples=n_resamples,
+                                                 seed=seed, confidence=confidence)
+        group["needs_outline_log_odds"] = {"difference": _number(difference), "low": _number(low),
+                                           "high": _number(high), "beats": bool(low > 0), "worse": bool(high < 0)}
         groups.append(group)
     return {"groups": groups}
 
@@ -675,16 +694,20 @@ def _tables(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     for g in (report.get("ablation") or {}).get("groups", []):
         p, a, d = g["probability"], g["accuracy"], g["needs_outline"]
         verdict = " needs it" if d["beats"] else " needs it less" if d["worse"] else ""
+        e = g.get("needs_outline_log_odds")
+        evidence = "-" if e is None else (_interval(e["difference"], e["low"], e["high"], signed=True)
+                                          + (" needs it" if e["beats"] else " needs it less" if e["worse"] else ""))
         ablation.append([g["class"], str(g["n"])]
                         + ["-" if a[v] is None else f"{a[v]:.2f}" for v in ("intact", "outline", "control")]
                         + [_interval(p[v]["mean"], p[v]["low"], p[v]["high"]) for v in ("intact", "outline", "control")]
-                        + [str(g["n_control"]), _interval(d["difference"], d["low"], d["high"], signed=True) + verdict])
+                        + [str(g["n_control"]), _interval(d["difference"], d["low"], d["high"], signed=True) + verdict,
+                           evidence])
     if ablation:
         tables.append((f"Does the prediction need the outlined region? The outline filled in from its surroundings, "
                        f"against a region of the same shape filled elsewhere on the body [{level} interval]",
                        ["class", "n", "accuracy intact", "accuracy outline filled", "accuracy control filled",
                         "P(true) intact", "P(true) outline filled", "P(true) control filled", "n with control",
-                        "extra drop, outline minus control"], ablation))
+                        "extra drop, outline minus control", "the same in log-odds of the true class"], ablation))
     return tables
 
 

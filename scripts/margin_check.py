@@ -43,12 +43,6 @@ from core.render import display_image  # noqa: E402
 DISTANCES_MM = (7, 15, 25)
 
 
-def log_odds(p: float) -> float:
-    """log(p / (1 - p)), p clipped to [1e-7, 1 - 1e-7]: the true class's evidence against all the others."""
-    p = min(max(p, 1e-7), 1 - 1e-7)
-    return float(np.log(p) - np.log1p(-p))
-
-
 def check_one(loaded, scan, mask, target: int, spacing: float, margins) -> dict:
     """P(target) intact, for each margin with the grown outline and its control filled, with the inside filled."""
     pixels = scan.frame()
@@ -69,7 +63,7 @@ def check_one(loaded, scan, mask, target: int, spacing: float, margins) -> dict:
         ablated = outline_ablation(loaded, scan, grown, target, body=body, probabilities=probabilities)
         row[f"outline_{margin}"], row[f"control_{margin}"] = ablated["p_outline"], ablated["p_control"]
         if margin == 0 and ablated["p_control"] is not None:  # the same drop in log-odds: a P near 1 can hide a fall in evidence
-            row["log_odds_drop_0"] = [log_odds(row["p"]) - log_odds(row[f"{v}_0"]) for v in ("outline", "control")]
+            row["log_odds_drop_0"] = [loc.log_odds(row["p"]) - loc.log_odds(row[f"{v}_0"]) for v in ("outline", "control")]
     grey = shown if shown.ndim == 2 else shown.mean(axis=-1)
     grey = (grey - grey.min()) / max(float(grey.max() - grey.min()), 1e-6)
     row["p_inside"], row["answer_inside"] = p_of(loc.fill_region(pixels, head_region(grey, erode=0.12)))

@@ -329,7 +329,11 @@ def test_summarise_ablation_compares_the_outline_with_the_control_per_class():
     assert groups["pituitary"]["needs_outline"]["beats"] and groups["pituitary"]["n_control"] == 5
     assert not groups["glioma"]["needs_outline"]["beats"] and groups["glioma"]["n_control"] == 4
     assert groups["glioma"]["probability"]["outline"]["mean"] == pytest.approx(0.9)
+    # In log-odds a fall from 0.9 to 0.3 is log(9) + log(7/3); the glioma rows' small rises and falls do not beat the control.
+    assert groups["pituitary"]["needs_outline_log_odds"]["difference"] == pytest.approx(np.log(9) + np.log(7 / 3))
+    assert groups["pituitary"]["needs_outline_log_odds"]["beats"]
+    assert not groups["glioma"]["needs_outline_log_odds"]["beats"]
     report = summarise(synthetic_rows(), n_resamples=200) | {"ablation": summarise_ablation(rows, n_resamples=300)}
     markdown, table = format_markdown(report), format_table(report)
     assert "| pituitary | 6 | 1.00 | 0.00 | 1.00 |" in markdown and "needs it" in markdown
-    assert "Does the prediction need the outlined region?" in table
+    assert "Does the prediction need the outlined region?" in table and "log-odds of the true class" in table

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.localisation import log_odds
+
 pytestmark = pytest.mark.slow
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "margin_check.py"
@@ -54,7 +56,7 @@ def test_three_unseen_slices_one_per_class_agree_with_explain_eval_s_ablation(ma
         assert row["p"] == pytest.approx(expected["p_intact"], abs=1e-5)
         assert row["outline_0"] == pytest.approx(expected["p_outline"], abs=1e-5)
         assert row["log_odds_drop_0"][0] == pytest.approx(
-            margin_check.log_odds(row["p"]) - margin_check.log_odds(row["outline_0"]), abs=1e-6)
+            log_odds(row["p"]) - log_odds(row["outline_0"]), abs=1e-6)
         assert 0.0 <= row["outline_5"] <= 1.0 and row["answer_inside"] in loaded.class_names
         assert row["peak_mm_gradcam"] >= 0 and np.isfinite(row["peak_mm_centre"])
     everything = report["summary"][-1]
