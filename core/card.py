@@ -86,6 +86,8 @@ def render_card(folder: str | Path) -> str:
         f"{' --pooling ' + params['pooling'] if params.get('pooling', 'avg') != 'avg' else ''}"
         f"{' --local' if params.get('local') else ''}"
         f"{' --no-finding ' + params['no_finding'] if params.get('no_finding') else ''}"
+        f"{' --filled-interiors ' + params['filled_interiors'] if params.get('filled_interiors') else ''}"
+        f"{' --filled-share %g' % params['filled_share'] if params.get('filled_interiors') and params.get('filled_share', 0.15) != 0.15 else ''}"
         f"{' --cutmix %g' % params['cutmix'] if params.get('cutmix') else ''}"
         f"{' --head-mask %g' % params['head_mask'] if params.get('head_mask') else ''}"
         f"{' --rim-only %g' % params['rim_only'] if params.get('rim_only') else ''}"
@@ -123,6 +125,10 @@ def render_card(folder: str | Path) -> str:
               else "the convolutions and their batch norms); the head was trained anew.")]
           if params.get("initialised_from") else []),
         *([_upweighted_line(params["upweighted"])] if params.get("upweighted") else []),
+        *([f"- Filled interiors (`--filled-interiors`): {params['filled']['n']} training images "
+           f"({class_counts(params['filled']['per_class'])}) also seen each epoch with the inside of the head or "
+           f"body part filled in from its rim (its outer {params['filled']['erode']:g} of the radius kept), labelled "
+           f"{params['filled']['class']}."] if params.get("filled") else []),
         f"- {len(_history_rows(folder))} epochs run (early stopping on `{params.get('monitor')}`), "
         f"{float(params.get('train_seconds', 0)) / 60:.1f} minutes on a 2-core CPU, Adam with cosine decay, class "
         "weights for imbalance, augmentation: "

@@ -75,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="the class that means no finding (e.g. notumor): every other class is scored by a sum of "
                         "non-negative evidence and this one by a learned constant, so a slice with nothing to show "
                         "reads as no finding and no class is the one left when the others' evidence is missing")
+    t.add_argument("--filled-interiors", metavar="CLASS",
+                   help="add training copies of a share of the images with the inside of the head or body part filled "
+                        "in from its rim (the outline, scalp and skull kept), labelled CLASS (e.g. notumor), so that no "
+                        "other class is the answer when nothing inside is left to read; no outline is used")
+    t.add_argument("--filled-share", type=float, default=0.15, metavar="F",
+                   help="with --filled-interiors: how many copies, as a share of the training images (default 0.15)")
     t.add_argument("--cutmix", type=float, default=0.0, metavar="P",
                    help="CutMix: give a share P of the training images a random box of another image, labels mixed "
                         "by area, so a class is scored where its evidence lies (default 0: off)")
@@ -315,7 +321,7 @@ def _train(args) -> int:
                          learning_rate=args.learning_rate, patience=args.patience,
                          limit_per_class=args.limit_per_class, recalibrate_bn=args.recalibrate_bn,
                          degrade=args.degrade, pooling=args.pooling, local=args.local, no_finding=args.no_finding,
-                         cutmix=args.cutmix,
+                         filled_interiors=args.filled_interiors, filled_share=args.filled_share, cutmix=args.cutmix,
                          init_from=args.init_from,
                          head_mask=args.head_mask, rim_only=args.rim_only, body_mask=args.body_mask, contrast=args.contrast,
                          backbone=args.backbone, backbone_stages=args.backbone_stages, strategy=args.strategy,

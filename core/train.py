@@ -47,6 +47,8 @@ class TrainConfig:
     pooling: str = "avg"  # core.model.POOLINGS
     local: bool = False  # the small CNN's last three convolutions 1 x 1: each map cell sees a 33 px patch (core.model.LOCAL_FIELD)
     no_finding: str | None = None  # a class that is the absence of any finding: the others scored by non-negative evidence (core.model.pooled_head)
+    filled_interiors: str | None = None  # a class given extra training copies of images whose inside is filled in (filled_interiors)
+    filled_share: float = 0.15  # with filled_interiors: how many copies, as a share of the training images
     cutmix: float = 0.0  # share of training images given a box of another image, labels mixed by area (data.cutmix_batch)
     head_mask: float = 0.0  # Pipeline.head: black out all but the head's inner region (0: off)
     rim_only: float = 0.0  # Pipeline.rim: the opposite, a diagnostic model of the scalp, skull and outline (0: off)
@@ -79,6 +81,10 @@ def train(config: TrainConfig, log=print) -> dict:
                          "--backbone.")
     if config.box_loss < 0:
         raise ValueError("--box-loss is a weight: 0 (off) or more.")
+    if config.filled_interiors and not 0 < config.filled_share <= 1:
+        raise ValueError("--filled-share must be above 0 and at most 1 (a share of the training images).")
+    if config.filled_interiors and config.freeze_backbone:
+        raise ValueError("--filled-interiors adds images to an epoch; a --freeze-backbone head trains on cached features.")
     if config.box_loss and not config.freeze_backbone:
         raise ValueError("--box-loss trains a frozen backbone's class-map head: give it --freeze-backbone.")
     if config.tune_blocks and not config.freeze_backbone:
@@ -118,8 +124,9 @@ def train(config: TrainConfig, log=print) -> dict:
 
     dataset = data_mod.list_for_spec(config.data, spec, limit_per_class=config.limit_per_class)
     names = list(dataset.class_names)
-    if config.no_finding and config.no_finding not in names:
-        raise ValueError(f"--no-finding must name one of the classes ({', '.join(names)}), not {config.no_finding}.")
+    for flag, value in (("--no-finding", config.no_finding), ("--filled-interiors", config.filled_interiors)):
+        if value and value not in names:
+            raise ValueError(f"{flag} must name one of the classes ({', '.join(names)}), not {value}.")
     out.mkdir(parents=True, exist_ok=True)
     train_items, val_items = data_mod.split_dataset(dataset, spec.get("split"),
                                                     validation_fraction=config.validation_fraction, seed=config.seed)
@@ -145,6 +152,19 @@ def train(config: TrainConfig, log=print) -> dict:
             f"{config.upweight} times each"
             + "".join(f"; {s['folder']} alone {s['n']} ({class_counts(s['per_class'])})"
                       for s in upweighted.get("sources", [])))
+
+    filled = None
+    if config.filled_interiors:
+        rng = np.random.default_rng(config.seed + 4)
+        chosen = np.sort(rng.choice(len(x_train), size=max(1, int(round(config.filled_share * len(x_train)))),
+                                    replace=False))
+        x_filled = filled_interiors(x_train[chosen], mean=pipeline.mean, std=pipeline.std)
+        x_seen = np.concatenate([x_seen, x_filled])
+        y_seen = np.concatenate([y_seen, np.full(len(x_filled), names.index(config.filled_interiors), y_seen.dtype)])
+        filled = {"class": config.filled_interiors, "n": len(x_filled), "erode": INTERIOR_ERODE,
+                  "per_class": {n: int((y_train[chosen] == c).sum()) for c, n in enumerate(names)}}
+        log(f"{len(x_filled)} training images copied with the inside of the head or body part filled in, labelled "
+            f"{config.filled_interiors} ({class_counts(filled['per_class'])})")
 
     n_classes = len(names)
     augment = data_mod.augmentation(flip=spec.get("flip", False), value_range=pipeline.value_range)
@@ -216,6 +236,7 @@ def train(config: TrainConfig, log=print) -> dict:
               "pipeline": pipeline.to_dict(), "model_parameters": int(model.count_params()),
               **({"initialised_from": initialised} if initialised else {}),
               **({"upweighted": upweighted} if upweighted else {}),
+              **({"filled": filled} if filled else {}),
               **({"frozen_backbone": frozen} if frozen else {})}
     info = {
         "task": spec["name"],
@@ -499,6 +520,29 @@ class _FeatureViews:
                 return (x, t), y, self.sample_weights[chosen]
 
         return FeatureViews()
+
+
+INTERIOR_ERODE = 0.12  # the rim kept when an interior is filled: scalp and skull (core.preprocess.head_region)
+
+
+def filled_interiors(images: np.ndarray, *, mean: float, std: float, erode: float = INTERIOR_ERODE) -> np.ndarray:
+    """Copies of prepared images (``(n, h, w, 1)``, normalised with ``mean`` and ``std``) with the inside of the head
+    or body part filled in from its rim (:func:`core.localisation.fill_region` over
+    :func:`core.preprocess.head_region`, all but an outer ``erode`` of its radius): the outline, scalp, skull and
+    background stay, the anatomy and any lesion go.
+
+    Labelled as the no-finding class in training (``--filled-interiors``), they take away the answer a model gives
+    when nothing inside is left to read: a brain model that calls such a slice glioma (the margin check's finding)
+    learns that glioma needs something inside the head. No outline is read: the region comes from the image.
+    """
+    from core.localisation import fill_region
+    from core.preprocess import head_region
+
+    out = np.empty_like(images)
+    for k, image in enumerate(images):
+        grey = image[..., 0] * std + mean  # back to the display range for the head's threshold
+        out[k, ..., 0] = (fill_region(grey, head_region(grey, erode=erode)) - mean) / std
+    return out
 
 
 def upweight_errors(folder: str | Path, items, y_train: np.ndarray, names: list[str], task: str, times: int) -> dict:

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from conftest import TINY
 from core.data import list_dataset
@@ -209,6 +210,8 @@ def test_local_evidence_is_refused_on_a_pretrained_backbone(data_dir, tmp_path):
 @pytest.mark.parametrize("options, message", [
     ({"no_finding": "notumor", "pooling": "classmap"}, "--no-finding builds the small CNN's evidence head"),
     ({"no_finding": "healthy"}, "--no-finding must name one of the classes"),
+    ({"filled_interiors": "healthy"}, "--filled-interiors must name one of the classes"),
+    ({"filled_interiors": "notumor", "filled_share": 0.0}, "--filled-share must be above 0"),
 ])
 def test_the_evidence_head_is_refused_where_it_cannot_be_built(data_dir, tmp_path, options, message):
     """``--no-finding`` needs the small CNN with average (and maximum) pooling and one of the dataset's classes;
@@ -220,6 +223,40 @@ def test_the_evidence_head_is_refused_where_it_cannot_be_built(data_dir, tmp_pat
     with pytest.raises(ValueError, match=message):
         train(config, log=lambda line: None)
     assert not (tmp_path / "run").exists()
+
+
+def test_filled_interiors_keep_the_rim_and_empty_the_inside_of_real_brain_slices(data_dir):
+    """``--filled-interiors``: the copies keep the outline, scalp and skull and lose what lies inside the head."""
+    from core.data import prepare_arrays
+    from core.preprocess import Pipeline, head_region
+    from core.train import INTERIOR_ERODE, filled_interiors
+
+    dataset = list_dataset(data_dir / "brain_mri" / "Training", limit_per_class=2)
+    pipeline = Pipeline(input_size=128)
+    x, _ = prepare_arrays(dataset.items, pipeline)
+    filled = filled_interiors(x, mean=pipeline.mean, std=pipeline.std)
+    assert filled.shape == x.shape and filled.dtype == x.dtype
+    for image, copy in zip(x[..., 0], filled[..., 0]):
+        inside = head_region(image * pipeline.std + pipeline.mean, erode=INTERIOR_ERODE)
+        assert 0.1 < inside.mean() < 0.9  # a head was found
+        rim = ~ndimage.binary_dilation(inside, iterations=3)  # fill_region grows the region by 1% of the side
+        assert np.array_equal(copy[rim], image[rim])
+        assert copy[inside].std() < 0.5 * image[inside].std()  # the anatomy inside is gone, smoothed over
+
+
+def test_a_run_with_filled_interiors_records_them(data_dir, tmp_path):
+    from core.train import TrainConfig, train
+
+    folder = tmp_path / "run"
+    lines = []
+    train(TrainConfig(task="brain_mri", data=str(data_dir / "brain_mri" / "Training"), out=str(folder),
+                      filled_interiors="notumor", filled_share=0.5, **TINY), log=lines.append)
+    params = read_json(folder / "params.json")
+    assert params["filled"]["class"] == "notumor" and params["filled"]["n"] == round(0.5 * params["n_train"])
+    assert sum(params["filled"]["per_class"].values()) == params["filled"]["n"]
+    assert any("with the inside of the head or body part filled in, labelled notumor" in line for line in lines)
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "--filled-interiors notumor --filled-share 0.5" in card and "Filled interiors" in card
 
 
 def test_a_clahe_model_records_and_reloads_its_contrast_step(data_dir, tmp_path):
