@@ -445,6 +445,18 @@ def fill_region(image: np.ndarray, region: np.ndarray, *, grow: float = 0.01) ->
     return out
 
 
+INTERIOR_ERODE = 0.12  # the rim kept when an interior is filled: scalp and skull (core.preprocess.head_region)
+
+
+def fill_interior(image: np.ndarray, *, grey: np.ndarray | None = None, erode: float = INTERIOR_ERODE) -> np.ndarray:
+    """``image`` with the inside of the head or body part filled in from its rim (:func:`fill_region` over
+    :func:`core.preprocess.head_region` of ``grey``, the image itself unless given, all but an outer ``erode`` of
+    its radius): the outline, scalp, skull and background stay, the anatomy and any lesion go. No outline is read."""
+    from core.preprocess import head_region
+
+    return fill_region(image, head_region(image if grey is None else grey, erode=erode))
+
+
 def foreground(image: np.ndarray) -> np.ndarray:
     """The body part or head: the smoothed image above its Otsu threshold, holes filled (a grey or colour image)."""
     from skimage.filters import threshold_otsu

@@ -20,6 +20,7 @@ from core import data as data_mod
 from core.backbone import STAGES
 from core.calibration import OOD_FILE, OOD_QUANTILE, OutlierCheck, fit_temperature, scale
 from core.card import class_counts, write_card
+from core.localisation import INTERIOR_ERODE
 from core.metrics import (THRESHOLD_RULE, classification_metrics, expected_calibration_error, prevalence_threshold,
                           subgroup_metrics, youden_threshold)
 from core.model import (INFO_FILE, build_model, json_default, load_model, outlier_layers, pooled_features, save_model,
@@ -522,26 +523,20 @@ class _FeatureViews:
         return FeatureViews()
 
 
-INTERIOR_ERODE = 0.12  # the rim kept when an interior is filled: scalp and skull (core.preprocess.head_region)
-
-
-def filled_interiors(images: np.ndarray, *, mean: float, std: float, erode: float = INTERIOR_ERODE) -> np.ndarray:
+def filled_interiors(images: np.ndarray, *, mean: float, std: float) -> np.ndarray:
     """Copies of prepared images (``(n, h, w, 1)``, normalised with ``mean`` and ``std``) with the inside of the head
-    or body part filled in from its rim (:func:`core.localisation.fill_region` over
-    :func:`core.preprocess.head_region`, all but an outer ``erode`` of its radius): the outline, scalp, skull and
-    background stay, the anatomy and any lesion go.
+    or body part filled in from its rim (:func:`core.localisation.fill_interior`).
 
     Labelled as the no-finding class in training (``--filled-interiors``), they take away the answer a model gives
     when nothing inside is left to read: a brain model that calls such a slice glioma (the margin check's finding)
     learns that glioma needs something inside the head. No outline is read: the region comes from the image.
     """
-    from core.localisation import fill_region
-    from core.preprocess import head_region
+    from core.localisation import fill_interior
 
     out = np.empty_like(images)
     for k, image in enumerate(images):
         grey = image[..., 0] * std + mean  # back to the display range for the head's threshold
-        out[k, ..., 0] = (fill_region(grey, head_region(grey, erode=erode)) - mean) / std
+        out[k, ..., 0] = (fill_interior(grey) - mean) / std
     return out
 
 

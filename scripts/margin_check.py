@@ -6,7 +6,7 @@ could rest on the tumour's surroundings and still shrug at the outline filled in
 by each margin in millimetres (clipped to the body), fills that in and a control of the grown shape, and reports
 the mean P(true class) for both with the paired bootstrap interval of the extra drop (at 0 mm also in log-odds of
 the true class, which a P near 1 cannot hide). Then the whole inside of
-the head or body part is filled (its outer 12% of radius kept, :func:`core.preprocess.head_region`): what the
+the head or body part is filled (its outer 12% of radius kept, :func:`core.localisation.fill_interior`): what the
 model answers when nothing inside is left to read. Last, the distance from the peak of the map the dashboard
 shows (Grad-CAM at the last convolution, explaining the true class) to the outline, against the centre prior's
 peak: the share within each distance.
@@ -37,7 +37,6 @@ from core.evaluation import outline_ablation, outlined_images, to_geometry  # no
 from core.io import load_scan  # noqa: E402
 from core.masks import load_mask  # noqa: E402
 from core.model import load_model  # noqa: E402
-from core.preprocess import head_region  # noqa: E402
 from core.render import display_image  # noqa: E402
 
 DISTANCES_MM = (7, 15, 25)
@@ -66,7 +65,7 @@ def check_one(loaded, scan, mask, target: int, spacing: float, margins) -> dict:
             row["log_odds_drop_0"] = [loc.log_odds(row["p"]) - loc.log_odds(row[f"{v}_0"]) for v in ("outline", "control")]
     grey = shown if shown.ndim == 2 else shown.mean(axis=-1)
     grey = (grey - grey.min()) / max(float(grey.max() - grey.min()), 1e-6)
-    row["p_inside"], row["answer_inside"] = p_of(loc.fill_region(pixels, head_region(grey, erode=0.12)))
+    row["p_inside"], row["answer_inside"] = p_of(loc.fill_interior(pixels, grey=grey))
     distance = ndimage.distance_transform_edt(~mask) * spacing
     saliency = to_geometry(loaded.explainer.saliency(tensor, "gradcam", target, "last_conv"), scan.shape)
     centre = loc.centre_prior(scan.shape, spacing=(spacing, spacing))

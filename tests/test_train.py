@@ -213,8 +213,9 @@ def test_local_evidence_is_refused_on_a_pretrained_backbone(data_dir, tmp_path):
     ({"filled_interiors": "healthy"}, "--filled-interiors must name one of the classes"),
     ({"filled_interiors": "notumor", "filled_share": 0.0}, "--filled-share must be above 0"),
 ])
-def test_the_evidence_head_is_refused_where_it_cannot_be_built(data_dir, tmp_path, options, message):
-    """``--no-finding`` needs the small CNN with average (and maximum) pooling and one of the dataset's classes;
+def test_the_evidence_head_and_filled_interiors_are_refused_where_they_cannot_apply(data_dir, tmp_path, options, message):
+    """``--no-finding`` needs the small CNN with average (and maximum) pooling and one of the dataset's classes,
+    ``--filled-interiors`` one of the classes and a share in (0, 1];
     anything else is one sentence, before a model is built or the run folder written."""
     from core.train import TrainConfig, train
 
@@ -229,7 +230,8 @@ def test_filled_interiors_keep_the_rim_and_empty_the_inside_of_real_brain_slices
     """``--filled-interiors``: the copies keep the outline, scalp and skull and lose what lies inside the head."""
     from core.data import prepare_arrays
     from core.preprocess import Pipeline, head_region
-    from core.train import INTERIOR_ERODE, filled_interiors
+    from core.localisation import INTERIOR_ERODE
+    from core.train import filled_interiors
 
     dataset = list_dataset(data_dir / "brain_mri" / "Training", limit_per_class=2)
     pipeline = Pipeline(input_size=128)
