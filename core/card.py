@@ -88,6 +88,7 @@ def render_card(folder: str | Path) -> str:
         f"{' --no-finding ' + params['no_finding'] if params.get('no_finding') else ''}"
         f"{' --filled-interiors ' + params['filled_interiors'] if params.get('filled_interiors') else ''}"
         f"{' --filled-share %g' % params['filled_share'] if params.get('filled_interiors') and params.get('filled_share', 0.15) != 0.15 else ''}"
+        f"{' --equivariance %g' % params['equivariance'] if params.get('equivariance') else ''}"
         f"{' --cutmix %g' % params['cutmix'] if params.get('cutmix') else ''}"
         f"{' --head-mask %g' % params['head_mask'] if params.get('head_mask') else ''}"
         f"{' --rim-only %g' % params['rim_only'] if params.get('rim_only') else ''}"
@@ -125,6 +126,10 @@ def render_card(folder: str | Path) -> str:
               else "the convolutions and their batch norms); the head was trained anew.")]
           if params.get("initialised_from") else []),
         *([_upweighted_line(params["upweighted"])] if params.get("upweighted") else []),
+        *([f"- Flip equivariance (`--equivariance {params['equivariance']:g}`): a quarter of each training batch also "
+           "seen mirrored left to right, the loss adding that weight times how far the last convolution's maps of the "
+           "mirrored images are from the mirror image of the originals' (maps that move with the anatomy)."]
+          if params.get("equivariance") else []),
         *([f"- Filled interiors (`--filled-interiors`): {params['filled']['n']} training images "
            f"({class_counts(params['filled']['per_class'])}) also seen each epoch with the inside of the head or "
            f"body part filled in from its rim (its outer {params['filled']['erode']:g} of the radius kept), labelled "

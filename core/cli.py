@@ -81,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
                         "other class is the answer when nothing inside is left to read; no outline is used")
     t.add_argument("--filled-share", type=float, default=0.15, metavar="F",
                    help="with --filled-interiors: how many copies, as a share of the training images (default 0.15)")
+    t.add_argument("--equivariance", type=float, default=0.0, metavar="W",
+                   help="add W times a flip-equivariance loss: a quarter of each batch also goes through mirrored and "
+                        "the last convolution's maps are pulled towards the mirror image of the original's, so a map "
+                        "moves with the anatomy instead of keeping a class on one side (default 0: off; tasks that "
+                        "allow flips)")
     t.add_argument("--cutmix", type=float, default=0.0, metavar="P",
                    help="CutMix: give a share P of the training images a random box of another image, labels mixed "
                         "by area, so a class is scored where its evidence lies (default 0: off)")
@@ -322,6 +327,7 @@ def _train(args) -> int:
                          limit_per_class=args.limit_per_class, recalibrate_bn=args.recalibrate_bn,
                          degrade=args.degrade, pooling=args.pooling, local=args.local, no_finding=args.no_finding,
                          filled_interiors=args.filled_interiors, filled_share=args.filled_share, cutmix=args.cutmix,
+                         equivariance=args.equivariance,
                          init_from=args.init_from,
                          head_mask=args.head_mask, rim_only=args.rim_only, body_mask=args.body_mask, contrast=args.contrast,
                          backbone=args.backbone, backbone_stages=args.backbone_stages, strategy=args.strategy,

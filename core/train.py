@@ -23,8 +23,8 @@ from core.card import class_counts, write_card
 from core.localisation import INTERIOR_ERODE
 from core.metrics import (THRESHOLD_RULE, classification_metrics, expected_calibration_error, prevalence_threshold,
                           subgroup_metrics, youden_threshold)
-from core.model import (INFO_FILE, build_model, json_default, load_model, outlier_layers, pooled_features, save_model,
-                        sha256_file, write_info)
+from core.model import (INFO_FILE, LAST_CONV, build_model, json_default, load_model, outlier_layers, pooled_features,
+                        save_model, sha256_file, write_info)
 from core.preprocess import Pipeline
 from core.tasks import current_subgroups, load_spec, spec_facts
 
@@ -50,6 +50,7 @@ class TrainConfig:
     no_finding: str | None = None  # a class that is the absence of any finding: the others scored by non-negative evidence (core.model.pooled_head)
     filled_interiors: str | None = None  # a class given extra training copies of images whose inside is filled in (filled_interiors)
     filled_share: float = 0.15  # with filled_interiors: how many copies, as a share of the training images
+    equivariance: float = 0.0  # weight of the flip-equivariance loss on the last convolution's maps (flip_equivariance_loss)
     cutmix: float = 0.0  # share of training images given a box of another image, labels mixed by area (data.cutmix_batch)
     head_mask: float = 0.0  # Pipeline.head: black out all but the head's inner region (0: off)
     rim_only: float = 0.0  # Pipeline.rim: the opposite, a diagnostic model of the scalp, skull and outline (0: off)
@@ -86,6 +87,10 @@ def train(config: TrainConfig, log=print) -> dict:
         raise ValueError("--filled-share must be above 0 and at most 1 (a share of the training images).")
     if config.filled_interiors and config.freeze_backbone:
         raise ValueError("--filled-interiors adds images to an epoch; a --freeze-backbone head trains on cached features.")
+    if config.equivariance < 0:
+        raise ValueError("--equivariance is a weight: 0 (off) or more.")
+    if config.equivariance and config.freeze_backbone:
+        raise ValueError("--equivariance trains the whole network; a --freeze-backbone head trains on cached features.")
     if config.box_loss and not config.freeze_backbone:
         raise ValueError("--box-loss trains a frozen backbone's class-map head: give it --freeze-backbone.")
     if config.tune_blocks and not config.freeze_backbone:
@@ -128,6 +133,9 @@ def train(config: TrainConfig, log=print) -> dict:
     for flag, value in (("--no-finding", config.no_finding), ("--filled-interiors", config.filled_interiors)):
         if value and value not in names:
             raise ValueError(f"{flag} must name one of the classes ({', '.join(names)}), not {value}.")
+    if config.equivariance and not spec.get("flip", False):
+        raise ValueError(f"--equivariance mirrors images left to right, which {spec['name']} does not allow "
+                         "(its task says flips do not preserve the anatomy).")
     out.mkdir(parents=True, exist_ok=True)
     train_items, val_items = data_mod.split_dataset(dataset, spec.get("split"),
                                                     validation_fraction=config.validation_fraction, seed=config.seed)
@@ -264,10 +272,15 @@ def train(config: TrainConfig, log=print) -> dict:
 def _fit_whole(model, config: TrainConfig, train_ds, val_ds, x_seen, x_train, *, weights, out: Path, monitor: str,
                log) -> None:
     """Train every layer of ``model``: the kept epoch is the best on ``monitor``, batch norm recalibrated."""
-    first = [_RecalibrateBN(x_train, config.recalibrate_bn, config.seed)] if config.recalibrate_bn else []
+    first = [_RecalibrateBN(x_train, config.recalibrate_bn, config.seed, model)] if config.recalibrate_bn else []
     # The recalibration first, so validation and the checkpoint see the recalibrated statistics.
-    _fit_kept_best(model, train_ds, val_ds, config, steps=max(1, int(np.ceil(len(x_seen) / config.batch_size))),
-                   out=out, monitor=monitor, log=log, first_callbacks=first, class_weight=weights)
+    trained, n_classes = model, None
+    if config.equivariance:
+        trained, n_classes = _flip_equivariant(model, config.equivariance), int(model.output.shape[-1])
+        log(f"flip equivariance {config.equivariance:g}: a quarter of each batch also seen mirrored, its last "
+            "convolution's maps pulled towards the mirror image of the original's")
+    _fit_kept_best(trained, train_ds, val_ds, config, steps=max(1, int(np.ceil(len(x_seen) / config.batch_size))),
+                   out=out, monitor=monitor, log=log, first_callbacks=first, class_weight=weights, n_classes=n_classes)
     if config.recalibrate_bn:
         recalibrate_batch_norm(model, x_train)
 
@@ -484,6 +497,67 @@ def _box_trained(head, maps, weight: float, positive: int):
     return BoxTrained()
 
 
+def flip_equivariance_loss(maps, mirrored_maps):
+    """How far a network's maps of mirrored images (``(n, h, w, c)``) are from the mirror image of its maps of the
+    originals: the mean squared difference over the mean square of the two, 0 when they match (scale-free, so
+    shrinking the maps cannot lower it; at most 2).
+
+    >>> import numpy as np
+    >>> a = np.random.default_rng(0).random((2, 4, 4, 3)).astype("float32")
+    >>> float(flip_equivariance_loss(a, a[:, :, ::-1]))
+    0.0
+    >>> round(float(flip_equivariance_loss(a, a)), 2) > 0
+    True
+    """
+    import tensorflow as tf
+
+    back = tf.reverse(mirrored_maps, axis=[2])
+    return tf.reduce_mean(tf.square(maps - back)) / (
+        0.5 * tf.reduce_mean(tf.square(maps) + tf.square(back)) + 1e-6)
+
+
+def _flip_equivariant(model, weight: float, share: float = 0.25):
+    """``model`` as a model trained with its compiled loss plus ``weight`` times :func:`flip_equivariance_loss` of
+    its :data:`LAST_CONV` maps: the first ``share`` of each training batch goes through once more mirrored left to
+    right, in the same pass. Flip augmentation alone teaches a class that does not change when the image is
+    mirrored, not maps that move with the anatomy: a network can keep a class's evidence on one side of every image
+    (issue 12: the brain model's glioma maps lay right of the midline on 92% of the unseen outlined slices).
+    Equivariance as a training signal for class maps follows SEAM (Wang et al., CVPR 2020).
+
+    The wrapper's output is the class probabilities with the batch's equivariance loss as an extra last column,
+    split off again for the loss and the metrics; in validation the column is 0. The weights are ``model``'s own.
+    """
+    import keras
+    import tensorflow as tf
+
+    both = keras.Model(model.input, [model.output, model.get_layer(LAST_CONV).output])
+    n_classes = int(model.output.shape[-1])
+
+    class FlipEquivariant(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.both = both
+
+        def call(self, x, training=False):
+            n = tf.shape(x)[0]
+            if not training:
+                return tf.concat([self.both(x, training=False)[0], tf.zeros((n, 1), x.dtype)], axis=-1)
+            k = tf.maximum(1, tf.cast(tf.math.ceil(share * tf.cast(n, tf.float32)), tf.int32))
+            probabilities, maps = self.both(tf.concat([x, tf.reverse(x[:k], axis=[2])], axis=0), training=True)
+            loss = flip_equivariance_loss(maps[:k], maps[n:])
+            return tf.concat([probabilities[:n], tf.fill((n, 1), tf.cast(loss, probabilities.dtype))], axis=-1)
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            loss = super().compute_loss(x=x, y=y, y_pred=y_pred[:, :n_classes], sample_weight=sample_weight,
+                                        training=training)
+            return loss + weight * tf.reduce_mean(y_pred[:, n_classes])
+
+        def compute_metrics(self, x, y, y_pred, sample_weight=None):
+            return super().compute_metrics(x, y, y_pred[:, :n_classes], sample_weight=sample_weight)
+
+    return FlipEquivariant()
+
+
 class _FeatureViews:
     """Batches of cached features for :func:`_fit_frozen` (a Keras ``PyDataset`` without importing Keras at module
     level): each epoch a new order, one view per image drawn at random, the cell grid mirrored top to bottom half
@@ -688,14 +762,14 @@ def recalibrate_batch_norm(model, images: np.ndarray, batch_size: int | None = N
 class _RecalibrateBN:
     """Recalibrates batch norm on a fixed sample of clean training images before each validation."""
 
-    def __new__(cls, images, n, seed):
+    def __new__(cls, images, n, seed, model=None):
         import keras
 
         sample = images[np.random.default_rng(seed).permutation(len(images))[:n]]
 
         class RecalibrateBN(keras.callbacks.Callback):
-            def on_test_begin(self, logs=None):
-                recalibrate_batch_norm(self.model, sample)
+            def on_test_begin(self, logs=None):  # ``model``: the network itself when fit trains a wrapper of it
+                recalibrate_batch_norm(model if model is not None else self.model, sample)
 
         return RecalibrateBN()
 

@@ -261,6 +261,64 @@ def test_a_run_with_filled_interiors_records_them(data_dir, tmp_path):
     assert "--filled-interiors notumor --filled-share 0.5" in card and "Filled interiors" in card
 
 
+@pytest.mark.parametrize("task, options, message", [
+    ("chest_xray", {"equivariance": 1.0}, "--equivariance mirrors images left to right, which chest_xray does not"),
+    ("brain_mri", {"equivariance": -1.0}, "--equivariance is a weight"),
+    ("brain_mri", {"equivariance": 1.0, "backbone": "efficientnet-lite0", "freeze_backbone": True},
+     "--equivariance trains the whole network"),
+])
+def test_flip_equivariance_is_refused_where_a_mirror_image_is_not_the_same_anatomy(data_dir, chest_dir, tmp_path,
+                                                                                  task, options, message):
+    """A chest film mirrored has its heart on the wrong side (the task forbids flips), so ``--equivariance`` is
+    refused there, as are a negative weight and a frozen backbone: one sentence, nothing written."""
+    from core.train import TrainConfig, train
+
+    source = chest_dir if task == "chest_xray" else data_dir / "brain_mri" / "Training"
+    config = TrainConfig(task=task, data=str(source), out=str(tmp_path / "run"), **{**TINY, **options})
+    with pytest.raises(ValueError, match=message):
+        train(config, log=lambda line: None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_flip_equivariance_makes_the_maps_move_with_the_image(data_dir, tmp_path):
+    """``--equivariance``: the last convolution's maps of a mirrored slice come closer to the mirror image of the
+    slice's own maps than without it (the same seed, data and epochs), the kept model is the plain Functional
+    network, and the run records the weight."""
+    import keras
+
+    from core.data import prepare_arrays
+    from core.model import LAST_CONV, load_model
+    from core.train import TrainConfig, flip_equivariance_loss, train
+
+    probe = list_dataset(data_dir / "brain_mri" / "Training", limit_per_class=5)
+    distance = {}
+    for weight in (0.0, 5.0):
+        folder = tmp_path / f"w{weight:g}"
+        lines = []
+        train(TrainConfig(task="brain_mri", data=str(data_dir / "brain_mri" / "Training"), out=str(folder),
+                          equivariance=weight, **{**TINY, "epochs": 3}), log=lines.append)
+        loaded = load_model(folder)
+        assert loaded.model.output.shape[-1] == 4 and loaded.model.__class__.__name__ == "Functional"
+        maps = keras.Model(loaded.model.input, loaded.model.get_layer(LAST_CONV).output)
+        x, _ = prepare_arrays(probe.items, loaded.pipeline)
+        distance[weight] = float(flip_equivariance_loss(maps(x).numpy(), maps(x[:, :, ::-1]).numpy()))
+        assert any(line.startswith("flip equivariance") for line in lines) == bool(weight)
+    assert distance[5.0] < 0.75 * distance[0.0], distance
+    assert read_json(tmp_path / "w5" / "params.json")["equivariance"] == 5.0
+    card = (tmp_path / "w5" / "MODEL_CARD.md").read_text()
+    assert "--equivariance 5" in card and "Flip equivariance" in card
+
+
+def test_the_flip_equivariance_loss_is_zero_for_maps_that_mirror_and_scale_free():
+    from core.train import flip_equivariance_loss
+
+    a = np.random.default_rng(0).random((2, 6, 6, 3)).astype("float32")
+    assert float(flip_equivariance_loss(a, a[:, :, ::-1])) == pytest.approx(0.0, abs=1e-6)
+    unequal = float(flip_equivariance_loss(a, a))
+    assert 0 < unequal <= 2
+    assert float(flip_equivariance_loss(10 * a, 10 * a)) == pytest.approx(unequal, rel=1e-4)
+
+
 def test_a_clahe_model_records_and_reloads_its_contrast_step(data_dir, tmp_path):
     """``train --contrast clahe``: CLAHE joins the pipeline that trains the model and the one that serves it."""
     from core.model import load_model
