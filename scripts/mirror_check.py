@@ -1,0 +1,131 @@
+"""Does a model's map move with the anatomy when the image is mirrored (issue 12's right-of-midline finding)?
+
+A model trained with left-right flips answers the same class for a slice and its mirror image, but nothing in
+that makes its map follow the tumour to the other side: a network can keep a class's evidence on one side of
+every image. For each outlined image (taken as ``explain-eval`` takes them, so the first N here are the N scored
+there), Grad-CAM at the last convolution explaining the true class, the map the dashboard shows, is computed
+for the image and for its mirror image, and the second is mirrored back. Reported per class and for all:
+
+- the share of map peaks right of the image's centre against the share of outlines whose centre lies there
+  (an unbiased map follows the lesions; the same share whatever the lesions' side is a positional habit);
+- the share of peaks on the lesion's side of the image;
+- the correlation of the map with the mirrored-back map of the mirror image (1: the map moves with the
+  anatomy; near 0: it stays where it was), with a bootstrap interval;
+- the share of peaks inside the outline (the strict pointing game, no tolerance) for the image and for its
+  mirror image.
+
+    python scripts/mirror_check.py --model assets/models/brain_mri \\
+        --data ../shared/data/brain_mri_masks/images --masks ../shared/data/brain_mri_masks/masks \\
+        --where subset=unseen --limit 150 [--json OUT.json]
+
+Refused for a task whose mirror image is not the same anatomy (its task file says no flips: a chest film).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core import localisation as loc  # noqa: E402
+from core.evaluation import outlined_images, to_geometry  # noqa: E402
+from core.io import load_scan  # noqa: E402
+from core.masks import load_mask  # noqa: E402
+from core.model import load_model  # noqa: E402
+
+
+def mirrored(scan):
+    """The scan mirrored left to right (every frame; colour frames keep their channels)."""
+    return dataclasses.replace(scan, frames=np.ascontiguousarray(scan.frames[:, :, ::-1]))
+
+
+def check_one(loaded, scan, mask, target: int) -> dict:
+    """Grad-CAM of ``target`` for ``scan`` and for its mirror image (mirrored back), compared."""
+    def gradcam(s):
+        tensor = loaded.pipeline.scan_tensor(s)
+        return to_geometry(loaded.explainer.saliency(tensor, "gradcam", target, "last_conv"), s.shape)
+
+    heat = gradcam(scan)
+    back = gradcam(mirrored(scan))[:, ::-1]
+    width = heat.shape[1]
+    centre = (width - 1) / 2
+    peak = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    peak_back = np.unravel_index(int(np.argmax(back)), back.shape)
+    lesion_column = float(np.argwhere(mask)[:, 1].mean())
+    flat, flat_back = heat.ravel().astype(np.float64), back.ravel().astype(np.float64)
+    spread = flat.std() * flat_back.std()
+    return {
+        "peak_right": bool(peak[1] > centre),
+        "lesion_right": bool(lesion_column > centre),
+        "same_side": bool((peak[1] > centre) == (lesion_column > centre)),
+        "correlation": float(np.corrcoef(flat, flat_back)[0, 1]) if spread > 0 else float("nan"),
+        "hit": bool(mask[peak]),
+        "hit_mirrored": bool(mask[peak_back]),
+    }
+
+
+def summarise(rows: list[dict], names: list[str]) -> list[dict]:
+    """Per class and for all: the shares, the mean correlation with its bootstrap interval, the peaks inside."""
+    out = []
+    for cls in sorted({r["class"] for r in rows}, key=names.index) + ["all"]:
+        group = [r for r in rows if cls == "all" or r["class"] == cls]
+        correlations = [r["correlation"] for r in group]
+        line = {"class": cls, "n": len(group)}
+        for key in ("peak_right", "lesion_right", "same_side", "hit", "hit_mirrored"):
+            line[key] = float(np.mean([r[key] for r in group]))
+        line["correlation"] = [round(v, 3) for v in loc.bootstrap_mean(correlations)]
+        out.append(line)
+    return out
+
+
+def markdown(summary: list[dict]) -> str:
+    head = ["class", "n", "peaks right of centre", "outlines right of centre", "peak on the lesion's side",
+            "map vs mirrored-back map: correlation", "peak in the outline", "the same, mirrored image"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in summary:
+        mean, low, high = s["correlation"]
+        interval = "" if np.isnan(low) else f" [{low:.2f}, {high:.2f}]"
+        lines.append("| " + " | ".join([
+            s["class"], str(s["n"]), f"{s['peak_right']:.2f}", f"{s['lesion_right']:.2f}", f"{s['same_side']:.2f}",
+            f"{mean:.2f}{interval}", f"{s['hit']:.2f}", f"{s['hit_mirrored']:.2f}"]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--masks", required=True, type=Path)
+    parser.add_argument("--where", help="COLUMN=VALUE of the index CSV beside the images folder")
+    parser.add_argument("--limit", type=int, default=150)
+    parser.add_argument("--json", type=Path, help="also write the per-image rows and the summary here")
+    args = parser.parse_args(argv)
+    where = tuple(args.where.split("=", 1)) if args.where else None
+    loaded = load_model(args.model)
+    if not loaded.info.get("flip"):
+        print(f"The {loaded.info.get('task')} task says a mirror image is not the same anatomy, so a map need not "
+              "move with it: no mirror check.", file=sys.stderr)
+        return 2
+    rows = []
+    candidates, _, _ = outlined_images(loaded.class_names, args.data, args.masks, where=where)
+    for cls, image, mask_path in candidates[:args.limit]:
+        scan = load_scan(image.read_bytes(), image.name)
+        mask = load_mask(mask_path.read_bytes(), scan.shape) > 0
+        rows.append({"image": f"{cls}/{image.name}", "class": cls}
+                    | check_one(loaded, scan, mask, loaded.class_names.index(cls)))
+        print(f"{len(rows)}/{args.limit} {cls}/{image.name}", file=sys.stderr, flush=True)
+    summary = summarise(rows, loaded.class_names)
+    print(markdown(summary))
+    if args.json:
+        args.json.write_text(json.dumps({"model": args.model, "summary": summary, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
