@@ -61,8 +61,6 @@ def check_one(loaded, scan, mask, target: int, spacing: float, margins) -> dict:
             mask, iterations=max(1, int(round(margin / spacing)))) & (body | mask)
         ablated = outline_ablation(loaded, scan, grown, target, body=body, probabilities=probabilities)
         row[f"outline_{margin}"], row[f"control_{margin}"] = ablated["p_outline"], ablated["p_control"]
-        if margin == 0 and ablated["p_control"] is not None:  # the same drop in log-odds: a P near 1 can hide a fall in evidence
-            row["log_odds_drop_0"] = [loc.log_odds(row["p"]) - loc.log_odds(row[f"{v}_0"]) for v in ("outline", "control")]
     grey = shown if shown.ndim == 2 else shown.mean(axis=-1)
     grey = (grey - grey.min()) / max(float(grey.max() - grey.min()), 1e-6)
     row["p_inside"], row["answer_inside"] = p_of(loc.fill_interior(pixels, grey=grey))
@@ -74,25 +72,35 @@ def check_one(loaded, scan, mask, target: int, spacing: float, margins) -> dict:
     return row
 
 
+def _paired_drops(rows: list[dict], margin: int) -> dict:
+    """:func:`core.localisation.summarise_ablation` of one margin's fills, by class (``all`` included): the extra
+    drop in P(true class) and in its log-odds, outline against control, over the images with a control."""
+    table = [{"image": r["image"], "class": r["class"], "p_intact": r["p"], "p_outline": r[f"outline_{margin}"],
+              "p_control": r[f"control_{margin}"], "right_intact": r["right"], "right_outline": None,
+              "right_control": None} for r in rows]
+    return {g["class"]: g for g in loc.summarise_ablation(table)["groups"]}
+
+
+def _interval(drop: dict) -> list[float]:
+    return [float("nan") if drop[k] is None else round(drop[k], 3) for k in ("difference", "low", "high")]
+
+
 def summarise(rows: list[dict], margins, names: list[str]) -> list[dict]:
     """Per class and for all: means, the extra drop (outline minus control) with its paired interval."""
     out = []
+    paired = {margin: _paired_drops(rows, margin) for margin in margins}
     for cls in sorted({r["class"] for r in rows}, key=names.index) + ["all"]:
         group = [r for r in rows if cls == "all" or r["class"] == cls]
         line = {"class": cls, "n": len(group), "accuracy": float(np.mean([r["right"] for r in group])),
                 "p": float(np.mean([r["p"] for r in group]))}
         for margin in margins:
             both = [r for r in group if r[f"control_{margin}"] is not None]
-            outline = [r["p"] - r[f"outline_{margin}"] for r in both]
-            control = [r["p"] - r[f"control_{margin}"] for r in both]
-            drop = loc.paired_bootstrap(outline, control) if len(both) > 1 else (float("nan"),) * 3
             line[f"{margin} mm"] = {"n": len(both),
                                     "p_outline": float(np.mean([r[f"outline_{margin}"] for r in both])) if both else None,
                                     "p_control": float(np.mean([r[f"control_{margin}"] for r in both])) if both else None,
-                                    "extra_drop": [round(v, 3) for v in drop]}
-        drops = np.array([r["log_odds_drop_0"] for r in group if "log_odds_drop_0" in r]).reshape(-1, 2)
-        line["log_odds_extra_drop_0"] = [round(v, 3) for v in (
-            loc.paired_bootstrap(drops[:, 0], drops[:, 1]) if len(drops) > 1 else (float("nan"),) * 3)]
+                                    "extra_drop": _interval(paired[margin][cls]["needs_outline"])}
+        line["log_odds_extra_drop_0"] = (_interval(paired[0][cls]["needs_outline_log_odds"]) if 0 in paired
+                                         else [float("nan")] * 3)
         line["p_inside"] = float(np.mean([r["p_inside"] for r in group]))
         line["answers_inside"] = {n: sum(r["answer_inside"] == n for r in group) for n in names}
         for name in ("gradcam", "centre"):

@@ -55,10 +55,13 @@ def test_three_unseen_slices_one_per_class_agree_with_explain_eval_s_ablation(ma
         expected = outline_ablation(loaded, scan, mask, loaded.class_names.index(row["class"]))
         assert row["p"] == pytest.approx(expected["p_intact"], abs=1e-5)
         assert row["outline_0"] == pytest.approx(expected["p_outline"], abs=1e-5)
-        assert row["log_odds_drop_0"][0] == pytest.approx(
-            log_odds(row["p"]) - log_odds(row["outline_0"]), abs=1e-6)
         assert 0.0 <= row["outline_5"] <= 1.0 and row["answer_inside"] in loaded.class_names
         assert row["peak_mm_gradcam"] >= 0 and np.isfinite(row["peak_mm_centre"])
     everything = report["summary"][-1]
     assert everything["class"] == "all" and everything["n"] == 3
+    paired = [row for row in rows if row["control_0"] is not None]
+    assert everything["0 mm"]["extra_drop"][0] == pytest.approx(
+        np.mean([row["control_0"] - row["outline_0"] for row in paired]), abs=1e-3)
+    assert everything["log_odds_extra_drop_0"][0] == pytest.approx(  # the drop in log-odds, outline minus control
+        np.mean([log_odds(row["control_0"]) - log_odds(row["outline_0"]) for row in paired]), abs=1e-3)
     assert sum(everything["answers_inside"].values()) == 3
