@@ -263,6 +263,46 @@ def outlined_images(names: list[str], images_dir: Path, masks_dir: Path, *, wher
     return candidates, skipped, subset
 
 
+def outlined_check(description: str, check, *, extra_arguments=None, refuse=None, argv=None):
+    """The command line of a per-image check on outlined images (``scripts/margin_check.py``,
+    ``scripts/mirror_check.py``): ``--model``, ``--data``, ``--masks``, ``--where``, ``--limit`` (default 150) and
+    ``--json``, plus what ``extra_arguments(parser)`` adds. Images are taken as :func:`outlined_images` takes them
+    (the first N are the N ``explain-eval`` scores). ``check(loaded, scan, mask, class_name, args)`` returns one
+    image's row; ``refuse(loaded)``, a sentence when the model cannot be checked at all (printed, no image read).
+    Returns ``(loaded, rows, args)``, or ``None`` after a refusal."""
+    import argparse
+    import sys
+
+    from core.io import load_scan
+    from core.masks import load_mask
+    from core.model import load_model
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--masks", required=True, type=Path)
+    parser.add_argument("--where", help="COLUMN=VALUE of the index CSV beside the images folder")
+    parser.add_argument("--limit", type=int, default=150)
+    parser.add_argument("--json", type=Path, help="also write the per-image rows and the summary here")
+    if extra_arguments:
+        extra_arguments(parser)
+    args = parser.parse_args(argv)
+    where = tuple(args.where.split("=", 1)) if args.where else None
+    loaded = load_model(args.model)
+    refusal = refuse(loaded) if refuse else None
+    if refusal:
+        print(refusal, file=sys.stderr)
+        return None
+    rows = []
+    candidates, _, _ = outlined_images(loaded.class_names, args.data, args.masks, where=where)
+    for cls, image, mask_path in candidates[:args.limit]:
+        scan = load_scan(image.read_bytes(), image.name)
+        mask = load_mask(mask_path.read_bytes(), scan.shape)
+        rows.append({"image": f"{cls}/{image.name}", "class": cls} | check(loaded, scan, mask, cls, args))
+        print(f"{len(rows)}/{args.limit} {cls}/{image.name}", file=sys.stderr, flush=True)
+    return loaded, rows, args
+
+
 def evaluate_localisation(loaded, images_dir, masks_dir, *, limit: int = 50, layers: list[str] | None = None,
                           spacing: tuple[float, float] | None = None, tolerance_mm: float = 7.0,
                           where: tuple[str, str] | None = None, index: Path | None = None,

@@ -21,7 +21,6 @@ are the N slices scored there.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -33,10 +32,7 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import localisation as loc  # noqa: E402
-from core.evaluation import outline_ablation, outlined_images, to_geometry  # noqa: E402
-from core.io import load_scan  # noqa: E402
-from core.masks import load_mask  # noqa: E402
-from core.model import load_model  # noqa: E402
+from core.evaluation import outline_ablation, outlined_check, to_geometry  # noqa: E402
 from core.render import display_image  # noqa: E402
 
 DISTANCES_MM = (7, 15, 25)
@@ -137,33 +133,25 @@ def markdown(summary: list[dict], margins) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--masks", required=True, type=Path)
-    parser.add_argument("--spacing", type=float, required=True, help="mm per pixel of the outlined images")
-    parser.add_argument("--where", help="COLUMN=VALUE of the index CSV beside the images folder")
-    parser.add_argument("--limit", type=int, default=150)
-    parser.add_argument("--margins", default="0,5,10,20", help="comma-separated margins in mm")
-    parser.add_argument("--json", type=Path, help="also write the per-image rows and the summary here")
-    args = parser.parse_args(argv)
-    margins = [int(m) for m in args.margins.split(",")]
-    where = tuple(args.where.split("=", 1)) if args.where else None
-    loaded = load_model(args.model)
-    rows = []
-    candidates, _, _ = outlined_images(loaded.class_names, args.data, args.masks, where=where)
-    for cls, image, mask_path in candidates[:args.limit]:
-        scan = load_scan(image.read_bytes(), image.name)
-        mask = load_mask(mask_path.read_bytes(), scan.shape)
-        rows.append({"image": f"{cls}/{image.name}", "class": cls} | check_one(
-            loaded, scan, mask, loaded.class_names.index(cls), args.spacing, margins))
-        print(f"{len(rows)}/{args.limit} {cls}/{image.name}", file=sys.stderr, flush=True)
+    def extra(parser):
+        parser.add_argument("--spacing", type=float, required=True, help="mm per pixel of the outlined images")
+        parser.add_argument("--margins", default="0,5,10,20", help="comma-separated margins in mm")
+
+    def check(loaded, scan, mask, cls, args):
+        return check_one(loaded, scan, mask, loaded.class_names.index(cls), args.spacing, _margins(args))
+
+    loaded, rows, args = outlined_check(__doc__.split("\n\n")[0], check, extra_arguments=extra, argv=argv)
+    margins = _margins(args)
     summary = summarise(rows, margins, loaded.class_names)
     print(markdown(summary, margins))
     if args.json:
         args.json.write_text(json.dumps({"model": args.model, "margins_mm": margins, "summary": summary,
                                          "rows": rows}, indent=1))
     return 0
+
+
+def _margins(args) -> list[int]:
+    return [int(m) for m in args.margins.split(",")]
 
 
 if __name__ == "__main__":

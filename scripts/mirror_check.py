@@ -23,7 +23,6 @@ Refused for a task whose mirror image is not the same anatomy (its task file say
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -34,10 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import localisation as loc  # noqa: E402
-from core.evaluation import outlined_images, to_geometry  # noqa: E402
-from core.io import load_scan  # noqa: E402
-from core.masks import load_mask  # noqa: E402
-from core.model import load_model  # noqa: E402
+from core.evaluation import outlined_check, to_geometry  # noqa: E402
 
 
 def mirrored(scan):
@@ -98,28 +94,19 @@ def markdown(summary: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--masks", required=True, type=Path)
-    parser.add_argument("--where", help="COLUMN=VALUE of the index CSV beside the images folder")
-    parser.add_argument("--limit", type=int, default=150)
-    parser.add_argument("--json", type=Path, help="also write the per-image rows and the summary here")
-    args = parser.parse_args(argv)
-    where = tuple(args.where.split("=", 1)) if args.where else None
-    loaded = load_model(args.model)
-    if not loaded.info.get("flip"):
-        print(f"The {loaded.info.get('task')} task says a mirror image is not the same anatomy, so a map need not "
-              "move with it: no mirror check.", file=sys.stderr)
+    def refuse(loaded):
+        if not loaded.info.get("flip"):
+            return (f"The {loaded.info.get('task')} task says a mirror image is not the same anatomy, so a map need "
+                    "not move with it: no mirror check.")
+        return None
+
+    done = outlined_check(__doc__.split("\n\n")[0],
+                          lambda loaded, scan, mask, cls, args: check_one(loaded, scan, mask,
+                                                                          loaded.class_names.index(cls)),
+                          refuse=refuse, argv=argv)
+    if done is None:
         return 2
-    rows = []
-    candidates, _, _ = outlined_images(loaded.class_names, args.data, args.masks, where=where)
-    for cls, image, mask_path in candidates[:args.limit]:
-        scan = load_scan(image.read_bytes(), image.name)
-        mask = load_mask(mask_path.read_bytes(), scan.shape) > 0
-        rows.append({"image": f"{cls}/{image.name}", "class": cls}
-                    | check_one(loaded, scan, mask, loaded.class_names.index(cls)))
-        print(f"{len(rows)}/{args.limit} {cls}/{image.name}", file=sys.stderr, flush=True)
+    loaded, rows, args = done
     summary = summarise(rows, loaded.class_names)
     print(markdown(summary))
     if args.json:
