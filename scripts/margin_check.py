@@ -135,23 +135,20 @@ def markdown(summary: list[dict], margins) -> str:
 def main(argv=None) -> int:
     def extra(parser):
         parser.add_argument("--spacing", type=float, required=True, help="mm per pixel of the outlined images")
-        parser.add_argument("--margins", default="0,5,10,20", help="comma-separated margins in mm")
+        parser.add_argument("--margins", default="0,5,10,20", type=lambda text: [int(m) for m in text.split(",")],
+                            help="comma-separated margins in mm")
 
     def check(loaded, scan, mask, cls, args):
-        return check_one(loaded, scan, mask, loaded.class_names.index(cls), args.spacing, _margins(args))
+        return check_one(loaded, scan, mask, loaded.class_names.index(cls), args.spacing, args.margins)
 
     loaded, rows, args = outlined_check(__doc__.split("\n\n")[0], check, extra_arguments=extra, argv=argv)
-    margins = _margins(args)
+    margins = args.margins
     summary = summarise(rows, margins, loaded.class_names)
     print(markdown(summary, margins))
     if args.json:
         args.json.write_text(json.dumps({"model": args.model, "margins_mm": margins, "summary": summary,
                                          "rows": rows}, indent=1))
     return 0
-
-
-def _margins(args) -> list[int]:
-    return [int(m) for m in args.margins.split(",")]
 
 
 if __name__ == "__main__":
