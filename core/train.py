@@ -500,7 +500,7 @@ def _box_trained(head, maps, weight: float, positive: int):
 def flip_equivariance_loss(maps, mirrored_maps):
     """How far a network's maps of mirrored images (``(n, h, w, c)``) are from the mirror image of its maps of the
     originals: the mean squared difference over the mean square of the two, 0 when they match (scale-free, so
-    shrinking the maps cannot lower it; at most 2).
+    shrinking the maps cannot lower it; at most 2 for non-negative maps such as a ReLU's).
 
     >>> import numpy as np
     >>> a = np.random.default_rng(0).random((2, 4, 4, 3)).astype("float32")
