@@ -89,6 +89,9 @@ def render_card(folder: str | Path) -> str:
         f"{' --filled-interiors ' + params['filled_interiors'] if params.get('filled_interiors') else ''}"
         f"{' --filled-share %g' % params['filled_share'] if params.get('filled_interiors') and params.get('filled_share', 0.15) != 0.15 else ''}"
         f"{' --equivariance %g' % params['equivariance'] if params.get('equivariance') else ''}"
+        f"{' --half-mirrors ' + params['half_mirrors'] if params.get('half_mirrors') else ''}"
+        f"{' --half-mirror-weight %g' % params['half_mirror_weight'] if params.get('half_mirrors') and params.get('half_mirror_weight', 1.0) != 1.0 else ''}"
+        f"{' --healthy ' + params['healthy'] if params.get('half_mirrors') and params.get('healthy') else ''}"
         f"{' --cutmix %g' % params['cutmix'] if params.get('cutmix') else ''}"
         f"{' --head-mask %g' % params['head_mask'] if params.get('head_mask') else ''}"
         f"{' --rim-only %g' % params['rim_only'] if params.get('rim_only') else ''}"
@@ -130,6 +133,12 @@ def render_card(folder: str | Path) -> str:
            "seen mirrored left to right, the loss adding that weight times how far the last convolution's maps of the "
            "mirrored images are from the mirror image of the originals' (maps that move with the anatomy)."]
           if params.get("equivariance") else []),
+        *([f"- Half mirrors (`--half-mirrors {params['half_mirrors']}`, weight {params.get('half_mirror_weight', 1.0):g}): "
+           "up to a quarter of each training batch, images of those classes, also seen as their two half-mirror "
+           "composites (each half of the head mirrored onto the other about its midline); the loss asks that exactly "
+           f"one show the class and the other {params.get('healthy') or params.get('no_finding')}, so the network "
+           "has to find the one-sided lesion that tells them apart (no outline read)."]
+          if params.get("half_mirrors") else []),
         *([f"- Filled interiors (`--filled-interiors`): {params['filled']['n']} training images "
            f"({class_counts(params['filled']['per_class'])}) also seen each epoch with the inside of the head or "
            f"body part filled in from its rim (its outer {params['filled']['erode']:g} of the radius kept), labelled "

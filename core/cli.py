@@ -86,6 +86,16 @@ def _parser() -> argparse.ArgumentParser:
                         "the last convolution's maps are pulled towards the mirror image of the original's, so a map "
                         "moves with the anatomy instead of keeping a class on one side (default 0: off; tasks that "
                         "allow flips)")
+    t.add_argument("--half-mirrors", metavar="CLASSES",
+                   help="comma-separated classes whose lesion lies on one side of the midline (e.g. glioma): up to a "
+                        "quarter of each batch, images of them, also go through as their two half-mirror composites "
+                        "(each half mirrored onto the other about the head's midline), and the loss asks that exactly "
+                        "one of the two show the class and the other the --healthy class: the composites share level, "
+                        "scanner and rim, so only the lesion tells them apart (tasks that allow flips; no outline read)")
+    t.add_argument("--half-mirror-weight", type=float, default=1.0, metavar="W",
+                   help="with --half-mirrors: the weight of that loss (default 1)")
+    t.add_argument("--healthy", metavar="CLASS",
+                   help="with --half-mirrors: the class without a lesion (default: the --no-finding class)")
     t.add_argument("--cutmix", type=float, default=0.0, metavar="P",
                    help="CutMix: give a share P of the training images a random box of another image, labels mixed "
                         "by area, so a class is scored where its evidence lies (default 0: off)")
@@ -327,7 +337,8 @@ def _train(args) -> int:
                          limit_per_class=args.limit_per_class, recalibrate_bn=args.recalibrate_bn,
                          degrade=args.degrade, pooling=args.pooling, local=args.local, no_finding=args.no_finding,
                          filled_interiors=args.filled_interiors, filled_share=args.filled_share, cutmix=args.cutmix,
-                         equivariance=args.equivariance,
+                         equivariance=args.equivariance, half_mirrors=args.half_mirrors,
+                         half_mirror_weight=args.half_mirror_weight, healthy=args.healthy,
                          init_from=args.init_from,
                          head_mask=args.head_mask, rim_only=args.rim_only, body_mask=args.body_mask, contrast=args.contrast,
                          backbone=args.backbone, backbone_stages=args.backbone_stages, strategy=args.strategy,

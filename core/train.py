@@ -51,6 +51,9 @@ class TrainConfig:
     filled_interiors: str | None = None  # a class given extra training copies of images whose inside is filled in (filled_interiors)
     filled_share: float = 0.15  # with filled_interiors: how many copies, as a share of the training images
     equivariance: float = 0.0  # weight of the flip-equivariance loss on the last convolution's maps (flip_equivariance_loss)
+    half_mirrors: str | None = None  # comma-separated classes whose lesion lies on one side: each image's two half-mirror composites, one taught as the class, one as ``healthy`` (half_mirror_loss)
+    half_mirror_weight: float = 1.0  # weight of that loss
+    healthy: str | None = None  # the class with no lesion, for --half-mirrors (default: --no-finding)
     cutmix: float = 0.0  # share of training images given a box of another image, labels mixed by area (data.cutmix_batch)
     head_mask: float = 0.0  # Pipeline.head: black out all but the head's inner region (0: off)
     rim_only: float = 0.0  # Pipeline.rim: the opposite, a diagnostic model of the scalp, skull and outline (0: off)
@@ -93,6 +96,14 @@ def train(config: TrainConfig, log=print) -> dict:
         raise ValueError("--equivariance trains the whole network; a --freeze-backbone head trains on cached features.")
     if config.box_loss and not config.freeze_backbone:
         raise ValueError("--box-loss trains a frozen backbone's class-map head: give it --freeze-backbone.")
+    if config.half_mirrors:
+        if config.half_mirror_weight <= 0:
+            raise ValueError("--half-mirror-weight must be above 0.")
+        if config.freeze_backbone or config.equivariance or config.strategy:
+            raise ValueError("--half-mirrors trains the whole network in one process; leave out --freeze-backbone, "
+                             "--equivariance and --strategy.")
+        if not (config.healthy or config.no_finding):
+            raise ValueError("--half-mirrors needs the class without a lesion: give --healthy CLASS (or --no-finding).")
     if config.tune_blocks and not config.freeze_backbone:
         raise ValueError("--tune-blocks trains the last blocks above cached features: give it --freeze-backbone.")
     if config.freeze_backbone:
@@ -130,9 +141,14 @@ def train(config: TrainConfig, log=print) -> dict:
 
     dataset = data_mod.list_for_spec(config.data, spec, limit_per_class=config.limit_per_class)
     names = list(dataset.class_names)
-    for flag, value in (("--no-finding", config.no_finding), ("--filled-interiors", config.filled_interiors)):
+    for flag, value in (("--no-finding", config.no_finding), ("--filled-interiors", config.filled_interiors),
+                        ("--healthy", config.healthy),
+                        *(("--half-mirrors", c) for c in (config.half_mirrors or "").split(",") if c)):
         if value and value not in names:
             raise ValueError(f"{flag} must name one of the classes ({', '.join(names)}), not {value}.")
+    if config.half_mirrors and not spec.get("flip", False):
+        raise ValueError(f"--half-mirrors mirrors half of each image onto the other, which {spec['name']} does not "
+                         "allow (its task says flips do not preserve the anatomy).")
     if config.equivariance and not spec.get("flip", False):
         raise ValueError(f"--equivariance mirrors images left to right, which {spec['name']} does not allow "
                          "(its task says flips do not preserve the anatomy).")
@@ -228,8 +244,13 @@ def train(config: TrainConfig, log=print) -> dict:
                                             augment=augment, degrade=degrade, mix=mix, seed=config.seed)
         val_ds = data_mod.make_tf_dataset(x_val, y_val, n_classes, batch_size=64, training=False)
         train_ds, val_ds = _sharded(train_ds), _sharded(val_ds)  # for tf.distribute; unchanged in one process
+        half = None
+        if config.half_mirrors:
+            half = {"classes": [names.index(c) for c in config.half_mirrors.split(",")],
+                    "healthy": names.index(config.healthy or config.no_finding),
+                    "threshold": (HALF_MIRROR_FOREGROUND - pipeline.mean) / pipeline.std}
         _fit_whole(model, config, train_ds, val_ds, x_seen, x_train, weights=weights, out=out, monitor=monitor,
-                   log=log)
+                   log=log, half=half)
 
     probabilities = model.predict(x_val, batch_size=64, verbose=0)
     metrics = classification_metrics(y_val, probabilities, names)
@@ -270,15 +291,20 @@ def train(config: TrainConfig, log=print) -> dict:
 
 
 def _fit_whole(model, config: TrainConfig, train_ds, val_ds, x_seen, x_train, *, weights, out: Path, monitor: str,
-               log) -> None:
+               log, half: dict | None = None) -> None:
     """Train every layer of ``model``: the kept epoch is the best on ``monitor``, batch norm recalibrated."""
     first = [_RecalibrateBN(x_train, config.recalibrate_bn, config.seed, model)] if config.recalibrate_bn else []
     # The recalibration first, so validation and the checkpoint see the recalibrated statistics.
-    trained, n_classes = model, None
+    trained, n_classes = model, int(model.output.shape[-1])
     if config.equivariance:
-        trained, n_classes = _flip_equivariant(model, config.equivariance), int(model.output.shape[-1])
+        trained = _flip_equivariant(model, config.equivariance)
         log(f"flip equivariance {config.equivariance:g}: a quarter of each batch also seen mirrored, its last "
             "convolution's maps pulled towards the mirror image of the original's")
+    if config.half_mirrors:
+        trained = _half_mirrored(model, config.half_mirror_weight, **half)
+        log(f"half mirrors {config.half_mirror_weight:g}: up to a quarter of each batch ({config.half_mirrors}) also "
+            f"seen as its two half-mirror composites, exactly one of them taught as its class and the other as "
+            f"{config.healthy or config.no_finding}")
     _fit_kept_best(trained, train_ds, val_ds, config, steps=max(1, int(np.ceil(len(x_seen) / config.batch_size))),
                    out=out, monitor=monitor, log=log, first_callbacks=first, class_weight=weights, n_classes=n_classes)
     if config.recalibrate_bn:
@@ -516,6 +542,48 @@ def flip_equivariance_loss(maps, mirrored_maps):
         0.5 * tf.reduce_mean(tf.square(maps) + tf.square(back)) + 1e-6)
 
 
+def midlines(images, threshold: float):
+    """The column of each image's midline (``(n, h, w, 1)`` in, ``(n,)`` out): the mean column of its pixels above
+    ``threshold``, or the image centre if there are none."""
+    import tensorflow as tf
+
+    images = tf.convert_to_tensor(images)
+    width = tf.shape(images)[2]
+    columns = tf.cast(tf.range(width), tf.float32)
+    mass = tf.reduce_sum(tf.cast(images[..., 0] > threshold, tf.float32), axis=1)  # (n, w): foreground per column
+    total = tf.reduce_sum(mass, axis=1)
+    return tf.where(total > 0, tf.reduce_sum(mass * columns, axis=1) / tf.maximum(total, 1.0),
+                    (tf.cast(width, tf.float32) - 1) / 2)
+
+
+def half_mirrors(images, threshold: float):
+    """The two mirror-symmetric composites of each image in ``images`` (``(n, h, w, 1)``, a tensor or array): its
+    left half with that half's mirror image on the right, and its right half mirrored onto the left, about the
+    column centre of its foreground (pixels above ``threshold``; the image centre if there are none). A tumour on
+    one side of the midline is in one composite (twice) and absent from the other, while both keep the slice's
+    level, scanner, contrast and rim: what separates the two is the lesion. The midline: :func:`midlines`.
+
+    >>> import numpy as np
+    >>> row = np.array([0, 1, 2, 3, 5, 0], "float32").reshape(1, 1, 6, 1)
+    >>> [c.numpy().ravel().tolist() for c in half_mirrors(row, 0.5)]
+    [[0.0, 1.0, 2.0, 2.0, 1.0, 0.0], [0.0, 5.0, 3.0, 3.0, 5.0, 0.0]]
+    """
+    import tensorflow as tf
+
+    images = tf.convert_to_tensor(images)
+    width = tf.shape(images)[2]
+    columns = tf.cast(tf.range(width), tf.float32)
+    centre = midlines(images, threshold)[:, None]
+    mirrored = 2 * centre - columns[None]
+
+    def gathered(keep):
+        index = tf.cast(tf.clip_by_value(tf.round(tf.where(keep, columns[None], mirrored)), 0.0,
+                                         tf.cast(width - 1, tf.float32)), tf.int32)
+        return tf.gather(images, index, axis=2, batch_dims=1)
+
+    return gathered(columns[None] <= centre), gathered(columns[None] >= centre)
+
+
 def _flip_equivariant(model, weight: float, share: float = 0.25):
     """``model`` as a model trained with its compiled loss plus ``weight`` times :func:`flip_equivariance_loss` of
     its :data:`LAST_CONV` maps: the first ``share`` of each training batch goes through once more mirrored left to
@@ -557,6 +625,75 @@ def _flip_equivariant(model, weight: float, share: float = 0.25):
             return super().compute_metrics(x, y, y_pred[:, :n_classes], sample_weight=sample_weight)
 
     return FlipEquivariant()
+
+
+#: With ``--half-mirrors``: the display value (0 to 1) above which a pixel is foreground, for the midline.
+HALF_MIRROR_FOREGROUND = 0.1
+
+
+def half_mirror_loss(p_a, p_b, target, healthy: int):
+    """The negative log-likelihood that exactly one of two composites (their class probabilities ``p_a``, ``p_b``,
+    ``(n, classes)``) shows class ``target`` (``(n,)`` indices) and the other the ``healthy`` class: a lesion on
+    one side of the midline is in one half-mirror composite of its image and in neither half of the other
+    (:func:`half_mirrors`), and which one is not given; the network has to find out.
+
+    >>> import numpy as np
+    >>> right = np.array([[0.9, 0.1]]), np.array([[0.1, 0.9]])
+    >>> both = np.array([[0.9, 0.1]]), np.array([[0.9, 0.1]])
+    >>> [round(float(half_mirror_loss(a, b, np.array([0]), 1)[0]), 2) for a, b in (right, both)]
+    [0.2, 1.71]
+    """
+    import tensorflow as tf
+
+    p_a, p_b = tf.convert_to_tensor(p_a, tf.float32), tf.convert_to_tensor(p_b, tf.float32)
+    target = tf.cast(target, tf.int32)
+    a_target, b_target = (tf.gather(p, target[:, None], axis=1, batch_dims=1)[:, 0] for p in (p_a, p_b))
+    return -tf.math.log(a_target * p_b[:, healthy] + p_a[:, healthy] * b_target + 1e-7)
+
+
+def _half_mirrored(model, weight: float, *, classes: list[int], healthy: int, threshold: float, share: float = 0.25):
+    """``model`` as a model trained with its compiled loss plus ``weight`` times :func:`half_mirror_loss`: up to
+    ``share`` of each training batch, images of ``classes`` (first in the batch's order), also go through as their
+    two :func:`half_mirrors` composites (midline from the pixels above ``threshold``, in the model's input units).
+
+    Issue 12: the brain default called the tumour-free composite of 46 of 49 unseen gliomas lying wholly on one side
+    glioma (``scripts/mirror_check.py``): the slice's level, scanner and rim gave the class, not the tumour. The
+    two composites share all of those; only the lesion tells them apart. Validation sees the network alone; the
+    loss of the batch's pairs is logged as ``half_mirror_loss``.
+    """
+    import keras
+    import tensorflow as tf
+
+    chosen_classes = tf.constant(classes, tf.int32)
+
+    class HalfMirrored(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.net = model
+            self.pair_loss = keras.metrics.Mean(name="half_mirror_loss")
+
+        def call(self, x, training=False):
+            return self.net(x, training=training)
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+            if not training:
+                return loss
+            cap = tf.maximum(1, tf.cast(share * tf.cast(tf.shape(x)[0], tf.float32), tf.int32))
+            target = tf.argmax(y, axis=1, output_type=tf.int32)
+            index = tf.where(tf.reduce_any(target[:, None] == chosen_classes[None], axis=1))[:cap, 0]
+            n = tf.shape(index)[0]
+
+            def pairs():  # not run on a batch without such images: batch norm of an empty batch is NaN
+                left, right = half_mirrors(tf.gather(x, index), threshold)
+                p = self.net(tf.concat([left, right], axis=0), training=True)
+                return tf.reduce_mean(half_mirror_loss(p[:n], p[n:], tf.gather(target, index), healthy))
+
+            pair_loss = tf.cond(n > 0, pairs, lambda: tf.constant(0.0))
+            self.pair_loss.update_state(pair_loss)
+            return loss + weight * pair_loss
+
+    return HalfMirrored()
 
 
 class _FeatureViews:

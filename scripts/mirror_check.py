@@ -12,7 +12,12 @@ for the image and for its mirror image, and the second is mirrored back. Reporte
 - the correlation of the map with the mirrored-back map of the mirror image (1: the map moves with the
   anatomy; near 0: it stays where it was), with a bootstrap interval;
 - the share of peaks inside the outline (the strict pointing game, no tolerance) for the image and for its
-  mirror image.
+  mirror image;
+- the half-mirror test, on the images whose outline lies (at least 90% of it) on one side of the head's midline:
+  each half of the model's input mirrored onto the other (:func:`core.train.half_mirrors`) gives one composite
+  with the lesion twice and one without it, both with the slice's level, scanner, contrast and rim. P(true class)
+  of each, and what the model answers for the composite without the lesion: a model that reads the lesion calls
+  it the class without a lesion, one that reads the slice keeps the class.
 
     python scripts/mirror_check.py --model assets/models/brain_mri \\
         --data ../shared/data/brain_mri_masks/images --masks ../shared/data/brain_mri_masks/masks \\
@@ -41,8 +46,32 @@ def mirrored(scan):
     return dataclasses.replace(scan, frames=np.ascontiguousarray(scan.frames[:, :, ::-1]))
 
 
+#: The share of an outline on one side of the midline for its image to enter the half-mirror test.
+ONE_SIDED = 0.9
+
+
+def half_mirror_test(loaded, scan, mask, target: int) -> dict:
+    """P(``target``) of ``scan``'s two half-mirror composites, the lesion's side and the other, and the answer for the
+    composite without the lesion; ``lesion_one_side``: the share of the outline on its side of the midline."""
+    from core.preprocess import resize_to
+    from core.train import HALF_MIRROR_FOREGROUND, half_mirrors, midlines
+
+    tensor = loaded.pipeline.scan_tensor(scan).astype(np.float32)
+    threshold = (HALF_MIRROR_FOREGROUND - loaded.pipeline.mean) / loaded.pipeline.std
+    outline = resize_to(mask.astype(np.float32), tensor.shape[1:3]) > 0.5
+    columns = np.nonzero(outline)[1]
+    left = float(np.mean(columns < float(midlines(tensor, threshold).numpy()[0]))) if columns.size else 0.5
+    composites = [c.numpy() for c in half_mirrors(tensor, threshold)]
+    probabilities = loaded.predict(np.concatenate(composites))
+    lesion, healthy = (probabilities[0], probabilities[1]) if left >= 0.5 else (probabilities[1], probabilities[0])
+    return {"lesion_one_side": max(left, 1 - left), "p_lesion_side": float(lesion[target]),
+            "p_healthy_side": float(healthy[target]),
+            "answer_healthy_side": loaded.class_names[int(np.argmax(healthy))]}
+
+
 def check_one(loaded, scan, mask, target: int) -> dict:
-    """Grad-CAM of ``target`` for ``scan`` and for its mirror image (mirrored back), compared."""
+    """Grad-CAM of ``target`` for ``scan`` and for its mirror image (mirrored back), compared; then
+    :func:`half_mirror_test`."""
     def gradcam(s):
         tensor = loaded.pipeline.scan_tensor(s)
         return to_geometry(loaded.explainer.saliency(tensor, "gradcam", target, "last_conv"), s.shape)
@@ -63,6 +92,8 @@ def check_one(loaded, scan, mask, target: int) -> dict:
         "correlation": float(np.corrcoef(flat, flat_back)[0, 1]) if spread > 0 else float("nan"),
         "hit": bool(mask[peak]),
         "hit_mirrored": bool(mask[peak_back]),
+        "p": float(loaded.predict(loaded.pipeline.scan_tensor(scan))[0][target]),
+        **half_mirror_test(loaded, scan, mask, target),
     }
 
 
@@ -76,6 +107,13 @@ def summarise(rows: list[dict], names: list[str]) -> list[dict]:
         for key in ("peak_right", "lesion_right", "same_side", "hit", "hit_mirrored"):
             line[key] = float(np.mean([r[key] for r in group]))
         line["correlation"] = [round(v, 3) for v in loc.bootstrap_mean(correlations)]
+        one_sided = [r for r in group if r["lesion_one_side"] >= ONE_SIDED]
+        line["one_sided"] = len(one_sided)
+        for key in ("p", "p_lesion_side", "p_healthy_side"):
+            line[f"one_sided_{key}"] = float(np.mean([r[key] for r in one_sided])) if one_sided else None
+        line["healthy_side_answers"] = {n: sum(r["answer_healthy_side"] == n for r in one_sided) for n in names}
+        line["healthy_side_kept"] = (float(np.mean([r["answer_healthy_side"] == r["class"] for r in one_sided]))
+                                     if one_sided else None)
         out.append(line)
     return out
 
@@ -90,6 +128,17 @@ def markdown(summary: list[dict]) -> str:
         lines.append("| " + " | ".join([
             s["class"], str(s["n"]), f"{s['peak_right']:.2f}", f"{s['lesion_right']:.2f}", f"{s['same_side']:.2f}",
             f"{mean:.2f}{interval}", f"{s['hit']:.2f}", f"{s['hit_mirrored']:.2f}"]) + " |")
+    head = ["class", f"outline {ONE_SIDED:.0%} on one side", "P(true class): slice", "composite with the lesion",
+            "composite without it", "answers without the lesion", "true class kept without the lesion"]
+    lines += ["", "Half-mirror test:", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in summary:
+        if not s["one_sided"]:
+            lines.append(f"| {s['class']} | 0 |" + " |" * (len(head) - 2))
+            continue
+        answers = ", ".join(f"{k} {v}" for k, v in s["healthy_side_answers"].items() if v)
+        lines.append("| " + " | ".join([
+            s["class"], str(s["one_sided"]), f"{s['one_sided_p']:.2f}", f"{s['one_sided_p_lesion_side']:.2f}",
+            f"{s['one_sided_p_healthy_side']:.2f}", answers, f"{s['healthy_side_kept']:.2f}"]) + " |")
     return "\n".join(lines)
 
 

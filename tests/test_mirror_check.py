@@ -55,8 +55,43 @@ def test_the_command_reports_every_class_and_refuses_a_chest_model(data_dir, tmp
         assert all(0 <= line[k] <= 1 for k in ("peak_right", "lesion_right", "same_side", "hit", "hit_mirrored"))
         mean, low, high = line["correlation"]
         assert -1 <= mean <= 1 and (np.isnan(low) or low <= mean <= high)
-    assert "| all | 6 |" in done.stdout
+    assert "| all | 6 |" in done.stdout and "Half-mirror test:" in done.stdout
+    for row in report["rows"]:
+        assert 0.5 <= row["lesion_one_side"] <= 1
+        assert 0 <= row["p_lesion_side"] <= 1 and 0 <= row["p_healthy_side"] <= 1
+        assert row["answer_healthy_side"] in summary
+    for line in summary.values():
+        one_sided = [r for r in report["rows"] if (line["class"] in ("all", r["class"]))
+                     and r["lesion_one_side"] >= 0.9]
+        assert line["one_sided"] == len(one_sided) and sum(line["healthy_side_answers"].values()) == len(one_sided)
     chest = subprocess.run([sys.executable, str(ROOT / "scripts" / "mirror_check.py"), "--model",
                             str(ROOT / "assets" / "models" / "chest_xray"), *args],
                            capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert chest.returncode == 2 and "not the same anatomy" in chest.stderr
+
+
+def test_the_half_mirror_test_takes_the_outline_from_one_composite(brain, data_dir):
+    """Slice 873's glioma lies wholly on one side of the head's midline: the test says so, and of the two
+    half-mirror composites of the model's input one holds the outline's pixels twice (mirrored into both halves)
+    and the other none: a composite without the lesion exists to be scored."""
+    import mirror_check
+    from core.io import load_scan
+    from core.masks import load_mask
+    from core.preprocess import resize_to
+    from core.train import HALF_MIRROR_FOREGROUND, half_mirrors
+
+    image = data_dir / "brain_mri_masks" / "images" / "glioma" / "873.jpg"
+    scan = load_scan(image.read_bytes(), image.name)
+    mask = load_mask((data_dir / "brain_mri_masks" / "masks" / "glioma" / "873.png").read_bytes(), scan.shape) > 0
+    row = mirror_check.half_mirror_test(brain, scan, mask, brain.class_names.index("glioma"))
+    assert row["lesion_one_side"] >= mirror_check.ONE_SIDED
+    tensor = brain.pipeline.scan_tensor(scan).astype(np.float32)
+    outline = (resize_to(mask.astype(np.float32), tensor.shape[1:3]) > 0.5).astype(np.float32)[None, ..., None]
+    # The outline's composites about the image's own midline: an image channel carries the outline along.
+    threshold = (HALF_MIRROR_FOREGROUND - brain.pipeline.mean) / brain.pipeline.std
+    both = np.concatenate([tensor, outline], axis=-1)
+    import tensorflow as tf
+
+    left, right = (c.numpy()[0, ..., 1] for c in half_mirrors(tf.constant(both), threshold))
+    assert sorted([left.sum() > 0, right.sum() > 0]) == [False, True]
+    assert max(left.sum(), right.sum()) >= 1.6 * outline.sum()

@@ -319,6 +319,77 @@ def test_the_flip_equivariance_loss_is_zero_for_maps_that_mirror_and_scale_free(
     assert float(flip_equivariance_loss(10 * a, 10 * a)) == pytest.approx(unequal, rel=1e-4)
 
 
+def test_half_mirrors_put_a_one_sided_lesion_in_one_composite_and_keep_the_rest():
+    """A head off the image centre with a bright spot on its right: the composites mirror about the head's own
+    midline, so one holds the spot twice and the other none, and both keep the head's outline in place."""
+    from core.train import half_mirrors, midlines
+
+    yy, xx = np.mgrid[:32, :40]
+    head = ((yy - 16) ** 2 + (xx - 22) ** 2 < 12 ** 2).astype(np.float32)
+    image = head.copy()
+    image[14:18, 27:30] = 3.0  # right of the midline (column 22)
+    x = image[None, ..., None]
+    assert float(midlines(x, 0.5).numpy()[0]) == pytest.approx(22, abs=0.5)
+    left, right = (c.numpy()[0, ..., 0] for c in half_mirrors(x, 0.5))
+    assert (left == 3).sum() == 0 and (right == 3).sum() == 2 * (image == 3).sum()
+    assert np.array_equal(left > 0, head > 0) and np.array_equal(right > 0, head > 0)
+    blank = np.zeros((1, 8, 9, 1), np.float32)  # nothing above the threshold: the image centre
+    assert float(midlines(blank, 0.5).numpy()[0]) == pytest.approx(4.0)
+
+
+def test_the_half_mirror_loss_rewards_exactly_one_composite_with_the_lesion():
+    from core.train import half_mirror_loss
+
+    lesion, healthy = [0.8, 0.1, 0.1], [0.1, 0.1, 0.8]  # classes: glioma, other, healthy (index 2)
+    right = float(half_mirror_loss(np.array([lesion]), np.array([healthy]), np.array([0]), 2)[0])
+    swapped = float(half_mirror_loss(np.array([healthy]), np.array([lesion]), np.array([0]), 2)[0])
+    both = float(half_mirror_loss(np.array([lesion]), np.array([lesion]), np.array([0]), 2)[0])
+    neither = float(half_mirror_loss(np.array([healthy]), np.array([healthy]), np.array([0]), 2)[0])
+    assert right == pytest.approx(swapped) and right < 0.5 < both and right < neither
+
+
+@pytest.mark.parametrize("task, options, message", [
+    ("chest_xray", {"half_mirrors": "PNEUMONIA", "healthy": "NORMAL"},
+     "--half-mirrors mirrors half of each image onto the other, which chest_xray does not"),
+    ("brain_mri", {"half_mirrors": "glioma"}, "--half-mirrors needs the class without a lesion"),
+    ("brain_mri", {"half_mirrors": "glioma", "healthy": "notumor", "equivariance": 1.0}, "leave out"),
+    ("brain_mri", {"half_mirrors": "astrocytoma", "healthy": "notumor"}, "--half-mirrors must name one of the classes"),
+    ("brain_mri", {"half_mirrors": "glioma", "healthy": "notumor", "half_mirror_weight": 0.0}, "above 0"),
+])
+def test_half_mirrors_are_refused_with_one_sentence(data_dir, chest_dir, tmp_path, task, options, message):
+    from core.train import TrainConfig, train
+
+    source = chest_dir if task == "chest_xray" else data_dir / "brain_mri" / "Training"
+    config = TrainConfig(task=task, data=str(source), out=str(tmp_path / "run"), **{**TINY, **options})
+    with pytest.raises(ValueError, match=message):
+        train(config, log=lambda line: None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_half_mirror_run_logs_its_pair_loss_and_keeps_the_plain_network(data_dir, tmp_path):
+    """``--half-mirrors glioma --healthy notumor`` on a tiny real subset: the pair loss is logged each epoch in
+    ``history.csv`` (finite, and 0 in validation, where only the network runs), the kept model is the plain
+    Functional network, and the run's params and card record the option."""
+    from core.model import load_model
+    from core.train import TrainConfig, train
+
+    folder, lines = tmp_path / "half", []
+    train(TrainConfig(task="brain_mri", data=str(data_dir / "brain_mri" / "Training"), out=str(folder),
+                      half_mirrors="glioma", healthy="notumor", half_mirror_weight=2.0, **{**TINY, "epochs": 2}),
+          log=lines.append)
+    with open(folder / "history.csv") as handle:
+        history = list(csv.DictReader(handle))
+    assert len(history) == 2 and all(np.isfinite(float(r["half_mirror_loss"])) and float(r["half_mirror_loss"]) > 0
+                                     for r in history)
+    assert any(line.startswith("half mirrors 2") for line in lines)
+    loaded = load_model(folder)
+    assert loaded.model.__class__.__name__ == "Functional" and loaded.model.output.shape[-1] == 4
+    params = read_json(folder / "params.json")
+    assert (params["half_mirrors"], params["healthy"], params["half_mirror_weight"]) == ("glioma", "notumor", 2.0)
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "--half-mirrors glioma --half-mirror-weight 2 --healthy notumor" in card and "Half mirrors" in card
+
+
 def test_a_clahe_model_records_and_reloads_its_contrast_step(data_dir, tmp_path):
     """``train --contrast clahe``: CLAHE joins the pipeline that trains the model and the one that serves it."""
     from core.model import load_model
