@@ -870,8 +870,11 @@ def recalibrate_batch_norm(model, images: np.ndarray, batch_size: int | None = N
     what clean images produce that validation accuracy jumps by up to 20 points between epochs.
     Recomputing it from clean training images with the weights as they are ("precise BN",
     Wu & Johnson 2021) removes the drift; it uses training images only, never validation ones.
-    Each batch-norm layer averages its batch statistics with equal weight over the batches.
-    Batches hold :func:`recalibration_batch` images unless ``batch_size`` is given. Under a
+    Each batch-norm layer averages its batch statistics with equal weight over the batches, which
+    are drawn in a seeded random order: batches of one class each (training arrays are stored class
+    by class) would leave the spread between classes out of every batch variance, and the averaged
+    variance too small (a brain run measured 0.884 after recalibrating in stored order, 0.930 after
+    shuffling). Batches hold :func:`recalibration_batch` images unless ``batch_size`` is given. Under a
     ``tf.distribute`` strategy every worker recalibrates on the same images and the statistics are then
     averaged over the workers (:func:`core.multiworker.average_across_replicas`), so that all of them
     keep the same model. Returns the number of layers recalibrated.
@@ -884,12 +887,13 @@ def recalibrate_batch_norm(model, images: np.ndarray, batch_size: int | None = N
     if not layers or len(images) == 0:
         return 0
     batch_size = batch_size or recalibration_batch(images)
+    order = np.random.default_rng(0).permutation(len(images))  # the same on every worker
     saved = [layer.momentum for layer in layers]
     try:
         for k, start in enumerate(range(0, len(images), batch_size)):
             for layer in layers:
                 layer.momentum = k / (k + 1)  # moving = mean of the k + 1 batch statistics so far
-            model(images[start:start + batch_size], training=True)
+            model(images[np.sort(order[start:start + batch_size])], training=True)
     finally:
         for layer, momentum in zip(layers, saved):
             layer.momentum = momentum

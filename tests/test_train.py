@@ -106,12 +106,34 @@ def test_batch_norm_recalibration_matches_the_statistics_of_the_images(chest_dir
 
     stem = keras.Model(model.inputs, bns[0].input)(x).numpy().reshape(-1, bns[0].input.shape[-1])
     np.testing.assert_allclose(bns[0].moving_mean.numpy(), stem.mean(0), rtol=1e-4, atol=1e-6)
-    per_batch_var = np.mean([stem.reshape(4, -1, stem.shape[-1])[k].var(0) for k in range(4)], axis=0)
+    order = np.random.default_rng(0).permutation(len(x))  # the batches are drawn in a seeded random order
+    images = stem.reshape(len(x), -1, stem.shape[-1])
+    per_batch_var = np.mean([images[np.sort(order[8 * k:8 * (k + 1)])].reshape(-1, stem.shape[-1]).var(0)
+                             for k in range(4)], axis=0)
     np.testing.assert_allclose(bns[0].moving_variance.numpy(), per_batch_var, rtol=1e-3, atol=1e-6)
     assert all(np.isfinite(layer.moving_variance.numpy()).all() for layer in bns)
     assert all(not np.allclose(layer.moving_mean.numpy(), 3.0) for layer in bns)
     assert {layer.momentum for layer in bns} == {0.99}
     assert not np.allclose(model.predict(x, verbose=0), before)
+
+
+def test_batch_norm_recalibration_keeps_the_spread_between_classes_stored_one_after_the_other():
+    """Training arrays come class by class. Batches taken in that order would each hold one class, and the average
+    of their variances would leave out the spread between the classes (a brain run lost 5 points of validation
+    accuracy to it); the recalibration draws its batches in a random order, so the moving variance is near the
+    variance over all the images."""
+    import keras
+    import numpy as np
+
+    from core.train import recalibrate_batch_norm
+
+    inputs = keras.Input((4, 4, 1))
+    model = keras.Model(inputs, keras.layers.BatchNormalization()(inputs))
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(-1, 0.1, (64, 4, 4, 1)), rng.normal(1, 0.1, (64, 4, 4, 1))]).astype("float32")
+    recalibrate_batch_norm(model, x, batch_size=64)  # stored order: two batches, one class each
+    in_order = np.mean([x[:64].var(), x[64:].var()])
+    assert in_order < 0.05 and float(model.layers[-1].moving_variance.numpy()[0]) == pytest.approx(x.var(), rel=0.1)
 
 
 def test_batch_norm_recalibration_batches_shrink_with_the_input_side():
