@@ -135,8 +135,8 @@ def render_card(folder: str | Path) -> str:
           if params.get("equivariance") else []),
         *([f"- Half mirrors (`--half-mirrors {params['half_mirrors']}`, weight {params.get('half_mirror_weight', 1.0):g}): "
            "up to a quarter of each training batch, images of those classes, also seen as their two half-mirror "
-           "composites (each half of the head mirrored onto the other about its midline); the loss asks that exactly "
-           f"one show the class and the other {params.get('healthy') or params.get('no_finding')}, so the network "
+           "composites (each half of the head mirrored onto the other about its midline); the loss asks that one "
+           f"show the class and the other {params.get('healthy') or params.get('no_finding')}, so the network "
            "has to find the one-sided lesion that tells them apart (no outline read)."]
           if params.get("half_mirrors") else []),
         *([f"- Filled interiors (`--filled-interiors`): {params['filled']['n']} training images "

@@ -359,15 +359,19 @@ def test_half_mirrors_put_a_one_sided_lesion_in_one_composite_and_keep_the_rest(
     assert float(midlines(blank, 0.5).numpy()[0]) == pytest.approx(4.0)
 
 
-def test_the_half_mirror_loss_rewards_exactly_one_composite_with_the_lesion():
+def test_the_half_mirror_loss_rewards_one_composite_with_the_lesion_and_a_decision():
+    """Low when one composite shows the class and the other the healthy class, whichever way round; high when
+    both or neither do, and when the network stays undecided between the two classes on both."""
     from core.train import half_mirror_loss
 
-    lesion, healthy = [0.8, 0.1, 0.1], [0.1, 0.1, 0.8]  # classes: glioma, other, healthy (index 2)
-    right = float(half_mirror_loss(np.array([lesion]), np.array([healthy]), np.array([0]), 2)[0])
-    swapped = float(half_mirror_loss(np.array([healthy]), np.array([lesion]), np.array([0]), 2)[0])
-    both = float(half_mirror_loss(np.array([lesion]), np.array([lesion]), np.array([0]), 2)[0])
-    neither = float(half_mirror_loss(np.array([healthy]), np.array([healthy]), np.array([0]), 2)[0])
-    assert right == pytest.approx(swapped) and right < 0.5 < both and right < neither
+    lesion, healthy, undecided = [0.8, 0.1, 0.1], [0.1, 0.1, 0.8], [0.45, 0.1, 0.45]  # healthy: index 2
+
+    def loss(a, b):
+        return float(half_mirror_loss(np.array([a]), np.array([b]), np.array([0]), 2)[0])
+
+    right = loss(lesion, healthy)
+    assert right == pytest.approx(loss(healthy, lesion)) and right < 0.5
+    assert min(loss(lesion, lesion), loss(healthy, healthy), loss(undecided, undecided)) > 1.5
 
 
 @pytest.mark.parametrize("task, options, message", [
