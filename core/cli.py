@@ -90,8 +90,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="comma-separated classes whose lesion lies on one side of the midline (e.g. glioma): up to a "
                         "quarter of each batch, images of them, also go through as their two half-mirror composites "
                         "(each half mirrored onto the other about the head's midline), and the loss asks that one "
-                        "of the two show the class and the other the --healthy class, the network choosing which: the composites share level, "
-                        "scanner and rim, so only the lesion tells them apart (tasks that allow flips; no outline read)")
+                        "of the two show the class and the other the --healthy class, the network choosing which: "
+                        "the composites share level, scanner and rim, so only the lesion tells them apart (tasks "
+                        "that allow flips; no outline read)")
     t.add_argument("--half-mirror-weight", type=float, default=1.0, metavar="W",
                    help="with --half-mirrors: the weight of that loss (default 1)")
     t.add_argument("--healthy", metavar="CLASS",

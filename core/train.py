@@ -876,7 +876,7 @@ def recalibrate_batch_norm(model, images: np.ndarray, batch_size: int | None = N
     Each batch-norm layer averages its batch statistics with equal weight over the batches, which
     are drawn in a seeded random order: batches of one class each (training arrays are stored class
     by class) would leave the spread between classes out of every batch variance, and the averaged
-    variance too small (a brain run measured 0.884 after recalibrating in stored order, 0.930 after
+    variance too small (a brain run measured 0.884 after recalibrating in stored order, 0.933 after
     shuffling). Batches hold :func:`recalibration_batch` images unless ``batch_size`` is given. Under a
     ``tf.distribute`` strategy every worker recalibrates on the same images and the statistics are then
     averaged over the workers (:func:`core.multiworker.average_across_replicas`), so that all of them
