@@ -50,21 +50,23 @@ def mirrored(scan):
 ONE_SIDED = 0.9
 
 
-def half_mirror_test(loaded, scan, mask, target: int) -> dict:
-    """P(``target``) of ``scan``'s two half-mirror composites, the lesion's side and the other, and the answer for the
-    composite without the lesion; ``lesion_one_side``: the share of the outline on its side of the midline."""
+def half_mirror_test(loaded, tensor, mask, target: int) -> dict:
+    """P(``target``) of the model input ``tensor`` (``(1, h, w, c)``) and of its two half-mirror composites, the
+    lesion's side and the other, in one prediction, and the answer for the composite without the lesion;
+    ``lesion_one_side``: the share of the outline (``mask``, the scan's geometry) on its side of the midline."""
     from core.preprocess import resize_to
     from core.train import HALF_MIRROR_FOREGROUND, half_mirrors, midlines
 
-    tensor = loaded.pipeline.scan_tensor(scan).astype(np.float32)
+    tensor = np.asarray(tensor, np.float32)
     threshold = (HALF_MIRROR_FOREGROUND - loaded.pipeline.mean) / loaded.pipeline.std
     outline = resize_to(mask.astype(np.float32), tensor.shape[1:3]) > 0.5
     columns = np.nonzero(outline)[1]
     left = float(np.mean(columns < float(midlines(tensor, threshold).numpy()[0]))) if columns.size else 0.5
     composites = [c.numpy() for c in half_mirrors(tensor, threshold)]
-    probabilities = loaded.predict(np.concatenate(composites))
-    lesion, healthy = (probabilities[0], probabilities[1]) if left >= 0.5 else (probabilities[1], probabilities[0])
-    return {"lesion_one_side": max(left, 1 - left), "p_lesion_side": float(lesion[target]),
+    probabilities = loaded.predict(np.concatenate([tensor, *composites]))
+    lesion, healthy = (probabilities[1], probabilities[2]) if left >= 0.5 else (probabilities[2], probabilities[1])
+    return {"p": float(probabilities[0][target]), "lesion_one_side": max(left, 1 - left),
+            "p_lesion_side": float(lesion[target]),
             "p_healthy_side": float(healthy[target]),
             "answer_healthy_side": loaded.class_names[int(np.argmax(healthy))]}
 
@@ -72,12 +74,12 @@ def half_mirror_test(loaded, scan, mask, target: int) -> dict:
 def check_one(loaded, scan, mask, target: int) -> dict:
     """Grad-CAM of ``target`` for ``scan`` and for its mirror image (mirrored back), compared; then
     :func:`half_mirror_test`."""
-    def gradcam(s):
-        tensor = loaded.pipeline.scan_tensor(s)
-        return to_geometry(loaded.explainer.saliency(tensor, "gradcam", target, "last_conv"), s.shape)
+    def gradcam(tensor):
+        return to_geometry(loaded.explainer.saliency(tensor, "gradcam", target, "last_conv"), scan.shape)
 
-    heat = gradcam(scan)
-    back = gradcam(mirrored(scan))[:, ::-1]
+    tensor = loaded.pipeline.scan_tensor(scan)
+    heat = gradcam(tensor)
+    back = gradcam(loaded.pipeline.scan_tensor(mirrored(scan)))[:, ::-1]
     width = heat.shape[1]
     centre = (width - 1) / 2
     peak = np.unravel_index(int(np.argmax(heat)), heat.shape)
@@ -92,8 +94,7 @@ def check_one(loaded, scan, mask, target: int) -> dict:
         "correlation": float(np.corrcoef(flat, flat_back)[0, 1]) if spread > 0 else float("nan"),
         "hit": bool(mask[peak]),
         "hit_mirrored": bool(mask[peak_back]),
-        "p": float(loaded.predict(loaded.pipeline.scan_tensor(scan))[0][target]),
-        **half_mirror_test(loaded, scan, mask, target),
+        **half_mirror_test(loaded, tensor, mask, target),
     }
 
 

@@ -83,9 +83,9 @@ def test_the_half_mirror_test_takes_the_outline_from_one_composite(brain, data_d
     image = data_dir / "brain_mri_masks" / "images" / "glioma" / "873.jpg"
     scan = load_scan(image.read_bytes(), image.name)
     mask = load_mask((data_dir / "brain_mri_masks" / "masks" / "glioma" / "873.png").read_bytes(), scan.shape) > 0
-    row = mirror_check.half_mirror_test(brain, scan, mask, brain.class_names.index("glioma"))
-    assert row["lesion_one_side"] >= mirror_check.ONE_SIDED
     tensor = brain.pipeline.scan_tensor(scan).astype(np.float32)
+    row = mirror_check.half_mirror_test(brain, tensor, mask, brain.class_names.index("glioma"))
+    assert row["lesion_one_side"] >= mirror_check.ONE_SIDED
     outline = (resize_to(mask.astype(np.float32), tensor.shape[1:3]) > 0.5).astype(np.float32)[None, ..., None]
     # The outline's composites about the image's own midline: an image channel carries the outline along.
     threshold = (HALF_MIRROR_FOREGROUND - brain.pipeline.mean) / brain.pipeline.std
