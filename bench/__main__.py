@@ -3,14 +3,15 @@
 Prints a Markdown table and writes ``bench/results.json``. Every figure divides two things
 measured in the same run (see :mod:`bench.common`); none is a pass/fail test.
 
-    python -m bench                                   # all eight, committed chest model
+    python -m bench                                   # all nine, committed chest model
     python -m bench --only explain large              # a subset
     python -m bench --model /tmp/some_run --quick     # fewer repetitions, for development
     python -m bench --only viewer                     # only the viewer in real Chromium (7; 16 sessions)
     python -m bench --only viewer --viewer-sessions 4 --out /tmp/viewer.json   # reduced; keeps results.json
 
 Numbered as in BENCHMARKS.md: 1 explain, 2 training, 3 predict, 4 startup, 5 large, 6 scaling, 7 viewer,
-8 onednn (TensorFlow's oneDNN kernels off against on).
+8 onednn (TensorFlow's oneDNN kernels off against on), 9 epochs (train's epochs through one endless iterator
+against a new one each epoch).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench.common import REPO, machine, table, versions  # noqa: E402
 
-BENCHES = ("explain", "training", "predict", "startup", "large", "scaling", "viewer", "onednn")
+BENCHES = ("explain", "training", "predict", "startup", "large", "scaling", "viewer", "onednn", "epochs")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=9, help="timed repetitions per figure (median)")
     parser.add_argument("--train-images", type=int, default=600)
     parser.add_argument("--train-epochs", type=int, default=4, help="epochs per side; epoch 1 includes tracing")
+    parser.add_argument("--epoch-epochs", type=int, default=10,
+                        help="epochs per fit for 9 epochs (one endless iterator against one per epoch)")
     parser.add_argument("--predict-images", type=int, default=600)
     parser.add_argument("--launches", type=int, default=3, help="dashboard launches (median)")
     parser.add_argument("--sessions", type=int, default=4, help="extra browser sessions for the memory figure")
@@ -84,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench import scaling
             new, info = scaling.run(loaded, args.model, n_images=args.predict_images, train_images=args.train_images // 2,
                                     rounds=max(2, args.repeats // 3), log=log)
+        elif name == "epochs":
+            from bench import epoch_iterator
+            new, info = epoch_iterator.run(loaded, n_images=args.train_images, epochs=args.epoch_epochs,
+                                           rounds=1 if args.quick else 3, log=log)
         elif name == "onednn":
             from bench import onednn
             new, info = onednn.run(args.model, repeats=max(3, args.repeats // 2), rounds=1 if args.quick else 2,

@@ -403,8 +403,13 @@ def cutmix_batch(images: np.ndarray, labels: np.ndarray, rng: np.random.Generato
 
 
 def make_tf_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch_size: int = 32, training: bool,
-                    augment=None, degrade=None, mix=None, seed: int = 0):
+                    augment=None, degrade=None, mix=None, seed: int = 0, repeat: bool = False):
     """``tf.data`` over prepared arrays: cached, shuffled and augmented for training, prefetched.
+
+    ``repeat`` (training only) makes the batches endless, each pass over ``x`` in a new order and ending on a
+    batch boundary: ``fit`` then reads them with ``steps_per_epoch`` through one iterator for the whole run.
+    Keras otherwise opens a new iterator every epoch, and on this 2-core machine the first batch of a new one
+    stalled for about 20 s in some epochs, with no CPU time spent (``BENCHMARKS.md``, training input).
 
     ``degrade`` (training only) is a NumPy function of a batch of model tensors, run before the Keras
     ``augment`` layers: the image degradations of :func:`core.perturb.degrade_batch`. ``mix`` (training
@@ -417,6 +422,8 @@ def make_tf_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch_size:
     if training:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
+    if training and repeat:
+        ds = ds.repeat()
     if training and degrade is not None:
         shape = (None, *x.shape[1:])
         ds = ds.map(lambda a, b: (tf.ensure_shape(tf.numpy_function(degrade, [a], tf.float32), shape), b),

@@ -240,8 +240,12 @@ def train(config: TrainConfig, log=print) -> dict:
                              augment=augment, degrade=degrade, flip=spec.get("flip", False), out=out,
                              monitor=monitor, log=log, boxes=boxes)
     else:
+        import tensorflow as tf
+
+        endless = not tf.distribute.has_strategy()  # a strategy shards the input itself: one pass an epoch there
         train_ds = data_mod.make_tf_dataset(x_seen, y_seen, n_classes, batch_size=config.batch_size, training=True,
-                                            augment=augment, degrade=degrade, mix=mix, seed=config.seed)
+                                            augment=augment, degrade=degrade, mix=mix, seed=config.seed,
+                                            repeat=endless)
         val_ds = data_mod.make_tf_dataset(x_val, y_val, n_classes, batch_size=64, training=False)
         train_ds, val_ds = _sharded(train_ds), _sharded(val_ds)  # for tf.distribute; unchanged in one process
         half = None
@@ -250,7 +254,7 @@ def train(config: TrainConfig, log=print) -> dict:
                     "healthy": names.index(config.healthy or config.no_finding),
                     "threshold": (HALF_MIRROR_FOREGROUND - pipeline.mean) / pipeline.std}
         _fit_whole(model, config, train_ds, val_ds, x_seen, x_train, weights=weights, out=out, monitor=monitor,
-                   log=log, half=half)
+                   log=log, half=half, endless=endless)
 
     probabilities = model.predict(x_val, batch_size=64, verbose=0)
     metrics = classification_metrics(y_val, probabilities, names)
@@ -291,8 +295,9 @@ def train(config: TrainConfig, log=print) -> dict:
 
 
 def _fit_whole(model, config: TrainConfig, train_ds, val_ds, x_seen, x_train, *, weights, out: Path, monitor: str,
-               log, half: dict | None = None) -> None:
-    """Train every layer of ``model``: the kept epoch is the best on ``monitor``, batch norm recalibrated."""
+               log, half: dict | None = None, endless: bool = False) -> None:
+    """Train every layer of ``model``: the kept epoch is the best on ``monitor``, batch norm recalibrated.
+    ``endless``: ``train_ds`` repeats, and an epoch is one pass over ``x_seen`` in batches."""
     first = [_RecalibrateBN(x_train, config.recalibrate_bn, config.seed, model)] if config.recalibrate_bn else []
     # The recalibration first, so validation and the checkpoint see the recalibrated statistics.
     trained, n_classes = model, int(model.output.shape[-1])
@@ -305,8 +310,10 @@ def _fit_whole(model, config: TrainConfig, train_ds, val_ds, x_seen, x_train, *,
         log(f"half mirrors {config.half_mirror_weight:g}: up to a quarter of each batch ({config.half_mirrors}) also "
             f"seen as its two half-mirror composites, one of them taught as its class and the other as "
             f"{config.healthy or config.no_finding}")
-    _fit_kept_best(trained, train_ds, val_ds, config, steps=max(1, int(np.ceil(len(x_seen) / config.batch_size))),
-                   out=out, monitor=monitor, log=log, first_callbacks=first, class_weight=weights, n_classes=n_classes)
+    steps = max(1, int(np.ceil(len(x_seen) / config.batch_size)))
+    _fit_kept_best(trained, train_ds, val_ds, config, steps=steps, out=out, monitor=monitor, log=log,
+                   first_callbacks=first, class_weight=weights, n_classes=n_classes,
+                   **({"steps_per_epoch": steps} if endless else {}))
     if config.recalibrate_bn:
         recalibrate_batch_norm(model, x_train)
 

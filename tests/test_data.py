@@ -161,6 +161,12 @@ def test_prepare_arrays_and_tf_dataset(chest_dir):
     assert batches[1][1].numpy().tolist() == [[0.0, 1.0], [0.0, 1.0]]
     shuffled = np.concatenate([b[1].numpy() for b in make_tf_dataset(x, y, 2, batch_size=4, training=True)])
     assert sorted(shuffled.argmax(1).tolist()) == y.tolist()
+    # Endless: each pass of ceil(6 / 4) = 2 batches holds every image once, in a new order each time.
+    endless = make_tf_dataset(x, y, 2, batch_size=4, training=True, repeat=True, seed=1)
+    passes = [np.concatenate([x_b.numpy() for x_b, _ in endless.skip(2 * k).take(2)]) for k in range(4)]
+    for images in passes:
+        assert sorted(images.sum(axis=(1, 2, 3)).tolist()) == sorted(x.sum(axis=(1, 2, 3)).tolist())
+    assert len({tuple(np.round(images.sum(axis=(1, 2, 3)), 3)) for images in passes}) > 1
 
 
 def test_cutmix_pastes_a_box_of_another_real_image_and_mixes_the_labels_by_its_area(chest_dir):
