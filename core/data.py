@@ -409,7 +409,8 @@ def make_tf_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch_size:
     ``repeat`` (training only) makes the batches endless, each pass over ``x`` in a new order and ending on a
     batch boundary: ``fit`` then reads them with ``steps_per_epoch`` through one iterator for the whole run.
     Keras otherwise opens a new iterator every epoch, and on this 2-core machine the first batch of a new one
-    stalled for about 20 s in some epochs, with no CPU time spent (``BENCHMARKS.md``, training input).
+    stalled for seconds to tens of seconds in some epochs, with no CPU time spent; an endless fit pays one such
+    pause instead (``BENCHMARKS.md`` section 9).
 
     ``degrade`` (training only) is a NumPy function of a batch of model tensors, run before the Keras
     ``augment`` layers: the image degradations of :func:`core.perturb.degrade_batch`. ``mix`` (training
