@@ -9,8 +9,11 @@ from pathlib import Path
 import streamlit as st
 
 from core.card import source_text
+from ui.runtime import through_app
 from ui.scans import sample_sets
 from ui.models import model_folders
+
+through_app()  # a first visit by address, before app.py ever ran: rerun through app.py
 
 def demoted(markdown: str, levels: int = 2) -> str:
     """A model card's headings pushed down, so they sit under this page's own headers."""

@@ -16,6 +16,7 @@ from core.render import draw_outline, overlay, png_bytes
 from core.settings import setting
 from core.teaching import click_heatmap, draw_marker
 from ui.layout import disclaimer
+from ui.runtime import through_app
 from ui.state import Keys
 from ui.teaching import (
     CLICK_COLOUR,
@@ -33,6 +34,8 @@ from ui.teaching import (
     small,
     teaching_samples,
 )
+
+through_app()  # a first visit by address, before app.py ever ran: rerun through app.py
 
 PANEL_SIDE = 360
 

@@ -23,9 +23,12 @@ from ui.maps import (baseline_scores, digest, display_picture, heat_layer, local
                      overlay_picture, raw_map, remembered)
 from ui.models import model_choice, models_that_fit
 from ui.pacs import pacs_client
+from ui.runtime import through_app
 from ui.scans import display_window, frame_index, shrunk_frame, source_bytes
 from ui.state import Keys, scan_key
 from ui.trust_panel import outline_ablation_panel, outline_scores, scored_results, trust_panel
+
+through_app()  # a first visit by address, before app.py ever ran: rerun through app.py
 
 VIEWS = ("One method", "All methods side by side")
 

@@ -22,6 +22,9 @@ from core.registry import extra_roots
 from core.runs import Run, assets_root, list_runs, load_run
 from core.settings import SettingsError
 from ui.layout import disclaimer
+from ui.runtime import through_app
+
+through_app()  # a first visit by address, before app.py ever ran: rerun through app.py
 
 COLOURS = ("#4C9BE8", "#F28E2B")  # the chosen run, the run it is compared with
 LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.3, x=0)  # clear of the x-axis title

@@ -17,6 +17,7 @@ from core.teaching import blur_sigma, lesson_cases, map_peak, shortcut_film
 from ui.figures import figure_height, image_figure, probability_chart
 from ui.layout import disclaimer
 from ui.models import get_model
+from ui.runtime import through_app
 from ui.state import Keys
 from ui.teaching import (
     PEAK_COLOUR,
@@ -43,6 +44,8 @@ from ui.teaching import (
     truths,
 )
 from ui.trust_panel import curves_figure
+
+through_app()  # a first visit by address, before app.py ever ran: rerun through app.py
 
 CASE_STEPS = ["The scan", "What the model receives", "The prediction", "Where the model looked",
               "How far to trust the map", "What to take away"]

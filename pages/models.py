@@ -20,7 +20,10 @@ from core.registry import new_folder_path, output_root
 from core.settings import SettingsError
 from ui.layout import disclaimer
 from ui.models import model_folders
+from ui.runtime import through_app
 from ui.state import Keys
+
+through_app()  # a first visit by address, before app.py ever ran: rerun through app.py
 
 REFRESH_SECONDS = 2.0
 INPUT_SIZES = (32, 64, 96, 128, 160, 192, 224, 256)

@@ -8,7 +8,10 @@ import streamlit as st
 
 from ui.layout import page_with_scan
 from ui.models import model_choice
+from ui.runtime import through_app
 from ui.scans import frame_index
+
+through_app()  # a first visit by address, before app.py ever ran: rerun through app.py
 
 
 def as_picture(values: np.ndarray) -> np.ndarray:

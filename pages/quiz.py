@@ -13,6 +13,7 @@ from core.teaching import map_peak
 from ui.figures import probability_chart
 from ui.layout import disclaimer
 from ui.models import model_folders, shared_model
+from ui.runtime import through_app
 from ui.state import Keys
 from ui.teaching import (
     CLICK_COLOUR,
@@ -30,6 +31,8 @@ from ui.teaching import (
     quiz_spec,
     teaching_samples,
 )
+
+through_app()  # a first visit by address, before app.py ever ran: rerun through app.py
 
 ALONE, IN_CLASS = "On my own", "In a class"
 

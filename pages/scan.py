@@ -10,8 +10,11 @@ from ui.maps import display_picture
 from core.io import ScanError
 from core.series import expand_zips, is_zip
 from ui.pacs import pacs_browser
+from ui.runtime import through_app
 from ui.scans import current_scan, frame_index, samples, series_found, shrunk_frame
 from ui.state import UPLOAD, Keys, scan_key
+
+through_app()  # a first visit by address, before app.py ever ran: rerun through app.py
 
 #: CT window presets (centre, width) in Hounsfield units, as on common reading stations.
 CT_PRESETS = {

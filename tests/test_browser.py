@@ -75,8 +75,8 @@ def page(server):
             tab = browser.new_page(viewport=VIEWPORT)
             tab.set_default_timeout(60_000)
             tab.goto(server)
-            # app.py's own navigation: until its first run ends Streamlit lists the pages/ folder's files, and a
-            # click on one of those runs that page without app.py (a known defect, in the session note)
+            # app.py's own navigation: until its first run ends Streamlit lists the pages/ folder's files (a click
+            # on one of those reruns through app.py: ui.runtime.through_app)
             tab.locator('[data-testid="stSidebarNavLink"]', has_text="Training history").wait_for()
             yield tab
         finally:
@@ -345,3 +345,33 @@ def test_a_fracture_sample_goes_to_the_fracture_model_with_its_outline(page):
     assert ("although the model predicts not_fractured" in main) == ("Predicted: not_fractured" in main)
     assert_no_errors(page, error_boxes=False)
     screenshot(page, "3-explain-fracture")
+
+
+def test_a_first_visit_by_address_runs_through_app(tmp_path):
+    """A fresh server whose first visitor opens ``/history`` by its address: the page comes through app.py
+    (its navigation with the pages' titles, its window title and its sidebar note), not alone as a file of the
+    ``pages/`` folder, which Streamlit serves that way until some session has run ``st.navigation``
+    (``ui.runtime.through_app``). A server of its own: the module's server has long had its first visit."""
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.is_file():
+        unavailable(f"{CHROMIUM} not found: install Debian's chromium (bash scripts/setup.sh --browser)")
+    env = {k: v for k, v in os.environ.items() if k != "MEDXAI_MODELS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env["MEDXAI_WARM_UP"] = "0"  # nothing to warm up for this check
+    with dashboard(env, tmp_path / "server.log") as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            tab = browser.new_page(viewport=VIEWPORT)
+            tab.set_default_timeout(60_000)
+            tab.goto(url.rstrip("/") + "/history")
+            tab.wait_for_selector('h1:has-text("Training history")')
+            settle(tab)
+            nav = tab.locator('[data-testid="stSidebarNav"]').inner_text()
+            assert "Training history" in nav and "Preprocessing" in nav, nav
+            assert "app" not in nav.split(), nav  # not the folder's file names
+            assert tab.title() == "XAI imaging dashboard"
+            assert "not a diagnostic device" in tab.locator('[data-testid="stSidebar"]').inner_text()
+            assert_no_errors(tab, error_boxes=False)
+        finally:
+            browser.close()

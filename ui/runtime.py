@@ -59,3 +59,24 @@ def freeze_long_lived() -> bool:
     gc.collect()
     gc.freeze()
     return True
+
+
+def through_app() -> None:
+    """Make sure this page runs inside ``app.py``, also when a server's first visitor opens it by its address.
+
+    Streamlit (1.67) treats a ``pages/`` folder beside the main script as its first form of multipage app
+    (``PagesManager.uses_pages_directory``) until some session runs ``st.navigation``, which switches that off
+    for the whole process. Before then, a browser opening ``/history`` on a fresh server got
+    ``pages/history.py`` run alone: the sidebar listed raw file names, and app.py's page configuration,
+    sidebar note, Keras-state patch and model warm-up were skipped. Each page calls this first; outside
+    app.py it switches the old mode off the same way ``st.navigation`` does and reruns, and the rerun goes
+    through app.py to the same page (the address and page hash are the same under both navigations).
+    Inside app.py it does nothing.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        import streamlit as st
+
+        PagesManager.uses_pages_directory = False
+        st.rerun()
