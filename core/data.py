@@ -403,14 +403,21 @@ def cutmix_batch(images: np.ndarray, labels: np.ndarray, rng: np.random.Generato
 
 
 def make_tf_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch_size: int = 32, training: bool,
-                    augment=None, degrade=None, mix=None, seed: int = 0, repeat: bool = False):
+                    augment=None, degrade=None, mix=None, seed: int = 0, repeat: bool = False,
+                    autotune: bool = False):
     """``tf.data`` over prepared arrays: cached, shuffled and augmented for training, prefetched.
 
     ``repeat`` (training only) makes the batches endless, each pass over ``x`` in a new order and ending on a
     batch boundary: ``fit`` then reads them with ``steps_per_epoch`` through one iterator for the whole run.
-    Keras otherwise opens a new iterator every epoch, and on this 2-core machine the first batch of a new one
-    stalled for seconds to tens of seconds in some epochs, with no CPU time spent; an endless fit pays one such
-    pause instead (``BENCHMARKS.md`` section 9).
+    Keras otherwise opens a new iterator every epoch.
+
+    ``autotune`` (off by default) leaves tf.data's autotuning on. Its optimisation thread sleeps for a period that
+    grows to tens of seconds, and an iterator's destructor waits for that thread to wake
+    (``RootDataset::Iterator::~Iterator``, seen with ``py-spy dump --native``): on this 2-core machine a new
+    iterator each epoch stalled some epochs by about 20 s with no CPU time spent (the previous epoch's iterator
+    going away), and an endless fit's ``fit`` call took 21-32 s to return after its last epoch. With autotuning
+    off, TensorFlow sets the ``AUTOTUNE`` parallelism and buffer once instead of tuning them as the run goes;
+    epochs are as fast here and neither pause happens (``BENCHMARKS.md`` section 9).
 
     ``degrade`` (training only) is a NumPy function of a batch of model tensors, run before the Keras
     ``augment`` layers: the image degradations of :func:`core.perturb.degrade_batch`. ``mix`` (training
@@ -436,4 +443,9 @@ def make_tf_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch_size:
             a2, b2 = tf.numpy_function(mix, [a, b], (tf.float32, tf.float32))
             return tf.ensure_shape(a2, (None, *x.shape[1:])), tf.ensure_shape(b2, (None, n_classes))
         ds = ds.map(mixed, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    if not autotune:
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        ds = ds.with_options(options)
+    return ds

@@ -167,6 +167,10 @@ def test_prepare_arrays_and_tf_dataset(chest_dir):
     for images in passes:
         assert sorted(images.sum(axis=(1, 2, 3)).tolist()) == sorted(x.sum(axis=(1, 2, 3)).tolist())
     assert len({tuple(np.round(images.sum(axis=(1, 2, 3)), 3)) for images in passes}) > 1
+    # tf.data's autotuning off unless asked for: its thread made dropping an iterator wait (BENCHMARKS section 9)
+    assert endless.options().autotune.enabled is False
+    assert make_tf_dataset(x, y, 2, batch_size=4, training=False).options().autotune.enabled is False
+    assert make_tf_dataset(x, y, 2, training=True, autotune=True).options().autotune.enabled is not False
 
 
 def test_cutmix_pastes_a_box_of_another_real_image_and_mixes_the_labels_by_its_area(chest_dir):
