@@ -347,22 +347,18 @@ def test_a_fracture_sample_goes_to_the_fracture_model_with_its_outline(page):
     screenshot(page, "3-explain-fracture")
 
 
-def test_a_first_visit_by_address_runs_through_app(tmp_path):
+def test_a_first_visit_by_address_runs_through_app(page, tmp_path):
     """A fresh server whose first visitor opens ``/history`` by its address: the page comes through app.py
     (its navigation with the pages' titles, its window title and its sidebar note), not alone as a file of the
     ``pages/`` folder, which Streamlit serves that way until some session has run ``st.navigation``
-    (``ui.runtime.through_app``). A server of its own: the module's server has long had its first visit."""
-    from playwright.sync_api import sync_playwright
-
-    if not CHROMIUM.is_file():
-        unavailable(f"{CHROMIUM} not found: install Debian's chromium (bash scripts/setup.sh --browser)")
+    (``ui.runtime.through_app``). A server of its own: the module's server has long had its first visit. The
+    module's browser opens it (one Playwright per process)."""
     env = {k: v for k, v in os.environ.items() if k != "MEDXAI_MODELS"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     env["MEDXAI_WARM_UP"] = "0"  # nothing to warm up for this check
-    with dashboard(env, tmp_path / "server.log") as url, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with dashboard(env, tmp_path / "server.log") as url:
+        tab = page.context.browser.new_page(viewport=VIEWPORT)
         try:
-            tab = browser.new_page(viewport=VIEWPORT)
             tab.set_default_timeout(60_000)
             tab.goto(url.rstrip("/") + "/history")
             tab.wait_for_selector('h1:has-text("Training history")')
@@ -374,4 +370,4 @@ def test_a_first_visit_by_address_runs_through_app(tmp_path):
             assert "not a diagnostic device" in tab.locator('[data-testid="stSidebar"]').inner_text()
             assert_no_errors(tab, error_boxes=False)
         finally:
-            browser.close()
+            tab.close()

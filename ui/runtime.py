@@ -68,15 +68,19 @@ def through_app() -> None:
     (``PagesManager.uses_pages_directory``) until some session runs ``st.navigation``, which switches that off
     for the whole process. Before then, a browser opening ``/history`` on a fresh server got
     ``pages/history.py`` run alone: the sidebar listed raw file names, and app.py's page configuration,
-    sidebar note, Keras-state patch and model warm-up were skipped. Each page calls this first; outside
-    app.py it switches the old mode off the same way ``st.navigation`` does and reruns, and the rerun goes
-    through app.py to the same page (the address and page hash are the same under both navigations).
-    Inside app.py it does nothing.
+    sidebar note, Keras-state patch and model warm-up were skipped. (Streamlit's ``AppTest`` switches the old
+    mode back on before every run, so tests met it on every page switch.) Each page calls this first; outside
+    app.py it runs app.py here, in the same script run (so a button's click is not lost), whose
+    ``st.navigation`` switches the old mode off and runs this same page inside app.py (the address and page hash
+    are the same under both navigations); then this outer run of the page stops. Inside app.py it does nothing.
     """
+    import runpy
+    from pathlib import Path
+
     from streamlit.runtime.pages_manager import PagesManager
 
     if PagesManager.uses_pages_directory:
         import streamlit as st
 
-        PagesManager.uses_pages_directory = False
-        st.rerun()
+        runpy.run_path(str(Path(__file__).resolve().parent.parent / "app.py"), run_name="__main__")
+        st.stop()
