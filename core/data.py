@@ -415,7 +415,7 @@ def make_tf_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch_size:
     grows to tens of seconds, and an iterator's destructor waits for that thread to wake
     (``RootDataset::Iterator::~Iterator``, seen with ``py-spy dump --native``): on this 2-core machine a new
     iterator each epoch stalled some epochs by about 20 s with no CPU time spent (the previous epoch's iterator
-    going away), and an endless fit's ``fit`` call took 21-32 s to return after its last epoch. With autotuning
+    going away), and an endless fit's ``fit`` call took 21-34 s to return after its last epoch. With autotuning
     off, TensorFlow sets the ``AUTOTUNE`` parallelism and buffer once instead of tuning them as the run goes;
     epochs are as fast here and neither pause happens (``BENCHMARKS.md`` section 9).
 
