@@ -10,8 +10,8 @@ measured in the same run (see :mod:`bench.common`); none is a pass/fail test.
     python -m bench --only viewer --viewer-sessions 4 --out /tmp/viewer.json   # reduced; keeps results.json
 
 Numbered as in BENCHMARKS.md: 1 explain, 2 training, 3 predict, 4 startup, 5 large, 6 scaling, 7 viewer,
-8 onednn (TensorFlow's oneDNN kernels off against on), 9 epochs (train's input iterator three ways: a new one each
-epoch and one endless one with tf.data's autotuning, one endless one without).
+8 onednn (TensorFlow's oneDNN kernels off against on), 9 epochs (train's input iterator four ways: a new one each
+epoch and one endless one, each with tf.data's autotuning and without).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-images", type=int, default=600)
     parser.add_argument("--train-epochs", type=int, default=4, help="epochs per side; epoch 1 includes tracing")
     parser.add_argument("--epoch-epochs", type=int, default=10,
-                        help="epochs per fit for 9 epochs (train's input iterator, three ways)")
+                        help="epochs per fit for 9 epochs (train's input iterator, four ways)")
     parser.add_argument("--predict-images", type=int, default=600)
     parser.add_argument("--launches", type=int, default=3, help="dashboard launches (median)")
     parser.add_argument("--sessions", type=int, default=4, help="extra browser sessions for the memory figure")

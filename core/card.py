@@ -89,6 +89,7 @@ def render_card(folder: str | Path) -> str:
         f"{' --filled-interiors ' + params['filled_interiors'] if params.get('filled_interiors') else ''}"
         f"{' --filled-share %g' % params['filled_share'] if params.get('filled_interiors') and params.get('filled_share', 0.15) != 0.15 else ''}"
         f"{' --equivariance %g' % params['equivariance'] if params.get('equivariance') else ''}"
+        f"{' --equivariance-shift %d' % params['equivariance_shift'] if params.get('equivariance_shift') else ''}"
         f"{' --half-mirrors ' + params['half_mirrors'] if params.get('half_mirrors') else ''}"
         f"{' --half-mirror-weight %g' % params['half_mirror_weight'] if params.get('half_mirrors') and params.get('half_mirror_weight', 1.0) != 1.0 else ''}"
         f"{' --healthy ' + params['healthy'] if params.get('half_mirrors') and params.get('healthy') else ''}"
@@ -132,7 +133,14 @@ def render_card(folder: str | Path) -> str:
         *([f"- Flip equivariance (`--equivariance {params['equivariance']:g}`): a quarter of each training batch also "
            "seen mirrored left to right, the loss adding that weight times how far the last convolution's maps of the "
            "mirrored images are from the mirror image of the originals' (maps that move with the anatomy)."]
-          if params.get("equivariance") else []),
+          if params.get("equivariance") and not params.get("equivariance_shift") else []),
+        *([f"- Equivariance (`--equivariance {params['equivariance']:g} --equivariance-shift "
+           f"{params['equivariance_shift']}`): a quarter of each training batch also seen mirrored left to right "
+           "(if its task allows flips) and shifted by up to "
+           f"{params['equivariance_shift']} cells of the last convolution each way, the loss adding that weight times "
+           "how far the last convolution's maps of that view, moved back, are from the originals' (maps that move "
+           "with the anatomy, not a class kept at one place in the frame)."]
+          if params.get("equivariance") and params.get("equivariance_shift") else []),
         *([f"- Half mirrors (`--half-mirrors {params['half_mirrors']}`, weight {params.get('half_mirror_weight', 1.0):g}): "
            "up to a quarter of each training batch, images of those classes, also seen as their two half-mirror "
            "composites (each half of the head mirrored onto the other about its midline); the loss asks that one "

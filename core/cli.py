@@ -86,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
                         "the last convolution's maps are pulled towards the mirror image of the original's, so a map "
                         "moves with the anatomy instead of keeping a class on one side (default 0: off; tasks that "
                         "allow flips)")
+    t.add_argument("--equivariance-shift", type=int, default=0, metavar="CELLS",
+                   help="with --equivariance: the second view is also shifted by a random whole number of the last "
+                        "convolution's cells, up to CELLS each way, so a map must move with the slice, not keep a "
+                        "class at one place in the frame (default 0: off; on a task that forbids flips, the shift "
+                        "alone)")
     t.add_argument("--half-mirrors", metavar="CLASSES",
                    help="comma-separated classes whose lesion lies on one side of the midline (e.g. glioma): up to a "
                         "quarter of each batch, images of them, also go through as their two half-mirror composites "
@@ -338,7 +343,8 @@ def _train(args) -> int:
                          limit_per_class=args.limit_per_class, recalibrate_bn=args.recalibrate_bn,
                          degrade=args.degrade, pooling=args.pooling, local=args.local, no_finding=args.no_finding,
                          filled_interiors=args.filled_interiors, filled_share=args.filled_share, cutmix=args.cutmix,
-                         equivariance=args.equivariance, half_mirrors=args.half_mirrors,
+                         equivariance=args.equivariance, equivariance_shift=args.equivariance_shift,
+                         half_mirrors=args.half_mirrors,
                          half_mirror_weight=args.half_mirror_weight, healthy=args.healthy,
                          init_from=args.init_from,
                          head_mask=args.head_mask, rim_only=args.rim_only, body_mask=args.body_mask, contrast=args.contrast,

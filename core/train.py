@@ -51,6 +51,7 @@ class TrainConfig:
     filled_interiors: str | None = None  # a class given extra training copies of images whose inside is filled in (filled_interiors)
     filled_share: float = 0.15  # with filled_interiors: how many copies, as a share of the training images
     equivariance: float = 0.0  # weight of the flip-equivariance loss on the last convolution's maps (flip_equivariance_loss)
+    equivariance_shift: int = 0  # with equivariance: the second view also shifted by up to this many last-convolution cells each way (shifted)
     half_mirrors: str | None = None  # comma-separated classes whose lesion lies on one side: each image's two half-mirror composites, one taught as the class, one as ``healthy`` (half_mirror_loss)
     half_mirror_weight: float = 1.0  # weight of that loss
     healthy: str | None = None  # the class with no lesion, for --half-mirrors (default: --no-finding)
@@ -92,6 +93,10 @@ def train(config: TrainConfig, log=print) -> dict:
         raise ValueError("--filled-interiors adds images to an epoch; a --freeze-backbone head trains on cached features.")
     if config.equivariance < 0:
         raise ValueError("--equivariance is a weight: 0 (off) or more.")
+    if config.equivariance_shift < 0:
+        raise ValueError("--equivariance-shift is a number of cells: 0 (off) or more.")
+    if config.equivariance_shift and not config.equivariance:
+        raise ValueError("--equivariance-shift shifts the second view of --equivariance: give --equivariance W too.")
     if config.equivariance and config.freeze_backbone:
         raise ValueError("--equivariance trains the whole network; a --freeze-backbone head trains on cached features.")
     if config.box_loss and not config.freeze_backbone:
@@ -149,9 +154,9 @@ def train(config: TrainConfig, log=print) -> dict:
     if config.half_mirrors and not spec.get("flip", False):
         raise ValueError(f"--half-mirrors mirrors half of each image onto the other, which {spec['name']} does not "
                          "allow (its task says flips do not preserve the anatomy).")
-    if config.equivariance and not spec.get("flip", False):
+    if config.equivariance and not config.equivariance_shift and not spec.get("flip", False):
         raise ValueError(f"--equivariance mirrors images left to right, which {spec['name']} does not allow "
-                         "(its task says flips do not preserve the anatomy).")
+                         "(its task says flips do not preserve the anatomy); --equivariance-shift alone shifts.")
     out.mkdir(parents=True, exist_ok=True)
     train_items, val_items = data_mod.split_dataset(dataset, spec.get("split"),
                                                     validation_fraction=config.validation_fraction, seed=config.seed)
@@ -254,7 +259,7 @@ def train(config: TrainConfig, log=print) -> dict:
                     "healthy": names.index(config.healthy or config.no_finding),
                     "threshold": (HALF_MIRROR_FOREGROUND - pipeline.mean) / pipeline.std}
         _fit_whole(model, config, train_ds, val_ds, x_seen, x_train, weights=weights, out=out, monitor=monitor,
-                   log=log, half=half, endless=endless)
+                   log=log, half=half, endless=endless, flip=bool(spec.get("flip", False)))
 
     probabilities = model.predict(x_val, batch_size=64, verbose=0)
     metrics = classification_metrics(y_val, probabilities, names)
@@ -295,16 +300,20 @@ def train(config: TrainConfig, log=print) -> dict:
 
 
 def _fit_whole(model, config: TrainConfig, train_ds, val_ds, x_seen, x_train, *, weights, out: Path, monitor: str,
-               log, half: dict | None = None, endless: bool = False) -> None:
+               log, half: dict | None = None, endless: bool = False, flip: bool = False) -> None:
     """Train every layer of ``model``: the kept epoch is the best on ``monitor``, batch norm recalibrated.
-    ``endless``: ``train_ds`` repeats, and an epoch is one pass over ``x_seen`` in batches."""
+    ``endless``: ``train_ds`` repeats, and an epoch is one pass over ``x_seen`` in batches. ``flip``: the task
+    allows mirrored images (``--equivariance`` mirrors its second view)."""
     first = [_RecalibrateBN(x_train, config.recalibrate_bn, config.seed, model)] if config.recalibrate_bn else []
     # The recalibration first, so validation and the checkpoint see the recalibrated statistics.
     trained, n_classes = model, int(model.output.shape[-1])
     if config.equivariance:
-        trained = _flip_equivariant(model, config.equivariance)
-        log(f"flip equivariance {config.equivariance:g}: a quarter of each batch also seen mirrored, its last "
-            "convolution's maps pulled towards the mirror image of the original's")
+        trained = _equivariant(model, config.equivariance, flip=flip, shift=config.equivariance_shift)
+        view = " and ".join([*(["mirrored"] if flip else []),
+                             *([f"shifted by up to {config.equivariance_shift} cells"] if config.equivariance_shift
+                               else [])])
+        log(f"{'flip' if flip else 'shift'} equivariance {config.equivariance:g}: a quarter of each batch also seen "
+            f"{view}, its last convolution's maps pulled towards the same transform of the original's")
     if config.half_mirrors:
         trained = _half_mirrored(model, config.half_mirror_weight, **half)
         log(f"half mirrors {config.half_mirror_weight:g}: up to a quarter of each batch ({config.half_mirrors}) also "
@@ -549,6 +558,37 @@ def flip_equivariance_loss(maps, mirrored_maps):
         0.5 * tf.reduce_mean(tf.square(maps) + tf.square(back)) + 1e-6)
 
 
+def shifted(images, dy, dx, fill=0.0):
+    """``images`` (``(n, h, w, c)``) with their content moved ``dy`` rows down and ``dx`` columns right (negative:
+    up, left), the band uncovered filled with ``fill`` (a scalar or one value per image, ``(n, 1, 1, 1)``) and what
+    leaves the frame dropped: a shift, not a roll, so nothing wraps round to the other side.
+
+    >>> import numpy as np
+    >>> row = np.arange(1, 5, dtype="float32").reshape(1, 1, 4, 1)
+    >>> shifted(row, 0, 1).numpy().ravel().tolist(), shifted(row, 0, -2, fill=9.0).numpy().ravel().tolist()
+    ([0.0, 1.0, 2.0, 3.0], [3.0, 4.0, 9.0, 9.0])
+    """
+    import tensorflow as tf
+
+    images = tf.convert_to_tensor(images)
+    h, w = tf.shape(images)[1], tf.shape(images)[2]
+    p = tf.maximum(tf.abs(dy), tf.abs(dx))
+    pads = [[0, 0], [p, p], [p, p], [0, 0]]
+    band = 1 - tf.pad(tf.ones_like(images[..., :1]), pads)
+    padded = tf.pad(images, pads) + tf.cast(fill, images.dtype) * band
+    return padded[:, p - dy:p - dy + h, p - dx:p - dx + w, :]
+
+
+def masked_equivariance_loss(maps, back, mask):
+    """:func:`flip_equivariance_loss` over the cells where ``mask`` (``(n, h, w, 1)``) is 1: ``back`` is the second
+    view's maps transformed back, and a shift leaves a band of cells that one of the two views never saw."""
+    import tensorflow as tf
+
+    mask = tf.broadcast_to(tf.cast(mask, maps.dtype), tf.shape(maps))
+    return tf.reduce_sum(mask * tf.square(maps - back)) / (
+        0.5 * tf.reduce_sum(mask * (tf.square(maps) + tf.square(back))) + 1e-6)
+
+
 def midlines(images, threshold: float):
     """The column of each image's midline (``(n, h, w, 1)`` in, ``(n,)`` out): the mean column of its pixels above
     ``threshold``, or the image centre if there are none."""
@@ -591,13 +631,19 @@ def half_mirrors(images, threshold: float):
     return gathered(columns[None] <= centre), gathered(columns[None] >= centre)
 
 
-def _flip_equivariant(model, weight: float, share: float = 0.25):
-    """``model`` as a model trained with its compiled loss plus ``weight`` times :func:`flip_equivariance_loss` of
-    its :data:`LAST_CONV` maps: the first ``share`` of each training batch goes through once more mirrored left to
-    right, in the same pass. Flip augmentation alone teaches a class that does not change when the image is
-    mirrored, not maps that move with the anatomy: a network can keep a class's evidence on one side of every image
-    (issue 12: the brain evidence-head models' glioma peaks lay right of the image centre on 76 of 77 unseen
-    outlined slices, wherever the tumour was; ``scripts/mirror_check.py``).
+def _equivariant(model, weight: float, *, flip: bool = True, shift: int = 0, share: float = 0.25):
+    """``model`` as a model trained with its compiled loss plus ``weight`` times the equivariance loss of its
+    :data:`LAST_CONV` maps: the first ``share`` of each training batch goes through once more as a second view, in
+    the same pass, mirrored left to right (``flip``) and, with ``shift``, moved by a random whole number of map cells,
+    up to ``shift`` each way (one draw per batch; the band uncovered takes each image's darkest value, its
+    background). The second view's maps, shifted back and mirrored back, are pulled towards the originals' on the
+    cells both views saw (:func:`masked_equivariance_loss`; with no shift, :func:`flip_equivariance_loss`).
+
+    Flip augmentation alone teaches a class that does not change when the image is mirrored, not maps that move
+    with the anatomy: a network can keep a class's evidence on one side of every image (issue 12: the brain
+    evidence-head models' glioma peaks lay right of the image centre on 76 of 77 unseen outlined slices, wherever the
+    tumour was; ``scripts/mirror_check.py``). Mirroring cannot catch a fixed place on the midline (the flip-equivariant
+    run's glioma maps moved to the upper middle of the brain); a shift can.
     Equivariance as a training signal for class maps follows SEAM (Wang et al., CVPR 2020).
 
     The wrapper's output is the class probabilities with the batch's equivariance loss as an extra last column,
@@ -608,8 +654,9 @@ def _flip_equivariant(model, weight: float, share: float = 0.25):
 
     both = keras.Model(model.input, [model.output, model.get_layer(LAST_CONV).output])
     n_classes = int(model.output.shape[-1])
+    stride = int(model.input.shape[1]) // int(model.get_layer(LAST_CONV).output.shape[1])
 
-    class FlipEquivariant(keras.Model):
+    class Equivariant(keras.Model):
         def __init__(self):
             super().__init__()
             self.both = both
@@ -619,8 +666,21 @@ def _flip_equivariant(model, weight: float, share: float = 0.25):
             if not training:
                 return tf.concat([self.both(x, training=False)[0], tf.zeros((n, 1), x.dtype)], axis=-1)
             k = tf.maximum(1, tf.cast(tf.math.ceil(share * tf.cast(n, tf.float32)), tf.int32))
-            probabilities, maps = self.both(tf.concat([x, tf.reverse(x[:k], axis=[2])], axis=0), training=True)
-            loss = flip_equivariance_loss(maps[:k], maps[n:])
+            view = tf.reverse(x[:k], axis=[2]) if flip else x[:k]
+            if shift:
+                dy, dx = (tf.random.uniform((), -shift, shift + 1, tf.int32) for _ in range(2))
+                view = shifted(view, dy * stride, dx * stride, fill=tf.reduce_min(view, axis=[1, 2, 3], keepdims=True))
+            probabilities, maps = self.both(tf.concat([x, view], axis=0), training=True)
+            back = maps[n:]
+            if shift:
+                seen = shifted(tf.ones_like(back[..., :1]), -dy, -dx)
+                back = shifted(back, -dy, -dx)
+            if flip:
+                back = tf.reverse(back, axis=[2])
+            if shift:
+                loss = masked_equivariance_loss(maps[:k], back, tf.reverse(seen, axis=[2]) if flip else seen)
+            else:
+                loss = flip_equivariance_loss(maps[:k], maps[n:])
             return tf.concat([probabilities[:n], tf.fill((n, 1), tf.cast(loss, probabilities.dtype))], axis=-1)
 
         def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -631,7 +691,7 @@ def _flip_equivariant(model, weight: float, share: float = 0.25):
         def compute_metrics(self, x, y, y_pred, sample_weight=None):
             return super().compute_metrics(x, y, y_pred[:, :n_classes], sample_weight=sample_weight)
 
-    return FlipEquivariant()
+    return Equivariant()
 
 
 #: With ``--half-mirrors``: the display value (0 to 1) above which a pixel is foreground, for the midline.

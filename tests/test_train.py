@@ -286,6 +286,8 @@ def test_a_run_with_filled_interiors_records_them(data_dir, tmp_path):
 @pytest.mark.parametrize("task, options, message", [
     ("chest_xray", {"equivariance": 1.0}, "--equivariance mirrors images left to right, which chest_xray does not"),
     ("brain_mri", {"equivariance": -1.0}, "--equivariance is a weight"),
+    ("brain_mri", {"equivariance_shift": 2}, "give --equivariance W too"),
+    ("brain_mri", {"equivariance": 1.0, "equivariance_shift": -1}, "--equivariance-shift is a number of cells"),
     ("brain_mri", {"equivariance": 1.0, "backbone": "efficientnet-lite0", "freeze_backbone": True},
      "--equivariance trains the whole network"),
     ("chest_xray", {"half_mirrors": "PNEUMONIA", "healthy": "NORMAL"},
@@ -346,6 +348,58 @@ def test_the_flip_equivariance_loss_is_zero_for_maps_that_mirror_and_scale_free(
     unequal = float(flip_equivariance_loss(a, a))
     assert 0 < unequal <= 2
     assert float(flip_equivariance_loss(10 * a, 10 * a)) == pytest.approx(unequal, rel=1e-4)
+
+
+def test_shifted_maps_moved_back_match_on_the_cells_both_views_saw():
+    """A shift, not a roll: what leaves the frame is gone and the band uncovered is the fill; maps that move with the
+    image score 0 on the cells both views saw, whatever the band holds, and a map that stays put does not."""
+    from core.train import masked_equivariance_loss, shifted
+
+    a = np.random.default_rng(1).random((2, 8, 8, 3)).astype("float32")
+    moved = shifted(a, 2, -1, fill=5.0).numpy()
+    assert np.array_equal(moved[:, 2:, :7], a[:, :6, 1:]) and np.all(moved[:, :2] == 5.0) and np.all(moved[:, :, 7] == 5.0)
+    back, seen = shifted(moved, -2, 1).numpy(), shifted(np.ones_like(a[..., :1]), -2, 1).numpy()
+    assert seen.sum() == 2 * 6 * 7
+    assert float(masked_equivariance_loss(a, back, seen)) == pytest.approx(0.0, abs=1e-6)
+    assert float(masked_equivariance_loss(a, shifted(a, -2, 1).numpy(), seen)) > 0.1
+
+
+def test_shift_equivariance_makes_the_maps_move_with_a_shifted_slice(data_dir, chest_dir, tmp_path):
+    """``--equivariance --equivariance-shift``: the last convolution's maps of a mirrored and shifted slice, moved
+    back, come closer to the slice's own maps than without it; on a task that forbids flips the shift runs alone."""
+    import keras
+
+    from core.data import prepare_arrays
+    from core.model import LAST_CONV, load_model
+    from core.train import TrainConfig, masked_equivariance_loss, shifted, train
+
+    probe = list_dataset(data_dir / "brain_mri" / "Training", limit_per_class=5)
+    distance = {}
+    for weight in (0.0, 5.0):
+        folder = tmp_path / f"w{weight:g}"
+        lines = []
+        train(TrainConfig(task="brain_mri", data=str(data_dir / "brain_mri" / "Training"), out=str(folder),
+                          equivariance=weight, equivariance_shift=2 if weight else 0,
+                          **{**TINY, "epochs": 3, "input_size": 64}),
+              log=lines.append)
+        loaded = load_model(folder)
+        maps = keras.Model(loaded.model.input, loaded.model.get_layer(LAST_CONV).output)
+        x, _ = prepare_arrays(probe.items, loaded.pipeline)
+        stride = x.shape[1] // maps.output.shape[1]
+        view = shifted(x[:, :, ::-1], stride, -2 * stride, fill=x.min()).numpy()
+        back = shifted(maps(view).numpy(), -1, 2).numpy()[:, :, ::-1]
+        seen = shifted(np.ones_like(back[..., :1]), -1, 2).numpy()[:, :, ::-1]
+        distance[weight] = float(masked_equivariance_loss(maps(x).numpy(), back, seen))
+        assert any("mirrored and shifted by up to 2 cells" in line for line in lines) == bool(weight)
+    assert distance[5.0] < 0.75 * distance[0.0], distance
+    assert read_json(tmp_path / "w5" / "params.json")["equivariance_shift"] == 2
+    card = (tmp_path / "w5" / "MODEL_CARD.md").read_text()
+    assert "--equivariance 5 --equivariance-shift 2" in card and "shifted by up to 2 cells" in card
+    lines = []
+    train(TrainConfig(task="chest_xray", data=str(chest_dir), out=str(tmp_path / "chest"), equivariance=1.0,
+                      equivariance_shift=1, **{**TINY, "epochs": 1}), log=lines.append)
+    assert any(line.startswith("shift equivariance 1: a quarter of each batch also seen shifted by up to 1 cells")
+               for line in lines)
 
 
 def test_half_mirrors_put_a_one_sided_lesion_in_one_composite_and_keep_the_rest():
