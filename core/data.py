@@ -409,7 +409,8 @@ def make_tf_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch_size:
 
     ``repeat`` (training only) makes the batches endless, each pass over ``x`` in a new order and ending on a
     batch boundary: ``fit`` then reads them with ``steps_per_epoch`` through one iterator for the whole run.
-    Keras otherwise opens a new iterator every epoch.
+    Keras otherwise opens a new iterator every epoch; without autotuning that neither stalls nor pauses either, but
+    the endless iterator's epochs were a little faster (4.69 s against 4.99 s, ``BENCHMARKS.md`` section 9).
 
     ``autotune`` (off by default) leaves tf.data's autotuning on. Its optimisation thread sleeps for a period that
     grows to tens of seconds, and an iterator's destructor waits for that thread to wake
