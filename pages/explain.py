@@ -236,7 +236,8 @@ def one_method():
                     "that know nothing about the disease:")
         shown_full = full_background() if mask.shape == scan.shape else background
         outline_scores(localisation(raw, mask, scan.spacing),
-                       baseline_scores(chosen.digest, shown_full, mask, scan.spacing), tolerance)
+                       baseline_scores(chosen.digest, shown_full, mask, scan.spacing), tolerance,
+                       unit="mm" if scan.spacing is not None else "pixels")
         outline_ablation_panel(loaded, scan, frame, mask, target, names, chosen.digest)
     trust_panel(loaded, tensor, raw, method, target, use_layer, names)
 
@@ -311,20 +312,23 @@ def side_by_side():
                          caption=method_label(method, loaded.map_score), width="stretch")
         if mask is not None:
             scores = localisation(raw, mask, scan.spacing)
-            rows.append([method_label(method, loaded.map_score)] + [scores[m] for m in loc.METRICS])
+            rows.append([method_label(method, loaded.map_score)] + [scores[m] for m in (*loc.METRICS, "peak_distance")])
     progress.progress(1.0, text="All maps ready.")
     st.image(np.rot90(colour_bar(colormap, height=512, width=12), k=-1), width="stretch",
              caption=f"Colour scale of every map above ({colormap}): saliency 0 at the left to 1 at the right. Each map "
                      "is scaled to its own range, so compare where the maps are warm, not how warm.")
     if rows:
         baselines = baseline_scores(chosen.digest, full_background(), mask, scan.spacing)
-        rows += [[name] + [scores[m] for m in loc.METRICS] for name, scores in baselines.items()]
+        rows += [[name] + [scores[m] for m in (*loc.METRICS, "peak_distance")] for name, scores in baselines.items()]
         st.markdown("**Which method finds the finding?** Every method's localisation against the expert outline:")
+        unit = "mm" if scan.spacing is not None else "pixels"
         st.dataframe({"method": [r[0] for r in rows],
-                      **{loc.LABELS[m]: [f"{r[j + 1]:.2f}" for r in rows] for j, m in enumerate(loc.METRICS)}},
+                      **{loc.LABELS[m]: [f"{r[j + 1]:.2f}" for r in rows] for j, m in enumerate(loc.METRICS)},
+                      f"peak to outline ({unit})": [f"{r[-1]:.1f}" if r[-1] == r[-1] else "–" for r in rows]},
                      hide_index=True, width="stretch")
-        st.caption(f"{tolerance} A method that scores like the centre prior or the image intensity follows the "
-                   "head or the bone, not the lesion.")
+        st.caption(f"{tolerance} Peak to outline: how far each map's hottest point lies from the outline, 0 on "
+                   "it. A method that scores like the centre prior or the image intensity follows the head or the "
+                   "bone, not the lesion.")
 
 
 if view == VIEWS[0]:

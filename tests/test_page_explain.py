@@ -313,6 +313,8 @@ def test_an_outlined_sample_shows_its_outline_and_localisation_scores(app, model
     assert_clean(at)
     methods_table = at.dataframe[0].value
     assert list(methods_table["method"])[:len(METHODS)] == list(METHODS.values())
+    # the sample states its pixel size (0.49 mm), so each peak's distance from the outline is in mm
+    assert all(float(d) >= 0 for d in methods_table["peak to outline (mm)"])
 
 
 @pytest.mark.parametrize("sample", ["IMG0003797", "IMG0003733"])
@@ -373,6 +375,14 @@ def test_an_uploaded_scan_with_its_uploaded_outline_gets_scores_and_baselines(ap
     table = at.dataframe[0].value
     assert list(table.iloc[:, 0]) == ["this map", "centre prior", "image intensity", "random smooth map"]
     assert {"pointing game", "energy", "rank accuracy", "pixel AUROC"} <= set(table.columns)
+    # how far each peak lies from the outline, in pixels for a JPEG (no pixel size); 0 exactly when the peak is on it
+    # agreeing with the pointing game: a hit is a peak within the tolerance, 2% of the 512 x 512 slice's diagonal
+    from PIL import Image
+
+    tolerance = 0.02 * np.hypot(*Image.open(image).size)
+    for distance, hit in zip(table["peak to outline (pixels)"], table["pointing game"]):
+        if float(hit) in (0.0, 1.0):  # tied peaks score a share
+            assert (float(distance) <= tolerance + 0.05) == (float(hit) == 1.0), (distance, hit, tolerance)
     # a JPEG states no pixel size: the tolerance falls back to a share of the image and says so
     assert "pixel spacing is unknown" in caption_text(at) and "baselines" in caption_text(at)
 

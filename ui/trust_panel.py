@@ -111,15 +111,20 @@ def sanity_column(loaded, tensor, raw_map, method, target, layer) -> None:
                  f"{check.spearman[-1]:.2f} with the original, so it mostly shows the image's structure.")
 
 
-def outline_scores(scores: dict, baselines: dict, tolerance: str) -> None:
-    """A map's localisation scores beside the three baselines', with how to read them."""
+def outline_scores(scores: dict, baselines: dict, tolerance: str, *, unit: str = "mm") -> None:
+    """A map's localisation scores beside the three baselines', with how to read them; ``unit`` ("mm" or "pixels")
+    is the one the peak's distance from the outline is measured in."""
     rows = {"this map": scores} | baselines
+    distance = f"peak to outline ({unit})"
     st.dataframe({"": list(rows), **{loc.LABELS[m]: [f"{r[m]:.2f}" if r[m] == r[m] else "–" for r in rows.values()]
-                                    for m in loc.METRICS}}, hide_index=True, width="stretch")
+                                    for m in loc.METRICS},
+                  distance: [f"{r['peak_distance']:.1f}" if r.get("peak_distance", np.nan) == r.get("peak_distance")
+                             else "–" for r in rows.values()]}, hide_index=True, width="stretch")
     not_beaten = [name for name, r in baselines.items() if scores["pointing_game"] <= r["pointing_game"]
                   and scores["energy"] <= r["energy"]]
-    st.caption(f"{tolerance} Energy: the share of the map's weight inside the outline. A map is only interesting where "
-               "it does better than the baselines, which know nothing about the disease"
+    st.caption(f"{tolerance} Peak to outline: how far the map's hottest point lies from the outline, 0 on it, so a "
+               "near miss shows as one. Energy: the share of the map's weight inside the outline. A map is only "
+               "interesting where it does better than the baselines, which know nothing about the disease"
                + (f"; here it does no better than the {', '.join(not_beaten)} on both." if not_beaten else "."))
 
 
