@@ -364,17 +364,20 @@ def evaluate_localisation(loaded, images_dir, masks_dir, *, limit: int = 50, lay
         shown = display_image(scan.frame(), scan.window, scan.invert, voi=scan.voi)
         ablated = outline_ablation(loaded, scan, mask, target, body=loc.foreground(shown), probabilities=probabilities)
         ablations.append(base | {k: v for k, v in ablated.items() if k not in ("control", "filled")})
+        unit = "mm" if pixel_spacing is not None else "pixels"
+
+        def scored(saliency):
+            return {**loc.localisation_scores(saliency, mask, spacing=pixel_spacing, tolerance_mm=tolerance_mm),
+                    "peak_distance": loc.peak_distance(saliency, mask, spacing=pixel_spacing),
+                    "peak_distance_unit": unit}
+
         for method, layer in methods:
             raw = loaded.explainer.saliency(tensor, method, target, layer)
-            rows.append(base | {"method": method, "layer": layer,
-                                **loc.localisation_scores(to_geometry(raw, scan.shape), mask, spacing=pixel_spacing,
-                                                          tolerance_mm=tolerance_mm)})
+            rows.append(base | {"method": method, "layer": layer, **scored(to_geometry(raw, scan.shape))})
         for name, prior in (("centre", loc.centre_prior(scan.shape, spacing=pixel_spacing)),
                             ("intensity", loc.intensity_prior(shown)),
                             ("random", loc.random_smooth_map(scan.shape, seed=zlib.crc32(key.encode())))):
-            rows.append(base | {"method": f"{loc.BASELINE_PREFIX}{name}", "layer": None,
-                                **loc.localisation_scores(prior, mask, spacing=pixel_spacing,
-                                                          tolerance_mm=tolerance_mm)})
+            rows.append(base | {"method": f"{loc.BASELINE_PREFIX}{name}", "layer": None, **scored(prior)})
         log(f"{len(correct)}/{limit} {key}")
     if not rows:
         raise EvaluationError(f"No outlined image in {images_dir} could be scored"

@@ -389,6 +389,17 @@ def random_smooth_map(shape: tuple[int, int], *, seed: int, sigma: float | None 
 # 3. Statistics: a mean with its interval, and a paired difference
 # --------------------------------------------------------------------------------------------
 
+def bootstrap_median(values, *, n_resamples: int = 2000, seed: int = 0,
+                     confidence: float = 0.95) -> tuple[float, float, float]:
+    """:func:`bootstrap_mean` for the median: (median, low, high) of the finite values, for a skewed measure such
+    as the peak's distance from the outline (a few maps on the far side of the head would drag a mean).
+
+    >>> bootstrap_median([1.0, 2.0, 100.0])[0]
+    2.0
+    """
+    return _bootstrap(values, np.median, n_resamples=n_resamples, seed=seed, confidence=confidence)
+
+
 def bootstrap_mean(values, *, n_resamples: int = 2000, seed: int = 0,
                    confidence: float = 0.95) -> tuple[float, float, float]:
     """Mean of the finite values with a percentile bootstrap interval: (mean, low, high).
@@ -402,16 +413,20 @@ def bootstrap_mean(values, *, n_resamples: int = 2000, seed: int = 0,
     >>> bootstrap_mean([1.0, 1.0, 1.0])
     (1.0, 1.0, 1.0)
     """
+    return _bootstrap(values, np.mean, n_resamples=n_resamples, seed=seed, confidence=confidence)
+
+
+def _bootstrap(values, statistic, *, n_resamples: int, seed: int, confidence: float) -> tuple[float, float, float]:
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
     if values.size == 0:
         return float("nan"), float("nan"), float("nan")
-    mean = float(values.mean())
+    estimate = float(statistic(values))
     if values.size < 2:
-        return mean, float("nan"), float("nan")
-    result = stats.bootstrap((values,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
+        return estimate, float("nan"), float("nan")
+    result = stats.bootstrap((values,), statistic, n_resamples=n_resamples, confidence_level=confidence,
                              method="percentile", rng=np.random.default_rng(seed))
-    return mean, float(result.confidence_interval.low), float(result.confidence_interval.high)
+    return estimate, float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def paired_bootstrap(a, b, *, n_resamples: int = 2000, seed: int = 0,
@@ -624,7 +639,10 @@ def summarise(rows: list[dict], *, n_resamples: int = 2000, seed: int = 0,
            ...]}
 
     ``n`` counts images with a finite score (AUROC is undefined for a mask covering the whole
-    image); undefined numbers are None. A method's "versus" pairs it with each baseline on the
+    image); undefined numbers are None. Rows that also carry ``peak_distance`` (and its
+    ``peak_distance_unit``, "mm" or "pixels"; :func:`peak_distance`) give each group a
+    ``"peak_distance": {"median", "low", "high", "n", "unit"}``: a median, as a few maps far
+    from the outline would drag a mean, with no comparison to the baselines. A method's "versus" pairs it with each baseline on the
     images both were scored on; ``beats`` means the interval lies above zero, ``worse`` below.
     A baseline group has an empty "versus". Add ``report["notes"]`` (a list of sentences: images
     skipped and why, the tolerance) and the renderers print them first.
@@ -672,6 +690,13 @@ def summarise(rows: list[dict], *, n_resamples: int = 2000, seed: int = 0,
             group["metrics"][metric] = {
                 **interval(*bootstrap_mean(values, n_resamples=n_resamples, seed=seed, confidence=confidence)),
                 "n": int(np.isfinite(values).sum())}
+        if all("peak_distance" in images[name] for name in names):
+            values = scores(images, names, "peak_distance")
+            units = sorted({images[name].get("peak_distance_unit", "pixels") for name in names})
+            group["peak_distance"] = {
+                **{("median" if k == "mean" else k): v for k, v in interval(
+                    *bootstrap_median(values, n_resamples=n_resamples, seed=seed, confidence=confidence)).items()},
+                "n": int(np.isfinite(values).sum()), "unit": " or ".join(units)}
         for name in ([] if is_baseline else baselines):
             baseline = by_group.get((True, name, None, cls), {})
             shared = [image for image in names if image in baseline]
@@ -699,15 +724,25 @@ def _interval(mean, low, high, *, signed: bool = False) -> str:
     return f"{mean:{sign}.2f} [{low:{sign}.2f}, {high:{sign}.2f}]"
 
 
+def _distance(d: dict | None) -> str:
+    if not d or d["median"] is None:
+        return "-"
+    return f"{d['median']:.1f}" if d["low"] is None else f"{d['median']:.1f} [{d['low']:.1f}, {d['high']:.1f}]"
+
+
 def _tables(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of the two tables both renderers print."""
     level = f"{report['confidence']:.0%}"
     labels = [LABELS[m] for m in report["metrics"]]
+    distances = [g["peak_distance"] for g in report["groups"] if "peak_distance" in g]
+    if distances:
+        labels = labels + [f"peak to outline, median ({' or '.join(sorted({d['unit'] for d in distances}))})"]
     means, differences = [], []
     for g in report["groups"]:
         where = [g["method"], g["layer"] or "-", g["class"]]
         means.append(where + [str(g["n"])] + [
-            _interval(s["mean"], s["low"], s["high"]) for s in (g["metrics"][m] for m in report["metrics"])])
+            _interval(s["mean"], s["low"], s["high"]) for s in (g["metrics"][m] for m in report["metrics"])]
+            + ([_distance(g.get("peak_distance"))] if distances else []))
         for baseline, versus in g["versus"].items():
             cells = []
             for metric in report["metrics"]:
@@ -721,7 +756,7 @@ def _tables(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
          ["method", "layer", "class", "n"] + labels, means),
         (f"Method minus baseline on the same images [{level} paired bootstrap interval]; "
          "'beats' or 'worse' only when the interval excludes zero",
-         ["method", "layer", "class", "baseline", "n"] + labels, differences),
+         ["method", "layer", "class", "baseline", "n"] + [LABELS[m] for m in report["metrics"]], differences),
     ]
     ablation = []
     for g in (report.get("ablation") or {}).get("groups", []):

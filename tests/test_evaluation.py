@@ -115,6 +115,15 @@ def test_localisation_on_real_outlines_scores_and_skips_with_reasons(brain_model
     assert ("gradcam", brain_model.last_conv) in methods and ("baseline:centre", None) in methods
     assert any("4 files were skipped" in note for note in report["notes"])
     assert any("within 7 mm" in note for note in report["notes"])
+    # how far each peak lies from the outline, a median in mm (the spacing is given), beside every score
+    for group in report["groups"]:
+        distance = group["peak_distance"]
+        # (a flat map, all zero at an early layer, has no peak: no distance, while its pointing game is 0)
+        assert distance["unit"] == "mm" and 1 <= distance["n"] <= group["n"] and distance["median"] >= 0
+        if group["metrics"]["pointing_game"]["mean"] == 1.0:  # every peak within 7 mm: so is the median
+            assert distance["median"] <= 7.0
+        if group["metrics"]["pointing_game"]["mean"] == 0.0:
+            assert distance["median"] > 7.0
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before  # nothing written beside the files
     # the ablation: both slices with the outline filled in and a control region, P(glioma) for each version
     (overall, glioma) = report["ablation"]["groups"]

@@ -251,6 +251,27 @@ def test_renderers_show_every_group_interval_and_verdict():
     lines = table.splitlines()
     assert sum(line.startswith("gradcam ") for line in lines) == 6 + 6  # means, then differences
     assert sum(line.startswith("baseline:centre ") for line in lines) == 3
+    assert "peak to outline" not in table  # rows without a peak distance: no column
+
+
+def test_the_peak_distance_is_a_median_column_of_the_means_table_only():
+    """Rows carrying ``peak_distance`` give each group its median with an interval, printed as one more column of
+    the means table in the rows' unit, and not compared with the baselines (a distance is not a higher-is-better
+    score)."""
+    rows = [row | {"peak_distance": float(10 * (i % 3)), "peak_distance_unit": "mm"}
+            for i, row in enumerate(synthetic_rows())]
+    report = summarise(rows, n_resamples=200)
+    json.dumps(report, allow_nan=False)
+    for group in report["groups"]:
+        expected = np.median([r["peak_distance"] for r in rows if r["method"] == group["method"]
+                              and (r.get("layer") == group["layer"] or group["baseline"])
+                              and group["class"] in ("all", r["class"])])
+        assert group["peak_distance"]["median"] == pytest.approx(expected) and group["peak_distance"]["unit"] == "mm"
+        assert all("peak_distance" not in versus for versus in group["versus"].values())
+    table = format_table(report)
+    header = next(line for line in table.splitlines() if line.startswith("method"))
+    assert header.rstrip().endswith("peak to outline, median (mm)")
+    assert table.count("peak to outline") == 1  # the differences table has no such column
 
 
 # --- real brain slices ---------------------------------------------------------------------------
