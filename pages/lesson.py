@@ -7,7 +7,7 @@ import json
 import numpy as np
 import streamlit as st
 
-from core.localisation import localisation_scores
+from core.localisation import localisation_scores, peak_distance
 from core.model import ModelError
 from core.predict import out_of_range_sentence, predict_tensors
 from core.render import display_image
@@ -257,8 +257,11 @@ def takeaway(loaded, scan, sample, folder, probs, predicted, truth, mask, case) 
                                                                    else "."))]
     if mask is not None:
         scores = localisation_scores(result.on_scan, mask, spacing=scan.spacing)
+        distance = peak_distance(result.on_scan, mask, spacing=scan.spacing)
+        away = (f" ({distance:.0f} {'mm' if scan.spacing is not None else 'pixels'} from it)"
+                if distance == distance and distance > 0 else "")
         lines.append(f"Its Grad-CAM peak landed {'on' if scores['pointing_game'] == 1 else 'off'} the radiologists' "
-                     f"outline, and {scores['energy']:.0%} of the map's weight lies inside it.")
+                     f"outline{away}, and {scores['energy']:.0%} of the map's weight lies inside it.")
     with st.spinner("Scoring the map (deletion and insertion)…"):
         faith = case_faithfulness(folder, sample, "gradcam", predicted)
     if faith.informative:
@@ -512,6 +515,10 @@ def skull_lesson() -> None:
             if mask is not None:
                 scores = localisation_scores(reading.on_scan, mask, spacing=scan.spacing)
                 st.metric("Peak on the tumour (within 7 mm)", "yes" if scores["pointing_game"] else "no")
+                distance = peak_distance(reading.on_scan, mask, spacing=scan.spacing)
+                st.metric("Peak to the outline", f"{distance:.0f} mm" if scan.spacing is not None else f"{distance:.0f} px",
+                          help="How far the map's hottest point lies from the nearest outlined pixel: 0 on the "
+                               "tumour, and a near miss reads as one.")
                 st.metric("Share of the map inside the outline", f"{scores['energy']:.0%}")
             st.markdown("A map says which parts of the slice weighed in the score, not where the tumour is. On the 150 "
                         "slices with radiologists' outlines that the default model never saw, its Grad-CAM peak lands "

@@ -195,6 +195,10 @@ def test_the_skull_lesson_with_the_committed_rim_only_model(teaching_env, models
                 assert row["Rim-only model (no brain)"].startswith("right" if predicted == truth else f"wrong, {predicted}")
         if number == 2:
             assert "Peak on the tumour (within 7 mm)" in [m.label for m in at.metric]
+            (distance,) = [m.value for m in at.metric if m.label == "Peak to the outline"]
+            on = [m.value for m in at.metric if m.label == "Peak on the tumour (within 7 mm)"][0] == "yes"
+            assert distance.endswith(" mm")  # shown to the mm: a hit is at most 7, a miss at least 7 once rounded
+            assert float(distance[:-3]) <= 7 if on else float(distance[:-3]) >= 7
         if number == 3:  # each outlined slice read as scanned, with its tumour filled in, and with a control
             from core.evaluation import outline_ablation
             from core.masks import load_mask
