@@ -311,27 +311,35 @@ def test_mirroring_options_are_refused_where_a_mirror_image_is_not_the_same_anat
     assert not (tmp_path / "run").exists()
 
 
-def test_flip_equivariance_makes_the_maps_move_with_the_image(data_dir, tmp_path):
-    """``--equivariance``: the last convolution's maps of a mirrored slice come closer to the mirror image of the
-    slice's own maps than without it (the same seed, data and epochs), the kept model is the plain Functional
-    network, and the run records the weight."""
+def _equivariance_run(data_dir, folder, **options):
+    """A tiny brain model trained with ``options`` into ``folder``: its last convolution as a model of its own,
+    five prepared training slices per class to probe it with, the run's log lines and the kept model."""
     import keras
 
     from core.data import prepare_arrays
     from core.model import LAST_CONV, load_model
-    from core.train import TrainConfig, flip_equivariance_loss, train
+    from core.train import TrainConfig, train
 
+    lines = []
+    train(TrainConfig(task="brain_mri", data=str(data_dir / "brain_mri" / "Training"), out=str(folder), **options),
+          log=lines.append)
+    loaded = load_model(folder)
     probe = list_dataset(data_dir / "brain_mri" / "Training", limit_per_class=5)
+    x, _ = prepare_arrays(probe.items, loaded.pipeline)
+    return keras.Model(loaded.model.input, loaded.model.get_layer(LAST_CONV).output), x, lines, loaded.model
+
+
+def test_flip_equivariance_makes_the_maps_move_with_the_image(data_dir, tmp_path):
+    """``--equivariance``: the last convolution's maps of a mirrored slice come closer to the mirror image of the
+    slice's own maps than without it (the same seed, data and epochs), the kept model is the plain Functional
+    network, and the run records the weight."""
+    from core.train import flip_equivariance_loss
+
     distance = {}
     for weight in (0.0, 5.0):
-        folder = tmp_path / f"w{weight:g}"
-        lines = []
-        train(TrainConfig(task="brain_mri", data=str(data_dir / "brain_mri" / "Training"), out=str(folder),
-                          equivariance=weight, **{**TINY, "epochs": 3}), log=lines.append)
-        loaded = load_model(folder)
-        assert loaded.model.output.shape[-1] == 4 and loaded.model.__class__.__name__ == "Functional"
-        maps = keras.Model(loaded.model.input, loaded.model.get_layer(LAST_CONV).output)
-        x, _ = prepare_arrays(probe.items, loaded.pipeline)
+        maps, x, lines, model = _equivariance_run(data_dir, tmp_path / f"w{weight:g}", equivariance=weight,
+                                                  **{**TINY, "epochs": 3})
+        assert model.output.shape[-1] == 4 and model.__class__.__name__ == "Functional"
         distance[weight] = float(flip_equivariance_loss(maps(x).numpy(), maps(x[:, :, ::-1]).numpy()))
         assert any(line.startswith("flip equivariance") for line in lines) == bool(weight)
     assert distance[5.0] < 0.75 * distance[0.0], distance
@@ -367,24 +375,13 @@ def test_shifted_maps_moved_back_match_on_the_cells_both_views_saw():
 def test_shift_equivariance_makes_the_maps_move_with_a_shifted_slice(data_dir, chest_dir, tmp_path):
     """``--equivariance --equivariance-shift``: the last convolution's maps of a mirrored and shifted slice, moved
     back, come closer to the slice's own maps than without it; on a task that forbids flips the shift runs alone."""
-    import keras
-
-    from core.data import prepare_arrays
-    from core.model import LAST_CONV, load_model
     from core.train import TrainConfig, masked_equivariance_loss, shifted, train
 
-    probe = list_dataset(data_dir / "brain_mri" / "Training", limit_per_class=5)
     distance = {}
     for weight in (0.0, 5.0):
-        folder = tmp_path / f"w{weight:g}"
-        lines = []
-        train(TrainConfig(task="brain_mri", data=str(data_dir / "brain_mri" / "Training"), out=str(folder),
-                          equivariance=weight, equivariance_shift=2 if weight else 0,
-                          **{**TINY, "epochs": 3, "input_size": 64}),
-              log=lines.append)
-        loaded = load_model(folder)
-        maps = keras.Model(loaded.model.input, loaded.model.get_layer(LAST_CONV).output)
-        x, _ = prepare_arrays(probe.items, loaded.pipeline)
+        maps, x, lines, _ = _equivariance_run(data_dir, tmp_path / f"w{weight:g}", equivariance=weight,
+                                              equivariance_shift=2 if weight else 0,
+                                              **{**TINY, "epochs": 3, "input_size": 64})
         stride = x.shape[1] // maps.output.shape[1]
         view = shifted(x[:, :, ::-1], stride, -2 * stride, fill=x.min()).numpy()
         back = shifted(maps(view).numpy(), -1, 2).numpy()[:, :, ::-1]
