@@ -642,8 +642,9 @@ def summarise(rows: list[dict], *, n_resamples: int = 2000, seed: int = 0,
     image); undefined numbers are None. Rows that also carry ``peak_distance`` (and its
     ``peak_distance_unit``, "mm" or "pixels"; :func:`peak_distance`) give each group a
     ``"peak_distance": {"median", "low", "high", "n", "unit"}``: a median, as a few maps far
-    from the outline would drag a mean, with no comparison to the baselines. A method's "versus" pairs it with each baseline on the
-    images both were scored on; ``beats`` means the interval lies above zero, ``worse`` below.
+    from the outline would drag a mean, with no comparison to the baselines. A method's
+    "versus" pairs it with each baseline on the images both were scored on; ``beats`` means
+    the interval lies above zero, ``worse`` below.
     A baseline group has an empty "versus". Add ``report["notes"]`` (a list of sentences: images
     skipped and why, the tolerance) and the renderers print them first.
 

@@ -637,7 +637,7 @@ def _equivariant(model, weight: float, *, flip: bool = True, shift: int = 0, sha
     the same pass, mirrored left to right (``flip``) and, with ``shift``, moved by a random whole number of map cells,
     up to ``shift`` each way (one draw per batch; the band uncovered takes each image's darkest value, its
     background). The second view's maps, shifted back and mirrored back, are pulled towards the originals' on the
-    cells both views saw (:func:`masked_equivariance_loss`; with no shift, :func:`flip_equivariance_loss`).
+    cells both views saw (:func:`masked_equivariance_loss`; with no shift every cell, :func:`flip_equivariance_loss`).
 
     Flip augmentation alone teaches a class that does not change when the image is mirrored, not maps that move
     with the anatomy: a network can keep a class's evidence on one side of every image (issue 12: the brain
@@ -674,16 +674,12 @@ def _equivariant(model, weight: float, *, flip: bool = True, shift: int = 0, sha
                 dy, dx = (tf.random.uniform((), -shift, shift + 1, tf.int32) for _ in range(2))
                 view = shifted(view, dy * stride, dx * stride, fill=tf.reduce_min(view, axis=[1, 2, 3], keepdims=True))
             probabilities, maps = self.both(tf.concat([x, view], axis=0), training=True)
-            back = maps[n:]
-            if shift:
-                seen = shifted(tf.ones_like(back[..., :1]), -dy, -dx)
-                back = shifted(back, -dy, -dx)
+            back, seen = maps[n:], tf.ones_like(maps[n:, ..., :1])
+            if shift:  # shifted back first, then mirrored back: the view was mirrored first
+                back, seen = shifted(back, -dy, -dx), shifted(seen, -dy, -dx)
             if flip:
-                back = tf.reverse(back, axis=[2])
-            if shift:
-                loss = masked_equivariance_loss(maps[:k], back, tf.reverse(seen, axis=[2]) if flip else seen)
-            else:
-                loss = flip_equivariance_loss(maps[:k], maps[n:])
+                back, seen = tf.reverse(back, axis=[2]), tf.reverse(seen, axis=[2])
+            loss = masked_equivariance_loss(maps[:k], back, seen)
             return tf.concat([probabilities[:n], tf.fill((n, 1), tf.cast(loss, probabilities.dtype))], axis=-1)
 
         def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):

@@ -516,7 +516,8 @@ def skull_lesson() -> None:
                 scores = localisation_scores(reading.on_scan, mask, spacing=scan.spacing)
                 st.metric("Peak on the tumour (within 7 mm)", "yes" if scores["pointing_game"] else "no")
                 distance = peak_distance(reading.on_scan, mask, spacing=scan.spacing)
-                st.metric("Peak to the outline", f"{distance:.0f} mm" if scan.spacing is not None else f"{distance:.0f} px",
+                unit = "mm" if scan.spacing is not None else "px"
+                st.metric("Peak to the outline", f"{distance:.0f} {unit}",
                           help="How far the map's hottest point lies from the nearest outlined pixel: 0 on the "
                                "tumour, and a near miss reads as one.")
                 st.metric("Share of the map inside the outline", f"{scores['energy']:.0%}")

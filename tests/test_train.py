@@ -365,7 +365,8 @@ def test_shifted_maps_moved_back_match_on_the_cells_both_views_saw():
 
     a = np.random.default_rng(1).random((2, 8, 8, 3)).astype("float32")
     moved = shifted(a, 2, -1, fill=5.0).numpy()
-    assert np.array_equal(moved[:, 2:, :7], a[:, :6, 1:]) and np.all(moved[:, :2] == 5.0) and np.all(moved[:, :, 7] == 5.0)
+    assert np.array_equal(moved[:, 2:, :7], a[:, :6, 1:])
+    assert np.all(moved[:, :2] == 5.0) and np.all(moved[:, :, 7] == 5.0)
     back, seen = shifted(moved, -2, 1).numpy(), shifted(np.ones_like(a[..., :1]), -2, 1).numpy()
     assert seen.sum() == 2 * 6 * 7
     assert float(masked_equivariance_loss(a, back, seen)) == pytest.approx(0.0, abs=1e-6)
