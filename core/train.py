@@ -644,7 +644,8 @@ def _equivariant(model, weight: float, *, flip: bool = True, shift: int = 0, sha
     evidence-head models' glioma peaks lay right of the image centre on 76 of 77 unseen outlined slices, wherever the
     tumour was; ``scripts/mirror_check.py``). Mirroring cannot catch a fixed place on the midline (the flip-equivariant
     run's glioma maps moved to the upper middle of the brain); a shift can. Measured since: the brain maps already
-    moved with a 16 px shift (Grad-CAM correlation 0.98 with the shifted slice's, moved back), the fixed place being
+    moved with a 16 px shift (Grad-CAM correlation 0.96 with the shifted slice's, moved back;
+    ``scripts/mirror_check.py``), the fixed place being
     one in the head, not in the frame, so on those models the shift added nothing the mirror did not
     (docs/EXPLANATIONS.md, "A seventeenth lever").
     Equivariance as a training signal for class maps follows SEAM (Wang et al., CVPR 2020).

@@ -11,6 +11,11 @@ for the image and for its mirror image, and the second is mirrored back. Reporte
 - the share of peaks on the lesion's side of the image;
 - the correlation of the map with the mirrored-back map of the mirror image (1: the map moves with the
   anatomy; near 0: it stays where it was), with a bootstrap interval;
+- the same for a shift: the model input moved by two cells of the last convolution up, down, left and right (the
+  band uncovered filled with the background, :func:`core.train.shifted`), each map moved back and correlated with
+  the original on the cells both saw, on the map's own grid; the mean of the four. A convolutional network's map
+  follows a shift unless it keeps a class at one place in the frame; one that follows a shift and not a mirror
+  image keeps it at one place in the head;
 - the share of peaks inside the outline (the strict pointing game, no tolerance) for the image and for its
   mirror image;
 - the half-mirror test, on the images whose outline lies (at least 90% of it) on one side of the head's midline:
@@ -71,9 +76,36 @@ def half_mirror_test(loaded, tensor, mask, target: int) -> dict:
             "answer_healthy_side": loaded.class_names[int(np.argmax(healthy))]}
 
 
+#: How far the shift check moves the model input, in cells of the last convolution (16 px of a 128 px input).
+SHIFT_CELLS = 2
+
+
+def shift_correlation(loaded, tensor, target: int) -> float:
+    """The mean over four shifts (:data:`SHIFT_CELLS` up, down, left, right) of the correlation between the Grad-CAM
+    of ``tensor`` and that of the shifted input moved back, on the map cells both saw; nan if no shift gives two
+    maps that vary."""
+    from core.train import shifted
+
+    def raw(x):
+        return np.asarray(loaded.explainer.saliency(x, "gradcam", target, "last_conv"), np.float64)
+
+    tensor = np.asarray(tensor, np.float32)
+    original = raw(tensor)
+    stride = tensor.shape[1] // original.shape[0]
+    found = []
+    for dy, dx in ((SHIFT_CELLS, 0), (-SHIFT_CELLS, 0), (0, SHIFT_CELLS), (0, -SHIFT_CELLS)):
+        moved = shifted(tensor, dy * stride, dx * stride, fill=float(tensor.min())).numpy()
+        back = shifted(raw(moved)[None, ..., None], -dy, -dx).numpy()[0, ..., 0]
+        seen = shifted(np.ones((1, *original.shape, 1), np.float32), -dy, -dx).numpy()[0, ..., 0] > 0
+        a, b = original[seen], back[seen]
+        if a.std() > 0 and b.std() > 0:
+            found.append(float(np.corrcoef(a, b)[0, 1]))
+    return float(np.mean(found)) if found else float("nan")
+
+
 def check_one(loaded, scan, mask, target: int) -> dict:
-    """Grad-CAM of ``target`` for ``scan`` and for its mirror image (mirrored back), compared; then
-    :func:`half_mirror_test`."""
+    """Grad-CAM of ``target`` for ``scan`` and for its mirror image (mirrored back), compared; the same for shifts
+    (:func:`shift_correlation`); then :func:`half_mirror_test`."""
     def gradcam(tensor):
         return to_geometry(loaded.explainer.saliency(tensor, "gradcam", target, "last_conv"), scan.shape)
 
@@ -92,6 +124,7 @@ def check_one(loaded, scan, mask, target: int) -> dict:
         "lesion_right": bool(lesion_column > centre),
         "same_side": bool((peak[1] > centre) == (lesion_column > centre)),
         "correlation": float(np.corrcoef(flat, flat_back)[0, 1]) if spread > 0 else float("nan"),
+        "shift_correlation": shift_correlation(loaded, tensor, target),
         "hit": bool(mask[peak]),
         "hit_mirrored": bool(mask[peak_back]),
         **half_mirror_test(loaded, tensor, mask, target),
@@ -108,6 +141,7 @@ def summarise(rows: list[dict], names: list[str]) -> list[dict]:
         for key in ("peak_right", "lesion_right", "same_side", "hit", "hit_mirrored"):
             line[key] = float(np.mean([r[key] for r in group]))
         line["correlation"] = [round(v, 3) for v in loc.bootstrap_mean(correlations)]
+        line["shift_correlation"] = [round(v, 3) for v in loc.bootstrap_mean([r["shift_correlation"] for r in group])]
         one_sided = [r for r in group if r["lesion_one_side"] >= ONE_SIDED]
         line["one_sided"] = len(one_sided)
         for key in ("p", "p_lesion_side", "p_healthy_side"):
@@ -121,14 +155,19 @@ def summarise(rows: list[dict], names: list[str]) -> list[dict]:
 
 def markdown(summary: list[dict]) -> str:
     head = ["class", "n", "peaks right of centre", "outlines right of centre", "peak on the lesion's side",
-            "map vs mirrored-back map: correlation", "peak in the outline", "the same, mirrored image"]
+            "map vs mirrored-back map: correlation", "map vs shifted-back map: correlation", "peak in the outline",
+            "the same, mirrored image"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def interval(values) -> str:
+        mean, low, high = values
+        return f"{mean:.2f}" + ("" if np.isnan(low) else f" [{low:.2f}, {high:.2f}]")
+
     for s in summary:
-        mean, low, high = s["correlation"]
-        interval = "" if np.isnan(low) else f" [{low:.2f}, {high:.2f}]"
         lines.append("| " + " | ".join([
             s["class"], str(s["n"]), f"{s['peak_right']:.2f}", f"{s['lesion_right']:.2f}", f"{s['same_side']:.2f}",
-            f"{mean:.2f}{interval}", f"{s['hit']:.2f}", f"{s['hit_mirrored']:.2f}"]) + " |")
+            interval(s["correlation"]), interval(s["shift_correlation"]), f"{s['hit']:.2f}",
+            f"{s['hit_mirrored']:.2f}"]) + " |")
     head = ["class", f"outline {ONE_SIDED:.0%} on one side", "P(true class): slice", "composite with the lesion",
             "composite without it", "answers without the lesion", "true class kept without the lesion"]
     lines += ["", "Half-mirror test:", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
