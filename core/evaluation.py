@@ -367,8 +367,7 @@ def evaluate_localisation(loaded, images_dir, masks_dir, *, limit: int = 50, lay
         unit = "mm" if pixel_spacing is not None else "pixels"
 
         def scored(saliency):
-            return {**loc.localisation_scores(saliency, mask, spacing=pixel_spacing, tolerance_mm=tolerance_mm),
-                    "peak_distance": loc.peak_distance(saliency, mask, spacing=pixel_spacing),
+            return {**loc.outline_scores(saliency, mask, spacing=pixel_spacing, tolerance_mm=tolerance_mm),
                     "peak_distance_unit": unit}
 
         for method, layer in methods:

@@ -299,6 +299,14 @@ def localisation_scores(saliency: np.ndarray, mask: np.ndarray, *,
     }
 
 
+def outline_scores(saliency: np.ndarray, mask: np.ndarray, *, spacing: tuple[float, float] | None = None,
+                   tolerance_mm: float = 7.0) -> dict[str, float]:
+    """:func:`localisation_scores` and, as ``peak_distance``, :func:`peak_distance`: everything one map gets
+    against one outline, on a page or in ``explain-eval``."""
+    return {**localisation_scores(saliency, mask, spacing=spacing, tolerance_mm=tolerance_mm),
+            "peak_distance": peak_distance(saliency, mask, spacing=spacing)}
+
+
 # --------------------------------------------------------------------------------------------
 # 2. Baselines: maps that know nothing of the model, scored exactly like a method's map
 # --------------------------------------------------------------------------------------------

@@ -151,6 +151,7 @@ background, background_picture = display_picture(
     chosen.digest, frame, window, invert_display, voi,
     lambda: display_pixels(shrunk_frame(chosen, scan, frame, DISPLAY_SIDE), window, invert_display, voi=voi))
 tolerance = loc.pointing_tolerance(scan.shape, spacing=scan.spacing).describe() if mask is not None else ""
+distance_unit = "mm" if scan.spacing is not None else "pixels"  # of each map's peak-to-outline distance
 
 
 def full_background():
@@ -237,7 +238,7 @@ def one_method():
         shown_full = full_background() if mask.shape == scan.shape else background
         outline_scores(localisation(raw, mask, scan.spacing),
                        baseline_scores(chosen.digest, shown_full, mask, scan.spacing), tolerance,
-                       unit="mm" if scan.spacing is not None else "pixels")
+                       unit=distance_unit)
         outline_ablation_panel(loaded, scan, frame, mask, target, names, chosen.digest)
     trust_panel(loaded, tensor, raw, method, target, use_layer, names)
 
@@ -321,10 +322,9 @@ def side_by_side():
         baselines = baseline_scores(chosen.digest, full_background(), mask, scan.spacing)
         rows += [[name] + [scores[m] for m in (*loc.METRICS, "peak_distance")] for name, scores in baselines.items()]
         st.markdown("**Which method finds the finding?** Every method's localisation against the expert outline:")
-        unit = "mm" if scan.spacing is not None else "pixels"
         st.dataframe({"method": [r[0] for r in rows],
                       **{loc.LABELS[m]: [f"{r[j + 1]:.2f}" for r in rows] for j, m in enumerate(loc.METRICS)},
-                      f"peak to outline ({unit})": [f"{r[-1]:.1f}" if r[-1] == r[-1] else "–" for r in rows]},
+                      f"peak to outline ({distance_unit})": [f"{r[-1]:.1f}" if r[-1] == r[-1] else "–" for r in rows]},
                      hide_index=True, width="stretch")
         st.caption(f"{tolerance} Peak to outline: how far each map's hottest point lies from the outline, 0 on "
                    "it. A method that scores like the centre prior or the image intensity follows the head or the "

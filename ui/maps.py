@@ -88,14 +88,9 @@ def overlay_picture(background: np.ndarray, raw: np.ndarray, *, opacity: float, 
 
 def localisation(raw: np.ndarray, mask: np.ndarray, spacing) -> dict:
     """The four localisation scores of a map against an expert outline, at the scan's full resolution, and how far
-    its peak lies from the outline (``peak_distance``, :func:`core.localisation.peak_distance`)."""
+    its peak lies from the outline (:func:`core.localisation.outline_scores`)."""
     return remembered("localisation", digest(raw, mask, spacing),
-                      lambda: _scored(to_geometry(raw, mask.shape), mask, spacing))
-
-
-def _scored(saliency: np.ndarray, mask: np.ndarray, spacing) -> dict:
-    return {**loc.localisation_scores(saliency, mask, spacing=spacing),
-            "peak_distance": loc.peak_distance(saliency, mask, spacing=spacing)}
+                      lambda: loc.outline_scores(to_geometry(raw, mask.shape), mask, spacing=spacing))
 
 
 def baseline_scores(scan_digest: str, shown_full: np.ndarray, mask: np.ndarray, spacing) -> dict[str, dict]:
@@ -107,6 +102,6 @@ def baseline_scores(scan_digest: str, shown_full: np.ndarray, mask: np.ndarray, 
         priors = {"centre prior": loc.centre_prior(shape, spacing=spacing),
                   "image intensity": loc.intensity_prior(shown_full),
                   "random smooth map": loc.random_smooth_map(shape, seed=zlib.crc32(scan_digest.encode()))}
-        return {name: _scored(prior, mask, spacing) for name, prior in priors.items()}
+        return {name: loc.outline_scores(prior, mask, spacing=spacing) for name, prior in priors.items()}
 
     return remembered("baselines", digest(scan_digest, mask, spacing), compute)

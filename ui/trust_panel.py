@@ -118,8 +118,8 @@ def outline_scores(scores: dict, baselines: dict, tolerance: str, *, unit: str =
     distance = f"peak to outline ({unit})"
     st.dataframe({"": list(rows), **{loc.LABELS[m]: [f"{r[m]:.2f}" if r[m] == r[m] else "–" for r in rows.values()]
                                     for m in loc.METRICS},
-                  distance: [f"{r['peak_distance']:.1f}" if r.get("peak_distance", np.nan) == r.get("peak_distance")
-                             else "–" for r in rows.values()]}, hide_index=True, width="stretch")
+                  distance: [f"{r['peak_distance']:.1f}" if r["peak_distance"] == r["peak_distance"] else "–"
+                             for r in rows.values()]}, hide_index=True, width="stretch")
     not_beaten = [name for name, r in baselines.items() if scores["pointing_game"] <= r["pointing_game"]
                   and scores["energy"] <= r["energy"]]
     st.caption(f"{tolerance} Peak to outline: how far the map's hottest point lies from the outline, 0 on it, so a "
