@@ -45,6 +45,9 @@ def render_card(folder: str | Path) -> str:
         + (" Local evidence (`--local`): it and the two convolutions below it are 1 x 1, so each of its cells sees "
            "only a 33 px square of the input (BagNet-style), and the class must rest on patches of that size."
            if params.get("local") else "")
+        + (" Fine grid (`--fine-grid`): the small CNN's second pooling is left out, so it and the two convolutions "
+           "below it run at 1/4 scale and each of its cells sees a 53 px square of the input."
+           if params.get("fine") else "")
         + (f" Evidence head (`--no-finding {params['no_finding']}`): every other class's score is a sum of "
            "non-negative evidence (non-negative weights on the pooled features, no bias) and "
            f"{params['no_finding']}'s a learned constant, so a slice with nothing to show reads as "
@@ -85,6 +88,7 @@ def render_card(folder: str | Path) -> str:
         f"--recalibrate-bn {params.get('recalibrate_bn', 0)}{'' if params.get('degrade') else ' --no-degrade'}"
         f"{' --pooling ' + params['pooling'] if params.get('pooling', 'avg') != 'avg' else ''}"
         f"{' --local' if params.get('local') else ''}"
+        f"{' --fine-grid' if params.get('fine') else ''}"
         f"{' --no-finding ' + params['no_finding'] if params.get('no_finding') else ''}"
         f"{' --filled-interiors ' + params['filled_interiors'] if params.get('filled_interiors') else ''}"
         f"{' --filled-share %g' % params['filled_share'] if params.get('filled_interiors') and params.get('filled_share', 0.15) != 0.15 else ''}"

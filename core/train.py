@@ -47,6 +47,7 @@ class TrainConfig:
     degrade: bool = True  # blur, sharpening, gamma, contrast, noise, JPEG on every class (core.perturb)
     pooling: str = "avg"  # core.model.POOLINGS
     local: bool = False  # the small CNN's last three convolutions 1 x 1: each map cell sees a 33 px patch (core.model.LOCAL_FIELD)
+    fine: bool = False  # the small CNN without its second pooling: a last convolution at 1/4 scale (core.model.FINE_FIELD)
     no_finding: str | None = None  # a class that is the absence of any finding: the others scored by non-negative evidence (core.model.pooled_head)
     filled_interiors: str | None = None  # a class given extra training copies of images whose inside is filled in (filled_interiors)
     filled_share: float = 0.15  # with filled_interiors: how many copies, as a share of the training images
@@ -80,8 +81,8 @@ def train(config: TrainConfig, log=print) -> dict:
         raise ValueError("--head-mask and --rim-only are opposites; give one of them.")
     if config.strategy and config.upweight_errors_of:
         raise ValueError("--upweight-errors-of runs in one process; leave out --strategy.")
-    if config.local and config.backbone:
-        raise ValueError("--local shapes the small CNN's last convolutions; a --backbone keeps its own.")
+    if (config.local or config.fine) and config.backbone:
+        raise ValueError("--local and --fine-grid shape the small CNN's last convolutions; a --backbone keeps its own.")
     if config.no_finding and (config.backbone or config.pooling.startswith("classmap")):
         raise ValueError("--no-finding builds the small CNN's evidence head: give it --pooling avg or avg+max and no "
                          "--backbone.")
@@ -222,7 +223,7 @@ def train(config: TrainConfig, log=print) -> dict:
             f"{model.get_layer('last_conv').output.shape[1]} x {model.get_layer('last_conv').output.shape[2]}")
     else:
         model = build_model(config.input_size, n_classes, width=config.width, name=spec["name"],
-                            pooling=config.pooling, local=config.local,
+                            pooling=config.pooling, local=config.local, fine=config.fine,
                             no_finding=names.index(config.no_finding) if config.no_finding else None)
     initialised = None
     if config.init_from:

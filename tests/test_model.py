@@ -44,17 +44,23 @@ def test_build_model_is_a_flat_functional_cnn():
     assert model.get_layer(LAST_CONV).output.shape[1:3] == (8, 8)  # 1/8 of the input
 
 
-@pytest.mark.parametrize("local", [True, False])
-def test_a_local_model_s_last_convolution_cells_see_only_their_own_patch(real_batch, local):
+@pytest.mark.parametrize("kind", ["local", "usual", "fine"])
+def test_a_last_convolution_cell_sees_its_stated_square(real_batch, kind):
     """``--local``: a bright dot in one corner of a real film changes only the last-convolution cells whose
     33 px square holds it, so a map cell's evidence lies in its own patch; the usual model's cells see
-    81 px and the dot reaches cells four cells away. The names the page and the outlier check read stay."""
+    81 px and the dot reaches cells four cells away. ``--fine-grid``: without the second pooling the last
+    convolution has twice the cells a side (16 for a 64 px input), each seeing 53 px, so the dot at pixels
+    0-1 reaches cells 0 to 6 (cell i of stride 4 starts at 4 i + 1.5 - 53 / 2). The names the page and the
+    outlier check read stay."""
     import keras
 
+    from core.model import FINE_FIELD
+
     keras.utils.set_random_seed(5)
-    model = build_model(64, 2, width=8, pooling="avg+max", local=local)
+    model = build_model(64, 2, width=8, pooling="avg+max", local=kind == "local", fine=kind == "fine")
     assert type(model).__name__ == "Functional" and conv_layer_names(model)[-1] == LAST_CONV
     assert outlier_layers(model) == ["pooled", "conv2b_relu"]
+    assert model.get_layer(LAST_CONV).output.shape[1:3] == ((16, 16) if kind == "fine" else (8, 8))
     features = keras.Model(model.input, model.get_layer(LAST_CONV).output)
     image = np.asarray(keras.ops.image.resize(real_batch[:1], (64, 64)))
     dotted = image.copy()
@@ -62,10 +68,13 @@ def test_a_local_model_s_last_convolution_cells_see_only_their_own_patch(real_ba
     changed = np.argwhere(np.abs(features(dotted).numpy() - features(image).numpy())[0].max(axis=-1) > 1e-6)
     assert len(changed) and changed.min(axis=0).tolist() == [0, 0]
     reach = changed.max(axis=0)  # cell i of stride 8 starts seeing pixels at 8 i + 3.5 - LOCAL_FIELD / 2
-    if local:
+    if kind == "local":
         assert reach.tolist() == [1, 1] and LOCAL_FIELD == 33
+    elif kind == "fine":
+        assert reach.tolist() == [6, 6] and FINE_FIELD == 53
     else:
         assert reach.min() >= 4
+
 
 def test_the_evidence_head_reads_no_finding_when_nothing_fires_and_keeps_its_weights_non_negative(tmp_path, real_batch):
     """``--no-finding``: each other class's score is a sum of non-negative evidence with no bias and the no-finding
