@@ -83,6 +83,8 @@ def train(config: TrainConfig, log=print) -> dict:
         raise ValueError("--upweight-errors-of runs in one process; leave out --strategy.")
     if (config.local or config.fine) and config.backbone:
         raise ValueError("--local and --fine-grid shape the small CNN's last convolutions; a --backbone keeps its own.")
+    if config.local and config.fine:
+        raise ValueError("--local and --fine-grid give the last convolution's cells different squares; give one of them.")
     if config.no_finding and (config.backbone or config.pooling.startswith("classmap")):
         raise ValueError("--no-finding builds the small CNN's evidence head: give it --pooling avg or avg+max and no "
                          "--backbone.")

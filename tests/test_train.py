@@ -218,15 +218,21 @@ def test_head_mask_and_rim_only_are_refused_together(data_dir, tmp_path):
         train(config, log=lambda line: None)
 
 
-@pytest.mark.parametrize("shape", [{"local": True}, {"fine": True}])
-def test_local_evidence_and_the_fine_grid_are_refused_on_a_pretrained_backbone(data_dir, tmp_path, shape):
-    """``--local`` and ``--fine-grid`` shape the small CNN's last convolutions; a backbone keeps its own, so the
-    pair is refused before anything is read or written."""
+@pytest.mark.parametrize("shape, message", [
+    ({"local": True, "backbone": "efficientnet-lite0"}, "--local and --fine-grid shape the small CNN"),
+    ({"fine": True, "backbone": "efficientnet-lite0"}, "--local and --fine-grid shape the small CNN"),
+    ({"local": True, "fine": True}, "give one of them"),
+])
+def test_local_evidence_and_the_fine_grid_are_refused_on_a_pretrained_backbone_and_together(data_dir, tmp_path,
+                                                                                            shape, message):
+    """``--local`` and ``--fine-grid`` shape the small CNN's last convolutions; a backbone keeps its own, and the
+    two give a cell different squares (33 and 53 px, which the card states), so either pair is refused before
+    anything is read or written."""
     from core.train import TrainConfig, train
 
     config = TrainConfig(task="brain_mri", data=str(data_dir / "brain_mri" / "Training"), out=str(tmp_path / "run"),
-                         backbone="efficientnet-lite0", **shape, **TINY)
-    with pytest.raises(ValueError, match="--local and --fine-grid shape the small CNN"):
+                         **shape, **TINY)
+    with pytest.raises(ValueError, match=message):
         train(config, log=lambda line: None)
     assert not (tmp_path / "run").exists()
 
