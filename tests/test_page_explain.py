@@ -409,6 +409,22 @@ def routed_models(models_root):
     return models
 
 
+def test_the_reason_for_the_model_says_whether_a_sample_is_one_of_its_cases(app):
+    """The first sample, pydicom-data's adult chest radiograph, only shows the kind of scan the chest model reads
+    (the outlier check may then find it unlike the children's films the model learned from); a curated chest film
+    comes from the model's own dataset. The reason under the model picker says which, never both."""
+    def reason(at):
+        (why,) = [c for c in caption_text(at).splitlines() if c.startswith("Chosen for this scan:")]
+        return why
+
+    at = go(app, "explain")
+    assert not at.exception
+    assert "Chest X-ray" in reason(at) and reason(at).endswith("but is not from its dataset.")
+    at = go(pick_sample(go(at, "scan"), "viral pneumonia"), "explain")
+    assert_clean(at)
+    assert "Chest X-ray" in reason(at) and reason(at).endswith("model's cases.")
+
+
 def test_issue_13_sequence_chest_film_glioma_upload_then_chest_sample(app, models_root, data_dir):
     """As a new user did in issue 13: a chest film, then an uploaded glioma MRI (routed to the brain model, and
     the page says why), then the Chest X-ray sample again (back to the chest model, a chest class)."""

@@ -130,7 +130,10 @@ def suggested_route(chosen, scan) -> Route | None:
     if chosen.model:
         entry = next((e for e in entries if e.task == chosen.model), None)
         if entry is not None:
-            return Route(entry.folder, f"this sample is one of the {entry.title} model's cases.")
+            # A curated case comes from the model's own dataset (its set names a source); a pydicom-data file
+            # only shows the kind of scan the model reads, and may still fail its outlier check.
+            return Route(entry.folder, f"this sample is one of the {entry.title} model's cases." if chosen.source else
+                         f"this sample shows what the {entry.title} model reads, but is not from its dataset.")
     routes = st.session_state.setdefault(Keys.ROUTES, {})
     key = (chosen.digest, tuple(e.folder for e in entries))
     if key not in routes:
