@@ -364,7 +364,7 @@ def evaluate_localisation(loaded, images_dir, masks_dir, *, limit: int = 50, lay
         shown = display_image(scan.frame(), scan.window, scan.invert, voi=scan.voi)
         ablated = outline_ablation(loaded, scan, mask, target, body=loc.foreground(shown), probabilities=probabilities)
         ablations.append(base | {k: v for k, v in ablated.items() if k not in ("control", "filled")})
-        unit = "mm" if pixel_spacing is not None else "pixels"
+        unit = loc.peak_distance_unit(pixel_spacing)
 
         def scored(saliency):
             return {**loc.outline_scores(saliency, mask, spacing=pixel_spacing, tolerance_mm=tolerance_mm),

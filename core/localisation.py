@@ -196,6 +196,11 @@ def peak_distance(saliency: np.ndarray, mask: np.ndarray, *, spacing: tuple[floa
     return float(distance[saliency == top].mean())
 
 
+def peak_distance_unit(spacing: tuple[float, float] | None) -> str:
+    """The unit :func:`peak_distance` measures in for this pixel spacing: "mm", or "pixels" where it is unknown."""
+    return "mm" if spacing is not None else "pixels"
+
+
 def energy_pointing_game(saliency: np.ndarray, mask: np.ndarray) -> float:
     """Share of the map's positive saliency that falls inside the mask.
 

@@ -151,7 +151,7 @@ background, background_picture = display_picture(
     chosen.digest, frame, window, invert_display, voi,
     lambda: display_pixels(shrunk_frame(chosen, scan, frame, DISPLAY_SIDE), window, invert_display, voi=voi))
 tolerance = loc.pointing_tolerance(scan.shape, spacing=scan.spacing).describe() if mask is not None else ""
-distance_unit = "mm" if scan.spacing is not None else "pixels"  # of each map's peak-to-outline distance
+distance_unit = loc.peak_distance_unit(scan.spacing)  # of each map's peak-to-outline distance
 
 
 def full_background():

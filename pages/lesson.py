@@ -7,7 +7,7 @@ import json
 import numpy as np
 import streamlit as st
 
-from core.localisation import localisation_scores, peak_distance
+from core.localisation import outline_scores, peak_distance_unit
 from core.model import ModelError
 from core.predict import out_of_range_sentence, predict_tensors
 from core.render import display_image
@@ -256,9 +256,9 @@ def takeaway(loaded, scan, sample, folder, probs, predicted, truth, mask, case) 
              + ("it was right." if right else "it was **wrong**" + (", and sure of itself." if probs[predicted] >= 0.8
                                                                    else "."))]
     if mask is not None:
-        scores = localisation_scores(result.on_scan, mask, spacing=scan.spacing)
-        distance = peak_distance(result.on_scan, mask, spacing=scan.spacing)
-        away = (f" ({distance:.0f} {'mm' if scan.spacing is not None else 'pixels'} from it)"
+        scores = outline_scores(result.on_scan, mask, spacing=scan.spacing)
+        distance = scores["peak_distance"]
+        away = (f" ({distance:.0f} {peak_distance_unit(scan.spacing)} from it)"
                 if distance == distance and distance > 0 else "")
         lines.append(f"Its Grad-CAM peak landed {'on' if scores['pointing_game'] == 1 else 'off'} the radiologists' "
                      f"outline{away}, and {scores['energy']:.0%} of the map's weight lies inside it.")
@@ -513,11 +513,9 @@ def skull_lesson() -> None:
                            "radiologists' outline (green).")
         with right:
             if mask is not None:
-                scores = localisation_scores(reading.on_scan, mask, spacing=scan.spacing)
+                scores = outline_scores(reading.on_scan, mask, spacing=scan.spacing)
                 st.metric("Peak on the tumour (within 7 mm)", "yes" if scores["pointing_game"] else "no")
-                distance = peak_distance(reading.on_scan, mask, spacing=scan.spacing)
-                unit = "mm" if scan.spacing is not None else "px"
-                st.metric("Peak to the outline", f"{distance:.0f} {unit}",
+                st.metric("Peak to the outline", f"{scores['peak_distance']:.0f} {peak_distance_unit(scan.spacing)}",
                           help="How far the map's hottest point lies from the nearest outlined pixel: 0 on the "
                                "tumour, and a near miss reads as one.")
                 st.metric("Share of the map inside the outline", f"{scores['energy']:.0%}")
