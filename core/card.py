@@ -105,6 +105,7 @@ def render_card(folder: str | Path) -> str:
         f"{' --init-from ' + params['init_from'] if params.get('init_from') else ''}"
         f"{' --upweight-errors-of ' + params['upweight_errors_of'] if params.get('upweight_errors_of') else ''}"
         f"{' --upweight %d' % params['upweight'] if params.get('upweight_errors_of') else ''}"
+        f"{' --balance-by ' + params['balance_by'] if params.get('balance_by') else ''}"
         f"{' --backbone ' + params['backbone'] if params.get('backbone') else ''}"
         f"{' --backbone-stages %d' % params['backbone_stages'] if params.get('backbone_stages', 7) != 7 else ''}"
         f"{' --freeze-backbone --feature-views %d' % params['feature_views'] if params.get('freeze_backbone') else ''}"
@@ -134,6 +135,7 @@ def render_card(folder: str | Path) -> str:
               else "the convolutions and their batch norms); the head was trained anew.")]
           if params.get("initialised_from") else []),
         *([_upweighted_line(params["upweighted"])] if params.get("upweighted") else []),
+        *([_balanced_line(params["balanced"])] if params.get("balanced") else []),
         *([f"- Flip equivariance (`--equivariance {params['equivariance']:g}`): a quarter of each training batch also "
            "seen mirrored left to right, the loss adding that weight times how far the last convolution's maps of the "
            "mirrored images are from the mirror image of the originals' (maps that move with the anatomy)."]
@@ -156,8 +158,9 @@ def render_card(folder: str | Path) -> str:
            f"body part filled in from its rim (its outer {params['filled']['erode']:g} of the radius kept), labelled "
            f"{params['filled']['class']}."] if params.get("filled") else []),
         f"- {len(_history_rows(folder))} epochs run (early stopping on `{params.get('monitor')}`), "
-        f"{float(params.get('train_seconds', 0)) / 60:.1f} minutes on a 2-core CPU, Adam with cosine decay, class "
-        "weights for imbalance, augmentation: "
+        f"{float(params.get('train_seconds', 0)) / 60:.1f} minutes on a 2-core CPU, Adam with cosine decay, "
+        + ("classes balanced within groups (above)" if params.get("balanced") else "class weights for imbalance")
+        + ", augmentation: "
         + ("the mirrored views above" if (params.get("frozen_backbone") or {}).get("view_kind") == "mirror" else
            "small shifts, rotations, zoom and contrast" + (", horizontal flips" if info.get("flip") else "")) +
         f"{', CutMix on %d%% of the training images (a random box from another image, labels mixed by area)' % round(100 * params['cutmix']) if params.get('cutmix') else ''}"
@@ -366,6 +369,15 @@ def _frozen_text(frozen: dict) -> str:
                "each cell of the class maps scored as a classifier of its own, positive inside a box, negative "
                f"outside it (weight {frozen['box_outside_weight']:g}) and everywhere on images of the other classes, "
                "added to the image's loss." if frozen.get("box_loss") else ""))
+
+
+def _balanced_line(balanced: dict) -> str:
+    """The card's line for ``train --balance-by``: each group's images per class and their loss weights."""
+    groups = "; ".join(f"{g} {'/'.join(str(n) for n in e['n'])} images, weights "
+                       + "/".join(f"{w:.2f}" for w in e["weight"]) for g, e in balanced["groups"].items())
+    return (f"- Balanced within groups (`--balance-by {','.join(balanced['by'])}`): each class weighs the same within "
+            f"each group, every group keeping its share of the loss, in place of class weights over the whole set "
+            f"(per class, in class order: {groups}; groups under 20 images or lacking a class pooled as 'other').")
 
 
 def _upweighted_line(upweighted: dict) -> str:

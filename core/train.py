@@ -72,6 +72,7 @@ class TrainConfig:
     init_from: str | None = None  # a model folder whose layers of the same name and shape start this training
     upweight_errors_of: str | None = None  # a model folder (e.g. a shortcut-only model): repeat the training images it gets wrong
     upweight: int = 5  # how many times each of those images is seen per epoch (Just Train Twice's upsampling)
+    balance_by: str | None = None  # comma-separated subgroup columns (e.g. body parts): classes weighed equally within each group (data.group_balanced_weights)
     strategy: str | None = None  # "mirrored" | "multiworker" (core.multiworker); None: one process, no tf.distribute
 
 
@@ -112,6 +113,11 @@ def train(config: TrainConfig, log=print) -> dict:
                              "--equivariance and --strategy.")
         if not (config.healthy or config.no_finding):
             raise ValueError("--half-mirrors needs the class without a lesion: give --healthy CLASS (or --no-finding).")
+    if config.balance_by and (config.freeze_backbone or config.upweight_errors_of or config.filled_interiors
+                              or config.half_mirrors or config.equivariance or config.cutmix or config.strategy):
+        raise ValueError("--balance-by weighs each training image once in one process; leave out --freeze-backbone, "
+                         "--upweight-errors-of, --filled-interiors, --half-mirrors, --equivariance, --cutmix and "
+                         "--strategy.")
     if config.tune_blocks and not config.freeze_backbone:
         raise ValueError("--tune-blocks trains the last blocks above cached features: give it --freeze-backbone.")
     if config.freeze_backbone:
@@ -233,6 +239,22 @@ def train(config: TrainConfig, log=print) -> dict:
         log(f"started from {config.init_from}: {len(initialised['layers'])} layers' weights copied "
             f"({', '.join(initialised['layers'])})")
     weights = data_mod.class_weights(y_train, n_classes)
+    balanced = sample_weight = None
+    if config.balance_by:
+        columns = [c.strip() for c in config.balance_by.split(",") if c.strip()]
+        listed = list((spec.get("subgroups") or {}).get("columns", []))
+        unknown = [c for c in columns if c not in listed]
+        if not columns or unknown:
+            raise ValueError(f"--balance-by names columns of the task's subgroups ({', '.join(listed) or 'none'}), "
+                             f"not {', '.join(unknown) or 'nothing'}.")
+        rows = data_mod.index_rows(dataset, spec["subgroups"]["index"], train_items, columns)
+        groups = ["+".join(c for c in columns if r[c] not in ("", "0")) or "none" for r in rows]
+        sample_weight, summary = data_mod.group_balanced_weights(y_train, groups, n_classes)
+        balanced = {"by": columns, "groups": summary}
+        weights = None  # the sample weights balance the classes too
+        log(f"classes balanced within each group of {', '.join(columns)}: "
+            + "; ".join(f"{g} {class_counts(dict(zip(names, e['n'])))}, weights "
+                        + " / ".join(f"{w:.2f}" for w in e["weight"]) for g, e in summary.items()))
     monitor = "val_auc" if n_classes == 2 else "val_accuracy"
     frozen = None
     if config.freeze_backbone:
@@ -253,7 +275,7 @@ def train(config: TrainConfig, log=print) -> dict:
         endless = not tf.distribute.has_strategy()  # a strategy shards the input itself: one pass an epoch there
         train_ds = data_mod.make_tf_dataset(x_seen, y_seen, n_classes, batch_size=config.batch_size, training=True,
                                             augment=augment, degrade=degrade, mix=mix, seed=config.seed,
-                                            repeat=endless)
+                                            repeat=endless, sample_weight=sample_weight)
         val_ds = data_mod.make_tf_dataset(x_val, y_val, n_classes, batch_size=64, training=False)
         train_ds, val_ds = _sharded(train_ds), _sharded(val_ds)  # for tf.distribute; unchanged in one process
         half = None
@@ -278,6 +300,7 @@ def train(config: TrainConfig, log=print) -> dict:
               "pipeline": pipeline.to_dict(), "model_parameters": int(model.count_params()),
               **({"initialised_from": initialised} if initialised else {}),
               **({"upweighted": upweighted} if upweighted else {}),
+              **({"balanced": balanced} if balanced else {}),
               **({"filled": filled} if filled else {}),
               **({"frozen_backbone": frozen} if frozen else {})}
     info = {
@@ -1074,10 +1097,11 @@ def calibrate_run(model_dir: str | Path, data_dir: str | Path, log=print) -> dic
     x_val, y_val = data_mod.prepare_arrays(val_items, loaded.pipeline)
 
     raw = loaded.uncalibrated(x_val)
-    # Trained here with inverse-frequency class weights: its probabilities assume equally common classes.
+    # Trained here with inverse-frequency class weights (or classes balanced within groups, --balance-by): its
+    # probabilities assume equally common classes.
     y_train = np.array([item.label for item in train_items])
     prior = (np.bincount(y_train, minlength=len(loaded.class_names)) / max(len(y_train), 1)
-             if params.get("class_weights") and len(y_train) else None)
+             if (params.get("class_weights") or params.get("balanced")) and len(y_train) else None)
     temperature = fit_temperature(raw, y_val, prior)
 
     layers = outlier_layers(loaded.model)

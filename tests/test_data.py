@@ -12,7 +12,7 @@ from PIL import Image
 
 from core.data import (
     cutmix_batch,
-    _linked_groups, class_weights, group_key, index_rows, item_key, list_dataset, list_for_spec, make_tf_dataset,
+    _linked_groups, class_weights, group_balanced_weights, group_key, index_rows, item_key, list_dataset, list_for_spec, make_tf_dataset,
     prepare_arrays, prepare_image, split_by_group, split_dataset, split_from_record,
 )
 from core.io import ScanError
@@ -149,6 +149,26 @@ def test_class_weights_balance_the_loss():
     assert class_weights(np.array([0, 0]), 2)[1] == pytest.approx(1.0)  # absent class: no division by zero
 
 
+def test_group_balanced_weights_give_each_class_the_same_weight_within_each_group():
+    """A group whose base rate differs (leg films rarely fractured, hand films often) tells the loss nothing about the
+    class once each class weighs the same inside it; each group keeps its share, small groups are pooled."""
+    labels = np.array([0] * 90 + [1] * 10 + [0] * 20 + [1] * 40 + [0] * 5 + [1] * 1 + [1] * 25)
+    groups = ["leg"] * 100 + ["hand"] * 60 + ["hip"] * 6 + ["hand+hip"] * 25
+    weights, summary = group_balanced_weights(labels, groups, 2)
+    assert weights.shape == labels.shape and weights.mean() == pytest.approx(1.0)
+    kept = np.asarray(groups)
+    for group, size in (("leg", 100), ("hand", 60)):
+        inside = kept == group
+        by_class = [weights[inside & (labels == c)].sum() for c in (0, 1)]
+        assert by_class[0] == pytest.approx(by_class[1])  # the classes weigh the same inside the group
+        assert sum(by_class) == pytest.approx(size)  # the group keeps its share of the loss
+    # "hip" is too small and "hand+hip" lacks a class: both pooled into "other", balanced there
+    assert set(summary) == {"hand", "leg", "other"} and summary["other"]["n"] == [5, 26]
+    other = np.isin(kept, ["hip", "hand+hip"])
+    assert weights[other & (labels == 0)].sum() == pytest.approx(weights[other & (labels == 1)].sum())
+    assert summary["leg"]["weight"][1] == pytest.approx(weights[100 - 1], rel=1e-3)  # the summary's weights are the images'
+
+
 def test_prepare_arrays_and_tf_dataset(chest_dir):
     dataset = list_dataset(chest_dir, limit_per_class=3)
     pipeline = Pipeline(input_size=32)
@@ -171,6 +191,16 @@ def test_prepare_arrays_and_tf_dataset(chest_dir):
     assert endless.options().autotune.enabled is False
     assert make_tf_dataset(x, y, 2, batch_size=4, training=False).options().autotune.enabled is False
     assert make_tf_dataset(x, y, 2, training=True, autotune=True).options().autotune.enabled is not False
+    # Sample weights ride along as each element's third part, through the augmentation, shuffled with their image
+    weights = np.arange(1, 7, dtype=np.float32)
+    weighted = list(make_tf_dataset(x, y, 2, batch_size=4, training=True, sample_weight=weights, seed=2,
+                                    degrade=lambda batch: batch, augment=lambda batch, training: batch))
+    assert all(len(batch) == 3 for batch in weighted)
+    for images, _, w in weighted:
+        for image, weight in zip(images.numpy(), w.numpy()):
+            assert np.array_equal(image, x[int(weight) - 1])
+    with pytest.raises(ValueError, match="a mixed image has two weights"):
+        make_tf_dataset(x, y, 2, training=True, sample_weight=weights, mix=lambda a, b: (a, b))
 
 
 def test_cutmix_pastes_a_box_of_another_real_image_and_mixes_the_labels_by_its_area(chest_dir):

@@ -482,6 +482,40 @@ def test_a_clahe_model_records_and_reloads_its_contrast_step(data_dir, tmp_path)
     assert "--contrast clahe" in card and "(CLAHE) evens out local contrast" in card
 
 
+def test_balance_by_weighs_the_classes_equally_within_each_body_part(data_dir, tmp_path):
+    """``train --balance-by hand,leg,hip,shoulder`` on real FracAtlas films: the loss weights come from the index's
+    body-part columns, each class weighing the same within each body part, in place of class weights; the run's
+    params and its card record it; other columns and combinations are refused."""
+    from core import data as data_mod
+    from core.tasks import load_spec
+    from core.train import TrainConfig, train
+
+    folder, lines = tmp_path / "fracture", []
+    images = str(data_dir / "fracatlas" / "images")
+    train(TrainConfig(task="fracture", data=images, out=str(folder), balance_by="hand,leg,hip,shoulder", **TINY),
+          log=lines.append)
+    params = read_json(folder / "params.json")
+    assert params["class_weights"] is None and params["balanced"]["by"] == ["hand", "leg", "hip", "shoulder"]
+    # The groups' counts are the training films' own, read from the index
+    spec = load_spec("fracture")
+    dataset = data_mod.list_for_spec(images, spec, limit_per_class=TINY["limit_per_class"])
+    items, _ = data_mod.split_dataset(dataset, spec["split"], validation_fraction=0.15, seed=0)
+    groups = params["balanced"]["groups"]
+    assert sum(sum(g["n"]) for g in groups.values()) == len(items)
+    for entry in groups.values():  # each class's images weigh the same in total within the group
+        assert entry["n"][0] * entry["weight"][0] == pytest.approx(entry["n"][1] * entry["weight"][1], rel=0.01)
+    assert any(line.startswith("classes balanced within each group of hand, leg, hip, shoulder") for line in lines)
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "--balance-by hand,leg,hip,shoulder" in card and "Balanced within groups" in card
+    assert "classes balanced within groups (above)" in card and "class weights for imbalance" not in card
+    with pytest.raises(ValueError, match="names columns of the task's subgroups"):
+        train(TrainConfig(task="fracture", data=images, out=str(tmp_path / "x"), balance_by="frontal", **TINY),
+              log=lambda line: None)
+    with pytest.raises(ValueError, match="--balance-by weighs each training image once"):
+        train(TrainConfig(task="fracture", data=images, out=str(tmp_path / "y"), balance_by="hand", cutmix=0.5,
+                          **TINY), log=lambda line: None)
+
+
 def test_upweight_errors_repeats_the_training_images_another_model_gets_wrong(tiny_run, chest_dir, tmp_path):
     """``train --upweight-errors-of FOLDER --upweight K`` (Just Train Twice): the training images that folder's
     model gets wrong, through its own pipeline, are seen K times per epoch; the run, its card and a refusal of a
