@@ -34,6 +34,7 @@ class Run:
     history: dict = field(default_factory=dict)  # column -> list of floats, one per epoch
     is_default: bool = False
     info: dict = field(default_factory=dict)  # the run's model.json, once written
+    localisation: dict = field(default_factory=dict)  # read_localisation: where its maps point, once measured
 
     @property
     def title(self) -> str:
@@ -66,17 +67,50 @@ class Run:
             "run": self.run_id,
             "task": self.task,
             "default model": "yes" if self.is_default else "",
+            "val accuracy": _round(self.metrics.get("accuracy")),
+            "val AUC": _round(self.metrics.get("auc")),
+            "Grad-CAM pointing": _round(self.localisation.get("pointing"), 3),
+            "centre prior": _round(self.localisation.get("centre"), 3),
+            "ECE": _round(self.metrics.get("calibration", {}).get("ece")),
             "status": "finished" if self.finished else "no metrics yet",
             "epochs": self.epochs,
             "kept epoch": self.kept_epoch,
             "seed": self.params.get("seed"),
             "input size": self.params.get("input_size"),
             "train / validation": f"{self.params.get('n_train', '?')} / {self.params.get('n_validation', '?')}",
-            "val accuracy": _round(self.metrics.get("accuracy")),
-            "val AUC": _round(self.metrics.get("auc")),
-            "ECE": _round(self.metrics.get("calibration", {}).get("ece")),
             "minutes": _round(self.params["train_seconds"] / 60, 1) if self.params.get("train_seconds") else None,
         }
+
+
+#: The files ``python -m core explain-eval ... --json`` wrote into a run's folder, one per set of outlined images.
+LOCALISATION_FILES = "localisation_*.json"
+
+
+def read_localisation(folder: Path) -> dict:
+    """Where a run's Grad-CAM points on outlined images it never trained on, from the ``explain-eval --json``
+    output saved in its folder (``localisation_unseen.json``, ``localisation_valid.json``): the pointing game over
+    all images, its 95% interval, the share of the map's energy inside the outline and the same game for a fixed
+    blob in the image centre (the baseline a map must beat). Files measured on images the model trained on
+    (``subset = seen_in_training``) are passed over; {} when no file holds a Grad-CAM row."""
+    for path in sorted(folder.glob(LOCALISATION_FILES)):
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if "seen_in_training" in str(report.get("subset", "")) or not isinstance(report.get("groups"), list):
+            continue
+        rows = {(g.get("method"), g.get("layer")): g for g in report["groups"] if g.get("class") == "all"}
+        layers = [layer for method, layer in rows if method == "gradcam"]
+        if not layers:
+            continue
+        layer = next((name for name in report.get("layers") or [] if name in layers), layers[0])
+        found = rows[("gradcam", layer)]["metrics"]
+        centre = (rows.get(("baseline:centre", None)) or {}).get("metrics", {}).get("pointing_game", {})
+        return {"file": path.name, "subset": str(report.get("subset", "")), "layer": layer,
+                "n": found["pointing_game"].get("n"), "pointing": found["pointing_game"]["mean"],
+                "low": found["pointing_game"].get("low"), "high": found["pointing_game"].get("high"),
+                "energy": (found.get("energy") or {}).get("mean"), "centre": centre.get("mean")}
+    return {}
 
 
 def _round(value, digits: int = 4):
@@ -114,7 +148,8 @@ def load_run(path: str | Path, root: str | Path | None = None) -> Run:
     # models/<task>/ or runs/<task>/<run>/: the folder names the task until params.json exists.
     task = info.get("task") or params.get("task") or (path.name if is_default else path.parent.name)
     return Run(path=path, run_id=run_id, task=task, params=params, metrics=metrics,
-               history=read_history(path / "history.csv"), is_default=is_default, info=info)
+               history=read_history(path / "history.csv"), is_default=is_default, info=info,
+               localisation=read_localisation(path))
 
 
 def list_runs(root: str | Path | None = None, task: str | None = None) -> list[Run]:

@@ -45,6 +45,12 @@ READ_SUBGROUPS = ("The same validation images split by a column of the dataset's
                   "one threshold does not serve the groups alike, and a feature like metal or body part may be "
                   "carrying the score. Few images in a group make its figures uncertain; an empty AUC means the "
                   "group holds one class only.")
+READ_EVIDENCE = ("Each dot is one run of this model: across, how often it is right on its validation images; up, how "
+                 "often its Grad-CAM map's peak lands on the lesion on outlined images it never trained on (the "
+                 "pointing game, with its 95% interval). Only dots above the dotted line, a fixed blob in the image "
+                 "centre, point at the lesion better than a guess that ignores the image: a dot far right and low is "
+                 "right for the wrong reasons. Measured with `python -m core explain-eval`; runs not measured are "
+                 "left out.")
 READ_CALIBRATION = ("If the model is well calibrated the dots lie on the diagonal — of the images given 80 % "
                     "confidence, about 80 % turn out right; dots below the line mean over-confidence, the grey "
                     "bars count the images in each bin, and the ECE is the count-weighted mean gap.")
@@ -88,6 +94,47 @@ def log_ticks(low: float, high: float) -> list[float]:
     first = max(t for t in steps if t <= low * (1 + 1e-9))
     last = min(t for t in steps if t >= high * (1 - 1e-9))
     return [t for t in steps if first <= t <= last]
+
+
+def evidence_figure(runs: list[Run]) -> go.Figure | None:
+    """Right answer against right place: validation AUC (binary) or accuracy across, Grad-CAM's pointing game on
+    outlined images up, one dot per measured run (the default a star), the centre blob's score as a dotted line."""
+    measured = [run for run in runs if run.localisation and run.finished]
+    if not measured:
+        return None
+    binary = all(len(run.metrics.get("class_names", [])) == 2 for run in measured)
+    score = "AUC" if binary else "accuracy"
+
+    def x(run: Run):
+        return run.metrics.get("auc") if binary else run.metrics.get("accuracy")
+
+    fig = go.Figure()
+    for default in (False, True):
+        group = [run for run in measured if run.is_default == default and x(run) is not None]
+        if not group:
+            continue
+        pointing = [run.localisation["pointing"] for run in group]
+        fig.add_trace(go.Scatter(
+            x=[x(run) for run in group], y=pointing, mode="markers", name="default model" if default else "other runs",
+            marker=dict(symbol="star" if default else "circle", size=16 if default else 9,
+                        color=COLOURS[1] if default else COLOURS[0]),
+            error_y=dict(type="data", symmetric=False,
+                         array=[(run.localisation.get("high") or p) - p for run, p in zip(group, pointing)],
+                         arrayminus=[p - (run.localisation.get("low") or p) for run, p in zip(group, pointing)],
+                         thickness=1, width=0),
+            customdata=[[run.run_id, run.localisation.get("n"), run.localisation.get("layer")] for run in group],
+            hovertemplate=f"%{{customdata[0]}}<br>validation {score} %{{x:.3f}}<br>Grad-CAM peak on the lesion: "
+                          "%{y:.2f} of %{customdata[1]} images (layer %{customdata[2]})<extra></extra>"))
+    centres = [run.localisation["centre"] for run in measured if run.localisation.get("centre") is not None]
+    if centres:
+        centre = max(set(centres), key=centres.count)  # the same outlined images give every run the same blob
+        fig.add_hline(y=centre, line=dict(color="grey", dash="dot"), annotation_text=f"centre blob {centre:.2f}",
+                      annotation_position="top left")
+    fig.update_layout(title=f"Validation {score} against Grad-CAM pointing", height=420, margin=dict(l=10, r=10, t=40, b=10),
+                      legend=LEGEND_BELOW)
+    fig.update_xaxes(title=f"validation {score}")
+    fig.update_yaxes(title="Grad-CAM pointing game", range=[0, 1])
+    return fig
 
 
 def confusion_figure(run: Run) -> go.Figure:
@@ -277,7 +324,15 @@ task_runs = {run.run_id: run for run in runs if run.task == task}
 st.dataframe(pd.DataFrame([run.summary() for run in task_runs.values()]).drop(columns="task"), hide_index=True,
              column_config={"run": st.column_config.TextColumn("run", width="large")})
 st.caption("One row per training run of this model; the default model is the one the other pages use, and "
-           "“no metrics yet” means the run is still training or stopped before its end.")
+           "“no metrics yet” means the run is still training or stopped before its end. Grad-CAM pointing: the "
+           "share of outlined images the run never trained on where its map's peak lands on the lesion; centre "
+           "prior: the same for a fixed blob in the image centre (None: not measured, or no outlines exist).")
+
+evidence = evidence_figure(list(task_runs.values()))
+if evidence is not None:
+    st.subheader("Right answer, right place")
+    st.caption(READ_EVIDENCE)
+    st.plotly_chart(evidence, config={"displaylogo": False})
 
 left, right = st.columns(2)
 chosen = left.selectbox("Run", list(task_runs))

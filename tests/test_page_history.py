@@ -268,3 +268,30 @@ def test_fracture_model_shows_its_metrics_by_hardware_and_body_part(monkeypatch)
     at.radio[0].set_value("chest_xray").run(timeout=60)
     assert not at.exception
     assert not [t for t in at.dataframe if "subgroup" in t.value.columns]
+
+
+def test_runs_are_placed_by_right_answer_against_right_place(monkeypatch):
+    """Issue 12's story on the page: each run measured against outlines is a dot, validation score across and
+    Grad-CAM's pointing game up, the default a star and the centre blob a dotted line; the chest model, whose task
+    has no outlines, has no such chart."""
+    monkeypatch.delenv("MEDXAI_ASSETS", raising=False)
+    at = history_page()
+    at.radio[0].set_value("fracture").run(timeout=60)
+    assert not at.exception
+    measured = [run for run in list_runs(ASSETS, task="fracture") if run.localisation and run.finished]
+    (figure,) = titled(at, "Validation AUC against Grad-CAM pointing")
+    dots = {name: (x, y) for trace in figure["data"]
+            for name, x, y in zip((c[0] for c in trace["customdata"]), trace["x"], trace["y"])}
+    assert set(dots) == {run.run_id for run in measured}
+    default = next(run for run in measured if run.is_default)
+    assert dots[default.run_id] == (default.metrics["auc"], default.localisation["pointing"])
+    (star,) = [t for t in figure["data"] if t["marker"]["symbol"] == "star"]
+    assert star["customdata"][0][0] == "models/fracture"
+    (line,) = [s for s in figure["layout"]["shapes"] if s.get("line", {}).get("dash") == "dot"]
+    assert line["y0"] == default.localisation["centre"]
+    table = at.dataframe[0].value.set_index("run")
+    assert table.loc["models/fracture", "Grad-CAM pointing"] == round(default.localisation["pointing"], 3)
+    assert any("right for the wrong reasons" in c.value for c in at.caption)
+
+    at.radio[0].set_value("chest_xray").run(timeout=60)
+    assert not at.exception and not titled(at, "Validation AUC against Grad-CAM pointing")

@@ -69,3 +69,37 @@ def test_kept_epoch_is_none_until_the_run_names_its_monitor(tmp_path):
     (folder / "params.json").write_text('{"monitor": "val_auc"}')
     (run,) = list_runs(tmp_path)
     assert run.kept_epoch == 2  # val_auc 0.73, 0.9, 0.85
+
+
+def test_localisation_is_read_from_the_explain_eval_json_beside_a_run(tmp_path):
+    """A run's ``localisation_*.json`` (``explain-eval --json``, written beside it): Grad-CAM's pointing game on the
+    first layer measured, its interval and the centre blob's score; files measured on images the model trained on
+    are passed over, and a run without any file, or with a broken one, has none."""
+    import json
+    import shutil
+
+    from core.runs import load_run, read_localisation
+
+    default = load_run(ASSETS / "models" / "fracture", ASSETS)
+    report = json.loads((ASSETS / "models" / "fracture" / "localisation_valid.json").read_text())
+    rows = {(g["method"], g["layer"]): g["metrics"]["pointing_game"] for g in report["groups"] if g["class"] == "all"}
+    found = default.localisation
+    assert found["layer"] == report["layers"][0] == "last_conv" and found["n"] == report["n_images"]
+    assert found["pointing"] == rows[("gradcam", "last_conv")]["mean"]
+    assert found["low"] <= found["pointing"] <= found["high"]
+    assert found["centre"] == rows[("baseline:centre", None)]["mean"]
+    assert default.summary()["Grad-CAM pointing"] == round(found["pointing"], 3)
+
+    # Seen and unseen slices measured side by side: only the unseen ones say where the maps point
+    both = ASSETS / "runs" / "brain_mri" / "e26-seed0"
+    assert {p.name for p in both.glob("localisation_*.json")} >= {"localisation_seen.json", "localisation_unseen.json"}
+    assert read_localisation(both)["file"] == "localisation_unseen.json"
+    assert "unseen" in read_localisation(both)["subset"]
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    assert read_localisation(folder) == {}
+    (folder / "localisation_valid.json").write_text("{not json")
+    assert read_localisation(folder) == {}
+    shutil.copy(both / "localisation_seen.json", folder / "localisation_seen.json")
+    assert read_localisation(folder) == {}
