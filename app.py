@@ -14,7 +14,8 @@ keep_keras_state()  # no Keras reset after every rerun (ui/runtime.py: about 0.4
 st.set_page_config(page_title="XAI imaging dashboard", page_icon=":material/radiology:", layout="wide")
 
 pages = [
-    st.Page("pages/scan.py", title="Scan", icon=":material/image:", default=True),
+    # served at "/"; its own pathname must differ from the hidden /scan page's below, and is never shown
+    st.Page("pages/scan.py", title="Scan", icon=":material/image:", default=True, url_path="start"),
     st.Page("pages/preprocessing.py", title="Preprocessing", icon=":material/tune:"),
     st.Page("pages/explain.py", title="Explain", icon=":material/visibility:"),
     st.Page("pages/lesson.py", title="Lesson", icon=":material/school:"),
@@ -24,7 +25,15 @@ pages = [
     st.Page("pages/models.py", title="Models", icon=":material/model_training:"),
     st.Page("pages/about.py", title="About", icon=":material/info:"),
 ]
-page = st.navigation(pages)
+
+
+def _scan_by_name() -> None:
+    """``/scan``: the Scan page is the default one, served at ``/``; its name in the sidebar is an address too."""
+    st.switch_page(pages[0])
+
+
+# Hidden from the sidebar: without it, typing /scan gave Streamlit's "Page not found" dialog.
+page = st.navigation([*pages, st.Page(_scan_by_name, title="Scan", url_path="scan", visibility="hidden")])
 st.sidebar.caption("Research and teaching tool — **not a diagnostic device**. "
                    "Uploaded files stay in memory for your session only.")
 page.run()

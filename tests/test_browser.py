@@ -347,6 +347,25 @@ def test_a_fracture_sample_goes_to_the_fracture_model_with_its_outline(page):
     screenshot(page, "3-explain-fracture")
 
 
+def test_the_scan_page_answers_at_its_name_too(page, server):
+    """The Scan page is the default one, served at ``/``; typed by its name, ``/scan``, it opened Streamlit's "Page
+    not found" dialog. Now the address leads to the page, at ``/``, with no dialog, and the sidebar still lists it
+    once."""
+    tab = page.context.browser.new_page(viewport=VIEWPORT)
+    try:
+        tab.set_default_timeout(60_000)
+        tab.goto(server.rstrip("/") + "/scan")
+        tab.wait_for_selector('h1:has-text("Scan")')
+        settle(tab)
+        assert tab.url.rstrip("/") == server.rstrip("/")
+        assert tab.get_by_text("Page not found").count() == 0
+        links = tab.locator('[data-testid="stSidebarNavLink"]').all_inner_texts()
+        assert [text.split("\n")[-1].strip() for text in links].count("Scan") == 1, links  # after the icon's name
+        assert_no_errors(tab, error_boxes=False)
+    finally:
+        tab.close()
+
+
 def test_a_first_visit_by_address_runs_through_app(page, tmp_path):
     """A fresh server whose first visitor opens ``/history`` by its address: the page comes through app.py
     (its navigation with the pages' titles, its window title and its sidebar note), not alone as a file of the
