@@ -351,17 +351,25 @@ def test_the_scan_page_answers_at_its_name_too(page, server):
     """The Scan page is the default one, served at ``/``; typed by its name, ``/scan``, it opened Streamlit's "Page
     not found" dialog. Now the address leads to the page, at ``/``, with no dialog, and the sidebar still lists it
     once."""
-    tab = page.context.browser.new_page(viewport=VIEWPORT)
-    try:
-        tab.set_default_timeout(60_000)
-        tab.goto(server.rstrip("/") + "/scan")
-        tab.wait_for_selector('h1:has-text("Scan")')
-        settle(tab)
+    with tab_at(page, server.rstrip("/") + "/scan", "Scan") as tab:
         assert tab.url.rstrip("/") == server.rstrip("/")
         assert tab.get_by_text("Page not found").count() == 0
         links = tab.locator('[data-testid="stSidebarNavLink"]').all_inner_texts()
         assert [text.split("\n")[-1].strip() for text in links].count("Scan") == 1, links  # after the icon's name
         assert_no_errors(tab, error_boxes=False)
+
+
+@contextlib.contextmanager
+def tab_at(page, address: str, title: str):
+    """A new tab of the module's browser opened at ``address``, once the page titled ``title`` has finished its
+    run; closed afterwards."""
+    tab = page.context.browser.new_page(viewport=VIEWPORT)
+    try:
+        tab.set_default_timeout(60_000)
+        tab.goto(address)
+        tab.wait_for_selector(f'h1:has-text("{title}")')
+        settle(tab)
+        yield tab
     finally:
         tab.close()
 
@@ -376,17 +384,10 @@ def test_a_first_visit_by_address_runs_through_app(page, tmp_path):
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     env["MEDXAI_WARM_UP"] = "0"  # nothing to warm up for this check
     with dashboard(env, tmp_path / "server.log") as url:
-        tab = page.context.browser.new_page(viewport=VIEWPORT)
-        try:
-            tab.set_default_timeout(60_000)
-            tab.goto(url.rstrip("/") + "/history")
-            tab.wait_for_selector('h1:has-text("Training history")')
-            settle(tab)
+        with tab_at(page, url.rstrip("/") + "/history", "Training history") as tab:
             nav = tab.locator('[data-testid="stSidebarNav"]').inner_text()
             assert "Training history" in nav and "Preprocessing" in nav, nav
             assert "app" not in nav.split(), nav  # not the folder's file names
             assert tab.title() == "XAI imaging dashboard"
             assert "not a diagnostic device" in tab.locator('[data-testid="stSidebar"]').inner_text()
             assert_no_errors(tab, error_boxes=False)
-        finally:
-            tab.close()
