@@ -113,6 +113,13 @@ def read_localisation(folder: Path) -> dict:
     return {}
 
 
+def centre_prior(runs: list[Run]) -> float | None:
+    """The centre blob's pointing game shared by ``runs`` (the most common value: the same outlined images give
+    every run the same blob), or None when none of them was measured."""
+    centres = [run.localisation["centre"] for run in runs if run.localisation.get("centre") is not None]
+    return max(set(centres), key=centres.count) if centres else None
+
+
 def _round(value, digits: int = 4):
     return None if value is None else round(float(value), digits)
 

@@ -20,6 +20,7 @@ from plotly.subplots import make_subplots
 from core.jobs import shared_queue
 from core.registry import extra_roots
 from core.runs import Run, assets_root, list_runs, load_run
+from ui.figures import evidence_figure
 from core.settings import SettingsError
 from ui.layout import disclaimer
 from ui.runtime import through_app
@@ -94,47 +95,6 @@ def log_ticks(low: float, high: float) -> list[float]:
     first = max(t for t in steps if t <= low * (1 + 1e-9))
     last = min(t for t in steps if t >= high * (1 - 1e-9))
     return [t for t in steps if first <= t <= last]
-
-
-def evidence_figure(runs: list[Run]) -> go.Figure | None:
-    """Right answer against right place: validation AUC (binary) or accuracy across, Grad-CAM's pointing game on
-    outlined images up, one dot per measured run (the default a star), the centre blob's score as a dotted line."""
-    measured = [run for run in runs if run.localisation and run.finished]
-    if not measured:
-        return None
-    binary = all(len(run.metrics.get("class_names", [])) == 2 for run in measured)
-    score = "AUC" if binary else "accuracy"
-
-    def x(run: Run):
-        return run.metrics.get("auc") if binary else run.metrics.get("accuracy")
-
-    fig = go.Figure()
-    for default in (False, True):
-        group = [run for run in measured if run.is_default == default and x(run) is not None]
-        if not group:
-            continue
-        pointing = [run.localisation["pointing"] for run in group]
-        fig.add_trace(go.Scatter(
-            x=[x(run) for run in group], y=pointing, mode="markers", name="default model" if default else "other runs",
-            marker=dict(symbol="star" if default else "circle", size=16 if default else 9,
-                        color=COLOURS[1] if default else COLOURS[0]),
-            error_y=dict(type="data", symmetric=False,
-                         array=[(run.localisation.get("high") or p) - p for run, p in zip(group, pointing)],
-                         arrayminus=[p - (run.localisation.get("low") or p) for run, p in zip(group, pointing)],
-                         thickness=1, width=0),
-            customdata=[[run.run_id, run.localisation.get("n"), run.localisation.get("layer")] for run in group],
-            hovertemplate=f"%{{customdata[0]}}<br>validation {score} %{{x:.3f}}<br>Grad-CAM peak on the lesion: "
-                          "%{y:.2f} of %{customdata[1]} images (layer %{customdata[2]})<extra></extra>"))
-    centres = [run.localisation["centre"] for run in measured if run.localisation.get("centre") is not None]
-    if centres:
-        centre = max(set(centres), key=centres.count)  # the same outlined images give every run the same blob
-        fig.add_hline(y=centre, line=dict(color="grey", dash="dot"), annotation_text=f"centre blob {centre:.2f}",
-                      annotation_position="top left")
-    fig.update_layout(title=f"Validation {score} against Grad-CAM pointing", height=420, margin=dict(l=10, r=10, t=40, b=10),
-                      legend=LEGEND_BELOW)
-    fig.update_xaxes(title=f"validation {score}")
-    fig.update_yaxes(title="Grad-CAM pointing game", range=[0, 1])
-    return fig
 
 
 def confusion_figure(run: Run) -> go.Figure:

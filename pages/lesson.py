@@ -11,10 +11,11 @@ from core.localisation import outline_scores, peak_distance_unit
 from core.model import ModelError
 from core.predict import out_of_range_sentence, predict_tensors
 from core.render import display_image
+from core.runs import centre_prior, list_runs
 from core.report_content import faithfulness_row, outline_rows, probability_note, sanity_row, uncertainty_row
 from core.saliency import CAM_METHODS, DESCRIPTIONS, METHODS
 from core.teaching import blur_sigma, lesson_cases, map_peak, shortcut_film
-from ui.figures import figure_height, image_figure, probability_chart
+from ui.figures import evidence_figure, figure_height, image_figure, probability_chart
 from ui.layout import disclaimer
 from ui.models import get_model
 from ui.runtime import through_app
@@ -52,7 +53,7 @@ CASE_STEPS = ["The scan", "What the model receives", "The prediction", "Where th
 SHORTCUT_STEPS = ["Two chest models", "The same film, blurred", "What their maps show", "The deletion test",
                   "What to take away"]
 SKULL_STEPS = ["A brain model that never sees the brain", "Its answers", "Where the default model looks",
-               "The tumour filled in", "What to take away"]
+               "The tumour filled in", "Every brain model we trained", "What to take away"]
 KINDS = ["One case, step by step", "The shortcut lesson", "The skull lesson"]
 
 st.title("Lesson")
@@ -566,6 +567,36 @@ def skull_lesson() -> None:
                         "slices it never saw, it still calls 95% of the gliomas glioma without their tumour "
                         "(`python -m core explain-eval --masks ...`, its last table; `docs/EXPLANATIONS.md`, \"Does the "
                         "prediction need the lesion?\"). A map cannot point at a tumour the answer does not need.")
+
+    elif step == 4:
+        runs = [run for run in list_runs(task="brain_mri") if run.localisation and run.finished]
+        if not runs:
+            st.info("This step needs the brain model's training runs measured against outlines (assets/runs/brain_mri "
+                    "with their localisation files), and none is installed.")
+        else:
+            accuracy = [run.metrics["accuracy"] for run in runs]
+            pointing = [run.localisation["pointing"] for run in runs]
+            centre = centre_prior(runs)
+            above = sum(p >= 2 * centre for p in pointing) if centre else 0
+            accurate = [p for a, p in zip(accuracy, pointing) if a >= 0.95]
+            st.markdown(
+                f"The default model is one of **{len(runs)}** brain models this project trained and measured, each "
+                "trying one more way to make the maps find the tumour: other pooling, a mask over the skull, a "
+                "pretrained network, tumour-free copies of the slices, maps that must move with the slice. Each dot "
+                "is one of them: across, its accuracy on its validation slices; up, how often its Grad-CAM peak lands "
+                "on the tumour on the outlined slices it never saw.")
+            st.plotly_chart(evidence_figure(runs, title="Every brain model: accuracy against Grad-CAM on the tumour"),
+                            config={"displaylogo": False}, key="skull_runs")
+            st.markdown(
+                f"Their accuracy runs from {min(accuracy):.1%} to {max(accuracy):.1%}; their maps find the tumour on "
+                f"{min(pointing):.0%} to {max(pointing):.0%} of the slices"
+                + (f", and {above} of {len(runs)} reach twice the centred blob's {centre:.0%}" if centre else "")
+                + "." + (f" Among the {len(accurate)} models right on at least 95% of their slices, the maps find the "
+                         f"tumour on {min(accurate):.0%} to {max(accurate):.0%}: being right says little about where "
+                         "the evidence lies." if len(accurate) > 1 else "")
+                + " The slices can be classified without the tumour, so nothing in the training pushes the evidence "
+                "onto it, and two runs of one recipe can land far apart (`docs/EXPLANATIONS.md`, brain section; the "
+                "Training history page lists every run).")
 
     else:
         st.markdown(

@@ -196,19 +196,22 @@ def test_lesson_forward_through_every_step_and_back(browser, server):
             page.get_by_text(f"Step {number + 1} of 5").wait_for()
             settle(page)
 
-    # the skull lesson, to its fourth step: the outlined slices read again with their tumour filled in
+    # the skull lesson: at its fourth step the outlined slices read again with their tumour filled in, at its fifth
+    # every brain run placed by accuracy and Grad-CAM on the tumour
     segmented(page, "The skull lesson").click()
-    page.get_by_text("Step 1 of 5: A brain model that never sees the brain").wait_for()
+    page.get_by_text("Step 1 of 6: A brain model that never sees the brain").wait_for()
     settle(page)
-    for number in range(1, 6):
+    for number in range(1, 7):
         assert_no_errors(page)
         if number == 4:
             page.get_by_text("with the outlined tumour filled in").first.wait_for()
             assert page.get_by_text("with the tumour gone").count() == 1
+        if number == 5:
+            page.get_by_text("Every brain model: accuracy against Grad-CAM on the tumour").first.wait_for()
         screenshot(page, f"teaching-skull-{number}")
-        if number < 5:
+        if number < 6:
             page.get_by_role("button", name="Next ▶").first.click()
-            page.get_by_text(f"Step {number + 1} of 5").wait_for()
+            page.get_by_text(f"Step {number + 1} of 6").wait_for()
             settle(page)
     page.context.close()
 

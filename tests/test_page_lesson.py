@@ -5,6 +5,8 @@ stand-in copy of the chest model: every step, numbers recomputed with core)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -168,7 +170,7 @@ def test_the_skull_lesson_with_the_committed_rim_only_model(teaching_env, models
     at = teaching_env("lesson")
     at.segmented_control(key=Keys.LESSON_KIND).set_value("The skull lesson").run()
     titles = ["A brain model that never sees the brain", "Its answers", "Where the default model looks",
-              "The tumour filled in", "What to take away"]
+              "The tumour filled in", "Every brain model we trained", "What to take away"]
     rim = loaded_for(rim_model_dir().parent, rim_model_dir().name)
     assert rim.pipeline.rim == 0.12 and rim.pipeline.head == 0.0
     brain = {k: v for k, v in samples().items() if v[1] in rim.class_names and k.startswith("samples/brain_mri/")}
@@ -221,6 +223,19 @@ def test_the_skull_lesson_with_the_committed_rim_only_model(teaching_env, models
                 right += expected["right_intact"]
                 kept += expected["right_intact"] and expected["right_outline"]
             assert f"Of the {right} outlined slices" in page and f"on **{kept} of {right}** with the tumour gone" in page
+        if number == 4:  # the project's brain runs measured against outlines, one dot each, the default a star
+            from core.runs import list_runs
+
+            runs = [r for r in list_runs(task="brain_mri") if r.localisation and r.finished]
+            (chart,) = [json.loads(c.proto.spec) for c in at.get("plotly_chart") if "skull_runs" in c.proto.id]
+            assert sum(len(trace["x"]) for trace in chart["data"]) == len(runs) >= 10
+            assert [t["customdata"][0][0] for t in chart["data"] if t["marker"]["symbol"] == "star"] == [
+                "models/brain_mri"]
+            lowest = min(r.localisation["pointing"] for r in runs)
+            assert f"one of **{len(runs)}** brain models" in page and f"on {lowest:.0%} to" in page
+            accurate = [r.localisation["pointing"] for r in runs if r.metrics["accuracy"] >= 0.95]
+            assert f"Among the {len(accurate)} models right on at least 95%" in page
+            assert f"tumour on {min(accurate):.0%} to {max(accurate):.0%}" in page
         if number < len(titles) - 1:
             [b for b in at.button if b.label == "Next ▶"][0].click().run()
     assert "The cure is data" in texts(at)

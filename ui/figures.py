@@ -9,6 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from core.render import png_bytes
+from core.runs import Run, centre_prior
 
 
 #: Longest side, in pixels, of a picture sent to the browser: enough for a screen, a quarter of a 2k radiograph.
@@ -123,4 +124,50 @@ def slice_strip(probabilities: np.ndarray, names: list[str], current: int, thres
     fig.add_vline(x=current + 1, line_color="#e8744c", annotation_text=f"{kind} in view", annotation_position="top")
     fig.update_layout(height=220, margin=dict(l=0, r=10, t=20, b=0), legend=dict(orientation="h", y=-0.35),
                       xaxis=dict(title=kind, dtick=max(1, n // 20)), yaxis=dict(title="probability", range=[0, 1]))
+    return fig
+
+
+#: The other runs and the default model in :func:`evidence_figure`.
+EVIDENCE_COLOURS = {False: "#4C9BE8", True: "#F28E2B"}
+
+
+def evidence_figure(runs: list[Run], title: str | None = None) -> go.Figure | None:
+    """Right answer against right place: validation AUC (binary) or accuracy across, Grad-CAM's pointing game on
+    outlined images up, one dot per measured run (the default a star), the centre blob's score as a dotted line
+    (:func:`core.runs.read_localisation`). None when no run was measured."""
+    measured = [run for run in runs if run.localisation and run.finished]
+    if not measured:
+        return None
+    binary = all(len(run.metrics.get("class_names", [])) == 2 for run in measured)
+    score = "AUC" if binary else "accuracy"
+
+    def x(run: Run):
+        return run.metrics.get("auc") if binary else run.metrics.get("accuracy")
+
+    fig = go.Figure()
+    for default in (False, True):
+        group = [run for run in measured if run.is_default == default and x(run) is not None]
+        if not group:
+            continue
+        pointing = [run.localisation["pointing"] for run in group]
+        fig.add_trace(go.Scatter(
+            x=[x(run) for run in group], y=pointing, mode="markers", name="default model" if default else "other runs",
+            marker=dict(symbol="star" if default else "circle", size=16 if default else 9,
+                        color=EVIDENCE_COLOURS[default]),
+            error_y=dict(type="data", symmetric=False,
+                         array=[(run.localisation.get("high") or p) - p for run, p in zip(group, pointing)],
+                         arrayminus=[p - (run.localisation.get("low") or p) for run, p in zip(group, pointing)],
+                         thickness=1, width=0),
+            customdata=[[run.run_id, run.localisation.get("n"), run.localisation.get("layer")] for run in group],
+            hovertemplate=f"%{{customdata[0]}}<br>validation {score} %{{x:.3f}}<br>Grad-CAM peak on the lesion: "
+                          "%{y:.2f} of %{customdata[1]} images (layer %{customdata[2]})<extra></extra>"))
+    centre = centre_prior(measured)
+    if centre is not None:
+        fig.add_hline(y=centre, line=dict(color="grey", dash="dot"), annotation_text=f"centre blob {centre:.2f}",
+                      annotation_position="top left")
+    fig.update_layout(title=title or f"Validation {score} against Grad-CAM pointing", height=420,
+                      margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", yanchor="top", y=-0.3, x=0))  # clear of the x-axis title
+    fig.update_xaxes(title=f"validation {score}")
+    fig.update_yaxes(title="Grad-CAM pointing game", range=[0, 1])
     return fig
