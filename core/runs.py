@@ -107,6 +107,7 @@ def read_localisation(folder: Path) -> dict:
         found = rows[("gradcam", layer)]["metrics"]
         centre = (rows.get(("baseline:centre", None)) or {}).get("metrics", {}).get("pointing_game", {})
         return {"file": path.name, "subset": str(report.get("subset", "")), "layer": layer,
+                "map_score": str(report.get("map_score") or "logit"),  # what the maps explained (before: the logit)
                 "n": found["pointing_game"].get("n"), "pointing": found["pointing_game"]["mean"],
                 "low": found["pointing_game"].get("low"), "high": found["pointing_game"].get("high"),
                 "energy": (found.get("energy") or {}).get("mean"), "centre": centre.get("mean")}

@@ -12,6 +12,7 @@ from core.predict import out_of_range_sentence, predict_tensors
 from core.render import COLORMAPS, colormap_lut, colour_bar, display_image, display_pixels, png_bytes
 from core.report import legend_strip, report_pdf, report_png
 from core.report_content import content_for
+from core.runs import read_localisation
 from core.dicom_export import results_for_scan, trust_scores
 from core.dicom_results import DicomResultError, to_zip
 from core.dicomweb import DicomWebError, store
@@ -236,9 +237,12 @@ def one_method():
         st.markdown("**Does the map point at the finding?** Scores against the expert outline, beside baselines "
                     "that know nothing about the disease:")
         shown_full = full_background() if mask.shape == scan.shape else background
+        measured = read_localisation(loaded.path) if method == "gradcam" else {}
+        same = (measured.get("layer"), measured.get("map_score")) == (use_layer, loaded.map_score)
+        overall = measured if same else None  # the model's rate for this very method, layer and score
         outline_scores(localisation(raw, mask, scan.spacing),
                        baseline_scores(chosen.digest, shown_full, mask, scan.spacing), tolerance,
-                       unit=distance_unit)
+                       unit=distance_unit, overall=overall)
         outline_ablation_panel(loaded, scan, frame, mask, target, names, chosen.digest)
     trust_panel(loaded, tensor, raw, method, target, use_layer, names)
 

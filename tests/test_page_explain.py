@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -291,9 +293,19 @@ def test_an_outlined_sample_shows_its_outline_and_localisation_scores(app, model
     table = at.dataframe[0].value
     assert list(table.iloc[:, 0]) == ["this map", "centre prior", "image intensity", "random smooth map"]
     assert "within 7 mm" in caption_text(at) and "0.49 x 0.49 mm" in caption_text(at)
-    # the ablation below it: the slice without its tumour, and a control region, with P(glioma) for each
-    from pathlib import Path
+    # this one slice's hit or miss beside the model's rate over the outlined slices it never saw (its folder's
+    # explain-eval JSON), for the method, layer and score shown; absent where the model was never measured
+    from core.runs import read_localisation
 
+    measured = read_localisation(Path(models_root) / "brain_mri")
+    rate = "its Grad-CAM peak lands on the outline on"
+    if measured:
+        assert (f"Over {measured['n']} outlined images this model never trained on, {rate} "
+                f"**{measured['pointing']:.0%}**") in caption_text(at)
+        assert f"a fixed blob in the image centre on {measured['centre']:.0%}" in caption_text(at)
+    else:
+        assert rate not in caption_text(at)
+    # the ablation below it: the slice without its tumour, and a control region, with P(glioma) for each
     from core.evaluation import outline_ablation
     from core.masks import load_mask
 

@@ -111,9 +111,12 @@ def sanity_column(loaded, tensor, raw_map, method, target, layer) -> None:
                  f"{check.spearman[-1]:.2f} with the original, so it mostly shows the image's structure.")
 
 
-def outline_scores(scores: dict, baselines: dict, tolerance: str, *, unit: str = "mm") -> None:
+def outline_scores(scores: dict, baselines: dict, tolerance: str, *, unit: str = "mm",
+                   overall: dict | None = None) -> None:
     """A map's localisation scores beside the three baselines', with how to read them; ``unit`` ("mm" or "pixels")
-    is the one the peak's distance from the outline is measured in."""
+    is the one the peak's distance from the outline is measured in. ``overall``: the same method's pointing game
+    over many outlined images (:func:`core.runs.read_localisation`), so that one image's hit or miss is read
+    against the model's rate."""
     rows = {"this map": scores} | baselines
     distance = f"peak to outline ({unit})"
     st.dataframe({"": list(rows), **{loc.LABELS[m]: [f"{r[m]:.2f}" if r[m] == r[m] else "–" for r in rows.values()]
@@ -126,6 +129,13 @@ def outline_scores(scores: dict, baselines: dict, tolerance: str, *, unit: str =
                "near miss shows as one. Energy: the share of the map's weight inside the outline. A map is only "
                "interesting where it does better than the baselines, which know nothing about the disease"
                + (f"; here it does no better than the {', '.join(not_beaten)} on both." if not_beaten else "."))
+    if overall:
+        st.caption(f"Over {overall['n']} outlined images this model never trained on, its Grad-CAM peak lands on the "
+                   f"outline on **{overall['pointing']:.0%}** [{overall['low']:.0%}, {overall['high']:.0%}]"
+                   + (f", a fixed blob in the image centre on {overall['centre']:.0%}" if overall.get("centre")
+                      is not None else "")
+                   + ": one image's hit or miss says little on its own (`python -m core explain-eval`, the model's "
+                     f"`{overall['file']}`).")
 
 
 def outline_ablation_panel(loaded, scan, frame, mask: np.ndarray, target: int, names: list[str],
