@@ -237,7 +237,8 @@ def one_method():
         st.markdown("**Does the map point at the finding?** Scores against the expert outline, beside baselines "
                     "that know nothing about the disease:")
         shown_full = full_background() if mask.shape == scan.shape else background
-        measured = read_localisation(loaded.path) if method == "gradcam" else {}
+        measured = (remembered("model rate", digest(loaded.path), lambda: read_localisation(loaded.path))
+                    if method == "gradcam" else {})  # read once per model, not on every change of opacity
         same = (measured.get("layer"), measured.get("map_score")) == (use_layer, loaded.map_score)
         overall = measured if same else None  # the model's rate for this very method, layer and score
         outline_scores(localisation(raw, mask, scan.spacing),

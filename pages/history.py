@@ -20,15 +20,14 @@ from plotly.subplots import make_subplots
 from core.jobs import shared_queue
 from core.registry import extra_roots
 from core.runs import Run, assets_root, list_runs, load_run
-from ui.figures import evidence_figure
 from core.settings import SettingsError
+from ui.figures import LEGEND_BELOW, evidence_figure
 from ui.layout import disclaimer
 from ui.runtime import through_app
 
 through_app()  # a first visit by address, before app.py ever ran: rerun through app.py
 
 COLOURS = ("#4C9BE8", "#F28E2B")  # the chosen run, the run it is compared with
-LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.3, x=0)  # clear of the x-axis title
 CURVES = {"loss": "Loss", "accuracy": "Accuracy", "auc": "AUC"}
 LIVE_SECONDS = 3.0  # how often the curves of a run still training are redrawn
 READ_CURVES = ("Read each chart left to right: solid lines are the training images, dashed lines the "

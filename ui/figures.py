@@ -127,6 +127,9 @@ def slice_strip(probabilities: np.ndarray, names: list[str], current: int, thres
     return fig
 
 
+#: A chart's legend in one row under it, clear of the x-axis title.
+LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.3, x=0)
+
 #: The other runs and the default model in :func:`evidence_figure`.
 EVIDENCE_COLOURS = {False: "#4C9BE8", True: "#F28E2B"}
 
@@ -167,7 +170,7 @@ def evidence_figure(runs: list[Run], title: str | None = None) -> go.Figure | No
                       annotation_position="top left")
     fig.update_layout(title=title or f"Validation {score} against Grad-CAM pointing", height=420,
                       margin=dict(l=10, r=10, t=40, b=10),
-                      legend=dict(orientation="h", yanchor="top", y=-0.3, x=0))  # clear of the x-axis title
+                      legend=LEGEND_BELOW)
     fig.update_xaxes(title=f"validation {score}")
     fig.update_yaxes(title="Grad-CAM pointing game", range=[0, 1])
     return fig
