@@ -152,6 +152,13 @@ def train(config: TrainConfig, log=print) -> dict:
     out = Path(config.out)
     keras.utils.set_random_seed(config.seed)
     spec = load_spec(config.task)
+    balance_columns = [c.strip() for c in (config.balance_by or "").split(",") if c.strip()]
+    if config.balance_by:  # before any image is read or the output folder made
+        listed = list((spec.get("subgroups") or {}).get("columns", []))
+        unknown = [c for c in balance_columns if c not in listed]
+        if not balance_columns or unknown:
+            raise ValueError(f"--balance-by names columns of the task's subgroups ({', '.join(listed) or 'none'}), "
+                             f"not {', '.join(unknown) or 'nothing'}.")
 
     dataset = data_mod.list_for_spec(config.data, spec, limit_per_class=config.limit_per_class)
     names = list(dataset.class_names)
@@ -241,18 +248,12 @@ def train(config: TrainConfig, log=print) -> dict:
     weights = data_mod.class_weights(y_train, n_classes)
     balanced = sample_weight = None
     if config.balance_by:
-        columns = [c.strip() for c in config.balance_by.split(",") if c.strip()]
-        listed = list((spec.get("subgroups") or {}).get("columns", []))
-        unknown = [c for c in columns if c not in listed]
-        if not columns or unknown:
-            raise ValueError(f"--balance-by names columns of the task's subgroups ({', '.join(listed) or 'none'}), "
-                             f"not {', '.join(unknown) or 'nothing'}.")
-        rows = data_mod.index_rows(dataset, spec["subgroups"]["index"], train_items, columns)
-        groups = ["+".join(c for c in columns if r[c] not in ("", "0")) or "none" for r in rows]
+        rows = data_mod.index_rows(dataset, spec["subgroups"]["index"], train_items, balance_columns)
+        groups = ["+".join(c for c in balance_columns if r[c] not in ("", "0")) or "none" for r in rows]
         sample_weight, summary = data_mod.group_balanced_weights(y_train, groups, n_classes)
-        balanced = {"by": columns, "groups": summary}
+        balanced = {"by": balance_columns, "groups": summary}
         weights = None  # the sample weights balance the classes too
-        log(f"classes balanced within each group of {', '.join(columns)}: "
+        log(f"classes balanced within each group of {', '.join(balance_columns)}: "
             + "; ".join(f"{g} {class_counts(dict(zip(names, e['n'])))}, weights "
                         + " / ".join(f"{w:.2f}" for w in e["weight"]) for g, e in summary.items()))
     monitor = "val_auc" if n_classes == 2 else "val_accuracy"

@@ -511,6 +511,7 @@ def test_balance_by_weighs_the_classes_equally_within_each_body_part(data_dir, t
     with pytest.raises(ValueError, match="names columns of the task's subgroups"):
         train(TrainConfig(task="fracture", data=images, out=str(tmp_path / "x"), balance_by="frontal", **TINY),
               log=lambda line: None)
+    assert not (tmp_path / "x").exists()  # refused before any image is read or the output folder made
     with pytest.raises(ValueError, match="--balance-by weighs each training image once"):
         train(TrainConfig(task="fracture", data=images, out=str(tmp_path / "y"), balance_by="hand", cutmix=0.5,
                           **TINY), log=lambda line: None)
