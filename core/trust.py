@@ -36,10 +36,14 @@ SANITY_LIMIT = 0.5
 MIN_DYNAMIC_RANGE = 0.2
 
 
-def _probabilities(loaded, batch: np.ndarray, class_index: int, batch_size: int = 64) -> np.ndarray:
+def _probabilities(loaded, batch: np.ndarray, class_index: int, batch_size: int = 64, *,
+                   calibrated: bool = False) -> np.ndarray:
+    """P(``class_index``) of each image: the model's own (what deletion curves follow), or, ``calibrated``, the
+    probability the pages show and the decision threshold is set on (temperature and prior correction applied)."""
+    forward = loaded.predict if calibrated else loaded.uncalibrated
     out = []
     for start in range(0, len(batch), batch_size):
-        out.append(loaded.uncalibrated(batch[start:start + batch_size])[:, class_index])
+        out.append(forward(batch[start:start + batch_size])[:, class_index])
     return np.concatenate(out)
 
 
@@ -307,7 +311,8 @@ def test_time_augmentation(loaded, tensor: np.ndarray, class_index: int, *, thre
     """Probability spread over small shifts and contrast changes, and Grad-CAM hot-spot stability.
 
     The ranges match the training augmentation. Each variant's map is shifted back before its
-    peak is located, so the spread measures the map, not the shift.
+    peak is located, so the spread measures the map, not the shift. The probabilities are the calibrated ones
+    the pages show (the first copy is the image itself), so the interval reads against the saved threshold.
     """
     image = np.asarray(tensor, np.float32)[0, ..., 0]
     channels = tensor.shape[-1]
@@ -320,7 +325,8 @@ def test_time_augmentation(loaded, tensor: np.ndarray, class_index: int, *, thre
     mean = image.mean()
     variants = np.stack([(_shift(image, dy, dx) - mean) * f + mean for (dy, dx), f in zip(shifts, factors)])
     variants = np.repeat(variants[..., None], channels, axis=-1)
-    probs = _probabilities(loaded, variants, class_index)
+    # the probability the page shows beside it, on the threshold's scale (a prior correction moves it far)
+    probs = _probabilities(loaded, variants, class_index, calibrated=True)
     peaks = []
     layer = layer or loaded.last_conv
     for i in range(min(n, 8) if layer else 0):  # eight maps are enough to see whether the hot spot moves

@@ -106,6 +106,24 @@ def test_test_time_augmentation_interval(image):
     assert len(result.probabilities) == 8
 
 
+def test_test_time_augmentation_reads_the_calibrated_probability_the_page_shows():
+    """The fracture default's prior correction moves its probabilities far from the network's own (0.31 shown,
+    0.69 before it, on this film): the interval must be on the scale of the probability shown and the threshold,
+    its first copy (no shift, no contrast change) the image itself."""
+    from core.io import load_scan
+    from core.model import load_model
+
+    assets = Path(__file__).resolve().parents[1] / "assets"
+    loaded = load_model(assets / "models" / "fracture")
+    film = assets / "samples" / "fracture" / "fractured_IMG0003733.jpg"
+    tensor = loaded.pipeline.scan_tensor(load_scan(film.read_bytes(), film.name))
+    fractured = loaded.class_names.index("fractured")
+    shown = float(loaded.predict(tensor)[0, fractured])
+    assert abs(shown - float(loaded.uncalibrated(tensor)[0, fractured])) > 0.1  # the correction matters here
+    result = augmented_predictions(loaded, tensor, fractured, threshold=loaded.threshold, n=6, layer=None)
+    assert result.probabilities[0] == pytest.approx(shown, abs=1e-5)
+
+
 def test_calibrated_run_deletes_towards_its_mean_training_image_scored_near_the_prior(tiny_run, chest_dir, tmp_path):
     """``calibrate_run`` writes ``reference.npy``; the Explain page, the report and the SR then delete towards it
     (``core.trust.deletion_baseline``), and the model scores it near its prior: the class-balanced training
