@@ -85,6 +85,15 @@ class LessonCase:
 
 # --------------------------------------------------------------------------------- case lists
 
+def spoken_label(label: str) -> str:
+    """A class name as a reader says it.
+
+    >>> [spoken_label(label) for label in ("NORMAL", "notumor", "not_fractured", "glioma")]
+    ['Normal', 'No tumour', 'Not fractured', 'Glioma']
+    """
+    return {"notumor": "no tumour"}.get(label, label.replace("_", " ")).capitalize()
+
+
 def _read_json(path: Path, what: str) -> dict:
     try:
         spec = json.loads(Path(path).read_text())

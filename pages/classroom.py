@@ -14,7 +14,7 @@ from core.classroom import ClassError, new_teacher_key
 from core.quiz import QuizError, choose_cases
 from core.render import draw_outline, overlay, png_bytes
 from core.settings import setting
-from core.teaching import click_heatmap, draw_marker
+from core.teaching import click_heatmap, draw_marker, spoken_label
 from ui.layout import disclaimer
 from ui.runtime import through_app
 from ui.state import Keys
@@ -54,10 +54,6 @@ if not pool:
     st.stop()
 by_id = {case.case_id: case for case in pool}
 METHOD = spec.get("method", "gradcam")
-
-
-def pretty(label: str) -> str:
-    return {"notumor": "no tumour"}.get(label, label).capitalize()
 
 
 # ----------------------------------------------------------------------------- opening or resuming
@@ -168,8 +164,8 @@ def draw_view(view: dict) -> None:
         case, stats = panel["case"], panel["stats"]
         with st.container(border=True):
             verdict = "right" if case.model_correct else "**wrong**"
-            st.markdown(f"**Case {number}: {case.case_id}** · truth **{pretty(case.true_label)}** · the model said "
-                        f"{pretty(case.model_label)} ({case.model_probability:.0%}), {verdict}")
+            st.markdown(f"**Case {number}: {case.case_id}** · truth **{spoken_label(case.true_label)}** · the model said "
+                        f"{spoken_label(case.model_label)} ({case.model_probability:.0%}), {verdict}")
             left, middle, right = st.columns([2, 2, 3])
             left.image(panel["clicks"], width="stretch",
                        caption=f"Where the class clicked ({len(stats['clicks'])} clicks)")
@@ -178,7 +174,7 @@ def draw_view(view: dict) -> None:
                 if not stats["answers"]:
                     st.caption("No answer yet.")
                     continue
-                diagnoses = " · ".join(f"{pretty(label)} {count}" for label, count in stats["diagnoses"].items())
+                diagnoses = " · ".join(f"{spoken_label(label)} {count}" for label, count in stats["diagnoses"].items())
                 lines = [f"**{stats['answers']}** answers: {diagnoses}",
                          f"agreed with the model: **{share(stats['agree_with_model'])}**",
                          f"diagnosis right: **{share(stats['correct'])}**"]

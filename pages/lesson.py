@@ -94,7 +94,8 @@ def case_lesson() -> None:
     titles = {c.slot: c.title for c in cases}
     slot = st.selectbox("Case", slots, key=Keys.LESSON_CASE, format_func=titles.get,
                         help="Curated cases: a chest film of each class, an outlined brain slice of each tumour "
-                             "type, and one the model in use gets wrong (found by asking it when the page opens).")
+                             "type, an outlined fracture, and cases the models in use get wrong (found by asking "
+                             "them when the page opens).")
     case = next(c for c in cases if c.slot == slot)
     sample = samples[case.sample]
     folder = model_for(sample)
@@ -173,7 +174,7 @@ def case_lesson() -> None:
     elif step == 3:
         st.markdown(f"Five ways of asking the model where the evidence for **{names[predicted]}** lies, on the same "
                     "scan. Warm colours: the pixels that raised that class's score most."
-                    + (" The green line is the radiologists' outline of the tumour." if mask is not None else ""))
+                    + (" The green line is the radiologists' outline of what they found." if mask is not None else ""))
         methods = [m for m in METHODS if loaded.explainable_layers or m not in CAM_METHODS]
         progress = st.progress(0.0, text="Computing maps…")
         columns = st.columns(len(methods))

@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.classroom import ClassError
 from core.quiz import QuizError, answers_csv, choose_cases, score_answer, session_score
-from core.teaching import map_peak
+from core.teaching import map_peak, spoken_label
 from ui.figures import probability_chart
 from ui.layout import disclaimer
 from ui.models import model_folders, shared_model
@@ -54,11 +54,6 @@ titles = {entry.task: entry.title for entry in model_folders() if entry.problem 
 
 mode = st.segmented_control("How are you taking part?", [ALONE, IN_CLASS], default=ALONE, required=True,
                             key=Keys.QUIZ_MODE)
-
-
-def pretty(label: str) -> str:
-    """A class name as a reader says it: "NORMAL" -> "Normal", "notumor" -> "No tumour"."""
-    return {"notumor": "no tumour"}.get(label, label).capitalize()
 
 
 def answers_of(context: str) -> dict:
@@ -161,7 +156,7 @@ def ask(case, context: str, number: int, total: int, class_info) -> None:
                    "click can score on the outline.")
     with right:
         st.markdown("**Your read**")
-        diagnosis = st.radio("Your diagnosis", names, index=None, format_func=pretty,
+        diagnosis = st.radio("Your diagnosis", names, index=None, format_func=spoken_label,
                              key=f"{Keys.QUIZ_DIAGNOSIS}_{context}_{case.case_id}")
         st.caption(f"Your mark: row {point[0]}, column {point[1]} of the {scan.shape[0]} x {scan.shape[1]} image."
                    if point else "No mark yet.")
@@ -196,7 +191,7 @@ def reveal(case, context: str, number: int, total: int) -> None:
     score = answers_of(context)[case.case_id]
     folder = model_for(sample)
     result = case_map(folder, sample, METHOD, names.index(case.model_label))
-    st.markdown(f"**Case {number} of {total}: the reveal** · the truth is **{pretty(case.true_label)}**")
+    st.markdown(f"**Case {number} of {total}: the reveal** · the truth is **{spoken_label(case.true_label)}**")
     you, model, words = st.columns([2, 2, 3])
     with you:
         points = ((score["click"], CLICK_COLOUR),) if score["click"] else ()
@@ -206,14 +201,14 @@ def reveal(case, context: str, number: int, total: int) -> None:
     with model:
         points = ((score["map_peak"], PEAK_COLOUR),) if score["map_peak"] else ()
         st.image(picture(display, saliency=result.on_scan, mask=mask, points=points, side=480), width="stretch",
-                 caption=f"The model's Grad-CAM map for {pretty(case.model_label)}, its hottest point (pink ring)")
+                 caption=f"The model's Grad-CAM map for {spoken_label(case.model_label)}, its hottest point (pink ring)")
     with words:
         tick = {True: ":green[:material/check_circle: right]", False: ":red[:material/cancel: wrong]", None: "—"}
         hit = {True: ":green[:material/check_circle: on it]", False: ":red[:material/cancel: off it]", None: "not scored"}
         st.markdown(
             "| | You | The model |\n|---|---|---|\n"
-            f"| Diagnosis | {pretty(score['diagnosis'])} {tick[score['diagnosis_correct']]} | "
-            f"{pretty(case.model_label)} ({case.model_probability:.0%}) {tick[case.model_correct]} |\n"
+            f"| Diagnosis | {spoken_label(score['diagnosis'])} {tick[score['diagnosis_correct']]} | "
+            f"{spoken_label(case.model_label)} ({case.model_probability:.0%}) {tick[case.model_correct]} |\n"
             f"| Click / map peak on the outline | {hit[score['click_hit']]} | {hit[score['map_peak_hit']]} |")
         if score["tolerance"]:
             st.caption(score["tolerance"])
@@ -257,8 +252,8 @@ def summary(context: str, ids: list[str], alone: bool) -> None:
                      f"{score['map_peak_scored']} outlined cases; your clicks in {score['click_hits']}.")
     for line in lines:
         st.markdown(f"- {line}")
-    st.dataframe({"Case": [a["case_id"] for a in done], "Your diagnosis": [pretty(a["diagnosis"]) for a in done],
-                  "Truth": [pretty(a["true_label"]) for a in done], "Model": [pretty(a["model_label"]) for a in done],
+    st.dataframe({"Case": [a["case_id"] for a in done], "Your diagnosis": [spoken_label(a["diagnosis"]) for a in done],
+                  "Truth": [spoken_label(a["true_label"]) for a in done], "Model": [spoken_label(a["model_label"]) for a in done],
                   "Your click on the outline": ["—" if a["click_hit"] is None else "yes" if a["click_hit"] else "no"
                                                 for a in done]},
                  hide_index=True, width="stretch")

@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from core.teaching import spoken_label
 from page_support import DEFAULT_MODELS, real_models_present
 from test_browser import (
     ARTIFACTS,
@@ -238,11 +239,6 @@ def test_quiz_a_real_click_lands_on_the_scans_pixel(browser, server):
     page.context.close()
 
 
-def pretty(label: str) -> str:
-    """A class name as the Quiz page shows it (``pages/quiz.py``)."""
-    return {"notumor": "no tumour"}.get(label, label).capitalize()
-
-
 def test_quiz_results_download_as_csv_with_the_answers_and_no_identifier(browser, server):
     """Three cases on one's own, then "Download my results (CSV)": one row per case with the student's diagnosis
     and click; no nickname, and no image's path or file name (curated file names carry dataset patient numbers)."""
@@ -283,7 +279,7 @@ def test_quiz_results_download_as_csv_with_the_answers_and_no_identifier(browser
     rows = list(csv.reader(io.StringIO(text)))
     assert tuple(rows[0]) == CSV_COLUMNS
     answers = [dict(zip(CSV_COLUMNS, r)) for r in rows[1:]]
-    assert [(pretty(a["diagnosis"]), a["click_row"], a["click_col"]) for a in answers] == given
+    assert [(spoken_label(a["diagnosis"]), a["click_row"], a["click_col"]) for a in answers] == given
     pool = json.loads((REPO / "assets" / "teaching" / "quiz.json").read_text())["cases"]
     assert {a["case_id"] for a in answers} <= {c["id"] for c in pool} and len({a["case_id"] for a in answers}) == 3
     for a in answers:

@@ -107,6 +107,46 @@ def test_the_model_error_case_is_one_the_model_really_gets_wrong(teaching_env, m
     assert f"the model is {verdict} on this case" in texts(at)
 
 
+def test_the_fracture_case_walks_a_non_square_radiograph_with_its_outline_in_pixels(teaching_env, models_root):
+    """The third use case in the lesson: an outlined fracture the fracture model gets right, shown at its own aspect
+    ratio with no scale bar (a plain JPEG states no spacing), the threshold's rule on the prediction, and the outline
+    scores of the Grad-CAM map in pixels, the project's own pointing game; the slot for a fracture error really
+    holds one the model gets wrong."""
+    answers = model_answers(models_root)
+    truths = {k: v[1] for k, v in samples().items()}
+    cases = {c.slot: c for c in lesson_cases(read_lesson(), truths, answers)}
+    key = cases["fracture"].sample
+    assert truths[key] == "fractured" and answers[key].correct("fractured")
+    assert samples()[key][2] == "fracture" and samples()[key][3] is not None
+    if "fracture-wrong" in cases:
+        wrong = cases["fracture-wrong"].sample
+        assert samples()[wrong][2] == "fracture" and not answers[wrong].correct(truths[wrong])
+    scan = case_scan(key)
+    assert scan.spacing is None and scan.shape[0] != scan.shape[1]
+    loaded = loaded_for(models_root, "fracture")
+
+    at = teaching_env("lesson")
+    at.selectbox(key=Keys.LESSON_CASE).set_value("fracture").run()
+    check_clean(at)
+    page = texts(at)
+    assert "Label from the dataset: **fractured**" in page and "so there is no scale bar" in page
+    assert f"{scan.shape[1]} x {scan.shape[0]} pixels." in page
+    for _ in range(2):
+        button(at, "Next ▶").click().run()
+    check_clean(at)
+    assert "The model says **fractured**" in texts(at) and "the model is **right** on this case" in texts(at)
+    for _ in range(2):
+        button(at, "Next ▶").click().run()
+    check_clean(at)
+    assert step_title(at) == "How far to trust the map"
+    table = at.dataframe[0].value
+    on_scan = explain(loaded, loaded.pipeline.scan_tensor(scan), scan.shape, method="gradcam",
+                      class_index=loaded.class_names.index("fractured")).on_scan
+    expected = localisation_scores(on_scan, case_mask(key, scan.shape), spacing=None)
+    assert table["Grad-CAM"][0].startswith("hit" if expected["pointing_game"] == 1 else "miss")
+    assert table["Grad-CAM"][1].startswith(f"{expected['energy']:.2f}")
+
+
 def test_the_handout_is_a_pdf_of_the_case(teaching_env, media):
     at = teaching_env("lesson")
     at.session_state[Keys.LESSON_STEP] = {"chest-normal": 5}

@@ -41,9 +41,9 @@ def test_the_committed_lists_name_real_samples_of_every_kind():
     assert all(key in known for key in lesson["shortcut"]["choose_from"])
     assert {known[k][1] for k in lesson["shortcut"]["choose_from"]} == {"NORMAL"}
     assert all(case["sample"] in known for case in quiz["cases"])
-    # a chest film of each class and an outlined slice of each tumour type, and a slot for a model error
+    # a chest film of each class, an outlined slice of each tumour type, an outlined fracture, a slot for a model error
     firsts = {known[slot["choose_from"][0]][1] for slot in lesson["cases"] if slot["prefer"] == "right"}
-    assert firsts >= {"NORMAL", "PNEUMONIA", "glioma", "meningioma", "pituitary"}
+    assert firsts >= {"NORMAL", "PNEUMONIA", "glioma", "meningioma", "pituitary", "fractured"}
     wrong = [slot for slot in lesson["cases"] if slot["prefer"] == "wrong"]
     assert wrong and all(known[k][3] is not None for k in wrong[0]["choose_from"][:6])  # outlined first
     assert {c["difficulty"] for c in quiz["cases"]} == {"easy", "medium", "hard"}
