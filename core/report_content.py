@@ -75,13 +75,19 @@ def _plain(text: str) -> str:
 
 
 def probability_note(loaded) -> str:
-    """One sentence on how the model's probabilities were calibrated ('' when they were not)."""
-    if loaded.temperature == 1.0:
+    """One sentence on how the model's probabilities were calibrated ('' when they were not): the training split's
+    class shares restored when the model was trained with class weights (``class_prior``), then temperature
+    scaling."""
+    prior, scaled = loaded.class_prior is not None, loaded.temperature != 1.0
+    if not (prior or scaled):
         return ""
     calibration = loaded.info.get("calibration") or {}
     ece = calibration.get("ece_after")
-    return (f"Probabilities calibrated by temperature scaling (T = {loaded.temperature:.2f}) on the model's "
-            f"validation split" + (f"; expected calibration error {ece:.3f} after scaling." if ece is not None else "."))
+    steps = (["put back on the training split's class shares (the model was trained with class weights)"] if prior
+             else []) + ([f"calibrated by temperature scaling (T = {loaded.temperature:.2f}) on the model's "
+                          "validation split"] if scaled else [])
+    return ("Probabilities " + ", then ".join(steps)
+            + (f"; expected calibration error {ece:.3f} after." if ece is not None else "."))
 
 
 _WITHOUT_DETAIL = {"blurred": "the fully blurred image", "reference": "its mean training image"}

@@ -11,7 +11,7 @@ from core.masks import MaskError, load_mask
 from core.predict import out_of_range_sentence, predict_tensors
 from core.render import COLORMAPS, colormap_lut, colour_bar, display_image, display_pixels, png_bytes
 from core.report import legend_strip, report_pdf, report_png
-from core.report_content import content_for
+from core.report_content import content_for, probability_note
 from core.runs import read_localisation
 from core.dicom_export import results_for_scan, trust_scores
 from core.dicom_results import DicomResultError, to_zip
@@ -81,9 +81,9 @@ with top[1]:
                     config={"displayModeBar": False}, key="probabilities")
     st.markdown(f"Predicted: **{names[predicted]}**"
                 + (f" — true label **{chosen.true_label}**" if chosen.true_label else ""))
-    if loaded.temperature != 1.0:
-        st.caption(f"Probabilities calibrated by temperature scaling (T = {loaded.temperature:.2f}) on the "
-                   "model's validation split.")
+    note = probability_note(loaded)
+    if note:
+        st.caption(note)
 if not prediction.in_range:
     st.warning(out_of_range_sentence(prediction, loaded.title))
 if scan.n_frames > 1:

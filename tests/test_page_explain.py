@@ -348,6 +348,8 @@ def test_an_outlined_sample_explains_the_outlined_class_whatever_the_model_predi
     assert overlay_title(at).startswith("Grad-CAM for fractured")
     said = "although the model predicts not_fractured" in caption_text(at)
     assert said == (predicted == 0)
+    # the probabilities shown are the model's after undoing its class weights, and the caption says so
+    assert "Probabilities put back on the training split's class shares" in caption_text(at)
     widget(at.selectbox, "Explain class").set_value(names.index("not_fractured")).run()
     assert_clean(at)
     assert overlay_title(at).startswith("Grad-CAM for not_fractured")
