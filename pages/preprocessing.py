@@ -52,8 +52,11 @@ with st.container(border=True):
                   width="stretch")
     cols[1].plotly_chart(histogram(original, scan.units), key="hist_input", config={"displayModeBar": False})
     cols[2].markdown(f"Shape {original.shape}, values {float(original.min()):g} to {float(original.max()):g}"
-                     f"{' ' + scan.units if scan.units else ''}. This is what the file stores, after the "
-                     "DICOM modality LUT (Hounsfield units for CT).")
+                     f"{' ' + scan.units if scan.units else ''}. "
+                     + ("This is what the file stores, after the DICOM modality LUT (Hounsfield units for CT)."
+                        if scan.kind == "dicom" else
+                        "This is what the file stores: plain grey levels, with no DICOM header to turn them into "
+                        "physical units."))
 
 for number, step in enumerate(trace.steps, start=1):
     with st.container(border=True):

@@ -43,6 +43,7 @@ def test_every_step_and_the_exact_tensor_are_shown(app, models_root):
     code = [c.value for c in app.code]
     assert "centre=15000.0, width=30000.0, voi=header window 15000 / 30000 (LINEAR)" in code
     assert "enabled=True" in code
+    assert "after the DICOM modality LUT" in text
 
     loaded = loaded_model(models_root)
     size = loaded.pipeline.input_size
@@ -86,6 +87,8 @@ def test_png_and_model_choice(app, models_root, fullres_dir):
     assert_clean(app)
     rows, cols = scan.shape
     assert f"squashed from {cols} x {rows} px" in markdown_text(app)
+    # a PNG has no modality LUT, and the input step does not pretend it had one
+    assert "plain grey levels" in markdown_text(app) and "modality LUT" not in markdown_text(app)
 
     model = widget(app.selectbox, "Model")
     model.set_value(str(models_root / "brain_mri"))
