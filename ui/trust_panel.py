@@ -163,13 +163,14 @@ def outline_ablation_panel(loaded, scan, frame, mask: np.ndarray, target: int, n
         shown = display_image(frame_pixels, scan.window, scan.invert, voi=scan.voi)
         column.image(np.clip(shown, 0.0, 1.0), width="stretch", caption=f"{label}: P({names[target]}) = {p:.2f}")
     drop, control = result["p_intact"] - result["p_outline"], result["p_control"]
+    moves = f"moves by {-drop:+.2f}" if round(abs(drop), 2) > 0 else "does not move (to two decimals)"
     if control is None:
-        verdict = f"Without the finding, P({names[target]}) moves by {-drop:+.2f}."
+        verdict = f"Without the finding, P({names[target]}) {moves}."
     elif drop > (result["p_intact"] - control) + 0.1:
         verdict = (f"Without the finding, P({names[target]}) falls by {drop:.2f}, more than without a region of the "
                    "same size elsewhere: on this image the prediction rests on the finding.")
     else:
-        verdict = (f"Without the finding, P({names[target]}) moves by {-drop:+.2f}, no more than without a region of "
+        verdict = (f"Without the finding, P({names[target]}) {moves}, no more than without a region of "
                    "the same size elsewhere: on this image the prediction does not need the finding, whatever the "
                    "map shows.")
     st.caption(verdict + " A smooth fill is itself unusual, which is what the control measures. The same check over "
