@@ -43,6 +43,20 @@ def dicom_bytes(name: str) -> bytes:
     return dicom_path(name).read_bytes()
 
 
+def slice_ablation(loaded, root: Path, image: str) -> dict:
+    """``explain-eval``'s fill of one outlined slice (``image`` as ``class/N.jpg`` under ``root/images``, its mask
+    under ``root/masks``): :func:`core.evaluation.outline_ablation` for its true class, what the scripts' rows
+    must agree with."""
+    from core.evaluation import outline_ablation
+    from core.io import load_scan
+    from core.masks import load_mask
+
+    path = root / "images" / image
+    scan = load_scan(path.read_bytes(), path.name)
+    mask = load_mask((root / "masks" / image).with_suffix(".png").read_bytes(), scan.shape)
+    return outline_ablation(loaded, scan, mask, loaded.class_names.index(image.split("/")[0]))
+
+
 def dicom_names(pattern: str) -> list[str]:
     """Names of the installed test files matching ``pattern`` (e.g. ``"MR_small*"``)."""
     from pydicom.data import get_testdata_files

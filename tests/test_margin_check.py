@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import slice_ablation
 from core.localisation import log_odds
 
 pytestmark = pytest.mark.slow
@@ -31,9 +32,6 @@ def test_three_unseen_slices_one_per_class_agree_with_explain_eval_s_ablation(ma
     explain-eval's own (the same P(true) with the outline filled as :func:`core.evaluation.outline_ablation`); a
     5 mm margin fills a larger region; the inside of the head filled gives one of the model's classes; the map's
     peak distance is a distance in millimetres. The table has a row per class and one for all."""
-    from core.evaluation import outline_ablation
-    from core.io import load_scan
-    from core.masks import load_mask
     from core.model import load_model
 
     root = data_dir / "brain_mri_masks"
@@ -49,10 +47,7 @@ def test_three_unseen_slices_one_per_class_agree_with_explain_eval_s_ablation(ma
     assert [row["class"] for row in rows] == ["glioma", "meningioma", "pituitary"]
     loaded = load_model("assets/models/brain_mri")
     for row in rows:
-        image = root / "images" / row["image"]
-        scan = load_scan(image.read_bytes(), image.name)
-        mask = load_mask((root / "masks" / row["image"]).with_suffix(".png").read_bytes(), scan.shape)
-        expected = outline_ablation(loaded, scan, mask, loaded.class_names.index(row["class"]))
+        expected = slice_ablation(loaded, root, row["image"])
         assert row["p"] == pytest.approx(expected["p_intact"], abs=1e-5)
         assert row["outline_0"] == pytest.approx(expected["p_outline"], abs=1e-5)
         assert 0.0 <= row["outline_5"] <= 1.0 and row["answer_inside"] in loaded.class_names

@@ -5,26 +5,22 @@ model."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import slice_ablation
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+import patient_check  # noqa: E402
+
 pytestmark = pytest.mark.slow
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "patient_check.py"
 
-
-@pytest.fixture(scope="module")
-def patient_check():
-    spec = importlib.util.spec_from_file_location("patient_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_the_gap_is_the_distance_to_the_nearest_figshare_number_seen_in_training(patient_check, data_dir):
+def test_the_gap_is_the_distance_to_the_nearest_figshare_number_seen_in_training(data_dir):
     index = data_dir / "brain_mri_masks" / "index.csv"
     gaps = patient_check.figshare_gaps(index)
     with open(index, newline="") as handle:
@@ -40,13 +36,10 @@ def test_the_gap_is_the_distance_to_the_nearest_figshare_number_seen_in_training
     assert min(unseen) >= 1 and max(unseen) > 20  # some unseen slices lie far from any seen one
 
 
-def test_three_unseen_slices_are_scored_and_grouped_by_their_gap(patient_check, data_dir, tmp_path, capsys):
+def test_three_unseen_slices_are_scored_and_grouped_by_their_gap(data_dir, tmp_path, capsys):
     """One slice per tumour class in explain-eval's order: each row has the model's P(true) as scanned and with the
     outline filled (explain-eval's own fill), a pointing score of 0 or 1 for Grad-CAM and the centre prior, its gap
     and group; the table has a line per class and group and then per group over all classes."""
-    from core.evaluation import outline_ablation
-    from core.io import load_scan
-    from core.masks import load_mask
     from core.model import load_model
 
     root = data_dir / "brain_mri_masks"
@@ -63,10 +56,7 @@ def test_three_unseen_slices_are_scored_and_grouped_by_their_gap(patient_check, 
     for row in rows:
         assert row["gap"] == gaps[row["image"]] and row["group"] == patient_check.group_of(row["gap"], 2, 20)
         assert row["pointing_gradcam"] in (0.0, 1.0) and row["pointing_centre"] in (0.0, 1.0)
-        image = root / "images" / row["image"]
-        scan = load_scan(image.read_bytes(), image.name)
-        mask = load_mask((root / "masks" / row["image"]).with_suffix(".png").read_bytes(), scan.shape)
-        expected = outline_ablation(loaded, scan, mask, loaded.class_names.index(row["class"]))
+        expected = slice_ablation(loaded, root, row["image"])
         assert row["p"] == pytest.approx(expected["p_intact"], abs=1e-5)
         assert row["p_filled"] == pytest.approx(expected["p_outline"], abs=1e-5)
     lines = report["summary"]
