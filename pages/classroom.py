@@ -164,8 +164,8 @@ def draw_view(view: dict) -> None:
         case, stats = panel["case"], panel["stats"]
         with st.container(border=True):
             verdict = "right" if case.model_correct else "**wrong**"
-            st.markdown(f"**Case {number}: {case.case_id}** · truth **{spoken_label(case.true_label)}** · the model said "
-                        f"{spoken_label(case.model_label)} ({case.model_probability:.0%}), {verdict}")
+            st.markdown(f"**Case {number}: {case.case_id}** · truth **{spoken_label(case.true_label)}** · the model "
+                        f"said {spoken_label(case.model_label)} ({case.model_probability:.0%}), {verdict}")
             left, middle, right = st.columns([2, 2, 3])
             left.image(panel["clicks"], width="stretch",
                        caption=f"Where the class clicked ({len(stats['clicks'])} clicks)")
@@ -174,7 +174,8 @@ def draw_view(view: dict) -> None:
                 if not stats["answers"]:
                     st.caption("No answer yet.")
                     continue
-                diagnoses = " · ".join(f"{spoken_label(label)} {count}" for label, count in stats["diagnoses"].items())
+                diagnoses = " · ".join(f"{spoken_label(label)} {count}"
+                                       for label, count in stats["diagnoses"].items())
                 lines = [f"**{stats['answers']}** answers: {diagnoses}",
                          f"agreed with the model: **{share(stats['agree_with_model'])}**",
                          f"diagnosis right: **{share(stats['correct'])}**"]

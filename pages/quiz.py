@@ -201,7 +201,8 @@ def reveal(case, context: str, number: int, total: int) -> None:
     with model:
         points = ((score["map_peak"], PEAK_COLOUR),) if score["map_peak"] else ()
         st.image(picture(display, saliency=result.on_scan, mask=mask, points=points, side=480), width="stretch",
-                 caption=f"The model's Grad-CAM map for {spoken_label(case.model_label)}, its hottest point (pink ring)")
+                 caption=f"The model's Grad-CAM map for {spoken_label(case.model_label)}, its hottest point "
+                         "(pink ring)")
     with words:
         tick = {True: ":green[:material/check_circle: right]", False: ":red[:material/cancel: wrong]", None: "—"}
         hit = {True: ":green[:material/check_circle: on it]", False: ":red[:material/cancel: off it]", None: "not scored"}
@@ -252,8 +253,10 @@ def summary(context: str, ids: list[str], alone: bool) -> None:
                      f"{score['map_peak_scored']} outlined cases; your clicks in {score['click_hits']}.")
     for line in lines:
         st.markdown(f"- {line}")
-    st.dataframe({"Case": [a["case_id"] for a in done], "Your diagnosis": [spoken_label(a["diagnosis"]) for a in done],
-                  "Truth": [spoken_label(a["true_label"]) for a in done], "Model": [spoken_label(a["model_label"]) for a in done],
+    st.dataframe({"Case": [a["case_id"] for a in done],
+                  "Your diagnosis": [spoken_label(a["diagnosis"]) for a in done],
+                  "Truth": [spoken_label(a["true_label"]) for a in done],
+                  "Model": [spoken_label(a["model_label"]) for a in done],
                   "Your click on the outline": ["—" if a["click_hit"] is None else "yes" if a["click_hit"] else "no"
                                                 for a in done]},
                  hide_index=True, width="stretch")

@@ -39,8 +39,8 @@ GROUPS = ("near", "middle", "far")
 
 
 def figshare_gaps(index: Path) -> dict[str, int]:
-    """For each image of the index (``class/file``), how many figshare numbers lie between it and the nearest
-    slice seen in training (0 for a seen slice itself)."""
+    """For each image of the index (``class/file``), its distance in figshare numbers to the nearest slice seen in
+    training (1 for a neighbour, 0 for a seen slice itself)."""
     with open(index, newline="") as handle:
         rows = list(csv.DictReader(handle))
     seen = np.array(sorted(int(r["figshare_index"]) for r in rows if r["subset"] == "seen_in_training"))
