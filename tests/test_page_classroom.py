@@ -103,6 +103,36 @@ def rows_of(db, table: str) -> list[tuple]:
         return raw.execute(f"SELECT * FROM {table}").fetchall()
 
 
+@contextlib.contextmanager
+def steady_runtime():
+    """Streamlit's runtime singleton stays in place while the students' runs overlap.
+
+    Each AppTest run installs a stand-in runtime (``Runtime._instance``) and sets it back to None when its run
+    ends, so a run ending in one thread takes the runtime from under a run still going in another ("Runtime
+    hasn't been created!", or a run that takes itself for a bare script). A server has one runtime for all its
+    sessions; here the last one installed answers for any run that finds none.
+    """
+    from streamlit.runtime import Runtime
+
+    originals = Runtime.__dict__["instance"], Runtime.__dict__["exists"]
+    last = []
+
+    def instance(cls):
+        if cls._instance is not None:
+            last[:] = [cls._instance]
+            return cls._instance
+        if last:
+            return last[0]
+        raise RuntimeError("Runtime hasn't been created!")
+
+    Runtime.instance = classmethod(instance)
+    Runtime.exists = classmethod(lambda cls: cls._instance is not None or bool(last))
+    try:
+        yield
+    finally:
+        Runtime.instance, Runtime.exists = originals
+
+
 def test_students_answer_at_once_and_the_teacher_sees_them(teaching_env, class_dir):
     import test_privacy
 
@@ -130,7 +160,7 @@ def test_students_answer_at_once_and_the_teacher_sees_them(teaching_env, class_d
             failures.append(err)
 
     threads = [threading.Thread(target=submit, args=(s,)) for s in students]
-    with serial_ast_parse():
+    with serial_ast_parse(), steady_runtime():
         for thread in threads:
             thread.start()
         for thread in threads:
