@@ -102,9 +102,15 @@ def read_torch_legacy(path: str | Path) -> "collections.OrderedDict[str, np.ndar
     return state
 
 
+#: A last-convolution cell counts as body, with ``body_gate``, from this mean brightness (0-1 image units) of the
+#: input pixels under it, fully from the second value: ``--body-mask`` leaves the open field black (0), and the
+#: training degradations move it at most about 0.05 (a contrast change about the image's mean).
+GATE_LEVELS = (0.04, 0.08)
+
+
 def efficientnet_lite0(input_size: int, n_classes: int, *, dropout: float = 0.3, name: str = "cnn",
                        pooling: str = "avg+max", output_stride: int = 16, imagenet_head: bool = False,
-                       stages: int = 7, head_filters: int = 256, fresh_head: bool = False):
+                       stages: int = 7, head_filters: int = 256, fresh_head: bool = False, body_gate: bool = False):
     """EfficientNet-Lite0 on one grey channel, ImageNet weights in, a fresh classifier head on top.
 
     ``imagenet_head`` keeps the 1000 ImageNet classes as the output (logits, for checking the weights).
@@ -113,6 +119,13 @@ def efficientnet_lite0(input_size: int, n_classes: int, *, dropout: float = 0.3,
     than where its lesion is. A fresh 1 x 1 convolution of ``head_filters`` (ReLU6, He initialisation)
     then becomes :data:`core.model.LAST_CONV` in place of the pretrained 1280-channel head; ``fresh_head``
     does the same on the whole network (all seven stages, their 320 channels read by a new convolution).
+
+    ``body_gate`` (for a radiograph whose open field the pipeline blacks out, ``--body-mask``) multiplies the
+    features entering :data:`core.model.LAST_CONV` by a gate computed from the input itself: 1 over cells whose
+    pixels are on average brighter than :data:`GATE_LEVELS` (the body), 0 over the black field, grown by one cell.
+    The last convolution then has no bias, so it is exactly zero over the field: a cell there cannot carry the
+    features of the bone beside it (this network's cells each see most of the image), and neither the decision nor
+    Grad-CAM on that layer can rest on it.
     """
     import keras
     from keras import layers
@@ -170,16 +183,27 @@ def efficientnet_lite0(input_size: int, n_classes: int, *, dropout: float = 0.3,
                 y = layers.Add(name=f"{label}_add")([x, y])
             scale *= step
             x, channels, block, rate = y, filters, block + 1, next_rate
+    if body_gate:
+        if imagenet_head or input_size % scale:
+            raise ValueError(f"The body gate needs a classifier head and an input side divisible by {scale}.")
+        low, high = GATE_LEVELS
+        unit = layers.Rescaling(0.25, offset=0.5, name="gate_unit")(inputs)  # back to the [0, 1] image
+        cells = layers.AveragePooling2D(pool_size=scale, name="gate_cells")(unit)
+        ramp = layers.Rescaling(1.0 / (high - low), offset=-low / (high - low), name="gate_ramp")(cells)
+        gate = layers.ReLU(max_value=1.0, name="gate_clip")(ramp)
+        gate = layers.MaxPooling2D(3, strides=1, padding="same", name="gate_grow")(gate)
+        x = layers.Multiply(name="body_gate")([x, gate])
     if stages < len(STAGES) or fresh_head:
-        x = layers.Conv2D(head_filters, 1, activation="relu6", kernel_initializer="he_normal", name=LAST_CONV)(x)
+        x = layers.Conv2D(head_filters, 1, activation="relu6", kernel_initializer="he_normal",
+                          use_bias=not body_gate, name=LAST_CONV)(x)
     else:
-        head = layers.Conv2D(1280, 1, activation="relu6", name=LAST_CONV)
+        head = layers.Conv2D(1280, 1, activation="relu6", use_bias=not body_gate, name=LAST_CONV)
         x = head(x)
-        # the head's batch normalisation folded into the convolution
+        # the head's batch normalisation folded into the convolution (its shift dropped behind the body gate)
         gamma, beta, mean, var = (state[f"_bn1.{p}"] for p in ("weight", "bias", "running_mean", "running_var"))
         factor = gamma / np.sqrt(var + BN_EPSILON)
-        assignments.append((head, [state["_conv_head.weight"].transpose(2, 3, 1, 0) * factor,
-                                   (beta - mean * factor).astype(np.float32)]))
+        kernel = state["_conv_head.weight"].transpose(2, 3, 1, 0) * factor
+        assignments.append((head, [kernel] if body_gate else [kernel, (beta - mean * factor).astype(np.float32)]))
     if imagenet_head:
         dense = layers.Dense(1000, name="imagenet_logits")
         outputs = dense(layers.GlobalAveragePooling2D(name="gap")(x))

@@ -108,6 +108,7 @@ def render_card(folder: str | Path) -> str:
         f"{' --balance-by ' + params['balance_by'] if params.get('balance_by') else ''}"
         f"{' --backbone ' + params['backbone'] if params.get('backbone') else ''}"
         f"{' --backbone-stages %d' % params['backbone_stages'] if params.get('backbone_stages', 7) != 7 else ''}"
+        f"{' --body-gate' if params.get('body_gate') else ''}"
         f"{' --freeze-backbone --feature-views %d' % params['feature_views'] if params.get('freeze_backbone') else ''}"
         f"{' --view-kind %s' % params['view_kind'] if params.get('view_kind', 'augment') != 'augment' else ''}"
         f"{' --tune-blocks %d' % params['tune_blocks'] if params.get('tune_blocks') else ''}"

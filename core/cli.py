@@ -148,6 +148,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --backbone: keep only its first N of 7 stages (3-7; default 7, the whole network) and "
                         "put a fresh 256-channel last convolution on top, so the class is read from features that "
                         "see a neighbourhood of the scan rather than all of it")
+    t.add_argument("--body-gate", action="store_true",
+                   help="with --backbone and --body-mask: multiply the features entering the last convolution by a "
+                        "gate that is 1 over the body and 0 over the blacked-out field, the last convolution without "
+                        "a bias, so neither the decision nor Grad-CAM can rest on a cell over empty film")
     t.add_argument("--freeze-backbone", action="store_true",
                    help="with --backbone: keep all of its ImageNet weights and train only a fresh head (a 256-channel "
                         "1 x 1 convolution and the --pooling classifier) on features the backbone computes once per "
@@ -358,7 +362,8 @@ def _train(args) -> int:
                          half_mirror_weight=args.half_mirror_weight, healthy=args.healthy,
                          init_from=args.init_from,
                          head_mask=args.head_mask, rim_only=args.rim_only, body_mask=args.body_mask, contrast=args.contrast,
-                         backbone=args.backbone, backbone_stages=args.backbone_stages, strategy=args.strategy,
+                         backbone=args.backbone, backbone_stages=args.backbone_stages, body_gate=args.body_gate,
+                         strategy=args.strategy,
                          freeze_backbone=args.freeze_backbone, feature_views=args.feature_views,
                          view_kind=args.view_kind, box_loss=args.box_loss, tune_blocks=args.tune_blocks,
                          degrade_recipe=args.degrade_recipe,

@@ -63,6 +63,7 @@ class TrainConfig:
     contrast: str | None = None  # Pipeline.contrast: "clahe" evens out local contrast after the resize (None: off)
     backbone: str | None = None  # core.backbone.BACKBONES: an ImageNet-pretrained network instead of the small CNN
     backbone_stages: int = 7  # cut the backbone after this many of its 7 stages, a fresh last convolution on top
+    body_gate: bool = False  # with backbone and body_mask: the last convolution reads only cells over the body (core.backbone)
     freeze_backbone: bool = False  # keep the backbone's ImageNet weights; train only a fresh head on its cached features
     feature_views: int = 2  # with freeze_backbone: views cached per training image (the clean one, then augmented and degraded)
     view_kind: str = "augment"  # "augment": views 2.. through augmentation and degradations; "mirror": view 2 mirrored, 3.. degraded only
@@ -118,6 +119,9 @@ def train(config: TrainConfig, log=print) -> dict:
         raise ValueError("--balance-by weighs each training image once in one process; leave out --freeze-backbone, "
                          "--upweight-errors-of, --filled-interiors, --half-mirrors, --equivariance, --cutmix and "
                          "--strategy.")
+    if config.body_gate and not (config.backbone and config.body_mask and not config.freeze_backbone):
+        raise ValueError("--body-gate keeps a fine-tuned backbone's features over the body that --body-mask leaves: "
+                         "give it --backbone and --body-mask, without --freeze-backbone.")
     if config.tune_blocks and not config.freeze_backbone:
         raise ValueError("--tune-blocks trains the last blocks above cached features: give it --freeze-backbone.")
     if config.freeze_backbone:
@@ -231,9 +235,10 @@ def train(config: TrainConfig, log=print) -> dict:
         from core.backbone import efficientnet_lite0
 
         model = efficientnet_lite0(config.input_size, n_classes, name=spec["name"], pooling=config.pooling,
-                                   stages=config.backbone_stages, fresh_head=config.freeze_backbone)
+                                   stages=config.backbone_stages, fresh_head=config.freeze_backbone,
+                                   body_gate=config.body_gate)
         cut = "" if config.backbone_stages == 7 else f", cut after stage {config.backbone_stages} of 7"
-        kept = ", frozen" if config.freeze_backbone else ""
+        kept = ", frozen" if config.freeze_backbone else ", gated by the body" if config.body_gate else ""
         log(f"{config.backbone}{cut}: ImageNet weights in{kept}, a new {config.pooling} head; last convolution "
             f"{model.get_layer('last_conv').output.shape[1]} x {model.get_layer('last_conv').output.shape[2]}")
     else:

