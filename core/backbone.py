@@ -106,10 +106,12 @@ def read_torch_legacy(path: str | Path) -> "collections.OrderedDict[str, np.ndar
 #: input pixels under it, fully from the second value: ``--body-mask`` leaves the open field black (0), and the
 #: training degradations move it at most about 0.05 (a contrast change about the image's mean).
 GATE_LEVELS = (0.04, 0.08)
+#: The last convolution's cell side in input pixels, unless asked otherwise (the last two stages dilated).
+OUTPUT_STRIDE = 16
 
 
 def efficientnet_lite0(input_size: int, n_classes: int, *, dropout: float = 0.3, name: str = "cnn",
-                       pooling: str = "avg+max", output_stride: int = 16, imagenet_head: bool = False,
+                       pooling: str = "avg+max", output_stride: int = OUTPUT_STRIDE, imagenet_head: bool = False,
                        stages: int = 7, head_filters: int = 256, fresh_head: bool = False, body_gate: bool = False):
     """EfficientNet-Lite0 on one grey channel, ImageNet weights in, a fresh classifier head on top.
 

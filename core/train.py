@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from core import data as data_mod
-from core.backbone import STAGES
+from core.backbone import OUTPUT_STRIDE, STAGES
 from core.calibration import OOD_FILE, OOD_QUANTILE, OutlierCheck, fit_temperature, scale
 from core.card import class_counts, write_card
 from core.localisation import INTERIOR_ERODE
@@ -122,6 +122,9 @@ def train(config: TrainConfig, log=print) -> dict:
     if config.body_gate and not (config.backbone and config.body_mask and not config.freeze_backbone):
         raise ValueError("--body-gate keeps a fine-tuned backbone's features over the body that --body-mask leaves: "
                          "give it --backbone and --body-mask, without --freeze-backbone.")
+    if config.body_gate and config.input_size % OUTPUT_STRIDE:
+        raise ValueError(f"--body-gate averages the input over the last convolution's {OUTPUT_STRIDE} px cells: give "
+                         f"it an --input-size divisible by {OUTPUT_STRIDE} (e.g. 224).")
     if config.tune_blocks and not config.freeze_backbone:
         raise ValueError("--tune-blocks trains the last blocks above cached features: give it --freeze-backbone.")
     if config.freeze_backbone:

@@ -278,6 +278,9 @@ def test_freezing_needs_a_backbone_and_one_view(data_dir, tmp_path):
         train(TrainConfig(backbone="efficientnet-lite0", body_gate=True, **common))  # no --body-mask
     with pytest.raises(ValueError, match="--body-gate keeps"):
         train(TrainConfig(body_gate=True, body_mask=0.03, **common))  # no --backbone
+    with pytest.raises(ValueError, match="divisible by 16"):  # refused before any image is read
+        train(TrainConfig(backbone="efficientnet-lite0", body_gate=True, body_mask=0.03,
+                          **{**common, "input_size": 200}))
     with pytest.raises(ValueError, match="--tune-blocks must be 0 to 15"):
         train(TrainConfig(freeze_backbone=True, backbone="efficientnet-lite0", tune_blocks=16, **common))
     with pytest.raises(ValueError, match="--view-kind must be one of augment, mirror"):
