@@ -44,6 +44,29 @@ def test_outlier_check_threshold_is_the_validation_quantile(tmp_path):
     assert again.threshold == check.threshold
 
 
+
+def test_a_wide_outlier_check_is_saved_as_a_packed_float16_factor_with_the_same_distances(tmp_path):
+    """A pretrained backbone's 2,600 pooled features made a 54 MB ``ood.npz``; above
+    ``DENSE_MAX_FEATURES`` the file holds the lower triangle of the precision's Cholesky factor in float16,
+    and the threshold is fitted on the distances that file gives."""
+    from core.calibration import DENSE_MAX_FEATURES
+
+    rng = np.random.default_rng(2)
+    n = DENSE_MAX_FEATURES + 88
+    mixing = rng.normal(0, 1, (n, n)) / np.sqrt(n)  # correlated features, as a network's are
+    train, val = rng.normal(0, 1, (2000, n)) @ mixing, rng.normal(0, 1, (300, n)) @ mixing
+    check = OutlierCheck.fit(train, val)
+    cov = np.cov(train - train.mean(axis=0), rowvar=False)
+    exact = np.linalg.inv(cov + np.eye(n) * (1e-3 * np.trace(cov) / n))
+    d = val - train.mean(axis=0)
+    np.testing.assert_allclose(check.distance(val), np.sqrt(np.einsum("ij,jk,ik->i", d, exact, d)), rtol=1e-3)
+    check.save(tmp_path / "ood.npz")
+    assert (tmp_path / "ood.npz").stat().st_size < 0.3 * n * n * 8  # the dense float64 matrix: n * n * 8 bytes
+    again = OutlierCheck.load(tmp_path / "ood.npz")
+    np.testing.assert_allclose(again.distance(val), check.distance(val), rtol=1e-6)
+    assert np.mean(again.distance(val) <= again.threshold) == pytest.approx(0.99, abs=0.005)
+    assert again.distance(val[:1] * 3)[0] > again.threshold
+
 @pytest.mark.slow
 def test_calibrate_run_writes_temperature_outlier_check_and_card(tiny_run, chest_dir, tmp_path):
     import shutil
