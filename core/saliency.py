@@ -45,8 +45,9 @@ DESCRIPTIONS = {
     "scorecam": "Masks the image with each of the strongest feature maps and weights them by how much "
                 "the class score rises: no gradients (Wang et al., 2020; fast variant with max_N maps).",
     "layercam": "Multiplies each activation by its own positive gradient, giving finer maps, "
-                "also from earlier layers (Jiang et al., 2021). On the last layer of a pooled-head "
-                "network the gradient is the same at every position, so there it matches Grad-CAM++.",
+                "also from earlier layers (Jiang et al., 2021). On the last layer of a network that only "
+                "averages it, the gradient is the same at every position and LayerCAM draws Grad-CAM++'s "
+                "map; a head that pools the maximum beside the average makes them differ.",
     "smoothgrad": "Averages the input gradient over noisy copies of the image: pixel-level, sharp, but "
                   "not tied to a layer (Smilkov et al., 2017).",
 }
