@@ -44,7 +44,6 @@ def test_outlier_check_threshold_is_the_validation_quantile(tmp_path):
     assert again.threshold == check.threshold
 
 
-
 def test_a_wide_outlier_check_is_saved_as_a_packed_float16_factor_with_the_same_distances(tmp_path):
     """A pretrained backbone's 2,600 pooled features made a 54 MB ``ood.npz``; above
     ``DENSE_MAX_FEATURES`` the file holds the lower triangle of the precision's Cholesky factor in float16,
@@ -66,6 +65,7 @@ def test_a_wide_outlier_check_is_saved_as_a_packed_float16_factor_with_the_same_
     np.testing.assert_allclose(again.distance(val), check.distance(val), rtol=1e-6)
     assert np.mean(again.distance(val) <= again.threshold) == pytest.approx(0.99, abs=0.005)
     assert again.distance(val[:1] * 3)[0] > again.threshold
+
 
 @pytest.mark.slow
 def test_calibrate_run_writes_temperature_outlier_check_and_card(tiny_run, chest_dir, tmp_path):
