@@ -85,7 +85,7 @@ class OutlierCheck:
         cov += np.eye(len(cov)) * (1e-3 * np.trace(cov) / len(cov))  # shrinkage keeps it invertible
         check = cls(mean, np.linalg.inv(cov), 0.0)
         if len(mean) > DENSE_MAX_FEATURES:  # the distances it will have once saved and loaded packed
-            check = cls(mean, None, 0.0, cholesky=_unpack(_pack(check.precision), len(mean)))
+            check = cls(mean, None, 0.0, cholesky=_unpack(_pack(np.linalg.cholesky(check.precision)), len(mean)))
         check.threshold = float(np.quantile(check.distance(val_features), quantile))
         return check
 
@@ -98,9 +98,8 @@ class OutlierCheck:
     def save(self, path: Path) -> None:
         with open(path, "wb") as fh:
             if self._cholesky is not None or len(self.mean) > DENSE_MAX_FEATURES:
-                packed = (self._cholesky[np.tril_indices(len(self.mean))].astype(np.float16)
-                          if self._cholesky is not None else _pack(self.precision))
-                np.savez(fh, mean=self.mean, cholesky_lower_f16=packed, threshold=self.threshold)
+                factor = self._cholesky if self._cholesky is not None else np.linalg.cholesky(self.precision)
+                np.savez(fh, mean=self.mean, cholesky_lower_f16=_pack(factor), threshold=self.threshold)
             else:
                 np.savez(fh, mean=self.mean, precision=self.precision, threshold=self.threshold)
 
@@ -113,9 +112,9 @@ class OutlierCheck:
             return cls(data["mean"], data["precision"], float(data["threshold"]))
 
 
-def _pack(precision: np.ndarray) -> np.ndarray:
+def _pack(factor: np.ndarray) -> np.ndarray:
     """The lower triangle of the precision matrix's Cholesky factor, row by row, in float16."""
-    return np.linalg.cholesky(precision)[np.tril_indices(len(precision))].astype(np.float16)
+    return factor[np.tril_indices(len(factor))].astype(np.float16)
 
 
 def _unpack(packed: np.ndarray, n: int) -> np.ndarray:
