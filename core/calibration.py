@@ -29,7 +29,7 @@ def scale(probabilities: np.ndarray, temperature: float, prior: np.ndarray | Non
 
     >>> scale(np.array([[0.5, 0.5]]), 2.0).tolist()
     [[0.5, 0.5]]
-    >>> [round(v, 2) for v in scale(np.array([[0.5, 0.5]]), 1.0, prior=np.array([0.2, 0.8]))[0]]
+    >>> [round(float(v), 2) for v in scale(np.array([[0.5, 0.5]]), 1.0, prior=np.array([0.2, 0.8]))[0]]
     [0.2, 0.8]
     """
     probabilities = np.asarray(probabilities, np.float64)
