@@ -98,6 +98,7 @@ def render_card(folder: str | Path) -> str:
         f"{' --half-mirror-weight %g' % params['half_mirror_weight'] if params.get('half_mirrors') and params.get('half_mirror_weight', 1.0) != 1.0 else ''}"
         f"{' --healthy ' + params['healthy'] if params.get('half_mirrors') and params.get('healthy') else ''}"
         f"{' --cutmix %g' % params['cutmix'] if params.get('cutmix') else ''}"
+        f"{' --implant %g' % params['implant'] if params.get('implant') else ''}"
         f"{' --head-mask %g' % params['head_mask'] if params.get('head_mask') else ''}"
         f"{' --rim-only %g' % params['rim_only'] if params.get('rim_only') else ''}"
         f"{' --body-mask %g' % params['body_mask'] if params.get('body_mask') else ''}"
@@ -206,7 +207,8 @@ def render_card(folder: str | Path) -> str:
 #: How each degradation's range reads in a card: (name, unit before the numbers, unit after them).
 _DEGRADATION_WORDS = {"blur": ("Gaussian blur sigma ", " px"), "sharpen": ("unsharp masking amount ", ""),
                       "gamma": ("gamma ", ""), "contrast": ("contrast x", ""), "noise": ("noise std ", ""),
-                      "jpeg": ("JPEG re-encoding at quality ", "")}
+                      "jpeg": ("JPEG re-encoding at quality ", ""),
+                      "implant": ("a metal plate drawn on the limb, length ", " of the long side")}
 
 
 def _degradations(info: dict, params: dict | None = None) -> str:

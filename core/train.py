@@ -57,6 +57,7 @@ class TrainConfig:
     half_mirror_weight: float = 1.0  # weight of that loss
     healthy: str | None = None  # the class with no lesion, for --half-mirrors (default: --no-finding)
     cutmix: float = 0.0  # share of training images given a box of another image, labels mixed by area (data.cutmix_batch)
+    implant: float = 0.0  # share of training images, every class alike, given a metal plate on the limb (core.perturb.implant)
     head_mask: float = 0.0  # Pipeline.head: black out all but the head's inner region (0: off)
     rim_only: float = 0.0  # Pipeline.rim: the opposite, a diagnostic model of the scalp, skull and outline (0: off)
     body_mask: float = 0.0  # Pipeline.body: black out the open field around a radiograph's body part (0: off)
@@ -75,6 +76,26 @@ class TrainConfig:
     upweight: int = 5  # how many times each of those images is seen per epoch (Just Train Twice's upsampling)
     balance_by: str | None = None  # comma-separated subgroup columns (e.g. body parts): classes weighed equally within each group (data.group_balanced_weights)
     strategy: str | None = None  # "mirrored" | "multiworker" (core.multiworker); None: one process, no tf.distribute
+
+
+#: The plate lengths ``--implant`` draws, as fractions of the film's long side (a screw pair to a long plate).
+IMPLANT_LENGTHS = (0.15, 0.45)
+
+
+def with_implant(spec: dict, share: float) -> dict:
+    """``spec`` with ``implant`` among its training degradations at probability ``share`` (unchanged at 0), so the
+    run draws it and the model.json it writes says so.
+
+    >>> with_implant({"augment": {"degradations": {"jpeg": None}}}, 0.2)["augment"]
+    {'degradations': {'jpeg': None, 'implant': [0.2, 0.15, 0.45]}}
+    >>> with_implant({"name": "x"}, 0.0)
+    {'name': 'x'}
+    """
+    if not share:
+        return spec
+    augment = dict(spec.get("augment") or {})
+    augment["degradations"] = {**(augment.get("degradations") or {}), "implant": [float(share), *IMPLANT_LENGTHS]}
+    return {**spec, "augment": augment}
 
 
 def train(config: TrainConfig, log=print) -> dict:
@@ -98,6 +119,10 @@ def train(config: TrainConfig, log=print) -> dict:
         raise ValueError("--filled-interiors adds images to an epoch; a --freeze-backbone head trains on cached features.")
     if config.equivariance < 0:
         raise ValueError("--equivariance is a weight: 0 (off) or more.")
+    if not 0 <= config.implant <= 1:
+        raise ValueError("--implant is a share of the training images: 0 (off) to 1.")
+    if config.implant and not config.degrade:
+        raise ValueError("--implant is one of the degradations drawn in training; leave out --no-degrade.")
     if config.equivariance_shift < 0:
         raise ValueError("--equivariance-shift is a number of cells: 0 (off) or more.")
     if config.equivariance_shift and not config.equivariance:
@@ -158,7 +183,7 @@ def train(config: TrainConfig, log=print) -> dict:
     started = time.time()
     out = Path(config.out)
     keras.utils.set_random_seed(config.seed)
-    spec = load_spec(config.task)
+    spec = with_implant(load_spec(config.task), config.implant)
     balance_columns = [c.strip() for c in (config.balance_by or "").split(",") if c.strip()]
     if config.balance_by:  # before any image is read or the output folder made
         listed = list((spec.get("subgroups") or {}).get("columns", []))

@@ -77,3 +77,52 @@ def test_training_mix_degrades_some_images_and_is_seeded():
 def test_labels_name_the_strength():
     assert perturb.label("blur", 4.0) == "blur sigma=4 px at 224"
     assert perturb.label("jpeg", 30) == "jpeg quality=30"
+
+
+@pytest.fixture(scope="module")
+def limb_film(data_dir) -> np.ndarray:
+    """A real not-fractured FracAtlas film as the pipeline shows it: grey in [0, 1]."""
+    from core.io import load_scan
+    from core.robustness import display_grey
+
+    path = data_dir / "fracatlas" / "images" / "not_fractured" / "IMG0000049.jpg"
+    return display_grey(load_scan(path.read_bytes(), path.name))
+
+
+def test_an_implant_is_a_white_plate_on_the_limb_drawn_from_its_seed(limb_film):
+    from core.preprocess import body_region
+
+    out = perturb.implant(limb_film, length=0.35, seed=4)
+    assert out.shape == limb_film.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+    changed = np.abs(out - limb_film) > 0.05
+    assert changed.sum() > 0.002 * limb_film.size  # a plate, not a speck
+    assert np.median(out[changed]) > np.percentile(limb_film, 99)  # brighter than nearly all of the film: metal
+    limb = body_region(limb_film, margin=0.05)
+    assert changed[limb].sum() > 0.6 * changed.sum()  # on the limb (its screws may reach past the skin)
+    assert np.array_equal(out, perturb.implant(limb_film, length=0.35, seed=4))
+    assert not np.array_equal(out, perturb.implant(limb_film, length=0.35, seed=5))
+    assert changed.sum() < (np.abs(perturb.implant(limb_film, length=0.6, seed=4) - limb_film) > 0.05).sum()
+
+
+def test_the_implant_is_opt_in():
+    """No task draws it unless asked (``train --implant P`` adds it to the run's recipe: tests/test_train.py)."""
+    import json
+    from pathlib import Path
+
+    assert "implant" not in [name for name, *_ in perturb.TRAINING]
+    assert perturb.training_recipe({"implant": [0.2, 0.15, 0.45]})[-1] == ("implant", 0.2, 0.15, 0.45)
+    tasks = Path(__file__).resolve().parents[1] / "assets" / "tasks"
+    recipes = {p.stem: perturb.recipe_for(json.loads(p.read_text())) for p in tasks.glob("*.json")}
+    assert recipes and all("implant" not in [name for name, *_ in recipe] for recipe in recipes.values())
+
+
+def test_the_training_mix_draws_implants_on_a_share_of_the_films(limb_film):
+    from core.preprocess import resize_to
+
+    film = resize_to(limb_film, (64, 64))
+    batch = np.repeat(((film - 0.5) / 0.25)[None, ..., None], 20, axis=0).astype(np.float32)
+    out = perturb.degrade_batch(batch, np.random.default_rng(0), mean=0.5, std=0.25,
+                                recipe=(("implant", 0.5, 0.2, 0.4),))
+    plated = (out - batch).reshape(20, -1).max(axis=1) > 0.5
+    assert 4 <= plated.sum() <= 16  # about half, each with its own plate
+    assert len({out[i].tobytes() for i in np.flatnonzero(plated)}) == plated.sum()

@@ -482,6 +482,27 @@ def test_a_clahe_model_records_and_reloads_its_contrast_step(data_dir, tmp_path)
     assert "--contrast clahe" in card and "(CLAHE) evens out local contrast" in card
 
 
+def test_implant_draws_metal_on_a_share_of_the_training_films_and_the_run_says_so(data_dir, tmp_path):
+    """``train --implant 0.3`` on real FracAtlas films: the plate joins the run's training degradations at that
+    probability, so its model.json, params and card record it; a share outside [0, 1] or with ``--no-degrade`` is
+    one sentence before anything is read or written."""
+    from core.train import IMPLANT_LENGTHS, TrainConfig, train
+
+    folder = tmp_path / "fracture"
+    images = str(data_dir / "fracatlas" / "images")
+    train(TrainConfig(task="fracture", data=images, out=str(folder), implant=0.3, **TINY), log=lambda line: None)
+    assert read_json(folder / "model.json")["augment"]["degradations"]["implant"] == [0.3, *IMPLANT_LENGTHS]
+    assert read_json(folder / "params.json")["implant"] == 0.3
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "--implant 0.3" in card and "a metal plate drawn on the limb, length 0.15-0.45 of the long side, p 0.3" in card
+    for options, message in (({"implant": 1.5}, "--implant is a share"), ({"implant": 0.2, "degrade": False},
+                                                                          "leave out --no-degrade")):
+        with pytest.raises(ValueError, match=message):
+            train(TrainConfig(task="fracture", data=images, out=str(tmp_path / "x"), **{**TINY, **options}),
+                  log=lambda line: None)
+        assert not (tmp_path / "x").exists()
+
+
 def test_balance_by_weighs_the_classes_equally_within_each_body_part(data_dir, tmp_path):
     """``train --balance-by hand,leg,hip,shoulder`` on real FracAtlas films: the loss weights come from the index's
     body-part columns, each class weighing the same within each body part, in place of class weights; the run's
