@@ -237,13 +237,18 @@ def training_recipe(overrides: dict | None = None) -> tuple:
 def recipe_for(facts: dict, kind: str = "task") -> tuple:
     """The degradations a training run draws from: :func:`training_recipe` with the overrides of ``facts`` (a
     task spec, or the model.json it wrote: their ``augment.degradations``), or without them when ``kind`` is
-    ``"general"`` (``train --degrade-recipe general``).
+    ``"general"`` (``train --degrade-recipe general``), which still keeps the :data:`OPT_IN` ones asked for.
 
-    >>> facts = {"augment": {"degradations": {"blur": [0.2, 0.3, 1.0]}}}
+    >>> facts = {"augment": {"degradations": {"blur": [0.2, 0.3, 1.0], "implant": [0.2, 0.15, 0.45]}}}
     >>> recipe_for(facts)[0], recipe_for(facts, "general")[0]
     (('blur', 0.2, 0.3, 1.0), ('blur', 0.35, 0.5, 5.0))
+    >>> recipe_for(facts, "general")[-1]
+    ('implant', 0.2, 0.15, 0.45)
     """
-    return training_recipe(None if kind == "general" else (facts.get("augment") or {}).get("degradations"))
+    overrides = (facts.get("augment") or {}).get("degradations") or {}
+    if kind == "general":
+        overrides = {name: value for name, value in overrides.items() if name in OPT_IN}
+    return training_recipe(overrides)
 
 
 def random_degradation(image: np.ndarray, rng: np.random.Generator, recipe=TRAINING) -> np.ndarray:
