@@ -169,15 +169,12 @@ def split_by_group(dataset: Dataset, *, validation_fraction: float = 0.15, seed:
 NEAR_BITS = 10
 
 
-def index_rows(dataset: Dataset, index: str, items, columns=()) -> list[dict[str, str]]:
-    """Each item's row of the dataset's index CSV, in the order of ``items``.
-
-    ``index`` is relative to the dataset folder (``"../index.csv"``); the CSV's ``image`` column gives
-    each file's path, whose last two parts (class folder, file name) match the item as ``split.json``
-    names it (:func:`item_key`). Raises ``FileNotFoundError`` or ``ValueError`` with one sentence when
-    the index, one of ``columns`` or an item's row is missing.
+def read_index(path: str | Path, columns=()) -> dict[str, dict[str, str]]:
+    """The rows of a dataset's index CSV, keyed as ``split.json`` names items (:func:`item_key`): the last two
+    parts (class folder, file name) of the path in its ``image`` column. Raises ``FileNotFoundError`` or
+    ``ValueError`` with one sentence when the index or one of ``columns`` is missing.
     """
-    path = dataset.root / index
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"The dataset index {path} does not exist.")
     with open(path, newline="") as fh:
@@ -185,7 +182,17 @@ def index_rows(dataset: Dataset, index: str, items, columns=()) -> list[dict[str
         missing = [c for c in ("image", *columns) if c not in (reader.fieldnames or ())]
         if missing:
             raise ValueError(f"The dataset index {path} has no column {', '.join(missing)}.")
-        rows = {"/".join(PurePosixPath(row["image"].replace("\\", "/")).parts[-2:]): row for row in reader}
+        return {"/".join(PurePosixPath(row["image"].replace("\\", "/")).parts[-2:]): row for row in reader}
+
+
+def index_rows(dataset: Dataset, index: str, items, columns=()) -> list[dict[str, str]]:
+    """Each item's row of the dataset's index CSV (:func:`read_index`), in the order of ``items``.
+
+    ``index`` is relative to the dataset folder (``"../index.csv"``). Raises ``FileNotFoundError`` or
+    ``ValueError`` with one sentence when the index, one of ``columns`` or an item's row is missing.
+    """
+    path = dataset.root / index
+    rows = read_index(path, columns)
     keys = [item_key(item, dataset.class_names) for item in items]
     absent = [key for key in keys if key not in rows]
     if absent:

@@ -15,7 +15,6 @@ pipeline as a film would.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.data import read_index  # noqa: E402
 from core.io import load_scan  # noqa: E402
 from core.localisation import paired_bootstrap  # noqa: E402
 from core.model import load_model  # noqa: E402
@@ -76,8 +76,7 @@ def _part(row: dict) -> str:
 def pairs(folder: str, images: Path = IMAGES) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(intact, intact) pairs: each not-fractured validation film with the next one of its body part; and
     (fractured, intact) pairs: each fractured validation film with a not-fractured one of its body part, in turn."""
-    with open(images.parent / "index.csv", newline="") as fh:
-        index = {"/".join(Path(r["image"]).parts[-2:]): r for r in csv.DictReader(fh)}
+    index = read_index(images.parent / "index.csv", ("hardware", *PARTS))
     validation = json.loads((Path(folder) / "split.json").read_text())["validation"]
     intact = [k for k in validation if k.startswith("not_fractured/") and index[k]["hardware"] != "1"]
     by_part: dict[str, list[str]] = {}

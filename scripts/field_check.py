@@ -14,7 +14,6 @@ ranking that knowing "this is a hand, oblique view" already earns.
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from collections import Counter
@@ -26,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
+from core.data import read_index  # noqa: E402
 from core.io import load_scan  # noqa: E402
 from core.model import load_model  # noqa: E402
 from core.preprocess import body_region  # noqa: E402
@@ -39,8 +39,7 @@ PART_AND_VIEW = ("hand", "leg", "hip", "shoulder", "mixed", "frontal", "lateral"
 
 def part_and_view_auc(folder: str, smoothing: float = 5.0) -> float:
     """Validation AUC of the fractured share of training films with the same body part and view."""
-    with open(IMAGES.parent / "index.csv", newline="") as fh:
-        rows = {"/".join(Path(r["image"]).parts[-2:]): r for r in csv.DictReader(fh)}
+    rows = read_index(IMAGES.parent / "index.csv", PART_AND_VIEW)
     validation = set(json.loads((Path(folder) / "split.json").read_text())["validation"])
     training = [key for key in rows if key not in validation]
     kind = {key: tuple(rows[key][c] for c in PART_AND_VIEW) for key in rows}

@@ -21,7 +21,6 @@ fractures). Then the validation split's real films with metal, with each model's
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -33,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scipy import ndimage as ndi  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
+from core.data import read_index  # noqa: E402
 from core.io import load_scan  # noqa: E402
 from core.localisation import paired_bootstrap  # noqa: E402
 from core.model import load_model  # noqa: E402
@@ -94,16 +94,11 @@ def versions(grey: np.ndarray) -> dict[str, np.ndarray | None]:
     return {name: None if image is None else image.astype(np.float32) for name, image in out.items()}
 
 
-def _index_rows(images: Path) -> dict[str, dict]:
-    with open(images.parent / "index.csv", newline="") as fh:
-        return {"/".join(Path(r["image"]).parts[-2:]): r for r in csv.DictReader(fh)}
-
-
 def metal_check(folder: str, images: Path = IMAGES, limit: int | None = None, seed: int = 0) -> dict:
     loaded = load_model(folder)
     fractured_index = loaded.class_names.index("fractured")
     validation = json.loads((Path(folder) / "split.json").read_text())["validation"]
-    index = _index_rows(images)
+    index = read_index(images.parent / "index.csv", ("hardware",))
     intact = [k for k in validation if k.startswith("not_fractured/") and index[k]["hardware"] != "1"][:limit]
     fractures = [k for k in validation if k.startswith("fractured/")]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -18,11 +17,11 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 def test_pairs_hold_validation_films_of_one_body_part_and_every_validation_fracture(data_dir):
     import collage_check
+    from core.data import read_index
 
     images = data_dir / "fracatlas" / "images"
     both_intact, with_fracture = collage_check.pairs(FOLDER, images)
-    with open(images.parent / "index.csv", newline="") as fh:
-        index = {"/".join(Path(r["image"]).parts[-2:]): r for r in csv.DictReader(fh)}
+    index = read_index(images.parent / "index.csv")
     validation = set(json.loads((Path(FOLDER) / "split.json").read_text())["validation"])
     assert len(both_intact) > 100 and all(a != b for a, b in both_intact)
     for a, b in both_intact:
