@@ -102,18 +102,20 @@ def metal_check(folder: str, images: Path = IMAGES, limit: int | None = None, se
     intact = [k for k in validation if k.startswith("not_fractured/") and index[k]["hardware"] != "1"][:limit]
     fractures = [k for k in validation if k.startswith("fractured/")]
 
-    def p_of(greys):
-        x = np.stack([tensor_of_grey(loaded.pipeline, g) for g in greys])
-        return loaded.predict(x)[:, fractured_index]
+    def p_of(tensors):
+        return loaded.predict(np.stack(tensors))[:, fractured_index]
 
     def grey_of(key):
         return display_grey(load_scan((images / key).read_bytes(), Path(key).name))
 
-    p_fractures = p_of([grey_of(k) for k in fractures])
+    def tensor(grey):  # kept at the model's input size, not the film's, while every film's versions are made
+        return tensor_of_grey(loaded.pipeline, grey)
+
+    p_fractures = p_of([tensor(grey_of(k)) for k in fractures])
     changed = {name: [] for name in VERSIONS}
     for key in intact:
         for name, image in versions(grey_of(key)).items():
-            changed[name].append(image)
+            changed[name].append(None if image is None else tensor(image))
     scanned = p_of(changed["as scanned"])
     rows = {}
     for name in VERSIONS:
@@ -125,7 +127,7 @@ def metal_check(folder: str, images: Path = IMAGES, limit: int | None = None, se
                       "median_p": float(np.median(p)), "mean_change": [float(difference), float(low), float(high)],
                       "auc_against_fractures": float(roc_auc_score(labels, np.r_[p_fractures, p]))}
     real = [k for k in validation if index[k]["hardware"] == "1"]
-    real_p = p_of([grey_of(k) for k in real]) if real else []
+    real_p = p_of([tensor(grey_of(k)) for k in real]) if real else []
     return {"model": folder, "threshold": loaded.threshold, "fractures": len(fractures), "rows": rows,
             "real_metal": [{"film": k, "label": k.split("/")[0], "p": round(float(p), 3),
                             "called_fractured": bool(p >= loaded.threshold)} for k, p in zip(real, real_p)]}
