@@ -99,6 +99,7 @@ def render_card(folder: str | Path) -> str:
         f"{' --healthy ' + params['healthy'] if params.get('half_mirrors') and params.get('healthy') else ''}"
         f"{' --cutmix %g' % params['cutmix'] if params.get('cutmix') else ''}"
         f"{' --implant %g' % params['implant'] if params.get('implant') else ''}"
+        f"{' --patchwork %g' % params['patchwork'] if params.get('patchwork') else ''}"
         f"{' --head-mask %g' % params['head_mask'] if params.get('head_mask') else ''}"
         f"{' --rim-only %g' % params['rim_only'] if params.get('rim_only') else ''}"
         f"{' --body-mask %g' % params['body_mask'] if params.get('body_mask') else ''}"
@@ -208,7 +209,8 @@ def render_card(folder: str | Path) -> str:
 _DEGRADATION_WORDS = {"blur": ("Gaussian blur sigma ", " px"), "sharpen": ("unsharp masking amount ", ""),
                       "gamma": ("gamma ", ""), "contrast": ("contrast x", ""), "noise": ("noise std ", ""),
                       "jpeg": ("JPEG re-encoding at quality ", ""),
-                      "implant": ("a metal plate drawn on the limb, length ", " of the long side")}
+                      "implant": ("a metal plate drawn on the limb, length ", " of the long side"),
+                      "patchwork": ("a patchwork of blurred or sharpened cells, share ", " of the grid")}
 
 
 def _degradations(info: dict, params: dict | None = None) -> str:

@@ -174,9 +174,45 @@ def implant(image: np.ndarray, *, length: float, seed: int = 0) -> np.ndarray:
     return (image * (1.0 - opacity) + opacity * max(float(image.max()), 0.9)).astype(np.float32)
 
 
+def cell_mix(image: np.ndarray, other: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """``image`` with the cells of a grid that ``cells`` (a boolean grid, rows x columns) marks taken from ``other``.
+
+    >>> a = np.zeros((4, 4), np.float32); b = np.ones((4, 4), np.float32)
+    >>> float(cell_mix(a, b, np.array([[True, False], [False, False]])).sum())
+    4.0
+    """
+    rows = np.arange(image.shape[0]) * cells.shape[0] // image.shape[0]
+    columns = np.arange(image.shape[1]) * cells.shape[1] // image.shape[1]
+    return np.where(cells[rows[:, None], columns[None, :]], other, image).astype(np.float32)
+
+
+def patchwork(image: np.ndarray, *, share: float, seed: int = 0) -> np.ndarray:
+    """A share of the cells of a grid (4 to 12 a side) taken from a blurred (sigma 1-9 px at 224) or a sharpened
+    (unsharp amount 0.5-2) copy of the image, all drawn from ``seed``: breaks in texture that are no fracture.
+
+    A deletion curve's blurred cells, a harsh JPEG's blocks, a console's local sharpening all give a film straight
+    breaks in its texture; a fracture model that reads such breaks as fractures (``scripts/edge_check.py``) is
+    taught here, on every class alike, that they say nothing.
+
+    >>> film = (np.indices((32, 32)).sum(axis=0) % 4 / 3).astype(np.float32)
+    >>> out = patchwork(film, share=0.5, seed=3)
+    >>> out.shape, bool(np.array_equal(out, patchwork(film, share=0.5, seed=3))), bool((out != film).any())
+    ((32, 32), True, True)
+    """
+    image = np.asarray(image, np.float32)
+    rng = np.random.default_rng(seed)
+    grid = int(rng.integers(4, 13))
+    cells = rng.random((grid, grid)) < share
+    if rng.random() < 0.5:
+        other = blur(image, sigma=float(rng.uniform(1.0, 9.0)))
+    else:
+        other = sharpen(image, amount=float(rng.uniform(0.5, 2.0)))
+    return cell_mix(image, other, cells)
+
+
 DEGRADATIONS = {"blur": (blur, "sigma"), "sharpen": (sharpen, "amount"), "gamma": (gamma, "gamma"),
                 "contrast": (contrast, "factor"), "noise": (noise, "std"), "crop_scale": (crop_scale, "keep"),
-                "jpeg": (jpeg, "quality"), "implant": (implant, "length")}
+                "jpeg": (jpeg, "quality"), "implant": (implant, "length"), "patchwork": (patchwork, "share")}
 
 #: Realistic strengths for the robustness table: each degradation mild and strong.
 EVALUATION = (("blur", 2.0), ("blur", 4.0), ("sharpen", 1.0), ("gamma", 0.7), ("gamma", 1.5),
@@ -202,8 +238,9 @@ def label(name: str, strength: float) -> str:
 #: [low, high] (log-uniformly for gamma and contrast, whose neutral value is 1).
 TRAINING = (("blur", 0.35, 0.5, 5.0), ("sharpen", 0.2, 0.3, 1.5), ("gamma", 0.5, 0.6, 1.7),
             ("contrast", 0.3, 0.7, 1.4), ("noise", 0.3, 0.005, 0.05), ("jpeg", 0.3, 10, 90))
-#: Training changes a task asks for by name in its overrides, off otherwise: a metal plate on the limb (fracture).
-OPT_IN = ("implant",)
+#: Training changes a task asks for by name in its overrides, off otherwise: a metal plate on the limb (fracture),
+#: a patchwork of blurred or sharpened cells.
+OPT_IN = ("implant", "patchwork")
 _LOG_UNIFORM = {"gamma", "contrast"}
 
 
@@ -265,7 +302,7 @@ def random_degradation(image: np.ndarray, rng: np.random.Generator, recipe=TRAIN
             strength = float(rng.uniform(low, high))
         if name == "jpeg":
             strength = int(round(strength))
-        if name in ("noise", "implant"):
+        if name in ("noise", "implant", "patchwork"):
             image = apply(image, name, strength, seed=int(rng.integers(1 << 31)))
         else:
             image = apply(image, name, strength)

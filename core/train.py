@@ -58,6 +58,7 @@ class TrainConfig:
     healthy: str | None = None  # the class with no lesion, for --half-mirrors (default: --no-finding)
     cutmix: float = 0.0  # share of training images given a box of another image, labels mixed by area (data.cutmix_batch)
     implant: float = 0.0  # share of training images, every class alike, given a metal plate on the limb (core.perturb.implant)
+    patchwork: float = 0.0  # share of training images, every class alike, given blurred or sharpened cells (core.perturb.patchwork)
     head_mask: float = 0.0  # Pipeline.head: black out all but the head's inner region (0: off)
     rim_only: float = 0.0  # Pipeline.rim: the opposite, a diagnostic model of the scalp, skull and outline (0: off)
     body_mask: float = 0.0  # Pipeline.body: black out the open field around a radiograph's body part (0: off)
@@ -82,19 +83,27 @@ class TrainConfig:
 IMPLANT_LENGTHS = (0.15, 0.45)
 
 
-def with_implant(spec: dict, share: float) -> dict:
-    """``spec`` with ``implant`` among its training degradations at probability ``share`` (unchanged at 0), so the
-    run draws it and the model.json it writes says so.
+#: The share of a patchwork's cells ``--patchwork`` draws (core.perturb.patchwork).
+PATCHWORK_SHARES = (0.1, 0.5)
+
+
+def with_implant(spec: dict, share: float, patchwork: float = 0.0) -> dict:
+    """``spec`` with ``implant`` (and ``patchwork``) among its training degradations at probability ``share``
+    (``patchwork``); each unchanged at 0, so the run draws them and the model.json it writes says so.
 
     >>> with_implant({"augment": {"degradations": {"jpeg": None}}}, 0.2)["augment"]
     {'degradations': {'jpeg': None, 'implant': [0.2, 0.15, 0.45]}}
+    >>> with_implant({"name": "x"}, 0.0, 0.25)["augment"]
+    {'degradations': {'patchwork': [0.25, 0.1, 0.5]}}
     >>> with_implant({"name": "x"}, 0.0)
     {'name': 'x'}
     """
-    if not share:
+    added = {name: [float(p), *values] for name, p, values in
+             (("implant", share, IMPLANT_LENGTHS), ("patchwork", patchwork, PATCHWORK_SHARES)) if p}
+    if not added:
         return spec
     augment = dict(spec.get("augment") or {})
-    augment["degradations"] = {**(augment.get("degradations") or {}), "implant": [float(share), *IMPLANT_LENGTHS]}
+    augment["degradations"] = {**(augment.get("degradations") or {}), **added}
     return {**spec, "augment": augment}
 
 
@@ -123,6 +132,10 @@ def train(config: TrainConfig, log=print) -> dict:
         raise ValueError("--implant is a share of the training images: 0 (off) to 1.")
     if config.implant and not config.degrade:
         raise ValueError("--implant is one of the degradations drawn in training; leave out --no-degrade.")
+    if not 0 <= config.patchwork <= 1:
+        raise ValueError("--patchwork is a share of the training images: 0 (off) to 1.")
+    if config.patchwork and not config.degrade:
+        raise ValueError("--patchwork is one of the degradations drawn in training; leave out --no-degrade.")
     if config.equivariance_shift < 0:
         raise ValueError("--equivariance-shift is a number of cells: 0 (off) or more.")
     if config.equivariance_shift and not config.equivariance:
@@ -183,7 +196,7 @@ def train(config: TrainConfig, log=print) -> dict:
     started = time.time()
     out = Path(config.out)
     keras.utils.set_random_seed(config.seed)
-    spec = with_implant(load_spec(config.task), config.implant)
+    spec = with_implant(load_spec(config.task), config.implant, config.patchwork)
     balance_columns = [c.strip() for c in (config.balance_by or "").split(",") if c.strip()]
     if config.balance_by:  # before any image is read or the output folder made
         listed = list((spec.get("subgroups") or {}).get("columns", []))

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.io import load_scan  # noqa: E402
 from core.model import load_model  # noqa: E402
-from core.perturb import blur  # noqa: E402
+from core.perturb import blur, cell_mix  # noqa: E402
 from core.robustness import display_grey, tensor_of_grey  # noqa: E402
 
 IMAGES = Path("../shared/data/fracatlas/images")
@@ -44,10 +44,7 @@ def patchwork(grey: np.ndarray, share: float, rng: np.random.Generator) -> np.nd
     """
     if share >= 1.0:
         return blur(grey, sigma=SIGMA)
-    cells = rng.random((GRID, GRID)) < share
-    rows = np.arange(grey.shape[0]) * GRID // grey.shape[0]
-    columns = np.arange(grey.shape[1]) * GRID // grey.shape[1]
-    return np.where(cells[rows[:, None], columns[None, :]], blur(grey, sigma=SIGMA), grey).astype(np.float32)
+    return cell_mix(grey, blur(grey, sigma=SIGMA), rng.random((GRID, GRID)) < share)
 
 
 def edge_check(folder: str, images: Path = IMAGES, limit: int = 60, seed: int = 0) -> dict:

@@ -104,16 +104,35 @@ def test_an_implant_is_a_white_plate_on_the_limb_drawn_from_its_seed(limb_film):
     assert changed.sum() < (np.abs(perturb.implant(limb_film, length=0.6, seed=4) - limb_film) > 0.05).sum()
 
 
-def test_the_implant_is_opt_in():
-    """No task draws it unless asked (``train --implant P`` adds it to the run's recipe: tests/test_train.py)."""
+def test_a_patchwork_breaks_the_texture_along_cell_edges_and_keeps_the_film_elsewhere(limb_film):
+    """Cells of a grid from a blurred or sharpened copy: the film is unchanged outside them, the image keeps its
+    shape, range and type, and the same seed draws the same patchwork."""
+    out = perturb.patchwork(limb_film, share=0.4, seed=2)
+    assert out.shape == limb_film.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+    assert np.array_equal(out, perturb.patchwork(limb_film, share=0.4, seed=2))
+    changed = np.abs(out - limb_film) > 1e-6
+    assert 0.05 < changed.mean() < 0.8  # some cells, not the whole film
+    assert np.array_equal(perturb.patchwork(limb_film, share=0.0, seed=2), limb_film)
+    kinds = set()
+    for seed in range(12):  # blurred cells lower the local detail, sharpened cells raise it
+        moved = perturb.patchwork(limb_film, share=0.5, seed=seed) - limb_film
+        detail = np.abs(np.diff(perturb.patchwork(limb_film, share=0.5, seed=seed), axis=1)).mean()
+        kinds.add(bool(detail > np.abs(np.diff(limb_film, axis=1)).mean()) if np.abs(moved).max() > 0 else None)
+    assert {True, False} <= kinds
+
+
+@pytest.mark.parametrize("name, values", [("implant", [0.2, 0.15, 0.45]), ("patchwork", [0.25, 0.1, 0.5])])
+def test_the_implant_and_the_patchwork_are_opt_in(name, values):
+    """No task draws them unless asked (``train --implant P`` and ``--patchwork P`` add them to the run's recipe:
+    tests/test_train.py)."""
     import json
     from pathlib import Path
 
-    assert "implant" not in [name for name, *_ in perturb.TRAINING]
-    assert perturb.training_recipe({"implant": [0.2, 0.15, 0.45]})[-1] == ("implant", 0.2, 0.15, 0.45)
+    assert name not in [n for n, *_ in perturb.TRAINING]
+    assert perturb.training_recipe({name: values})[-1] == (name, *values)
     tasks = Path(__file__).resolve().parents[1] / "assets" / "tasks"
     recipes = {p.stem: perturb.recipe_for(json.loads(p.read_text())) for p in tasks.glob("*.json")}
-    assert recipes and all("implant" not in [name for name, *_ in recipe] for recipe in recipes.values())
+    assert recipes and all(name not in [n for n, *_ in recipe] for recipe in recipes.values())
 
 
 def test_the_training_mix_draws_implants_on_a_share_of_the_films(limb_film):
