@@ -100,6 +100,7 @@ def render_card(folder: str | Path) -> str:
         f"{' --cutmix %g' % params['cutmix'] if params.get('cutmix') else ''}"
         f"{' --implant %g' % params['implant'] if params.get('implant') else ''}"
         f"{' --patchwork %g' % params['patchwork'] if params.get('patchwork') else ''}"
+        f"{' --cast %g' % params['cast'] if params.get('cast') else ''}"
         f"{' --head-mask %g' % params['head_mask'] if params.get('head_mask') else ''}"
         f"{' --rim-only %g' % params['rim_only'] if params.get('rim_only') else ''}"
         f"{' --body-mask %g' % params['body_mask'] if params.get('body_mask') else ''}"
@@ -210,7 +211,8 @@ _DEGRADATION_WORDS = {"blur": ("Gaussian blur sigma ", " px"), "sharpen": ("unsh
                       "gamma": ("gamma ", ""), "contrast": ("contrast x", ""), "noise": ("noise std ", ""),
                       "jpeg": ("JPEG re-encoding at quality ", ""),
                       "implant": ("a metal plate drawn on the limb, length ", " of the long side"),
-                      "patchwork": ("a patchwork of blurred or sharpened cells, share ", " of the grid")}
+                      "patchwork": ("a patchwork of blurred or sharpened cells, share ", " of the grid"),
+                      "cast": ("a cast or splint drawn round the limb, length ", " of the long side")}
 
 
 def _degradations(info: dict, params: dict | None = None) -> str:

@@ -118,6 +118,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="give a share P of the training images, every class alike, a patchwork of cells from a "
                         "blurred or sharpened copy (core.perturb.patchwork), so breaks in texture that are no "
                         "fracture tell the classes nothing (default 0: off; measured with scripts/edge_check.py)")
+    t.add_argument("--cast", type=float, default=0.0, metavar="P",
+                   help="draw a plaster cast or splint round the limb of a share P of the training images, every class "
+                        "alike (core.perturb.cast), so a cast, which only fractured films wear in FracAtlas, tells the "
+                        "classes nothing (default 0: off; measured with scripts/cast_check.py)")
     t.add_argument("--head-mask", type=float, default=0.0, metavar="ERODE",
                    help="black out everything outside the head, its rim eroded by ERODE times the head's radius "
                         "(scalp, skull, background, burned-in text), in training and at inference alike, so a "
@@ -365,7 +369,7 @@ def _train(args) -> int:
                          degrade=args.degrade, pooling=args.pooling, local=args.local, fine=args.fine_grid,
                          no_finding=args.no_finding,
                          filled_interiors=args.filled_interiors, filled_share=args.filled_share, cutmix=args.cutmix,
-                         implant=args.implant, patchwork=args.patchwork,
+                         implant=args.implant, patchwork=args.patchwork, cast=args.cast,
                          equivariance=args.equivariance, equivariance_shift=args.equivariance_shift,
                          half_mirrors=args.half_mirrors,
                          half_mirror_weight=args.half_mirror_weight, healthy=args.healthy,

@@ -59,6 +59,7 @@ class TrainConfig:
     cutmix: float = 0.0  # share of training images given a box of another image, labels mixed by area (data.cutmix_batch)
     implant: float = 0.0  # share of training images, every class alike, given a metal plate on the limb (core.perturb.implant)
     patchwork: float = 0.0  # share of training images, every class alike, given blurred or sharpened cells (core.perturb.patchwork)
+    cast: float = 0.0  # share of training images, every class alike, given a cast or splint round the limb (core.perturb.cast)
     head_mask: float = 0.0  # Pipeline.head: black out all but the head's inner region (0: off)
     rim_only: float = 0.0  # Pipeline.rim: the opposite, a diagnostic model of the scalp, skull and outline (0: off)
     body_mask: float = 0.0  # Pipeline.body: black out the open field around a radiograph's body part (0: off)
@@ -79,27 +80,28 @@ class TrainConfig:
     strategy: str | None = None  # "mirrored" | "multiworker" (core.multiworker); None: one process, no tf.distribute
 
 
-#: The plate lengths ``--implant`` draws, as fractions of the film's long side (a screw pair to a long plate).
+#: The ranges the opt-in training changes draw from (core.perturb.OPT_IN): ``--implant``'s plate lengths, as
+#: fractions of the film's long side (a screw pair to a long plate); the share of a ``--patchwork``'s cells; the
+#: length of a ``--cast``, as a fraction of the long side (a wrist cast to a long-leg one).
 IMPLANT_LENGTHS = (0.15, 0.45)
-
-
-#: The share of a patchwork's cells ``--patchwork`` draws (core.perturb.patchwork).
 PATCHWORK_SHARES = (0.1, 0.5)
+CAST_LENGTHS = (0.25, 0.7)
 
 
-def with_implant(spec: dict, share: float, patchwork: float = 0.0) -> dict:
-    """``spec`` with ``implant`` (and ``patchwork``) among its training degradations at probability ``share``
-    (``patchwork``); each unchanged at 0, so the run draws them and the model.json it writes says so.
+def with_opt_in(spec: dict, *, implant: float = 0.0, patchwork: float = 0.0, cast: float = 0.0) -> dict:
+    """``spec`` with each opt-in training change asked for (a probability above 0) among its training degradations,
+    so the run draws it and the model.json it writes says so; ``spec`` itself when none is.
 
-    >>> with_implant({"augment": {"degradations": {"jpeg": None}}}, 0.2)["augment"]
+    >>> with_opt_in({"augment": {"degradations": {"jpeg": None}}}, implant=0.2)["augment"]
     {'degradations': {'jpeg': None, 'implant': [0.2, 0.15, 0.45]}}
-    >>> with_implant({"name": "x"}, 0.0, 0.25)["augment"]
-    {'degradations': {'patchwork': [0.25, 0.1, 0.5]}}
-    >>> with_implant({"name": "x"}, 0.0)
+    >>> with_opt_in({"name": "x"}, patchwork=0.25, cast=0.1)["augment"]
+    {'degradations': {'patchwork': [0.25, 0.1, 0.5], 'cast': [0.1, 0.25, 0.7]}}
+    >>> with_opt_in({"name": "x"})
     {'name': 'x'}
     """
     added = {name: [float(p), *values] for name, p, values in
-             (("implant", share, IMPLANT_LENGTHS), ("patchwork", patchwork, PATCHWORK_SHARES)) if p}
+             (("implant", implant, IMPLANT_LENGTHS), ("patchwork", patchwork, PATCHWORK_SHARES),
+              ("cast", cast, CAST_LENGTHS)) if p}
     if not added:
         return spec
     augment = dict(spec.get("augment") or {})
@@ -128,14 +130,11 @@ def train(config: TrainConfig, log=print) -> dict:
         raise ValueError("--filled-interiors adds images to an epoch; a --freeze-backbone head trains on cached features.")
     if config.equivariance < 0:
         raise ValueError("--equivariance is a weight: 0 (off) or more.")
-    if not 0 <= config.implant <= 1:
-        raise ValueError("--implant is a share of the training images: 0 (off) to 1.")
-    if config.implant and not config.degrade:
-        raise ValueError("--implant is one of the degradations drawn in training; leave out --no-degrade.")
-    if not 0 <= config.patchwork <= 1:
-        raise ValueError("--patchwork is a share of the training images: 0 (off) to 1.")
-    if config.patchwork and not config.degrade:
-        raise ValueError("--patchwork is one of the degradations drawn in training; leave out --no-degrade.")
+    for flag, share in (("--implant", config.implant), ("--patchwork", config.patchwork), ("--cast", config.cast)):
+        if not 0 <= share <= 1:
+            raise ValueError(f"{flag} is a share of the training images: 0 (off) to 1.")
+        if share and not config.degrade:
+            raise ValueError(f"{flag} is one of the degradations drawn in training; leave out --no-degrade.")
     if config.equivariance_shift < 0:
         raise ValueError("--equivariance-shift is a number of cells: 0 (off) or more.")
     if config.equivariance_shift and not config.equivariance:
@@ -196,7 +195,8 @@ def train(config: TrainConfig, log=print) -> dict:
     started = time.time()
     out = Path(config.out)
     keras.utils.set_random_seed(config.seed)
-    spec = with_implant(load_spec(config.task), config.implant, config.patchwork)
+    spec = with_opt_in(load_spec(config.task), implant=config.implant, patchwork=config.patchwork,
+                       cast=config.cast)
     balance_columns = [c.strip() for c in (config.balance_by or "").split(",") if c.strip()]
     if config.balance_by:  # before any image is read or the output folder made
         listed = list((spec.get("subgroups") or {}).get("columns", []))

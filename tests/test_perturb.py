@@ -121,10 +121,31 @@ def test_a_patchwork_breaks_the_texture_along_cell_edges_and_keeps_the_film_else
     assert {True, False} <= kinds
 
 
-@pytest.mark.parametrize("name, values", [("implant", [0.2, 0.15, 0.45]), ("patchwork", [0.25, 0.1, 0.5])])
-def test_the_implant_and_the_patchwork_are_opt_in(name, values):
-    """No task draws them unless asked (``train --implant P`` and ``--patchwork P`` add them to the run's recipe:
-    tests/test_train.py)."""
+def test_a_cast_is_a_faint_sleeve_round_the_limb_brighter_at_its_edges_drawn_from_its_seed(limb_film):
+    """Plaster adds a little grey over the sleeve and more along its outer edges, reaches beyond the skin but not
+    across the open field, leaves the rest of the film alone, and the same seed draws the same cast."""
+    from core.preprocess import body_region
+
+    out = perturb.cast(limb_film, length=0.5, seed=3)
+    assert out.shape == limb_film.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+    assert np.array_equal(out, perturb.cast(limb_film, length=0.5, seed=3))
+    added = out - limb_film
+    assert added.min() >= -1e-6  # plaster only adds
+    changed = added > 0.02
+    assert 0.01 * limb_film.size < changed.sum() < 0.6 * limb_film.size
+    limb = body_region(limb_film, margin=0.0)
+    assert changed[~limb].any()  # beyond the skin
+    assert changed[~body_region(limb_film, margin=0.1)].sum() < 0.01 * changed.sum()  # not out on the open field
+    assert np.percentile(added[changed], 95) > 2 * np.median(added[changed])  # brighter edges than the sleeve
+    shorter = (perturb.cast(limb_film, length=0.2, seed=3) - limb_film) > 0.02
+    assert shorter.sum() < changed.sum()
+
+
+@pytest.mark.parametrize("name, values", [("implant", [0.2, 0.15, 0.45]), ("patchwork", [0.25, 0.1, 0.5]),
+                                          ("cast", [0.3, 0.25, 0.7])])
+def test_the_implant_patchwork_and_cast_are_opt_in(name, values):
+    """No task draws them unless asked (``train --implant P``, ``--patchwork P`` and ``--cast P`` add them to the
+    run's recipe: tests/test_train.py)."""
     import json
     from pathlib import Path
 

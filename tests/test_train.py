@@ -482,29 +482,31 @@ def test_a_clahe_model_records_and_reloads_its_contrast_step(data_dir, tmp_path)
     assert "--contrast clahe" in card and "(CLAHE) evens out local contrast" in card
 
 
-def test_implant_and_patchwork_draw_on_a_share_of_the_training_films_and_the_run_says_so(data_dir, tmp_path):
-    """``train --implant 0.3 --patchwork 0.2`` on real FracAtlas films: the plate and the patchwork join the run's
-    training degradations at those probabilities, so its model.json, params and card record them; a share outside
-    [0, 1] or with ``--no-degrade`` is one sentence before anything is read or written."""
-    from core.train import IMPLANT_LENGTHS, PATCHWORK_SHARES, TrainConfig, train
+def test_implant_patchwork_and_cast_draw_on_a_share_of_the_training_films_and_the_run_says_so(data_dir, tmp_path):
+    """``train --implant 0.3 --patchwork 0.2 --cast 0.25`` on real FracAtlas films: the plate, the patchwork and the
+    cast join the run's training degradations at those probabilities, so its model.json, params and card record
+    them; a share outside [0, 1] or with ``--no-degrade`` is one sentence before anything is read or written."""
+    from core.train import CAST_LENGTHS, IMPLANT_LENGTHS, PATCHWORK_SHARES, TrainConfig, train
 
     folder = tmp_path / "fracture"
     images = str(data_dir / "fracatlas" / "images")
-    train(TrainConfig(task="fracture", data=images, out=str(folder), implant=0.3, patchwork=0.2, **TINY),
+    train(TrainConfig(task="fracture", data=images, out=str(folder), implant=0.3, patchwork=0.2, cast=0.25, **TINY),
           log=lambda line: None)
     degradations = read_json(folder / "model.json")["augment"]["degradations"]
     assert degradations["implant"] == [0.3, *IMPLANT_LENGTHS]
     assert degradations["patchwork"] == [0.2, *PATCHWORK_SHARES]
+    assert degradations["cast"] == [0.25, *CAST_LENGTHS]
     params = read_json(folder / "params.json")
-    assert params["implant"] == 0.3 and params["patchwork"] == 0.2
+    assert params["implant"] == 0.3 and params["patchwork"] == 0.2 and params["cast"] == 0.25
     card = (folder / "MODEL_CARD.md").read_text()
-    assert "--implant 0.3 --patchwork 0.2" in card
+    assert "--implant 0.3 --patchwork 0.2 --cast 0.25" in card
     assert "a metal plate drawn on the limb, length 0.15-0.45 of the long side, p 0.3" in card
     assert "a patchwork of blurred or sharpened cells, share 0.1-0.5 of the grid, p 0.2" in card
+    assert "a cast or splint drawn round the limb, length 0.25-0.7 of the long side, p 0.25" in card
     for options, message in (({"implant": 1.5}, "--implant is a share"), ({"implant": 0.2, "degrade": False},
                                                                           "leave out --no-degrade"),
                              ({"patchwork": -0.1}, "--patchwork is a share"),
-                             ({"patchwork": 0.2, "degrade": False}, "leave out --no-degrade")):
+                             ({"cast": 0.2, "degrade": False}, "--cast is one of the degradations")):
         with pytest.raises(ValueError, match=message):
             train(TrainConfig(task="fracture", data=images, out=str(tmp_path / "x"), **{**TINY, **options}),
                   log=lambda line: None)

@@ -1,0 +1,141 @@
+"""Casts, splints and worn metal, labelled by looking (issue 14's shortcut hunt: "casts and splints")
+
+FracAtlas has no column for casts or splints, so the 460 films of the fracture default's validation split were looked
+at one by one (``assets/labels/fracatlas_looked.csv``, how: ``assets/labels/README.md``). 13 of its 63 fractures wear
+a cast, slab or splint and none of its 397 not-fractured films does: a model could call a cast fractured without
+finding any fracture. Conversely 33 not-fractured films carry worn metal (bangles, anklets, charms, clasps) that is no
+implant: a model that reads metal as fracture (``scripts/metal_check.py``) calls them fractured.
+
+For each model folder given, its validation films that carry a label are scored with the model's own pipeline, and
+each subgroup is reported: its films, the share called fractured at the model's threshold, the median calibrated
+P(fractured), and the AUC against the other class (fractures of the subgroup against every labelled intact film;
+every labelled fracture against the intact films of the subgroup), with a bootstrap interval. Then the question
+asked directly: every labelled intact film with a cast drawn round its limb (``core.perturb.cast``, 45% of the long
+side, the same cast for every model), its mean change in P against the film as scanned, and the AUC of the fractures
+without a cast against these.
+
+    python scripts/cast_check.py assets/models/fracture [MORE_MODEL_FOLDERS] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sklearn.metrics import roc_auc_score  # noqa: E402
+
+from core.io import load_scan  # noqa: E402
+from core.localisation import paired_bootstrap  # noqa: E402
+from core.model import load_model  # noqa: E402
+from core.perturb import cast  # noqa: E402
+from core.robustness import display_grey, tensor_of_grey  # noqa: E402
+
+IMAGES = Path("../shared/data/fracatlas/images")
+LABELS = ROOT / "assets" / "labels" / "fracatlas_looked.csv"
+#: (name, class of its films, column, value): the subgroups compared.
+GROUPS = (("fractures in a cast or splint", "fractured", "cast_or_splint", "1"),
+          ("fractures without", "fractured", "cast_or_splint", "0"),
+          ("intact films with worn metal", "not_fractured", "worn_metal", "1"),
+          ("intact films without", "not_fractured", "worn_metal", "0"))
+#: The drawn cast's length, as a fraction of the film's long side (a forearm cast on most films).
+CAST_LENGTH = 0.45
+
+
+def read_labels(path: Path = LABELS) -> dict[str, dict]:
+    """``{"fractured/IMG0003785.jpg": {"cast_or_splint": "1", "worn_metal": "0", "note": ...}, ...}``"""
+    with open(path, newline="") as handle:
+        return {row.pop("image"): row for row in csv.DictReader(handle)}
+
+
+def auc_interval(positive, negative, *, n_resamples: int = 2000, seed: int = 0,
+                 confidence: float = 0.95) -> tuple[float, float, float]:
+    """The AUC of ``positive`` scores against ``negative`` ones, with a bootstrap interval (each side resampled).
+
+    >>> auc_interval([0.9, 0.8, 0.7], [0.1, 0.2, 0.75])[0]
+    0.888...
+    """
+    positive, negative = np.asarray(positive, float), np.asarray(negative, float)
+
+    def auc(a, b):
+        return float(roc_auc_score(np.r_[np.ones(len(a)), np.zeros(len(b))], np.r_[a, b]))
+
+    rng = np.random.default_rng(seed)
+    draws = [auc(rng.choice(positive, len(positive)), rng.choice(negative, len(negative))) for _ in range(n_resamples)]
+    tail = 100 * (1 - confidence) / 2
+    return auc(positive, negative), float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))
+
+
+def cast_check(folder: str, images: Path = IMAGES, labels: dict | None = None, seed: int = 0) -> dict:
+    labels = read_labels() if labels is None else labels
+    loaded = load_model(folder)
+    fractured = loaded.class_names.index("fractured")
+    validation = json.loads((Path(folder) / "split.json").read_text())["validation"]
+    keys = [k for k in validation if k in labels]
+    greys = {k: display_grey(load_scan((images / k).read_bytes(), Path(k).name)) for k in keys}
+    p = loaded.predict(np.stack([tensor_of_grey(loaded.pipeline, greys[k]) for k in keys]))[:, fractured]
+    of_class = {c: np.array([k.startswith(c + "/") for k in keys]) for c in ("fractured", "not_fractured")}
+    rows = {}
+    for name, label, column, value in GROUPS:
+        inside = of_class[label] & np.array([labels[k][column] == value for k in keys])
+        other = of_class["not_fractured" if label == "fractured" else "fractured"]
+        if not inside.any():
+            rows[name] = {"n": 0}
+            continue
+        pair = (p[inside], p[other]) if label == "fractured" else (p[other], p[inside])
+        rows[name] = {"n": int(inside.sum()), "called_fractured": float(np.mean(p[inside] >= loaded.threshold)),
+                      "median_p": float(np.median(p[inside])), "auc": list(auc_interval(*pair, seed=seed))}
+    intact = np.flatnonzero(of_class["not_fractured"])
+    drawn = loaded.predict(np.stack([tensor_of_grey(loaded.pipeline, cast(greys[keys[i]], length=CAST_LENGTH, seed=i))
+                                     for i in intact]))[:, fractured]
+    plain = of_class["fractured"] & np.array([labels[k]["cast_or_splint"] == "0" for k in keys])
+    difference, low, high = paired_bootstrap(drawn, p[intact], seed=seed)
+    rows["intact films with a cast drawn"] = {
+        "n": len(intact), "called_fractured": float(np.mean(drawn >= loaded.threshold)),
+        "median_p": float(np.median(drawn)), "mean_change": [float(difference), float(low), float(high)],
+        "auc": list(auc_interval(p[plain], drawn, seed=seed))}
+    del greys
+    return {"model": folder, "threshold": loaded.threshold, "labelled": len(keys), "validation": len(validation),
+            "rows": rows}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+")
+    parser.add_argument("--data", default=str(IMAGES))
+    parser.add_argument("--labels", default=str(LABELS))
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+    labels = read_labels(Path(args.labels))
+    results = [cast_check(folder, Path(args.data), labels) for folder in args.models]
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    print("| model | subgroup | films | called fractured | median P | AUC against the other class [95% CI] |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        for name, v in r["rows"].items():
+            if not v["n"]:
+                print(f"| `{r['model']}` | {name} | 0 | | | |")
+                continue
+            auc, low, high = v["auc"]
+            change = " (change in P {:+.3f} [{:+.3f}, {:+.3f}])".format(*v["mean_change"]) if "mean_change" in v else ""
+            print(f"| `{r['model']}` | {name} | {v['n']} | {v['called_fractured']:.0%} | {v['median_p']:.2f}{change} | "
+                  f"{auc:.3f} [{low:.3f}, {high:.3f}] |")
+    print("\nCalled fractured: at each model's saved threshold. AUC: fractures of the subgroup against every labelled "
+          "intact film, or every labelled fracture against the intact films of the subgroup; for the drawn casts, "
+          "the fractures without a cast against the intact films with one drawn.")
+    for r in results:
+        print(f"`{r['model']}`: {r['labelled']} of its {r['validation']} validation films carry a label.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
