@@ -331,7 +331,7 @@ def test_an_outlined_sample_shows_its_outline_and_localisation_scores(app, model
     assert all(float(d) >= 0 for d in methods_table["peak to outline (mm)"])
 
 
-@pytest.mark.parametrize("sample", ["IMG0003797", "IMG0003733", "IMG0004150"])
+@pytest.mark.parametrize("sample", ["IMG0003797", "IMG0003733", "IMG0004150", "IMG0003785"])
 def test_an_outlined_sample_explains_the_outlined_class_whatever_the_model_predicts(app, models_root, sample):
     """With an expert outline the map to score against it is the outlined finding's class: "Explain class"
     starts on the sample's true label, and when the model predicts otherwise the page says which map it shows
