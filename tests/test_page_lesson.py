@@ -147,6 +147,25 @@ def test_the_fracture_case_walks_a_non_square_radiograph_with_its_outline_in_pix
     assert table["Grad-CAM"][1].startswith(f"{expected['energy']:.2f}")
 
 
+def test_the_cast_case_shows_a_fracture_through_plaster_and_says_why_it_is_there(teaching_env, models_root):
+    """The cast lesson: the fracture seen through a forearm cast, the intro naming the shortcut with the figures of
+    scripts/cast_check.py, and the case walked like any other to its map and the outline's scores."""
+    answers = model_answers(models_root)
+    truths = {k: v[1] for k, v in samples().items()}
+    cases = {c.slot: c for c in lesson_cases(read_lesson(), truths, answers)}
+    assert cases["fracture-cast"].sample == "samples/fracture/fractured_IMG0003785.jpg"
+    at = teaching_env("lesson")
+    at.selectbox(key=Keys.LESSON_CASE).set_value("fracture-cast").run()
+    check_clean(at)
+    page = texts(at)
+    assert "forearm plaster cast" in page and "Label from the dataset: **fractured**" in page
+    for _ in range(4):
+        button(at, "Next ▶").click().run()
+    check_clean(at)
+    assert step_title(at) == "How far to trust the map"
+    assert list(at.dataframe[0].value["Grad-CAM"])
+
+
 def test_the_handout_is_a_pdf_of_the_case(teaching_env, media):
     at = teaching_env("lesson")
     at.session_state[Keys.LESSON_STEP] = {"chest-normal": 5}
