@@ -101,6 +101,7 @@ def render_card(folder: str | Path) -> str:
         f"{' --implant %g' % params['implant'] if params.get('implant') else ''}"
         f"{' --patchwork %g' % params['patchwork'] if params.get('patchwork') else ''}"
         f"{' --cast %g' % params['cast'] if params.get('cast') else ''}"
+        f"{' --leave-out ' + params['leave_out'] if params.get('leave_out') else ''}"
         f"{' --head-mask %g' % params['head_mask'] if params.get('head_mask') else ''}"
         f"{' --rim-only %g' % params['rim_only'] if params.get('rim_only') else ''}"
         f"{' --body-mask %g' % params['body_mask'] if params.get('body_mask') else ''}"

@@ -122,6 +122,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="draw a plaster cast or splint round the limb of a share P of the training images, every class "
                         "alike (core.perturb.cast), so a cast, which only fractured films wear in FracAtlas, tells the "
                         "classes nothing (default 0: off; measured with scripts/cast_check.py)")
+    t.add_argument("--leave-out", metavar="CSV",
+                   help="keep the images a CSV lists (its 'image' column, class/file; with flag columns, the rows "
+                        "flagged 1) out of training, e.g. assets/labels/fracatlas_training_casts.csv: the fractured "
+                        "training films that wear a cast; recorded in the run's split.json")
     t.add_argument("--head-mask", type=float, default=0.0, metavar="ERODE",
                    help="black out everything outside the head, its rim eroded by ERODE times the head's radius "
                         "(scalp, skull, background, burned-in text), in training and at inference alike, so a "
@@ -370,6 +374,7 @@ def _train(args) -> int:
                          no_finding=args.no_finding,
                          filled_interiors=args.filled_interiors, filled_share=args.filled_share, cutmix=args.cutmix,
                          implant=args.implant, patchwork=args.patchwork, cast=args.cast,
+                         leave_out=args.leave_out,
                          equivariance=args.equivariance, equivariance_shift=args.equivariance_shift,
                          half_mirrors=args.half_mirrors,
                          half_mirror_weight=args.half_mirror_weight, healthy=args.healthy,

@@ -122,12 +122,33 @@ def list_for_spec(root: str | Path, spec: dict, *, class_names: list[str] | None
                         group_patterns=tuple((spec.get("split") or {}).get("patterns", ())))
 
 
-def split_from_record(dataset: Dataset, validation_names) -> tuple[list[Item], list[Item]]:
-    """A run's split rebuilt from the names its ``split.json`` lists as validation."""
-    validation = set(validation_names)
-    train = [i for i in dataset.items if item_key(i, dataset.class_names) not in validation]
+def split_from_record(dataset: Dataset, validation_names, left_out=()) -> tuple[list[Item], list[Item]]:
+    """A run's split rebuilt from the names its ``split.json`` lists as validation (and as left out of training)."""
+    validation, left_out = set(validation_names), set(left_out)
+    train = [i for i in dataset.items if item_key(i, dataset.class_names) not in validation | left_out]
     val = [i for i in dataset.items if item_key(i, dataset.class_names) in validation]
     return train, val
+
+
+def read_leave_out(path: str | Path) -> list[str]:
+    """The image names a ``--leave-out`` file lists: a CSV with an ``image`` column (``class/file``, as
+    ``split.json`` names images), every row of it, or only the rows whose other columns say 1 when it has any
+    (``assets/labels/fracatlas_looked.csv`` style: ``image,cast_or_splint`` keeps the films with a cast).
+
+    >>> import tempfile, os
+    >>> folder = tempfile.mkdtemp(); path = os.path.join(folder, "casts.csv")
+    >>> _ = open(path, "w").write("image,cast_or_splint\\nfractured/a.jpg,1\\nfractured/b.jpg,0\\n")
+    >>> read_leave_out(path)
+    ['fractured/a.jpg']
+    """
+    import csv
+
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or "image" not in rows[0]:
+        raise ValueError(f"{path} has no 'image' column: list the images to leave out as class/file, one per row.")
+    flags = [c for c in rows[0] if c not in ("image", "note")]
+    return [r["image"] for r in rows if not flags or any((r.get(c) or "").strip() == "1" for c in flags)]
 
 
 def _near_hash(data: bytes) -> str:

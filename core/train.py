@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -60,6 +61,7 @@ class TrainConfig:
     implant: float = 0.0  # share of training images, every class alike, given a metal plate on the limb (core.perturb.implant)
     patchwork: float = 0.0  # share of training images, every class alike, given blurred or sharpened cells (core.perturb.patchwork)
     cast: float = 0.0  # share of training images, every class alike, given a cast or splint round the limb (core.perturb.cast)
+    leave_out: str | None = None  # a CSV of images (its "image" column) kept out of training, e.g. films wearing a cast
     head_mask: float = 0.0  # Pipeline.head: black out all but the head's inner region (0: off)
     rim_only: float = 0.0  # Pipeline.rim: the opposite, a diagnostic model of the scalp, skull and outline (0: off)
     body_mask: float = 0.0  # Pipeline.body: black out the open field around a radiograph's body part (0: off)
@@ -218,12 +220,24 @@ def train(config: TrainConfig, log=print) -> dict:
     if config.equivariance and not config.equivariance_shift and not spec.get("flip", False):
         raise ValueError(f"--equivariance mirrors images left to right, which {spec['name']} does not allow "
                          "(its task says flips do not preserve the anatomy); --equivariance-shift alone shifts.")
+    try:
+        leave_out = set(data_mod.read_leave_out(config.leave_out)) if config.leave_out else set()
+    except OSError as err:
+        raise ValueError(f"--leave-out cannot be read: {err.strerror or err}.") from None
     out.mkdir(parents=True, exist_ok=True)
     train_items, val_items = data_mod.split_dataset(dataset, spec.get("split"),
                                                     validation_fraction=config.validation_fraction, seed=config.seed)
     log(f"{len(dataset.items)} images after removing {dataset.removed_duplicates} duplicates; "
         f"{len(train_items)} train / {len(val_items)} validation "
         f"({(spec.get('split') or {}).get('description') or 'split ' + spec['split']['policy'] + ' by file'})")
+    left_out = []
+    if leave_out:
+        kept = [i for i in train_items if data_mod.item_key(i, names) not in leave_out]
+        left_out = sorted(data_mod.item_key(i, names) for i in train_items if data_mod.item_key(i, names) in leave_out)
+        train_items = kept
+        log(f"--leave-out: {len(left_out)} training images left out "
+            f"({', '.join(f'{n} {c}' for c, n in sorted(Counter(k.split('/')[0] for k in left_out).items()))}), "
+            f"{len(train_items)} train")
 
     pipeline = Pipeline(input_size=config.input_size, head=config.head_mask, rim=config.rim_only,
                         body=config.body_mask, contrast=config.contrast)
@@ -366,7 +380,8 @@ def train(config: TrainConfig, log=print) -> dict:
     save_model(model, out, info)
     _write_json(out / "params.json", params)
     _write_json(out / "metrics.json", metrics)
-    _write_json(out / "split.json", {"validation": [data_mod.item_key(i, names) for i in val_items]})
+    _write_json(out / "split.json", {"validation": [data_mod.item_key(i, names) for i in val_items],
+                                     **({"left_out": left_out} if left_out else {})})
     write_card(out)
     log(f"done in {seconds / 60:.1f} min: validation accuracy {metrics['accuracy']:.4f}, AUC {metrics['auc']}")
     return metrics
@@ -1138,7 +1153,7 @@ def calibrate_run(model_dir: str | Path, data_dir: str | Path, log=print) -> dic
     params = json.loads((model_dir / "params.json").read_text()) if (model_dir / "params.json").exists() else {}
     dataset = data_mod.list_for_spec(data_dir, loaded.info, class_names=loaded.class_names,
                                      limit_per_class=params.get("limit_per_class"))
-    train_items, val_items = data_mod.split_from_record(dataset, split["validation"])
+    train_items, val_items = data_mod.split_from_record(dataset, split["validation"], split.get("left_out", ()))
     log(f"{len(train_items)} training and {len(val_items)} validation images from the run's split")
     x_train, _ = data_mod.prepare_arrays(train_items, loaded.pipeline)
     x_val, y_val = data_mod.prepare_arrays(val_items, loaded.pipeline)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -597,3 +598,51 @@ def test_upweight_errors_repeats_the_training_images_another_model_gets_wrong(ti
     assert f"the {both['n']} training images that any of 2 models gets wrong" in line and str(out) in line
     with pytest.raises(ValueError, match="at least 2"):
         upweight_errors(folder, items, y, list(dataset.class_names), "chest_xray", 1)
+
+
+def test_leave_out_keeps_the_listed_films_out_of_training_and_calibration_and_the_run_says_so(data_dir, tmp_path):
+    """``train --leave-out assets/labels/fracatlas_training_casts.csv`` on real FracAtlas films: the fractured
+    training films that wear a cast (flagged 1 in the file) are not trained on, split.json lists them so that
+    ``calibrate`` rebuilds the same training split, and the card's command carries the flag; a file that cannot be
+    read is one sentence before anything is written."""
+    from core.data import read_leave_out
+    from core.train import TrainConfig, calibrate_run, train
+
+    root = Path(__file__).resolve().parents[1]
+    labels = root / "assets" / "labels" / "fracatlas_training_casts.csv"
+    casts = set(read_leave_out(labels))
+    folder = tmp_path / "fracture"
+    images = str(data_dir / "fracatlas" / "images")
+    lines = []
+    train(TrainConfig(task="fracture", data=images, out=str(folder), leave_out=str(labels),
+                      **{**TINY, "limit_per_class": 60}), log=lines.append)
+    split = read_json(folder / "split.json")
+    left = split["left_out"]
+    assert left and set(left) <= casts and not set(left) & set(split["validation"])
+    params = read_json(folder / "params.json")
+    assert any(line.startswith(f"--leave-out: {len(left)} training images left out") for line in lines)
+    assert params["n_train"] + params["n_validation"] + len(left) == 120
+    said = []
+    calibrate_run(folder, images, log=said.append)
+    assert f"{params['n_train']} training and {params['n_validation']} validation images from the run's split" in said
+    assert f"--leave-out {labels}" in (folder / "MODEL_CARD.md").read_text()
+    with pytest.raises(ValueError, match="--leave-out cannot be read"):
+        train(TrainConfig(task="fracture", data=images, out=str(tmp_path / "x"), leave_out=str(tmp_path / "none.csv"),
+                          **TINY), log=lambda line: None)
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_training_cast_labels_cover_every_fractured_training_film():
+    """assets/labels/fracatlas_training_casts.csv: the 567 fractured films the default trains on, each looked at, 103
+    in a cast or splint (assets/labels/README.md); none of them validates."""
+    import csv
+    import json
+
+    root = Path(__file__).resolve().parents[1]
+    with open(root / "assets" / "labels" / "fracatlas_training_casts.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    validation = set(json.loads((root / "assets" / "models" / "fracture" / "split.json").read_text())["validation"])
+    assert len(rows) == 567 and all(r["image"].startswith("fractured/") for r in rows)
+    assert not {r["image"] for r in rows} & validation
+    assert sum(r["cast_or_splint"] == "1" for r in rows) == 103
+    assert "(1 on 103 of them, 18%" in (root / "assets" / "labels" / "README.md").read_text()
