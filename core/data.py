@@ -133,7 +133,7 @@ def split_from_record(dataset: Dataset, validation_names, left_out=()) -> tuple[
 def read_leave_out(path: str | Path) -> list[str]:
     """The image names a ``--leave-out`` file lists: a CSV with an ``image`` column (``class/file``, as
     ``split.json`` names images), every row of it, or only the rows whose other columns say 1 when it has any
-    (``assets/labels/fracatlas_looked.csv`` style: ``image,cast_or_splint`` keeps the films with a cast).
+    (``assets/labels/fracatlas_training_casts.csv``: ``image,cast_or_splint`` keeps the films with a cast).
 
     >>> import tempfile, os
     >>> folder = tempfile.mkdtemp(); path = os.path.join(folder, "casts.csv")

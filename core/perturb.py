@@ -176,9 +176,9 @@ def implant(image: np.ndarray, *, length: float, seed: int = 0) -> np.ndarray:
 
 def cast(image: np.ndarray, *, length: float, seed: int = 0) -> np.ndarray:
     """A plaster cast drawn round the limb, or on one side of it a splint (3 in 10), all drawn from ``seed``: a sleeve
-    ``length`` a fraction of the image's long side along the limb's axis at a random point of the limb, reaching
-    2-6% of the side beyond the skin (of the largest piece of body on the film); the plaster adds a faint grey over the whole sleeve, brighter along its outer
-    edges (where the shell is seen side-on), with a grainy texture.
+    ``length`` a fraction of the image's long side along the limb's axis at a random point of the limb (the largest
+    piece of body on the film), reaching 2-6% of the side beyond the skin; the plaster adds a faint grey over the
+    whole sleeve, brighter along its outer edges (where the shell is seen side-on), with a grainy texture.
 
     13 of FracAtlas's 63 validation fractures wear a cast, slab or splint and none of its 397 validation films
     without a fracture does (``assets/labels/fracatlas_looked.csv``); drawn on training films of every class alike,
