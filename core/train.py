@@ -232,9 +232,9 @@ def train(config: TrainConfig, log=print) -> dict:
         f"({(spec.get('split') or {}).get('description') or 'split ' + spec['split']['policy'] + ' by file'})")
     left_out = []
     if leave_out:
-        kept = [i for i in train_items if data_mod.item_key(i, names) not in leave_out]
-        left_out = sorted(data_mod.item_key(i, names) for i in train_items if data_mod.item_key(i, names) in leave_out)
-        train_items = kept
+        keyed = [(data_mod.item_key(i, names), i) for i in train_items]
+        left_out = sorted(key for key, _ in keyed if key in leave_out)
+        train_items = [item for key, item in keyed if key not in leave_out]
         log(f"--leave-out: {len(left_out)} training images left out "
             f"({', '.join(f'{n} {c}' for c, n in sorted(Counter(k.split('/')[0] for k in left_out).items()))}), "
             f"{len(train_items)} train")

@@ -21,7 +21,6 @@ film as scanned, and the AUC of the fractures without a cast against these.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -33,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
+from core.data import read_index  # noqa: E402
 from core.io import load_scan  # noqa: E402
 from core.localisation import paired_bootstrap  # noqa: E402
 from core.model import load_model  # noqa: E402
@@ -63,9 +63,8 @@ def image_number(key: str) -> int:
 
 
 def read_labels(path: Path = LABELS) -> dict[str, dict]:
-    """``{"fractured/IMG0003785.jpg": {"cast_or_splint": "1", "worn_metal": "0", "note": ...}, ...}``"""
-    with open(path, newline="") as handle:
-        return {row.pop("image"): row for row in csv.DictReader(handle)}
+    """``{"fractured/IMG0003785.jpg": {"image": ..., "cast_or_splint": "1", "worn_metal": "0", "note": ...}, ...}``"""
+    return read_index(path, ("cast_or_splint", "worn_metal"))
 
 
 def auc_interval(positive, negative, *, n_resamples: int = 2000, seed: int = 0,
@@ -86,6 +85,12 @@ def auc_interval(positive, negative, *, n_resamples: int = 2000, seed: int = 0,
     return auc(positive, negative), float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))
 
 
+def _row(p: np.ndarray, threshold: float, auc_pair, seed: int) -> dict:
+    """One subgroup's films ``p``: their count, share called fractured, median P and the AUC of ``auc_pair``."""
+    return {"n": len(p), "called_fractured": float(np.mean(p >= threshold)), "median_p": float(np.median(p)),
+            "auc": list(auc_interval(*auc_pair, seed=seed))}
+
+
 def cast_check(folder: str, images: Path = IMAGES, labels: dict | None = None, seed: int = 0) -> dict:
     labels = read_labels() if labels is None else labels
     loaded = load_model(folder)
@@ -103,23 +108,18 @@ def cast_check(folder: str, images: Path = IMAGES, labels: dict | None = None, s
             rows[name] = {"n": 0}
             continue
         pair = (p[inside], p[other]) if label == "fractured" else (p[other], p[inside])
-        rows[name] = {"n": int(inside.sum()), "called_fractured": float(np.mean(p[inside] >= loaded.threshold)),
-                      "median_p": float(np.median(p[inside])), "auc": list(auc_interval(*pair, seed=seed))}
+        rows[name] = _row(p[inside], loaded.threshold, pair, seed)
     late = of_class["not_fractured"] & np.array([image_number(k) >= LATE for k in keys])
     if late.any():
-        rows[f"intact films numbered {LATE} and above"] = {
-            "n": int(late.sum()), "called_fractured": float(np.mean(p[late] >= loaded.threshold)),
-            "median_p": float(np.median(p[late])), "auc": list(auc_interval(p[of_class["fractured"]], p[late], seed=seed))}
+        rows[f"intact films numbered {LATE} and above"] = _row(p[late], loaded.threshold,
+                                                               (p[of_class["fractured"]], p[late]), seed)
     intact = np.flatnonzero(of_class["not_fractured"])
     drawn = loaded.predict(np.stack([tensor_of_grey(loaded.pipeline, cast(greys[keys[i]], length=CAST_LENGTH, seed=i))
                                      for i in intact]))[:, fractured]
     plain = of_class["fractured"] & np.array([labels[k]["cast_or_splint"] == "0" for k in keys])
     difference, low, high = paired_bootstrap(drawn, p[intact], seed=seed)
-    rows["intact films with a cast drawn"] = {
-        "n": len(intact), "called_fractured": float(np.mean(drawn >= loaded.threshold)),
-        "median_p": float(np.median(drawn)), "mean_change": [float(difference), float(low), float(high)],
-        "auc": list(auc_interval(p[plain], drawn, seed=seed))}
-    del greys
+    rows["intact films with a cast drawn"] = {**_row(drawn, loaded.threshold, (p[plain], drawn), seed),
+                                              "mean_change": [float(difference), float(low), float(high)]}
     return {"model": folder, "threshold": loaded.threshold, "labelled": len(keys), "validation": len(validation),
             "rows": rows}
 
