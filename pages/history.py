@@ -277,7 +277,8 @@ if not runs:
 titles = {}
 for run in runs:  # default models first: their own model.json names the task
     titles.setdefault(run.task, run.title)
-task = st.radio("Model", list(titles), format_func=titles.get, horizontal=True)
+task = st.radio("Model", list(titles), format_func=titles.get, horizontal=True,
+                key="history_model")  # keyed: a training that starts or ends elsewhere leaves the choice alone
 task_runs = {run.run_id: run for run in runs if run.task == task}
 
 st.dataframe(pd.DataFrame([run.summary() for run in task_runs.values()]).drop(columns="task"), hide_index=True,

@@ -174,6 +174,28 @@ def test_run_still_training_shows_curves_and_says_metrics_are_not_available(asse
 
 
 @pytest.mark.slow
+def test_the_chosen_model_stays_chosen_when_a_run_starts_or_ends_elsewhere(assets, tmp_path, monkeypatch):
+    """A training started by someone else adds a model to the radio (and one that ends renames it); the model a
+    person is looking at stays chosen, and a model whose only run is gone falls back to the first."""
+    root = tmp_path / "assets"
+    shutil.copytree(assets, root)
+    at = chest_page(root, monkeypatch)
+    started = root / "runs" / "knee_xray" / "live"
+    started.mkdir(parents=True)
+    shutil.copy(root / "runs" / "chest_xray" / "seed1" / "history.csv", started)
+    at.run(timeout=60)
+    assert not at.exception
+    assert "knee_xray" in at.radio[0].options and at.radio[0].value == "chest_xray"
+    assert table_ids(at)[0] == "models/chest_xray"
+    at.radio[0].set_value("knee_xray").run(timeout=60)
+    assert table_ids(at) == ["runs/knee_xray/live"]
+    shutil.rmtree(started.parent)
+    at.run(timeout=60)
+    assert not at.exception, [e.value for e in at.exception]
+    assert "knee_xray" not in at.radio[0].options and at.radio[0].value == "brain_mri"  # the first, as on arrival
+
+
+@pytest.mark.slow
 def test_four_class_model_has_one_roc_curve_per_class(assets, monkeypatch):
     if not (assets / "models" / "brain_mri").is_dir():
         pytest.skip("brain MRI data not found")
