@@ -42,15 +42,16 @@ from core.robustness import display_grey, tensor_of_grey  # noqa: E402
 
 IMAGES = Path("../shared/data/fracatlas/images")
 LABELS = ROOT / "assets" / "labels" / "fracatlas_looked.csv"
-#: (name, class of its films, column, value): the subgroups compared.
-GROUPS = (("fractures in a cast or splint", "fractured", "cast_or_splint", "1"),
-          ("fractures without", "fractured", "cast_or_splint", "0"),
-          ("intact films with worn metal", "not_fractured", "worn_metal", "1"),
-          ("intact films without", "not_fractured", "worn_metal", "0"))
-#: Worn metal sits mostly on the wrist (26 of the 33 intact films with it are hand films), and one threshold calls
-#: hand films fractured more readily than leg films: the worn-metal rows are repeated within the hand films, read
-#: from the dataset's index (its ``hand`` column), so that the body part cannot pass for the metal.
-HAND_GROUPS = (("intact hand films with worn metal", "1"), ("intact hand films without", "0"))
+#: (name, class of its films, column, value, body part or None): the subgroups compared. Worn metal sits mostly on
+#: the wrist (26 of the 33 intact films with it are hand films), and one threshold calls hand films fractured more
+#: readily than leg films: the worn-metal rows are repeated within the hand films, read from the dataset's index
+#: (its ``hand`` column), so that the body part cannot pass for the metal.
+GROUPS = (("fractures in a cast or splint", "fractured", "cast_or_splint", "1", None),
+          ("fractures without", "fractured", "cast_or_splint", "0", None),
+          ("intact films with worn metal", "not_fractured", "worn_metal", "1", None),
+          ("intact films without", "not_fractured", "worn_metal", "0", None),
+          ("intact hand films with worn metal", "not_fractured", "worn_metal", "1", "hand"),
+          ("intact hand films without", "not_fractured", "worn_metal", "0", "hand"))
 #: The drawn cast's length, as a fraction of the film's long side (a forearm cast on most films).
 CAST_LENGTH = 0.45
 #: 62 of the 63 ``valid`` fractures have image numbers from here on, where no training fracture has; intact films
@@ -98,7 +99,8 @@ def _row(p: np.ndarray, threshold: float, auc_pair, seed: int) -> dict:
 
 def cast_check(folder: str, images: Path = IMAGES, labels: dict | None = None, seed: int = 0) -> dict:
     labels = read_labels() if labels is None else labels
-    index = read_index(images.parent / "index.csv", ("hand",))
+    parts = sorted({part for *_, part in GROUPS if part})
+    index = read_index(images.parent / "index.csv", parts)
     loaded = load_model(folder)
     fractured = loaded.class_names.index("fractured")
     validation = json.loads((Path(folder) / "split.json").read_text())["validation"]
@@ -107,19 +109,15 @@ def cast_check(folder: str, images: Path = IMAGES, labels: dict | None = None, s
     p = loaded.predict(np.stack([tensor_of_grey(loaded.pipeline, greys[k]) for k in keys]))[:, fractured]
     of_class = {c: np.array([k.startswith(c + "/") for k in keys]) for c in ("fractured", "not_fractured")}
     rows = {}
-    for name, label, column, value in GROUPS:
-        inside = of_class[label] & np.array([labels[k][column] == value for k in keys])
+    for name, label, column, value, part in GROUPS:
+        inside = of_class[label] & np.array([labels[k][column] == value and (not part or index[k][part] == "1")
+                                             for k in keys])
         other = of_class["not_fractured" if label == "fractured" else "fractured"]
         if not inside.any():
             rows[name] = {"n": 0}
             continue
         pair = (p[inside], p[other]) if label == "fractured" else (p[other], p[inside])
         rows[name] = _row(p[inside], loaded.threshold, pair, seed)
-    hand = of_class["not_fractured"] & np.array([index[k]["hand"] == "1" for k in keys])
-    for name, value in HAND_GROUPS:
-        inside = hand & np.array([labels[k]["worn_metal"] == value for k in keys])
-        rows[name] = _row(p[inside], loaded.threshold, (p[of_class["fractured"]], p[inside]), seed) \
-            if inside.any() else {"n": 0}
     late = of_class["not_fractured"] & np.array([image_number(k) >= LATE for k in keys])
     if late.any():
         rows[f"intact films numbered {LATE} and above"] = _row(p[late], loaded.threshold,

@@ -63,7 +63,7 @@ def test_the_command_scores_each_subgroup_and_a_drawn_cast_with_the_models_own_d
     assert result["labelled"] == len(pick) == 10 and result["validation"] == 460
     rows = result["rows"]
     late = [k for k in pick if k.startswith("not_fractured/") and cast_check.image_number(k) >= cast_check.LATE]
-    assert list(rows) == [name for name, *_ in cast_check.GROUPS] + [name for name, _ in cast_check.HAND_GROUPS] + \
+    assert list(rows) == [name for name, *_ in cast_check.GROUPS] + \
         (["intact films numbered 3500 and above"] if late else []) + ["intact films with a cast drawn"]
     index = data_mod.read_index(data_dir / "fracatlas" / "index.csv", ("hand",))
     hand_metal = [k for k in pick if k.startswith("not_fractured/") and subset[k]["worn_metal"] == "1"
