@@ -186,6 +186,45 @@ def subgroup_metrics(y: np.ndarray, p: np.ndarray, groups: dict[str, np.ndarray]
     return result
 
 
+def operating_point(curve: dict, positives: int, negatives: int, min_sensitivity: float) -> dict | None:
+    """The point of a stored ROC curve that keeps at least ``min_sensitivity`` with the most specificity:
+    what a binary model would give at the threshold that reaches that sensitivity on its validation images.
+
+    Parameters
+    ----------
+    curve : ``{"fpr", "tpr", "threshold"}`` as stored in ``metrics.json`` (:func:`_thin_roc`; a case is called
+        positive when its probability is at or above the threshold, as ``LoadedModel.decide`` does).
+    positives, negatives : validation images of each class (the confusion matrix's rows), to turn the rates
+        into counts.
+    min_sensitivity : the share of positive cases the threshold must catch, in [0, 1].
+
+    Returns
+    -------
+    ``{"threshold", "sensitivity", "specificity", "true_positives", "false_negatives", "false_positives",
+    "true_negatives", "ppv", "npv"}`` (ppv, npv at the validation images' prevalence; None when no case is
+    called that way), or None when the curve is empty or no image of a class was seen.
+
+    >>> curve = {"fpr": [0.0, 0.0, 0.25, 0.5, 1.0], "tpr": [0.0, 0.5, 0.5, 1.0, 1.0],
+    ...          "threshold": [1.0, 0.8, 0.6, 0.3, 0.1]}
+    >>> point = operating_point(curve, positives=2, negatives=4, min_sensitivity=0.9)
+    >>> point["threshold"], point["sensitivity"], point["specificity"], point["false_positives"], point["ppv"]
+    (0.3, 1.0, 0.5, 2, 0.5)
+    >>> operating_point(curve, 2, 4, 0.5)["threshold"]   # the first point at 0.5 sensitivity, no false alarm
+    0.8
+    """
+    fpr, tpr, thr = (np.asarray(curve.get(k) or [], float) for k in ("fpr", "tpr", "threshold"))
+    if not len(fpr) or positives <= 0 or negatives <= 0:
+        return None
+    reaching = np.flatnonzero(tpr >= min_sensitivity - 1e-9)
+    i = int(reaching[np.argmin(fpr[reaching])]) if len(reaching) else int(np.argmax(tpr))
+    tp = int(round(tpr[i] * positives))
+    fp = int(round(fpr[i] * negatives))
+    fn, tn = positives - tp, negatives - fp
+    return {"threshold": float(thr[i]), "sensitivity": float(tpr[i]), "specificity": float(1 - fpr[i]),
+            "true_positives": tp, "false_negatives": fn, "false_positives": fp, "true_negatives": tn,
+            "ppv": _ratio(tp, tp + fp), "npv": _ratio(tn, tn + fn)}
+
+
 def _ratio(a, b):
     return float(a) / float(b) if b else None
 

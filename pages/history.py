@@ -18,6 +18,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from core.jobs import shared_queue
+from core.metrics import operating_point
 from core.registry import extra_roots
 from core.runs import Run, assets_root, list_runs, load_run
 from core.settings import SettingsError
@@ -51,6 +52,13 @@ READ_EVIDENCE = ("Each dot is one run of this model: across, how often it is rig
                  "centre, point at the lesion better than a guess that ignores the image: a dot far right and low is "
                  "right for the wrong reasons. Measured with `python -m core explain-eval`; runs not measured are "
                  "left out.")
+READ_OPERATING = ("A binary model calls a case positive when its probability reaches the decision threshold. Choose "
+                  "the share of positive cases it must catch: the table reads, from the run's validation ROC curve, "
+                  "the threshold that does so and what it costs in false alarms, beside the threshold the run saved "
+                  "(the one every page uses). Positive and negative predictive values are at the validation images' "
+                  "own mix of classes; both move with how common the condition is where the model is used.")
+SENSITIVITY_KEY = "history_sensitivity"
+DEFAULT_SENSITIVITY = 0.90  # the slider's start: catch nine positive cases in ten
 READ_CALIBRATION = ("If the model is well calibrated the dots lie on the diagonal — of the images given 80 % "
                     "confidence, about 80 % turn out right; dots below the line mean over-confidence, the grey "
                     "bars count the images in each bin, and the ECE is the count-weighted mean gap.")
@@ -108,7 +116,8 @@ def confusion_figure(run: Run) -> go.Figure:
 
 
 def roc_figure(run: Run) -> go.Figure | None:
-    """One ROC curve per class (one-vs-rest), or the positive class's curve for a binary model."""
+    """One ROC curve per class (one-vs-rest), or the positive class's curve for a binary model, with the saved
+    threshold's point and the operating point chosen below the charts."""
     roc, names = run.metrics.get("roc") or {}, run.metrics["class_names"]
     if not roc:
         return None
@@ -125,6 +134,16 @@ def roc_figure(run: Run) -> go.Figure | None:
         fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=label, customdata=curve.get("threshold"),
                                  hovertemplate="1 − specificity %{x:.3f}<br>sensitivity %{y:.3f}"
                                                "<br>threshold %{customdata:.3f}<extra></extra>"))
+    if binary:
+        wanted = st.session_state.get(SENSITIVITY_KEY, DEFAULT_SENSITIVITY)
+        for label, point, symbol in (("saved threshold", saved_point(run), "diamond"),
+                                     (f"sensitivity ≥ {wanted:.2f}", chosen_point(run, wanted), "circle-open")):
+            if point is not None:
+                fig.add_trace(go.Scatter(x=[1 - point["specificity"]], y=[point["sensitivity"]], mode="markers",
+                                         name=f"{label} ({point['threshold']:.3f})",
+                                         marker=dict(symbol=symbol, size=12, line=dict(width=2)),
+                                         hovertemplate="1 − specificity %{x:.3f}<br>sensitivity %{y:.3f}"
+                                                       "<extra></extra>"))
     title = f"ROC · {run.run_id}"
     if not binary and run.metrics.get("auc") is not None:
         title += f" · macro AUC {run.metrics['auc']:.3f}"
@@ -133,6 +152,56 @@ def roc_figure(run: Run) -> go.Figure | None:
     fig.update_layout(title=title, height=420, margin=dict(l=10, r=10, t=40, b=10),
                       legend=LEGEND_BELOW)
     return fig
+
+
+def class_totals(run: Run) -> tuple[int, int] | None:
+    """(positives, negatives) among a binary run's validation images, from its confusion matrix's rows."""
+    counts = run.metrics.get("confusion_matrix") or []
+    if len(run.metrics.get("class_names") or []) != 2 or len(counts) != 2:
+        return None
+    return int(sum(counts[1])), int(sum(counts[0]))
+
+
+def saved_point(run: Run) -> dict | None:
+    """The saved threshold's figures, from the run's confusion matrix (as the metrics table shows them)."""
+    totals, counts = class_totals(run), run.metrics.get("confusion_matrix")
+    if totals is None or run.metrics.get("threshold") is None or not all(totals):
+        return None
+    (tn, fp), (fn, tp) = counts
+    return {"threshold": float(run.metrics["threshold"]), "sensitivity": tp / totals[0],
+            "specificity": tn / totals[1], "true_positives": tp, "false_negatives": fn, "false_positives": fp,
+            "true_negatives": tn, "ppv": tp / (tp + fp) if tp + fp else None,
+            "npv": tn / (tn + fn) if tn + fn else None}
+
+
+def chosen_point(run: Run, wanted: float) -> dict | None:
+    totals = class_totals(run)
+    curve = next(iter((run.metrics.get("roc") or {}).values()), None)
+    if totals is None or curve is None:
+        return None
+    return operating_point(curve, *totals, min_sensitivity=wanted)
+
+
+def operating_table(runs: list[Run], wanted: float) -> pd.DataFrame | None:
+    """The saved threshold and the one reaching ``wanted`` sensitivity, one row each per binary run."""
+    rows = []
+    for run in runs:
+        positive, negative = (run.metrics.get("class_names") or ["", ""])[::-1][:2]
+        for label, point in (("saved threshold", saved_point(run)),
+                             (f"sensitivity ≥ {wanted:.2f}", chosen_point(run, wanted))):
+            if point is None:
+                continue
+            rows.append({"run": run.run_id, "threshold rule": label, "threshold": point["threshold"],
+                         "sensitivity": point["sensitivity"], "specificity": point["specificity"],
+                         f"{positive} missed": f"{point['false_negatives']} of "
+                                              f"{point['false_negatives'] + point['true_positives']}",
+                         f"{negative} flagged": f"{point['false_positives']} of "
+                                                f"{point['false_positives'] + point['true_negatives']}",
+                         "PPV": point["ppv"], "NPV": point["npv"]})
+    if not rows:
+        return None
+    table = pd.DataFrame(rows)
+    return table.drop(columns="run") if table["run"].nunique() == 1 else table
 
 
 def calibration_figure(run: Run) -> go.Figure | None:
@@ -341,6 +410,17 @@ if finished:
         st.dataframe(subgroups, hide_index=True,
                      column_config={name: st.column_config.NumberColumn(name, format="%.3f")
                                     for name in ("AUC", "sensitivity", "specificity", "accuracy")})
+
+    binary = [run for run in finished if class_totals(run) is not None and run.metrics.get("roc")]
+    if binary:
+        st.markdown("**Operating point**")
+        st.caption(READ_OPERATING)
+        wanted = st.slider("Sensitivity to reach", 0.50, 1.00, DEFAULT_SENSITIVITY, 0.01, key=SENSITIVITY_KEY,
+                           help="The share of positive validation cases the threshold must catch; the ROC "
+                                "chart above marks the point as a circle, the saved threshold as a diamond.")
+        st.dataframe(operating_table(binary, wanted), hide_index=True,
+                     column_config={name: st.column_config.NumberColumn(name, format="%.3f")
+                                    for name in ("threshold", "sensitivity", "specificity", "PPV", "NPV")})
 
 st.subheader("Parameters")
 with_params = [run for run in shown if run.params]

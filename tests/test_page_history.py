@@ -133,8 +133,10 @@ def test_selected_run_shows_curves_metrics_matrix_roc_and_calibration(assets, mo
     assert matrix["layout"]["yaxis"]["title"]["text"] == "true"
 
     (roc,) = titled(at, "ROC")
-    diagonal, curve = roc["data"]
+    diagonal, curve, saved, chosen = roc["data"]
     assert diagonal["x"] == [0, 1] and diagonal["y"] == [0, 1]
+    assert saved["y"] == [pytest.approx(run.metrics["sensitivity"])] and saved["name"].startswith("saved threshold")
+    assert chosen["name"].startswith("sensitivity ≥ 0.90")
     assert curve["x"] == run.metrics["roc"]["PNEUMONIA"]["fpr"]
     assert f"AUC {run.metrics['auc']:.3f}" in curve["name"]
 
@@ -145,7 +147,8 @@ def test_selected_run_shows_curves_metrics_matrix_roc_and_calibration(assets, mo
 
     (download,) = at.download_button
     assert run.run_id in download.label and download.proto.url.endswith(".csv")
-    assert at.dataframe[2].value.loc["seed", run.run_id] == "0"  # parameters
+    (params,) = [t.value for t in at.dataframe if "seed" in t.value.index]
+    assert params.loc["seed", run.run_id] == "0"
     # one sentence on how to read each chart
     assert all(s in texts(at) for s in ("overfitting", "diagonal counts correct", "top-left corner", "calibrated"))
 
@@ -158,7 +161,10 @@ def test_two_runs_side_by_side(assets, monkeypatch):
     (loss,) = titled(at, "Loss")
     assert len(loss["data"]) == 4  # training and validation of each run, overlaid
     assert list(at.dataframe[1].value.columns) == ["models/chest_xray", "runs/chest_xray/seed1"]
-    assert list(at.dataframe[2].value.columns) == ["models/chest_xray", "runs/chest_xray/seed1"]
+    (operating,) = [t.value for t in at.dataframe if "threshold rule" in t.value.columns]
+    assert list(operating["run"]) == ["models/chest_xray"] * 2 + ["runs/chest_xray/seed1"] * 2  # both runs' rows
+    (params,) = [t.value for t in at.dataframe if "seed" in t.value.index]
+    assert list(params.columns) == ["models/chest_xray", "runs/chest_xray/seed1"]
     assert len(titled(at, "Confusion matrix")) == len(titled(at, "ROC")) == len(titled(at, "Reliability")) == 2
     assert len(at.download_button) == 2
 
@@ -207,7 +213,8 @@ def test_four_class_model_has_one_roc_curve_per_class(assets, monkeypatch):
     assert matrix["data"][0]["x"] == ["glioma", "meningioma", "notumor", "pituitary"]
     (roc,) = titled(at, "ROC")
     run = load_run(assets / "models" / "brain_mri", assets)
-    assert len(roc["data"]) == 1 + len(run.metrics["roc"])
+    assert len(roc["data"]) == 1 + len(run.metrics["roc"])  # no operating point: four classes have no threshold
+    assert not [s for s in at.slider if s.label == "Sensitivity to reach"]
 
 
 # ----------------------------------------------------------------------------- issue 13: kept epoch, log axis, parameters
@@ -290,6 +297,38 @@ def test_fracture_model_shows_its_metrics_by_hardware_and_body_part(monkeypatch)
     at.radio[0].set_value("chest_xray").run(timeout=60)
     assert not at.exception
     assert not [t for t in at.dataframe if "subgroup" in t.value.columns]
+
+
+def test_operating_point_reads_the_threshold_a_sensitivity_needs_from_the_validation_roc(monkeypatch):
+    """The committed fracture model saved its threshold for Youden's J (sensitivity 0.60); a teacher asks what
+    catching 85% of fractures would cost. The table's second row is the ROC point reaching it with the fewest
+    false alarms, its counts from the confusion matrix's rows; the ROC chart marks both points."""
+    from core.metrics import operating_point
+
+    run = load_run(ASSETS / "models" / "fracture", ASSETS)
+    monkeypatch.delenv("MEDXAI_ASSETS", raising=False)
+    at = history_page()
+    at.radio[0].set_value("fracture").run(timeout=60)
+    (slider,) = [s for s in at.slider if s.label == "Sensitivity to reach"]
+    assert slider.value == pytest.approx(0.90)
+    slider.set_value(0.85).run(timeout=60)
+    assert not at.exception
+    (table,) = [t.value for t in at.dataframe if "threshold rule" in t.value.columns]
+    saved, chosen = table.to_dict("records")
+    (tn, fp), (fn, tp) = run.metrics["confusion_matrix"]
+    assert saved["threshold"] == pytest.approx(run.metrics["threshold"])
+    assert saved["sensitivity"] == pytest.approx(run.metrics["sensitivity"])
+    assert saved["fractured missed"] == f"{fn} of {fn + tp}" and saved["not_fractured flagged"] == f"{fp} of {fp + tn}"
+    expected = operating_point(run.metrics["roc"]["fractured"], fn + tp, tn + fp, 0.85)
+    assert chosen["threshold rule"] == "sensitivity ≥ 0.85"
+    assert chosen["threshold"] == pytest.approx(expected["threshold"])
+    assert chosen["threshold"] < run.metrics["threshold"]
+    assert 0.85 <= chosen["sensitivity"] and chosen["specificity"] < saved["specificity"]
+    assert chosen["not_fractured flagged"] == f"{expected['false_positives']} of {fp + tn}"
+    (roc,) = titled(at, "ROC")
+    marker = next(t for t in roc["data"] if t["name"].startswith("sensitivity ≥ 0.85"))
+    assert marker["x"] == [pytest.approx(1 - chosen["specificity"])] and marker["y"] == [pytest.approx(chosen["sensitivity"])]
+    assert any("what it costs in false alarms" in c.value for c in at.caption)
 
 
 def test_runs_are_placed_by_right_answer_against_right_place(monkeypatch):
