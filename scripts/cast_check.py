@@ -14,7 +14,10 @@ again within the hand films (where most worn metal sits: the body part alone mov
 the intact films from the part of the collection the validation fractures come from (image numbers 3500 and above,
 where no training fracture is numbered). Then the question asked directly: every labelled intact film with a cast
 drawn round its limb (``core.perturb.cast``, 45% of the long side, the same cast for every model), its mean change in
-P against the film as scanned, and the AUC of the fractures without a cast against these.
+P against the film as scanned, and the AUC of the fractures without a cast against these. With several models that
+share the first one's validation split, each later model's AUC for the fractures without a cast against every intact
+film is compared with the first's on the same films (a paired bootstrap: fractures and intact films drawn together
+for both models).
 
     python scripts/cast_check.py assets/models/fracture [MORE_MODEL_FOLDERS] [--json]
 """
@@ -97,7 +100,33 @@ def _row(p: np.ndarray, threshold: float, auc_pair, seed: int) -> dict:
             "auc": list(auc_interval(*auc_pair, seed=seed))}
 
 
-def cast_check(folder: str, images: Path = IMAGES, labels: dict | None = None, seed: int = 0) -> dict:
+def paired_auc_difference(first: dict, other: dict, positive: list[str], negative: list[str], *,
+                          n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> list[float]:
+    """``other``'s AUC minus ``first``'s on the same films ({key: P} each), with a bootstrap interval that draws the
+    ``positive`` and ``negative`` films once per resample for both models.
+
+    >>> first = {"a": 0.9, "b": 0.4, "c": 0.5, "d": 0.1}
+    >>> other = {"a": 0.9, "b": 0.6, "c": 0.5, "d": 0.1}
+    >>> paired_auc_difference(first, other, ["a", "b"], ["c", "d"])[0]
+    0.25
+    """
+    pos, neg = (np.array([[first[k], other[k]] for k in keys], float) for keys in (positive, negative))
+
+    def auc(a, b, column):
+        return float(roc_auc_score(np.r_[np.ones(len(a)), np.zeros(len(b))], np.r_[a[:, column], b[:, column]]))
+
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_resamples):
+        a, b = pos[rng.integers(len(pos), size=len(pos))], neg[rng.integers(len(neg), size=len(neg))]
+        draws.append(auc(a, b, 1) - auc(a, b, 0))
+    tail = 100 * (1 - confidence) / 2
+    return [auc(pos, neg, 1) - auc(pos, neg, 0), float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))]
+
+
+def cast_check(folder: str, images: Path = IMAGES, labels: dict | None = None, seed: int = 0,
+               scores: dict | None = None) -> dict:
+    """Every subgroup's row for one model folder; ``scores``, when given, receives {film: P(fractured)}."""
     labels = read_labels() if labels is None else labels
     parts = sorted({part for *_, part in GROUPS if part})
     index = read_index(images.parent / "index.csv", parts)
@@ -107,6 +136,8 @@ def cast_check(folder: str, images: Path = IMAGES, labels: dict | None = None, s
     keys = [k for k in validation if k in labels]
     greys = {k: display_grey(load_scan((images / k).read_bytes(), Path(k).name)) for k in keys}
     p = loaded.predict(np.stack([tensor_of_grey(loaded.pipeline, greys[k]) for k in keys]))[:, fractured]
+    if scores is not None:
+        scores.update(zip(keys, p.tolist()))
     of_class = {c: np.array([k.startswith(c + "/") for k in keys]) for c in ("fractured", "not_fractured")}
     rows = {}
     for name, label, column, value, part in GROUPS:
@@ -141,7 +172,14 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     labels = read_labels(Path(args.labels))
-    results = [cast_check(folder, Path(args.data), labels) for folder in args.models]
+    scores = [{} for _ in args.models]
+    results = [cast_check(folder, Path(args.data), labels, scores=kept) for folder, kept in zip(args.models, scores)]
+    uncast = [k for k in scores[0] if k.startswith("fractured/") and labels[k]["cast_or_splint"] == "0"]
+    intact = [k for k in scores[0] if k.startswith("not_fractured/")]
+    for r, kept in zip(results[1:], scores[1:]):
+        if set(kept) == set(scores[0]) and uncast and intact:
+            r["paired_with_first"] = {"model": results[0]["model"], "subgroup": "fractures without",
+                                      "auc_difference": paired_auc_difference(scores[0], kept, uncast, intact)}
     if args.json:
         print(json.dumps(results, indent=1))
         return 0
@@ -161,6 +199,11 @@ def main(argv=None) -> int:
           "the fractures without a cast against the intact films with one drawn.")
     for r in results:
         print(f"`{r['model']}`: {r['labelled']} of its {r['validation']} validation films carry a label.")
+        if "paired_with_first" in r:
+            difference, low, high = r["paired_with_first"]["auc_difference"]
+            print(f"`{r['model']}` against `{r['paired_with_first']['model']}` on the same films: the fractures "
+                  f"without a cast against every intact film, AUC difference {difference:+.3f} [{low:+.3f}, {high:+.3f}] "
+                  "(paired bootstrap).")
     return 0
 
 

@@ -59,7 +59,8 @@ def test_the_command_scores_each_subgroup_and_a_drawn_cast_with_the_models_own_d
     pick += [k for k, row in labels.items() if row["cast_or_splint"] == row["worn_metal"] == "0"][:2]
     pick += [k for k, row in labels.items() if row["cast_or_splint"] == row["worn_metal"] == "0"][-2:]
     subset = {k: labels[k] for k in pick}
-    result = cast_check.cast_check(str(FOLDER), images, subset)
+    scores = {}
+    result = cast_check.cast_check(str(FOLDER), images, subset, scores=scores)
     assert result["labelled"] == len(pick) == 10 and result["validation"] == 460
     rows = result["rows"]
     late = [k for k in pick if k.startswith("not_fractured/") and cast_check.image_number(k) >= cast_check.LATE]
@@ -74,6 +75,11 @@ def test_the_command_scores_each_subgroup_and_a_drawn_cast_with_the_models_own_d
     casts = [k for k in pick if subset[k]["cast_or_splint"] == "1"]
     p = loaded.predict(np.stack([data_mod.prepare_image(images / k, loaded.pipeline) for k in casts]))[:, 1]
     assert rows["fractures in a cast or splint"]["called_fractured"] == pytest.approx(np.mean(p >= loaded.threshold))
+    assert sorted(scores) == sorted(pick) and [scores[k] for k in casts] == pytest.approx(p, abs=1e-5)
+    # a model compared with itself on the same films: no difference, and no width to the paired interval
+    positive = [k for k in pick if k.startswith("fractured/")]
+    negative = [k for k in pick if k.startswith("not_fractured/")]
+    assert cast_check.paired_auc_difference(scores, scores, positive, negative, n_resamples=50) == [0.0, 0.0, 0.0]
     drawn = rows["intact films with a cast drawn"]
     assert drawn["n"] == sum(k.startswith("not_fractured/") for k in pick)
     low, high = drawn["mean_change"][1:]
