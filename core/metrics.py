@@ -217,10 +217,20 @@ def operating_point(curve: dict, positives: int, negatives: int, min_sensitivity
         return None
     reaching = np.flatnonzero(tpr >= min_sensitivity - 1e-9)
     i = int(reaching[np.argmin(fpr[reaching])]) if len(reaching) else int(np.argmax(tpr))
-    tp = int(round(tpr[i] * positives))
-    fp = int(round(fpr[i] * negatives))
-    fn, tn = positives - tp, negatives - fp
-    return {"threshold": float(thr[i]), "sensitivity": float(tpr[i]), "specificity": float(1 - fpr[i]),
+    tp, fp = int(round(tpr[i] * positives)), int(round(fpr[i] * negatives))
+    return point_figures(float(thr[i]), [[negatives - fp, fp], [positives - tp, tp]])
+
+
+def point_figures(threshold: float, confusion: list[list[int]]) -> dict:
+    """A binary model's figures at one threshold from its 2 x 2 confusion matrix ``[[tn, fp], [fn, tp]]`` (rows:
+    true negative, positive class; the keys of :func:`operating_point`).
+
+    >>> point = point_figures(0.2, [[8, 2], [1, 3]])
+    >>> point["sensitivity"], point["specificity"], point["ppv"], point["npv"]
+    (0.75, 0.8, 0.6, 0.888...)
+    """
+    (tn, fp), (fn, tp) = confusion
+    return {"threshold": float(threshold), "sensitivity": _ratio(tp, tp + fn), "specificity": _ratio(tn, tn + fp),
             "true_positives": tp, "false_negatives": fn, "false_positives": fp, "true_negatives": tn,
             "ppv": _ratio(tp, tp + fp), "npv": _ratio(tn, tn + fn)}
 

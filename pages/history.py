@@ -18,7 +18,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from core.jobs import shared_queue
-from core.metrics import operating_point
+from core.metrics import operating_point, point_figures
 from core.registry import extra_roots
 from core.runs import Run, assets_root, list_runs, load_run
 from core.settings import SettingsError
@@ -164,14 +164,10 @@ def class_totals(run: Run) -> tuple[int, int] | None:
 
 def saved_point(run: Run) -> dict | None:
     """The saved threshold's figures, from the run's confusion matrix (as the metrics table shows them)."""
-    totals, counts = class_totals(run), run.metrics.get("confusion_matrix")
+    totals = class_totals(run)
     if totals is None or run.metrics.get("threshold") is None or not all(totals):
         return None
-    (tn, fp), (fn, tp) = counts
-    return {"threshold": float(run.metrics["threshold"]), "sensitivity": tp / totals[0],
-            "specificity": tn / totals[1], "true_positives": tp, "false_negatives": fn, "false_positives": fp,
-            "true_negatives": tn, "ppv": tp / (tp + fp) if tp + fp else None,
-            "npv": tn / (tn + fn) if tn + fn else None}
+    return point_figures(run.metrics["threshold"], run.metrics["confusion_matrix"])
 
 
 def chosen_point(run: Run, wanted: float) -> dict | None:
