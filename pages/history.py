@@ -182,7 +182,7 @@ def operating_table(runs: list[Run], wanted: float) -> pd.DataFrame | None:
     """The saved threshold and the one reaching ``wanted`` sensitivity, one row each per binary run."""
     rows = []
     for run in runs:
-        positive, negative = (run.metrics.get("class_names") or ["", ""])[::-1][:2]
+        negative, positive = run.metrics["class_names"]  # binary runs only (class_totals)
         for label, point in (("saved threshold", saved_point(run)),
                              (f"sensitivity ≥ {wanted:.2f}", chosen_point(run, wanted))):
             if point is None:

@@ -76,6 +76,20 @@ def read_labels(path: Path = LABELS) -> dict[str, dict]:
     return read_index(path, ("cast_or_splint", "worn_metal"))
 
 
+def _auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    return float(roc_auc_score(np.r_[np.ones(len(positive)), np.zeros(len(negative))], np.r_[positive, negative]))
+
+
+def _two_sample_bootstrap(positive: np.ndarray, negative: np.ndarray, statistic, *, n_resamples: int, seed: int,
+                          confidence: float) -> list[float]:
+    """[estimate, low, high] of ``statistic(positive, negative)``, each side resampled (rows) on its own."""
+    rng = np.random.default_rng(seed)
+    draws = [statistic(positive[rng.integers(len(positive), size=len(positive))],
+                       negative[rng.integers(len(negative), size=len(negative))]) for _ in range(n_resamples)]
+    tail = 100 * (1 - confidence) / 2
+    return [statistic(positive, negative), float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))]
+
+
 def auc_interval(positive, negative, *, n_resamples: int = 2000, seed: int = 0,
                  confidence: float = 0.95) -> tuple[float, float, float]:
     """The AUC of ``positive`` scores against ``negative`` ones, with a bootstrap interval (each side resampled).
@@ -83,15 +97,8 @@ def auc_interval(positive, negative, *, n_resamples: int = 2000, seed: int = 0,
     >>> auc_interval([0.9, 0.8, 0.7], [0.1, 0.2, 0.75])[0]
     0.888...
     """
-    positive, negative = np.asarray(positive, float), np.asarray(negative, float)
-
-    def auc(a, b):
-        return float(roc_auc_score(np.r_[np.ones(len(a)), np.zeros(len(b))], np.r_[a, b]))
-
-    rng = np.random.default_rng(seed)
-    draws = [auc(rng.choice(positive, len(positive)), rng.choice(negative, len(negative))) for _ in range(n_resamples)]
-    tail = 100 * (1 - confidence) / 2
-    return auc(positive, negative), float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))
+    return tuple(_two_sample_bootstrap(np.asarray(positive, float), np.asarray(negative, float), _auc,
+                                       n_resamples=n_resamples, seed=seed, confidence=confidence))
 
 
 def _row(p: np.ndarray, threshold: float, auc_pair, seed: int) -> dict:
@@ -111,17 +118,8 @@ def paired_auc_difference(first: dict, other: dict, positive: list[str], negativ
     0.25
     """
     pos, neg = (np.array([[first[k], other[k]] for k in keys], float) for keys in (positive, negative))
-
-    def auc(a, b, column):
-        return float(roc_auc_score(np.r_[np.ones(len(a)), np.zeros(len(b))], np.r_[a[:, column], b[:, column]]))
-
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(n_resamples):
-        a, b = pos[rng.integers(len(pos), size=len(pos))], neg[rng.integers(len(neg), size=len(neg))]
-        draws.append(auc(a, b, 1) - auc(a, b, 0))
-    tail = 100 * (1 - confidence) / 2
-    return [auc(pos, neg, 1) - auc(pos, neg, 0), float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))]
+    return _two_sample_bootstrap(pos, neg, lambda a, b: _auc(a[:, 1], b[:, 1]) - _auc(a[:, 0], b[:, 0]),
+                                 n_resamples=n_resamples, seed=seed, confidence=confidence)
 
 
 def cast_check(folder: str, images: Path = IMAGES, labels: dict | None = None, seed: int = 0,
