@@ -101,6 +101,7 @@ def render_card(folder: str | Path) -> str:
         f"{' --implant %g' % params['implant'] if params.get('implant') else ''}"
         f"{' --patchwork %g' % params['patchwork'] if params.get('patchwork') else ''}"
         f"{' --cast %g' % params['cast'] if params.get('cast') else ''}"
+        f"{' --synthetic-fractures %g' % params['synthetic_fractures'] if params.get('synthetic_fractures') else ''}"
         f"{' --leave-out ' + params['leave_out'] if params.get('leave_out') else ''}"
         f"{' --head-mask %g' % params['head_mask'] if params.get('head_mask') else ''}"
         f"{' --rim-only %g' % params['rim_only'] if params.get('rim_only') else ''}"
@@ -169,6 +170,7 @@ def render_card(folder: str | Path) -> str:
         + ("the mirrored views above" if (params.get("frozen_backbone") or {}).get("view_kind") == "mirror" else
            "small shifts, rotations, zoom and contrast" + (", horizontal flips" if info.get("flip") else "")) +
         f"{', CutMix on %d%% of the training images (a random box from another image, labels mixed by area)' % round(100 * params['cutmix']) if params.get('cutmix') else ''}"
+        f"{', a fracture line drawn across a bone on %d%% of the training images without a fracture, labelled fractured (`core.perturb.fracture_line`)' % round(100 * params['synthetic_fractures']) if params.get('synthetic_fractures') else ''}"
         + (", and on every class alike, random image degradations (`core.perturb`: "
            f"{_degradations(info, params)}), so that none of them can tell the classes apart."
            if params.get("degrade") and _degraded_views(params, bool(info.get("flip"))) else

@@ -114,6 +114,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="draw a metal plate with screws on the limb of a share P of the training images, every class "
                         "alike (core.perturb.implant), so metal, which follows fractures on real films, tells the "
                         "classes nothing (default 0: off; measured with scripts/metal_check.py)")
+    t.add_argument("--synthetic-fractures", type=float, default=0.0, metavar="P",
+                   help="draw a fracture line across a bone (core.perturb.fracture_line) on a share P of the training "
+                        "images of the other classes as they are fed, labelled with the class the task's spec names, "
+                        "to teach what a fracture line looks like without any outline (default 0: off)")
     t.add_argument("--patchwork", type=float, default=0.0, metavar="P",
                    help="give a share P of the training images, every class alike, a patchwork of cells from a "
                         "blurred or sharpened copy (core.perturb.patchwork), so breaks in texture that are no "
@@ -374,7 +378,7 @@ def _train(args) -> int:
                          no_finding=args.no_finding,
                          filled_interiors=args.filled_interiors, filled_share=args.filled_share, cutmix=args.cutmix,
                          implant=args.implant, patchwork=args.patchwork, cast=args.cast,
-                         leave_out=args.leave_out,
+                         synthetic_fractures=args.synthetic_fractures, leave_out=args.leave_out,
                          equivariance=args.equivariance, equivariance_shift=args.equivariance_shift,
                          half_mirrors=args.half_mirrors,
                          half_mirror_weight=args.half_mirror_weight, healthy=args.healthy,

@@ -463,9 +463,31 @@ def cutmix_batch(images: np.ndarray, labels: np.ndarray, rng: np.random.Generato
     return images, labels
 
 
+def synthetic_positives(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, probability: float, *,
+                        draw, positive: int, mean: float, std: float):
+    """A finding drawn on a share ``probability`` of the images of a batch not labelled ``positive``, relabelled
+    ``positive`` when one could be drawn: ``draw(grey, seed=...)`` gets the image back in [0, 1] (the tensor times
+    ``std`` plus ``mean``) and returns ``(image, drawn)``, e.g. :func:`core.perturb.fracture_line`.
+
+    >>> x = np.zeros((3, 8, 8, 1), np.float32); y = np.eye(2, dtype=np.float32)[[0, 0, 1]]
+    >>> mark = lambda grey, seed: (grey + 0.5, True)
+    >>> x2, y2 = synthetic_positives(x, y, np.random.default_rng(0), 1.0, draw=mark, positive=1, mean=0.0, std=1.0)
+    >>> y2.argmax(axis=1).tolist(), float(x2[0].max()), float(x2[2].max())
+    ([1, 1, 1], 0.5, 0.0)
+    """
+    images, labels = np.array(images, np.float32), np.array(labels, np.float32)
+    for i in np.flatnonzero((labels.argmax(axis=1) != positive) & (rng.random(len(images)) < probability)):
+        grey = np.clip(images[i, ..., 0] * std + mean, 0.0, 1.0)
+        drawn, ok = draw(grey, seed=int(rng.integers(1 << 31)))
+        if ok:
+            images[i] = np.repeat(((drawn - mean) / std)[..., None], images.shape[-1], axis=-1)
+            labels[i] = np.eye(labels.shape[1], dtype=np.float32)[positive]
+    return images, labels
+
+
 def make_tf_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch_size: int = 32, training: bool,
                     augment=None, degrade=None, mix=None, seed: int = 0, repeat: bool = False,
-                    autotune: bool = False, sample_weight: np.ndarray | None = None):
+                    autotune: bool = False, sample_weight: np.ndarray | None = None, relabel=None):
     """``tf.data`` over prepared arrays: cached, shuffled and augmented for training, prefetched.
 
     ``repeat`` (training only) makes the batches endless, each pass over ``x`` in a new order and ending on a
@@ -484,7 +506,8 @@ def make_tf_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch_size:
     ``degrade`` (training only) is a NumPy function of a batch of model tensors, run before the Keras
     ``augment`` layers: the image degradations of :func:`core.perturb.degrade_batch`. ``mix`` (training
     only) is a NumPy function of a batch of tensors and one-hot labels, run last: :func:`cutmix_batch`.
-    ``sample_weight`` (one per image, e.g. :func:`group_balanced_weights`) rides along as each element's third
+    ``relabel`` (training only) is a NumPy function of a batch of tensors and one-hot labels, run first, before the
+    degradations: :func:`synthetic_positives`. ``sample_weight`` (one per image, e.g. :func:`group_balanced_weights`) rides along as each element's third
     part, which ``fit`` reads as the loss weights; not with ``mix`` (a mixed image has two weights).
     """
     import tensorflow as tf
@@ -499,6 +522,11 @@ def make_tf_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch_size:
     ds = ds.batch(batch_size)
     if training and repeat:
         ds = ds.repeat()
+    if training and relabel is not None:
+        def relabelled(a, b, *rest):
+            a2, b2 = tf.numpy_function(relabel, [a, b], (tf.float32, tf.float32))
+            return tf.ensure_shape(a2, (None, *x.shape[1:])), tf.ensure_shape(b2, (None, n_classes)), *rest
+        ds = ds.map(relabelled, num_parallel_calls=tf.data.AUTOTUNE)
     if training and degrade is not None:
         shape = (None, *x.shape[1:])
         ds = ds.map(lambda a, *rest: (tf.ensure_shape(tf.numpy_function(degrade, [a], tf.float32), shape), *rest),

@@ -39,7 +39,7 @@ TASKS_DIR = Path(__file__).resolve().parent.parent / "assets" / "tasks"
 
 #: Facts a task spec may carry into model.json.
 SPEC_KEYS = ("title", "short_title", "class_names", "flip", "near_duplicates", "split", "source", "routing",
-             "intended_use", "limits", "augment", "subgroups", "boxes")
+             "intended_use", "limits", "augment", "subgroups", "boxes", "synthetic")
 
 
 class TaskError(ValueError):

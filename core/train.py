@@ -61,6 +61,7 @@ class TrainConfig:
     implant: float = 0.0  # share of training images, every class alike, given a metal plate on the limb (core.perturb.implant)
     patchwork: float = 0.0  # share of training images, every class alike, given blurred or sharpened cells (core.perturb.patchwork)
     cast: float = 0.0  # share of training images, every class alike, given a cast or splint round the limb (core.perturb.cast)
+    synthetic_fractures: float = 0.0  # share of training images without the finding given a drawn fracture line and relabelled (the task's "synthetic"; core.perturb.fracture_line)
     leave_out: str | None = None  # a CSV of images (its "image" column) kept out of training, e.g. films wearing a cast
     head_mask: float = 0.0  # Pipeline.head: black out all but the head's inner region (0: off)
     rim_only: float = 0.0  # Pipeline.rim: the opposite, a diagnostic model of the scalp, skull and outline (0: off)
@@ -137,6 +138,14 @@ def train(config: TrainConfig, log=print) -> dict:
             raise ValueError(f"{flag} is a share of the training images: 0 (off) to 1.")
         if share and not config.degrade:
             raise ValueError(f"{flag} is one of the degradations drawn in training; leave out --no-degrade.")
+    if not 0 <= config.synthetic_fractures <= 1:
+        raise ValueError("--synthetic-fractures is a share of the training images: 0 (off) to 1.")
+    if config.synthetic_fractures and (config.freeze_backbone or config.strategy):
+        raise ValueError("--synthetic-fractures draws on the training images as they are fed, in one process; leave "
+                         "out --freeze-backbone and --strategy.")
+    if config.synthetic_fractures and not (load_spec(config.task).get("synthetic") or {}).get("fracture_line"):
+        raise ValueError(f"--synthetic-fractures needs the class a drawn fracture line stands for, and the task "
+                         f"{config.task} names none (a \"synthetic\": {{\"fracture_line\": CLASS}} entry in its spec).")
     if config.equivariance_shift < 0:
         raise ValueError("--equivariance-shift is a number of cells: 0 (off) or more.")
     if config.equivariance_shift and not config.equivariance:
@@ -281,6 +290,16 @@ def train(config: TrainConfig, log=print) -> dict:
         recipe = recipe_for(spec, config.degrade_recipe)
         degrade = lambda batch: degrade_batch(batch, rng, mean=pipeline.mean, std=pipeline.std,  # noqa: E731
                                               recipe=recipe)
+    relabel = None
+    if config.synthetic_fractures:
+        from core.perturb import fracture_line
+
+        drawn_rng = np.random.default_rng(config.seed + 3)
+        relabel = lambda a, b: data_mod.synthetic_positives(  # noqa: E731
+            a, b, drawn_rng, config.synthetic_fractures, draw=fracture_line,
+            positive=names.index(spec["synthetic"]["fracture_line"]), mean=pipeline.mean, std=pipeline.std)
+        log(f"a fracture line drawn on {config.synthetic_fractures:.0%} of the training images of other classes as "
+            f"they are fed, those labelled {spec['synthetic']['fracture_line']}")
     mix = None
     if config.cutmix:
         mix_rng = np.random.default_rng(config.seed + 2)
@@ -336,7 +355,7 @@ def train(config: TrainConfig, log=print) -> dict:
         endless = not tf.distribute.has_strategy()  # a strategy shards the input itself: one pass an epoch there
         train_ds = data_mod.make_tf_dataset(x_seen, y_seen, n_classes, batch_size=config.batch_size, training=True,
                                             augment=augment, degrade=degrade, mix=mix, seed=config.seed,
-                                            repeat=endless, sample_weight=sample_weight)
+                                            repeat=endless, sample_weight=sample_weight, relabel=relabel)
         val_ds = data_mod.make_tf_dataset(x_val, y_val, n_classes, batch_size=64, training=False)
         train_ds, val_ds = _sharded(train_ds), _sharded(val_ds)  # for tf.distribute; unchanged in one process
         half = None

@@ -166,3 +166,59 @@ def test_the_training_mix_draws_implants_on_a_share_of_the_films(limb_film):
     plated = (out - batch).reshape(20, -1).max(axis=1) > 0.5
     assert 4 <= plated.sum() <= 16  # about half, each with its own plate
     assert len({out[i].tobytes() for i in np.flatnonzero(plated)}) == plated.sum()
+
+
+@pytest.fixture(scope="module")
+def intact_films(data_dir) -> list[np.ndarray]:
+    """Ten real not-fractured FracAtlas films at the fracture model's 224 px, grey in [0, 1] (hands, legs, hips)."""
+    from core.io import load_scan
+    from core.preprocess import resize
+    from core.robustness import display_grey
+
+    folder = data_dir / "fracatlas" / "images" / "not_fractured"
+    paths = sorted(folder.glob("*.jpg"))[::150][:10]
+    return [resize(display_grey(load_scan(p.read_bytes(), p.name)), size=224) for p in paths]
+
+
+def test_a_fracture_line_is_a_thin_lucent_gap_across_a_bone_drawn_from_its_seed(intact_films):
+    """On real intact films a line is drawn on nearly every one: a few hundred pixels at most, with a clear lucent
+    gap (a displaced step also moves a bone edge a pixel or two), on the body part, the rest of the film untouched,
+    and the same seed draws the same line."""
+    from core.preprocess import body_region
+
+    drawn = 0
+    for k, film in enumerate(intact_films):
+        out, ok = perturb.fracture_line(film, seed=k)
+        assert out.shape == film.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+        if not ok:
+            assert np.array_equal(out, film)
+            continue
+        drawn += 1
+        changed = np.abs(out - film) > 0.02
+        assert 5 <= changed.sum() <= 0.015 * film.size  # a thin line, not a patch
+        assert (film - out).max() > 0.05  # a lucent gap (a displaced step may also move a bone edge either way)
+        assert changed[body_region(film, margin=0.02)].sum() >= 0.95 * changed.sum()  # on the limb
+        assert np.array_equal(out, perturb.fracture_line(film, seed=k)[0])
+    assert drawn >= 8
+    assert not perturb.fracture_line(np.zeros((224, 224), np.float32), seed=0)[1]  # no bone, nothing drawn
+
+
+def test_synthetic_positives_draw_on_films_without_the_finding_and_relabel_only_those_drawn(intact_films):
+    """The batch function behind ``train --synthetic-fractures``: on model tensors (standardised), the films of the
+    other class get a line and the finding's label; films already labelled with it are left as they are."""
+    from core.data import synthetic_positives
+
+    mean, std = 0.5, 0.25
+    batch = np.stack([(f - mean) / std for f in intact_films[:4]])[..., None].astype(np.float32)
+    labels = np.eye(2, dtype=np.float32)[[0, 0, 0, 1]]
+    out, relabelled = synthetic_positives(batch, labels, np.random.default_rng(0), 1.0, draw=perturb.fracture_line,
+                                          positive=1, mean=mean, std=std)
+    assert out.shape == batch.shape and relabelled.shape == labels.shape
+    for i in range(3):
+        changed = not np.allclose(out[i], batch[i])
+        assert changed == bool(relabelled[i, 1] == 1)  # relabelled exactly when a line was drawn
+    assert relabelled[:3, 1].sum() >= 2
+    assert np.array_equal(out[3], batch[3]) and relabelled[3].tolist() == [0, 1]
+    untouched, same = synthetic_positives(batch, labels, np.random.default_rng(0), 0.0, draw=perturb.fracture_line,
+                                          positive=1, mean=mean, std=std)
+    assert np.array_equal(untouched, batch) and np.array_equal(same, labels)

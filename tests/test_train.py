@@ -514,6 +514,30 @@ def test_implant_patchwork_and_cast_draw_on_a_share_of_the_training_films_and_th
         assert not (tmp_path / "x").exists()
 
 
+
+def test_synthetic_fractures_are_recorded_and_refused_where_they_cannot_apply(data_dir, chest_dir, tmp_path):
+    """``train --synthetic-fractures 0.5`` on real FracAtlas films says what it draws, and its params and card record
+    it; a share outside [0, 1], a frozen backbone's cached features, or a task whose spec names no class for a drawn
+    fracture line (the chest films) is one sentence before anything is written."""
+    from core.train import TrainConfig, train
+
+    folder, lines = tmp_path / "fracture", []
+    images = str(data_dir / "fracatlas" / "images")
+    train(TrainConfig(task="fracture", data=images, out=str(folder), synthetic_fractures=0.5, **TINY), log=lines.append)
+    assert any("a fracture line drawn on 50% of the training images of other classes" in line for line in lines)
+    assert read_json(folder / "params.json")["synthetic_fractures"] == 0.5
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "--synthetic-fractures 0.5" in card and "a fracture line drawn across a bone on 50%" in card
+    for task, data, options, message in (
+            ("fracture", images, {"synthetic_fractures": 1.5}, "--synthetic-fractures is a share"),
+            ("fracture", images, {"synthetic_fractures": 0.2, "freeze_backbone": True,
+                                  "backbone": "efficientnet-lite0"}, "leave out --freeze-backbone"),
+            ("chest_xray", str(chest_dir), {"synthetic_fractures": 0.2}, "names none")):
+        with pytest.raises(ValueError, match=message):
+            train(TrainConfig(task=task, data=data, out=str(tmp_path / "x"), **{**TINY, **options}),
+                  log=lambda line: None)
+        assert not (tmp_path / "x").exists()
+
 def test_balance_by_weighs_the_classes_equally_within_each_body_part(data_dir, tmp_path):
     """``train --balance-by hand,leg,hip,shoulder`` on real FracAtlas films: the loss weights come from the index's
     body-part columns, each class weighing the same within each body part, in place of class weights; the run's
