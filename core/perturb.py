@@ -312,7 +312,7 @@ def fracture_line(image: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, bool
     if rng.random() < 0.3:
         keep = rng.uniform(0.4, 0.8) * (high - low)
         low, high = (low, low + keep) if rng.random() < 0.5 else (high - keep, high)
-    steps = np.arange(low, high, 0.5)
+    steps = np.arange(low, high, 0.5 * scale)
     wander = np.clip(np.cumsum(rng.normal(0.0, 0.35 * scale, len(steps))), -3 * scale, 3 * scale)
     points = centre + steps[:, None] * direction + wander[:, None] * normal
     line = np.zeros(image.shape, bool)
