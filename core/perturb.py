@@ -261,8 +261,8 @@ def fracture_line(image: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, bool
     bone ends on each side (at most 25 px each way at 224), or, in 3 cases in 10, part of the way from one side (an
     incomplete fracture). It wanders by a random walk (up to 3 px), is 0.6-1.6 px wide, and takes the bone down
     35-80% of the way to the soft tissue's grey (its 25th percentile): a lucent gap in the bone only. In half the
-    draws one side of the line is also shifted 1-2.5 px along it near the line (a displaced fragment's step in the
-    cortex). All sizes are in pixels at 224 and scale with the film. Used by ``train --synthetic-fractures`` to
+    draws one side of the line is also shifted 1-2.5 px along it near the line, on that bone only (a displaced
+    fragment's step in the cortex). All sizes are in pixels at 224 and scale with the film. Used by ``train --synthetic-fractures`` to
     teach what a fracture line looks like, labelled fractured on films that have none; no outline is read.
 
     >>> film = np.full((224, 224), 0.05, np.float32); film[:, 80:150] = 0.35; film[:, 108:122] = 0.7
@@ -313,7 +313,7 @@ def fracture_line(image: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, bool
         keep = rng.uniform(0.4, 0.8) * (high - low)
         low, high = (low, low + keep) if rng.random() < 0.5 else (high - keep, high)
     steps = np.arange(low, high, 0.5 * scale)
-    wander = np.clip(np.cumsum(rng.normal(0.0, 0.35 * scale, len(steps))), -3 * scale, 3 * scale)
+    wander = np.clip(np.cumsum(rng.normal(0.0, 0.2 * scale, len(steps))), -3 * scale, 3 * scale)
     points = centre + steps[:, None] * direction + wander[:, None] * normal
     line = np.zeros(image.shape, bool)
     points = np.clip(np.round(points).astype(int), 0, np.array(image.shape) - 1)
@@ -326,7 +326,10 @@ def fracture_line(image: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, bool
     if rng.random() < 0.5:
         side = (rows - centre[0]) * normal[0] + (columns - centre[1]) * normal[1]
         near = np.exp(-np.maximum(distance - 1, 0) ** 2 / (2 * (10 * scale) ** 2))
-        near *= ((side > 0) & ndi.binary_dilation(bone, iterations=max(1, int(round(2 * scale))))).astype(np.float32)
+        pieces = ndi.label(bone)[0]
+        fragment = pieces == pieces[int(centre[0]), int(centre[1])]  # this bone only, not its neighbour
+        grown = ndi.binary_dilation(fragment, iterations=max(1, int(round(3 * scale))))
+        near *= (side > 0) * ndi.gaussian_filter(grown.astype(np.float32), 2.0 * scale)  # no seam in the soft tissue
         step = rng.uniform(1.0, 2.5) * scale * rng.choice((-1.0, 1.0))
         out = out * (1 - near) + ndi.shift(image, step * direction, order=1, mode="nearest") * near
     tissue = float(np.percentile(image[body_region(image, margin=0.0)], 25))
