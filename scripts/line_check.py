@@ -48,7 +48,7 @@ def drawn_films(folder: str, images: Path = IMAGES, limit: int = 60) -> list[tup
     for seed, key in enumerate(keys):
         grey = display_grey(load_scan((images / key).read_bytes(), Path(key).name))
         lined, drawn = fracture_line(grey, seed=seed)
-        if drawn:
+        if drawn and (np.abs(lined - grey) > CHANGED).any():  # a line too faint to score is left out
             films.append((key, grey, lined))
     return films
 
