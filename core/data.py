@@ -507,8 +507,9 @@ def make_tf_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch_size:
     ``augment`` layers: the image degradations of :func:`core.perturb.degrade_batch`. ``mix`` (training
     only) is a NumPy function of a batch of tensors and one-hot labels, run last: :func:`cutmix_batch`.
     ``relabel`` (training only) is a NumPy function of a batch of tensors and one-hot labels, run first, before the
-    degradations: :func:`synthetic_positives`. ``sample_weight`` (one per image, e.g. :func:`group_balanced_weights`) rides along as each element's third
-    part, which ``fit`` reads as the loss weights; not with ``mix`` (a mixed image has two weights).
+    degradations: :func:`synthetic_positives`. ``sample_weight`` (one per image, e.g. :func:`group_balanced_weights`)
+    rides along as each element's third part, which ``fit`` reads as the loss weights; not with ``mix`` (a mixed
+    image has two weights).
     """
     import tensorflow as tf
 

@@ -222,10 +222,10 @@ def cast(image: np.ndarray, *, length: float, seed: int = 0) -> np.ndarray:
     return np.clip(image + plaster, 0.0, 1.0).astype(np.float32)
 
 
-def bone_region(image: np.ndarray) -> np.ndarray:
-    """Where bone is likely on a radiograph: body (:func:`core.preprocess.body_region`) brighter than the body's
-    median and than its surroundings (6 px at 224), with some texture (a flat white strip, a label or the film's
-    saturated edge has none), away from the film's edges (10 px at 224).
+def bone_region(image: np.ndarray, body: np.ndarray | None = None) -> np.ndarray:
+    """Where bone is likely on a radiograph: body (``body``, else :func:`core.preprocess.body_region`) brighter than
+    the body's median and than its surroundings (6 px at 224), with some texture (a flat white strip, a label or the
+    film's saturated edge has none), away from the film's edges (10 px at 224).
 
     >>> film = np.full((224, 224), 0.05, np.float32); film[:, 80:150] = 0.35; film[:, 108:122] = 0.7
     >>> film += np.random.default_rng(0).normal(0, 0.02, film.shape).astype(np.float32)
@@ -239,7 +239,7 @@ def bone_region(image: np.ndarray) -> np.ndarray:
 
     image = np.asarray(image, np.float32)
     scale = max(image.shape) / REFERENCE_SIDE
-    body = body_region(image, margin=0.0)
+    body = body_region(image, margin=0.0) if body is None else body
     if body.all() or body.sum() < 50:
         return np.zeros(image.shape, bool)
     smooth = ndi.gaussian_filter(image, 1.0)
@@ -262,8 +262,9 @@ def fracture_line(image: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, bool
     incomplete fracture). It wanders by a random walk (up to 3 px), is 0.6-1.6 px wide, and takes the bone down
     35-80% of the way to the soft tissue's grey (its 25th percentile): a lucent gap in the bone only. In half the
     draws one side of the line is also shifted 1-2.5 px along it near the line, on that bone only (a displaced
-    fragment's step in the cortex). All sizes are in pixels at 224 and scale with the film. Used by ``train --synthetic-fractures`` to
-    teach what a fracture line looks like, labelled fractured on films that have none; no outline is read.
+    fragment's step in the cortex). All sizes are in pixels at 224 and scale with the film. Used by
+    ``train --synthetic-fractures`` to teach what a fracture line looks like, labelled fractured on films that have
+    none; no outline is read.
 
     >>> film = np.full((224, 224), 0.05, np.float32); film[:, 80:150] = 0.35; film[:, 108:122] = 0.7
     >>> film += np.random.default_rng(0).normal(0, 0.02, film.shape).astype(np.float32)
@@ -282,7 +283,8 @@ def fracture_line(image: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, bool
     image = np.asarray(image, np.float32)
     rng = np.random.default_rng(seed)
     scale = max(image.shape) / REFERENCE_SIDE
-    bone = ndi.binary_opening(bone_region(image), iterations=max(1, int(round(scale))))
+    body = body_region(image, margin=0.0)
+    bone = ndi.binary_opening(bone_region(image, body), iterations=max(1, int(round(scale))))
     spots = np.argwhere(bone)
     if len(spots) < 30:
         return image, False
@@ -332,7 +334,7 @@ def fracture_line(image: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, bool
         near *= (side > 0) * ndi.gaussian_filter(grown.astype(np.float32), 2.0 * scale)  # no seam in the soft tissue
         step = rng.uniform(1.0, 2.5) * scale * rng.choice((-1.0, 1.0))
         out = out * (1 - near) + ndi.shift(image, step * direction, order=1, mode="nearest") * near
-    tissue = float(np.percentile(image[body_region(image, margin=0.0)], 25))
+    tissue = float(np.percentile(image[body], 25))
     out = out - rng.uniform(0.35, 0.8) * gap * np.maximum(out - tissue, 0.0)
     return np.clip(out, 0.0, 1.0).astype(np.float32), True
 
