@@ -77,7 +77,10 @@ def main(argv=None) -> int:
     parser.add_argument("--tolerance-mm", type=float, default=7.0)
     parser.add_argument("--limit", type=int, help="only the first N outlined images")
     args = parser.parse_args(argv)
-    grids = [int(g) for g in args.grids.split(",")]
+    try:
+        grids = [int(g) for g in args.grids.split(",")]
+    except ValueError:
+        grids = []
     if not grids or min(grids) < 1:
         print("--grids takes positive whole numbers, e.g. 7,14,28", file=sys.stderr)
         return 2
@@ -103,13 +106,14 @@ def main(argv=None) -> int:
         print(f"No outlined image could be read from {subset}.", file=sys.stderr)
         return 2
     n = len(rows) // len(grids)
+    classes = sorted({r["class"] for r in rows})
     print(f"{n} outlined images of {subset}; the best map on each grid (the outline's share of each cell):")
-    print("| grid | pointing game, all | " + " | ".join(sorted({r["class"] for r in rows})) + " | energy |")
-    print("|---|---|" + "---|" * len({r["class"] for r in rows}) + "---|")
+    print("| grid | pointing game, all | " + " | ".join(classes) + " | energy |")
+    print("|---|---|" + "---|" * len(classes) + "---|")
     for grid in grids:
         mine = [r for r in rows if r["grid"] == grid]
         per_class = " | ".join(f"{np.mean([r['pointing_game'] for r in mine if r['class'] == c]):.2f}"
-                               for c in sorted({r["class"] for r in rows}))
+                               for c in classes)
         print(f"| {grid} x {grid} | {np.mean([r['pointing_game'] for r in mine]):.2f} "
               f"({int(sum(r['pointing_game'] for r in mine))} of {len(mine)}) | {per_class} | "
               f"{np.mean([r['energy'] for r in mine]):.3f} |")

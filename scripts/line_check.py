@@ -55,8 +55,12 @@ def drawn_films(folder: str, images: Path = IMAGES, limit: int = 60) -> list[tup
 
 def line_check(folder: str, images: Path = IMAGES, limit: int = 60) -> dict:
     loaded = load_model(folder)
+    if "fractured" not in loaded.class_names:
+        raise ValueError(f"The model {folder} has no class 'fractured' ({', '.join(loaded.class_names)}).")
     fractured = loaded.class_names.index("fractured")
     films = drawn_films(folder, images, limit)
+    if not films:
+        raise ValueError(f"No line could be drawn on the intact validation films of {folder}.")
     scanned = np.stack([tensor_of_grey(loaded.pipeline, grey) for _, grey, _ in films])
     lined = np.stack([tensor_of_grey(loaded.pipeline, film) for _, _, film in films])
     p_scanned, p_lined = loaded.predict(scanned)[:, fractured], loaded.predict(lined)[:, fractured]
@@ -80,7 +84,11 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default=str(IMAGES))
     parser.add_argument("--limit", type=int, default=60)
     args = parser.parse_args(argv)
-    results = [line_check(folder, Path(args.data), args.limit) for folder in args.models]
+    try:
+        results = [line_check(folder, Path(args.data), args.limit) for folder in args.models]
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return 2
     print("| model | intact validation films with a line | called fractured: as scanned / with the line | median P: "
           "as scanned / with the line | mean change in P | Grad-CAM peak on the line | centre prior on the line |")
     print("|---|---|---|---|---|---|---|")

@@ -52,3 +52,6 @@ def test_the_command_prints_one_row_per_grid(data_dir):
     bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "grid_ceiling.py"), "--data", "nowhere", "--masks",
                           "nowhere", "--grids", "0"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert bad.returncode == 2 and "--grids takes positive whole numbers" in bad.stderr
+    words = subprocess.run([sys.executable, str(ROOT / "scripts" / "grid_ceiling.py"), "--data", "nowhere", "--masks",
+                            "nowhere", "--grids", "seven"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert words.returncode == 2 and words.stderr.strip() == "--grids takes positive whole numbers, e.g. 7,14,28"

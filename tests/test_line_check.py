@@ -42,3 +42,9 @@ def test_the_command_prints_a_row_per_model_with_the_calls_and_where_grad_cam_po
     films = int(cells[1])
     assert 5 <= films <= 8
     assert cells[5].endswith(f"of {films}") and cells[6].endswith(f"of {films}")
+
+
+def test_a_model_without_the_fractured_class_gets_one_sentence():
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "line_check.py"), "assets/models/chest_xray"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 2 and "has no class 'fractured'" in out.stderr and "Traceback" not in out.stderr
