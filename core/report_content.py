@@ -263,6 +263,7 @@ def content_for(loaded, scan, *, method: str = "gradcam", frame: int | None = No
     """
     from core.predict import out_of_range_sentence, predict_tensors
     from core.render import colormap_lut, display_image, overlay
+    from core.runs import read_localisation, record_sentence
     from core.saliency import CAM_METHODS, DESCRIPTIONS, METHODS, explain, method_label
     from core.trust import model_faithfulness, sanity_check, test_time_augmentation
 
@@ -319,6 +320,9 @@ def content_for(loaded, scan, *, method: str = "gradcam", frame: int | None = No
     outside = out_of_range_sentence(prediction, loaded.title)
     if outside:
         notes.append(outside)
+    record = record_sentence(read_localisation(loaded.path)) if mask is None else None
+    if record:  # with an outline, the report scores this very map against it instead
+        notes.append(record[1].replace("`", ""))
     identifiers = dict(scan.identifiers) if include_identifiers else {}
     tell(0.95, "Laying out the report…")
     content = ReportContent(

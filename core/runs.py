@@ -114,6 +114,40 @@ def read_localisation(folder: Path) -> dict:
     return {}
 
 
+def record_sentence(record: dict) -> tuple[bool, str] | None:
+    """How far to trust where a model's maps point, from its :func:`read_localisation` record, for a scan with no
+    expert outline to check the map against: (whether the maps do no better than a fixed blob in the image centre,
+    one paragraph for the page and the report). None when the model was never measured against outlines.
+
+    >>> below, text = record_sentence({"n": 62, "pointing": 0.08, "low": 0.02, "high": 0.15, "centre": 0.15,
+    ...                                "layer": "last_conv", "map_score": "logit", "file": "localisation_valid.json"})
+    >>> below, text.split(": ")[1][:62]
+    (True, 'over 62 outlined images it never trained on, its Grad-CAM peak')
+    >>> record_sentence({}) is None
+    True
+    """
+    if not record or record.get("pointing") is None or not record.get("n"):
+        return None
+    interval = (f" [{record['low']:.0%}, {record['high']:.0%}]" if record.get("low") is not None
+                and record.get("high") is not None else "")
+    score = " of the class's log-odds" if record.get("map_score") == "log-odds" else ""
+    centre = record.get("centre")
+    text = (f"Where this model's maps point, measured: over {record['n']} outlined images it never trained on, its "
+            f"Grad-CAM peak{score} (layer {record.get('layer') or 'last'}) lands on the experts' outline on "
+            f"{record['pointing']:.0%}{interval}" + (f", a fixed blob in the image centre on {centre:.0%}"
+                                                     if centre is not None else "") + ". ")
+    below = centre is not None and record["pointing"] <= centre
+    if below:
+        text += ("No better than the blob: read the map as what the model used, not as where the finding is "
+                 "(`docs/EXPLANATIONS.md`).")
+    elif centre is not None and record["pointing"] < 2 * centre:
+        text += ("Better than the blob, but less than twice as often: one map's peak is not a location to rely on "
+                 "(`docs/EXPLANATIONS.md`).")
+    else:
+        text += "One map's hit or miss says little on its own (`docs/EXPLANATIONS.md`)."
+    return below, text
+
+
 def centre_prior(runs: list[Run]) -> float | None:
     """The centre blob's pointing game shared by ``runs`` (the most common value: the same outlined images give
     every run the same blob), or None when none of them was measured."""

@@ -12,7 +12,6 @@ from core.predict import out_of_range_sentence, predict_tensors
 from core.render import COLORMAPS, colormap_lut, colour_bar, display_image, display_pixels, png_bytes
 from core.report import legend_strip, report_pdf, report_png
 from core.report_content import content_for, probability_note
-from core.runs import read_localisation
 from core.dicom_export import results_for_scan, trust_scores
 from core.dicom_results import DicomResultError, to_zip
 from core.dicomweb import DicomWebError, store
@@ -27,7 +26,8 @@ from ui.pacs import pacs_client
 from ui.runtime import through_app
 from ui.scans import display_window, frame_index, shrunk_frame, source_bytes
 from ui.state import Keys, scan_key
-from ui.trust_panel import outline_ablation_panel, outline_scores, scored_results, trust_panel
+from ui.trust_panel import (map_record_note, measured_record, outline_ablation_panel, outline_scores, scored_results,
+                             trust_panel)
 
 through_app()  # a first visit by address, before app.py ever ran: rerun through app.py
 
@@ -203,6 +203,8 @@ def one_method():
                f"{scan.shape[1]} x {scan.shape[0]} pixels: the model saw the whole scan squashed to a square, so each "
                "cell lies over the region it was computed from. Warm colours: regions that raised the score."
                + (" Green: the expert outline." if show_outline else ""))
+    if mask is None:
+        map_record_note(loaded)
     stem = (chosen.name.rsplit(".", 1)[0] or "scan") if chosen.name else "scan"
 
     def download() -> bytes:  # encoded only when clicked: the full-resolution overlay with its legend strip
@@ -237,8 +239,7 @@ def one_method():
         st.markdown("**Does the map point at the finding?** Scores against the expert outline, beside baselines "
                     "that know nothing about the disease:")
         shown_full = full_background() if mask.shape == scan.shape else background
-        measured = (remembered("model rate", digest(loaded.path), lambda: read_localisation(loaded.path))
-                    if method == "gradcam" else {})  # read once per model, not on every change of opacity
+        measured = measured_record(loaded) if method == "gradcam" else {}
         same = (measured.get("layer"), measured.get("map_score")) == (use_layer, loaded.map_score)
         overall = measured if same else None  # the model's rate for this very method, layer and score
         outline_scores(localisation(raw, mask, scan.spacing),
@@ -320,6 +321,8 @@ def side_by_side():
             scores = localisation(raw, mask, scan.spacing)
             rows.append([method_label(method, loaded.map_score)] + [scores[m] for m in (*loc.METRICS, "peak_distance")])
     progress.progress(1.0, text="All maps ready.")
+    if mask is None:
+        map_record_note(loaded)
     st.image(np.rot90(colour_bar(colormap, height=512, width=12), k=-1), width="stretch",
              caption=f"Colour scale of every map above ({colormap}): saliency 0 at the left to 1 at the right. Each map "
                      "is scaled to its own range, so compare where the maps are warm, not how warm.")

@@ -113,6 +113,27 @@ def test_outline_scores_and_the_sanity_check(models_root, tmp_path, capfd):
     assert "not run for this report" not in text
     assert "0.49 x 0.49" not in text  # a JPEG states no spacing and the CLI is given none: pixels, said so
     assert "pixel spacing unknown" in text
+    assert "Where this model's maps point" not in text  # the outline scores this map itself
+
+
+@needs_poppler
+def test_a_report_without_an_outline_carries_the_models_measured_map_record(models_root, tmp_path, capfd):
+    """A fracture film with no outline: the report says, beside the prediction, how often the model's Grad-CAM
+    landed on the experts' outlines where it was measured (the record in its folder)."""
+    from core.runs import read_localisation, record_sentence
+
+    said = record_sentence(read_localisation(models_root / "fracture"))
+    out = tmp_path / "fracture.pdf"
+    code, _, stderr = run(["report", str(REPO / "assets" / "samples" / "fracture" / "not_fractured_IMG0000013.jpg"),
+                           "--model", str(models_root / "fracture"), "--out", str(out)], capfd)
+    assert code == 0, stderr
+    text = pdf_text(out)
+    if said is None:
+        assert "Where this model's maps point" not in text
+        return
+    assert " ".join(said[1].replace("`", "").split()) in text
+    if said[0]:
+        assert "No better than the blob" in text
 
 
 def test_bad_inputs_give_one_sentence_and_the_exit_code(models_root, tmp_path, capfd):

@@ -14,6 +14,7 @@ from ui.figures import DISPLAY_SIDE
 from core.io import load_scan
 from core.predict import predict_tensors
 from page_support import (
+    DEFAULT_MODELS,
     assert_clean,
     assert_image_geometry,
     caption_text,
@@ -321,6 +322,8 @@ def test_an_outlined_sample_shows_its_outline_and_localisation_scores(app, model
     assert (f"falls by {drop:.2f}" in caption_text(at)) or (f"moves by {-drop:+.2f}" in caption_text(at)) or (
         round(abs(drop), 2) == 0 and "does not move (to two decimals)" in caption_text(at))
     assert "-0.00" not in caption_text(at)
+    # with an outline, this slice's own scores stand in for the model's record (no separate note)
+    assert not any(n.value.startswith("Where this model's maps point") for n in [*at.warning, *at.info])
     outline_toggle[0].set_value(False).run()
     assert not green_pixels(image_trace(figure(at, "overlay"))[0]).any()
     at.segmented_control[0].set_value("All methods side by side").run()
@@ -329,6 +332,30 @@ def test_an_outlined_sample_shows_its_outline_and_localisation_scores(app, model
     assert list(methods_table["method"])[:len(METHODS)] == list(METHODS.values())
     # the sample states its pixel size (0.49 mm), so each peak's distance from the outline is in mm
     assert all(float(d) >= 0 for d in methods_table["peak to outline (mm)"])
+
+
+def test_a_scan_without_an_outline_carries_the_models_measured_map_record(app, models_root):
+    """A film with no outline to check the map against: the page says how often this model's Grad-CAM landed on
+    the experts' outlines where it was measured, as a warning when no more often than a centre blob (the shipped
+    fracture default: 5 of 62 against the blob's 9); in the single view and side by side."""
+    from core.runs import read_localisation, record_sentence
+
+    said = record_sentence(read_localisation(Path(models_root) / "fracture"))
+    at = go(pick_sample(app, "IMG0000013"), "explain")
+    show_anyway(at)
+    assert_clean(at)
+    notes = [n.value for n in [*at.warning, *at.info] if n.value.startswith("Where this model's maps point")]
+    if said is None:
+        assert notes == []
+        return
+    below, text = said
+    assert notes == [text]
+    assert (text in [w.value for w in at.warning]) == below
+    if Path(models_root) == DEFAULT_MODELS:  # the shipped default's record, as its card states it
+        assert below and "No better than the blob" in text and "over 62 outlined images" in text
+    at.segmented_control[0].set_value("All methods side by side").run()
+    assert_clean(at)
+    assert [n.value for n in [*at.warning, *at.info] if n.value.startswith("Where this model's maps point")] == [text]
 
 
 @pytest.mark.parametrize("sample", ["IMG0003797", "IMG0003733", "IMG0004150", "IMG0003785"])

@@ -103,3 +103,30 @@ def test_localisation_is_read_from_the_explain_eval_json_beside_a_run(tmp_path):
     assert read_localisation(folder) == {}
     shutil.copy(both / "localisation_seen.json", folder / "localisation_seen.json")
     assert read_localisation(folder) == {}
+
+
+def test_the_committed_defaults_map_records_read_as_the_cards_state_them():
+    """What the Explain page and the report say under a map with no outline to check it against: the fracture
+    default's Grad-CAM lands on the outline no more often than a centre blob (a warning), the brain default's
+    more often but not twice as often, and the chest default was never measured against outlines (nothing said)."""
+    from core.runs import read_localisation, record_sentence
+
+    fracture = record_sentence(read_localisation(ASSETS / "models" / "fracture"))
+    brain = record_sentence(read_localisation(ASSETS / "models" / "brain_mri"))
+    assert fracture[0] is True
+    assert "over 62 outlined images it never trained on" in fracture[1] and "No better than the blob" in fracture[1]
+    assert "8% [2%, 15%], a fixed blob in the image centre on 15%" in fracture[1]
+    assert brain[0] is False
+    assert "over 150 outlined images" in brain[1] and "30% [23%, 37%]" in brain[1] and "less than twice" in brain[1]
+    assert record_sentence(read_localisation(ASSETS / "models" / "chest_xray")) is None
+
+
+def test_a_record_scored_on_the_log_odds_says_so_and_twice_the_blob_reads_plainly():
+    from core.runs import record_sentence
+
+    below, text = record_sentence({"n": 20, "pointing": 0.6, "low": 0.4, "high": 0.8, "centre": 0.2,
+                                   "layer": "block5", "map_score": "log-odds"})
+    assert not below
+    assert "Grad-CAM peak of the class's log-odds (layer block5)" in text and "60% [40%, 80%]" in text
+    assert "One map's hit or miss says little on its own" in text
+    assert record_sentence({"n": 0, "pointing": None}) is None

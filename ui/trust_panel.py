@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import localisation as loc
+from core.runs import read_localisation, record_sentence
 from core.saliency import METHODS
 from core.trust import BASELINES, SANITY_LIMIT, model_faithfulness, sanity_check, test_time_augmentation
 from ui.maps import digest, remembered
@@ -109,6 +110,21 @@ def sanity_column(loaded, tensor, raw_map, method, target, layer) -> None:
     else:
         st.error(f"{METHODS[method]} fails on this scan: with every layer randomised its map still correlates "
                  f"{check.spearman[-1]:.2f} with the original, so it mostly shows the image's structure.")
+
+
+def measured_record(loaded) -> dict:
+    """The model's Grad-CAM record against expert outlines (:func:`core.runs.read_localisation`), read once per
+    model in a session, not on every change of opacity."""
+    return remembered("model rate", digest(loaded.path), lambda: read_localisation(loaded.path))
+
+
+def map_record_note(loaded) -> None:
+    """For a scan without an expert outline: how often this model's maps land on the finding where it was
+    measured, a warning when no more often than a fixed blob in the image centre (:func:`core.runs.record_sentence`)."""
+    said = record_sentence(measured_record(loaded))
+    if said:
+        below, text = said
+        (st.warning if below else st.info)(text, icon=":material/my_location:")
 
 
 def outline_scores(scores: dict, baselines: dict, tolerance: str, *, unit: str = "mm",
