@@ -347,6 +347,24 @@ def test_a_fracture_sample_goes_to_the_fracture_model_with_its_outline(page):
     screenshot(page, "3-explain-fracture")
 
 
+def test_a_fracture_film_without_an_outline_warns_where_the_maps_point(page):
+    """An intact fracture sample, no outline to score its map: under the overlay, in an alert box, the fracture
+    model's measured record (its Grad-CAM lands on the experts' outlines no more often than a centre blob)."""
+    pick_sample(page, "not fractured", r"^not_fractured_IMG0000013")
+    open_page(page, "Explain", None, EXPLAIN_SECONDS * 1000)
+    anyway = page.get_by_role("button", name="Show the prediction and maps anyway")
+    page.get_by_text("Explain class").first.or_(anyway).first.wait_for(state="attached",
+                                                                        timeout=EXPLAIN_SECONDS * 1000)
+    show_anyway_if_asked(page)
+    wait_for_overlay(page)
+    note = page.locator('[data-testid="stAlert"]').filter(has_text="Where this model's maps point, measured")
+    note.wait_for(state="attached", timeout=EXPLAIN_SECONDS * 1000)
+    assert "over 62 outlined images it never trained on" in note.inner_text()
+    assert "No better than the blob" in note.inner_text()
+    assert_no_errors(page, error_boxes=False)
+    screenshot(page, "3-explain-fracture-record")
+
+
 def test_the_scan_page_answers_at_its_name_too(page, server):
     """The Scan page is the default one, served at ``/``; typed by its name, ``/scan``, it opened Streamlit's "Page
     not found" dialog. Now the address leads to the page, at ``/``, with no dialog, and the sidebar still lists it
