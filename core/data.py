@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import re
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -120,6 +121,18 @@ def list_for_spec(root: str | Path, spec: dict, *, class_names: list[str] | None
     return list_dataset(root, class_names=class_names or spec.get("class_names"), limit_per_class=limit_per_class,
                         near_duplicates=bool(spec.get("near_duplicates")),
                         group_patterns=tuple((spec.get("split") or {}).get("patterns", ())))
+
+
+def validation_keys(folder: str | Path) -> list[str]:
+    """The files a run validated on, as its ``split.json`` names them (``class/file name``), in its order.
+
+    >>> import json, tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "split.json").write_text(json.dumps({"validation": ["fractured/a.jpg", "not_fractured/b.jpg"]}))
+    >>> validation_keys(folder)
+    ['fractured/a.jpg', 'not_fractured/b.jpg']
+    """
+    return list(json.loads((Path(folder) / "split.json").read_text())["validation"])
 
 
 def split_from_record(dataset: Dataset, validation_names, left_out=()) -> tuple[list[Item], list[Item]]:

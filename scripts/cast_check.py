@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from core.data import read_index  # noqa: E402
+from core.data import read_index, validation_keys  # noqa: E402
 from core.io import load_scan  # noqa: E402
 from core.localisation import paired_bootstrap  # noqa: E402
 from core.model import load_model  # noqa: E402
@@ -130,7 +130,7 @@ def cast_check(folder: str, images: Path = IMAGES, labels: dict | None = None, s
     index = read_index(images.parent / "index.csv", parts)
     loaded = load_model(folder)
     fractured = loaded.class_names.index("fractured")
-    validation = json.loads((Path(folder) / "split.json").read_text())["validation"]
+    validation = validation_keys(folder)
     keys = [k for k in validation if k in labels]
     greys = {k: display_grey(load_scan((images / k).read_bytes(), Path(k).name)) for k in keys}
     p = loaded.predict(np.stack([tensor_of_grey(loaded.pipeline, greys[k]) for k in keys]))[:, fractured]

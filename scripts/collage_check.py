@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.data import read_index  # noqa: E402
+from core.data import read_index, validation_keys  # noqa: E402
 from core.io import load_scan  # noqa: E402
 from core.localisation import paired_bootstrap  # noqa: E402
 from core.model import load_model  # noqa: E402
@@ -77,7 +77,7 @@ def pairs(folder: str, images: Path = IMAGES) -> tuple[list[tuple[str, str]], li
     """(intact, intact) pairs: each not-fractured validation film with the next one of its body part; and
     (fractured, intact) pairs: each fractured validation film with a not-fractured one of its body part, in turn."""
     index = read_index(images.parent / "index.csv", ("hardware", *PARTS))
-    validation = json.loads((Path(folder) / "split.json").read_text())["validation"]
+    validation = validation_keys(folder)
     intact = [k for k in validation if k.startswith("not_fractured/") and index[k]["hardware"] != "1"]
     by_part: dict[str, list[str]] = {}
     for key in intact:

@@ -15,7 +15,6 @@ fractures, calls the patchworks fractured far more often than the film whole or 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.data import validation_keys  # noqa: E402
 from core.io import load_scan  # noqa: E402
 from core.model import load_model  # noqa: E402
 from core.perturb import blur, cell_mix  # noqa: E402
@@ -49,7 +49,7 @@ def patchwork(grey: np.ndarray, share: float, rng: np.random.Generator) -> np.nd
 
 def edge_check(folder: str, images: Path = IMAGES, limit: int = 60, seed: int = 0) -> dict:
     loaded = load_model(folder)
-    keys = [k for k in json.loads((Path(folder) / "split.json").read_text())["validation"]
+    keys = [k for k in validation_keys(folder)
             if k.startswith("not_fractured/")][:limit]
     greys = [display_grey(load_scan((images / key).read_bytes(), Path(key).name)) for key in keys]
     fractured = loaded.class_names.index("fractured")

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from core.data import read_index  # noqa: E402
+from core.data import read_index, validation_keys  # noqa: E402
 from core.io import load_scan  # noqa: E402
 from core.model import load_model  # noqa: E402
 from core.preprocess import body_region  # noqa: E402
@@ -40,7 +40,7 @@ PART_AND_VIEW = ("hand", "leg", "hip", "shoulder", "mixed", "frontal", "lateral"
 def part_and_view_auc(folder: str, smoothing: float = 5.0) -> float:
     """Validation AUC of the fractured share of training films with the same body part and view."""
     rows = read_index(IMAGES.parent / "index.csv", PART_AND_VIEW)
-    validation = set(json.loads((Path(folder) / "split.json").read_text())["validation"])
+    validation = set(validation_keys(folder))
     training = [key for key in rows if key not in validation]
     kind = {key: tuple(rows[key][c] for c in PART_AND_VIEW) for key in rows}
     films, fractured = Counter(kind[k] for k in training), Counter(kind[k] for k in training if k.startswith("fractured/"))
@@ -53,7 +53,7 @@ def part_and_view_auc(folder: str, smoothing: float = 5.0) -> float:
 def field_check(folder: str) -> dict:
     loaded = load_model(folder)
     pipeline = loaded.pipeline
-    keys = json.loads((Path(folder) / "split.json").read_text())["validation"]
+    keys = validation_keys(folder)
     inputs = {"whole": [], "limb only": [], "field only": []}
     labels = []
     for key in keys:

@@ -50,7 +50,7 @@ def films(model_dir: Path):
     """The shipped model's split of the FracAtlas films: training items, validation items and their index rows."""
     spec = json.loads((model_dir / "model.json").read_text())
     dataset = data_mod.list_for_spec(ROOT / "images", spec)
-    train, val = data_mod.split_from_record(dataset, json.loads((model_dir / "split.json").read_text())["validation"])
+    train, val = data_mod.split_from_record(dataset, data_mod.validation_keys(model_dir))
     return train, val, data_mod.index_rows(dataset, "../index.csv", val, ("hardware", "official_split", "mask"))
 
 

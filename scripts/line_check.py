@@ -19,7 +19,6 @@ model that never saw one it asks whether a fracture line, as such, moves it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import localisation as loc  # noqa: E402
+from core.data import validation_keys  # noqa: E402
 from core.io import load_scan  # noqa: E402
 from core.model import load_model  # noqa: E402
 from core.perturb import fracture_line  # noqa: E402
@@ -42,7 +42,7 @@ CHANGED = 0.05
 def drawn_films(folder: str, images: Path = IMAGES, limit: int = 60) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """``(key, film, film with a line)`` for the first ``limit`` intact validation films of a model folder's split
     on which a line could be drawn (film ``k`` of the split with seed ``k``, so every model gets the same lines)."""
-    keys = [k for k in json.loads((Path(folder) / "split.json").read_text())["validation"]
+    keys = [k for k in validation_keys(folder)
             if k.startswith("not_fractured/")][:limit]
     films = []
     for seed, key in enumerate(keys):

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scipy import ndimage as ndi  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from core.data import read_index  # noqa: E402
+from core.data import read_index, validation_keys  # noqa: E402
 from core.io import load_scan  # noqa: E402
 from core.localisation import paired_bootstrap  # noqa: E402
 from core.model import load_model  # noqa: E402
@@ -97,7 +97,7 @@ def versions(grey: np.ndarray) -> dict[str, np.ndarray | None]:
 def metal_check(folder: str, images: Path = IMAGES, limit: int | None = None, seed: int = 0) -> dict:
     loaded = load_model(folder)
     fractured_index = loaded.class_names.index("fractured")
-    validation = json.loads((Path(folder) / "split.json").read_text())["validation"]
+    validation = validation_keys(folder)
     index = read_index(images.parent / "index.csv", ("hardware",))
     intact = [k for k in validation if k.startswith("not_fractured/") and index[k]["hardware"] != "1"][:limit]
     fractures = [k for k in validation if k.startswith("fractured/")]

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from PIL import Image  # noqa: E402
 
+from core.data import validation_keys  # noqa: E402
 from core.io import load_scan  # noqa: E402
 from core.model import load_model  # noqa: E402
 
@@ -46,7 +47,7 @@ def source_table(folder: str, images: Path = IMAGES, limit: int | None = None) -
     images per row when given."""
     loaded = load_model(folder)
     names = list(loaded.class_names)
-    validation = set(json.loads((Path(folder) / "split.json").read_text())["validation"])
+    validation = set(validation_keys(folder))
     files = {name: sorted(p for p in (images / name).iterdir() if p.is_file()) for name in names}
     modes = {name: {p: colour_mode(p) for p in paths} for name, paths in files.items()}
     rows: dict[tuple[str, str, str], list[str]] = defaultdict(list)
