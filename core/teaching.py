@@ -269,6 +269,54 @@ def blurred_scan(scan, sigma_224: float = SHORTCUT_SIGMA):
     return dataclasses.replace(scan, frames=blurred)
 
 
+#: What the metal lesson draws on an intact limb film: the function of :mod:`core.perturb` and its length (a fraction
+#: of the film's long side), the same as ``scripts/metal_check.py``'s plate and ``scripts/cast_check.py``'s cast.
+DRESSINGS = {"plate": ("implant", 0.35), "cast": ("cast", 0.45)}
+
+
+def dressed_scan(scan, kind: str, seed: int = 0):
+    """A copy of a :class:`core.io.Scan` with a metal plate (``kind="plate"``) or a plaster cast (``"cast"``) drawn
+    on the limb (:func:`core.perturb.implant`, :func:`core.perturb.cast`, placed from ``seed``): the metal lesson's
+    films. The drawing is made on the film as the pipeline sees it after its window (grey, [0, 1]), so the copy's
+    window is the identity on [0, 1] and the model's pipeline and the display treat it as any other scan.
+
+    >>> from core.io import Scan
+    >>> film = Scan(frames=np.zeros((1, 80, 60), np.float32), window=(0.5, 1.0))
+    >>> film.frames[0, :, 20:40] = 0.5
+    >>> plated = dressed_scan(film, "plate", seed=1)
+    >>> plated.frames.shape, float(plated.frames.max()) > 0.8, plated.window
+    ((1, 80, 60), True, (0.5, 1.0))
+    >>> dressed_scan(film, "crown")
+    Traceback (most recent call last):
+    ...
+    ValueError: Nothing called 'crown' can be drawn on a film: plate or cast.
+    """
+    from core import perturb
+    from core.robustness import display_grey
+
+    if kind not in DRESSINGS:
+        raise ValueError(f"Nothing called {kind!r} can be drawn on a film: {' or '.join(DRESSINGS)}.")
+    name, length = DRESSINGS[kind]
+    drawn = getattr(perturb, name)(display_grey(scan), length=length, seed=int(seed))
+    return dataclasses.replace(scan, frames=drawn[None].astype(np.float32), window=(0.5, 1.0), invert=False,
+                               voi=None, units="")
+
+
+def peak_on_drawing(plain: np.ndarray, dressed: np.ndarray, peak: tuple[int, int], *, margin: float = 0.02) -> bool:
+    """Whether a map's hottest pixel ``peak`` (row, col) lies on what :func:`dressed_scan` drew: the pixels where the
+    dressed film differs from the plain one (both grey, [0, 1]), grown by ``margin`` of the film's long side.
+
+    >>> plain = np.zeros((100, 80), np.float32); dressed = plain.copy(); dressed[40:60, 30:34] = 0.9
+    >>> peak_on_drawing(plain, dressed, (50, 32)), peak_on_drawing(plain, dressed, (50, 35)), peak_on_drawing(plain, dressed, (5, 5))
+    (True, True, False)
+    """
+    from scipy.ndimage import binary_dilation
+
+    drawn = np.abs(np.asarray(dressed, np.float32) - np.asarray(plain, np.float32)) > 0.02
+    grow = max(1, round(margin * max(drawn.shape)))
+    return bool(binary_dilation(drawn, iterations=grow)[int(peak[0]), int(peak[1])])
+
+
 def displayed_to_pixel(click: Mapping, shape: tuple[int, int]) -> tuple[int, int]:
     """The scan's (row, col) under a click on a displayed picture of it.
 

@@ -1,6 +1,7 @@
 """Lesson: one curated case walked through step by step, the shortcut lesson (a model that calls any
-blurred film pneumonia) and the skull lesson (a brain model that reads the class without seeing the
-brain), with forward and back buttons and one or two sentences beside each step."""
+blurred film pneumonia), the skull lesson (a brain model that reads the class without seeing the
+brain) and the metal lesson (a fracture model that reads plates and casts as fractures), with forward
+and back buttons and one or two sentences beside each step."""
 
 import json
 
@@ -11,10 +12,11 @@ from core.localisation import outline_scores, peak_distance_unit
 from core.model import ModelError
 from core.predict import out_of_range_sentence, predict_tensors
 from core.render import display_image
-from core.runs import centre_prior, list_runs
+from core.robustness import display_grey
+from core.runs import centre_prior, list_runs, read_localisation, record_sentence
 from core.report_content import faithfulness_row, outline_rows, probability_note, sanity_row, uncertainty_row
 from core.saliency import CAM_METHODS, DESCRIPTIONS, METHODS
-from core.teaching import blur_sigma, lesson_cases, map_peak, shortcut_film
+from core.teaching import blur_sigma, lesson_cases, map_peak, peak_on_drawing, shortcut_film
 from ui.figures import evidence_figure, figure_height, image_figure, probability_chart
 from ui.layout import disclaimer
 from ui.models import get_model
@@ -30,6 +32,7 @@ from ui.teaching import (
     case_sanity,
     case_scan,
     case_uncertainty,
+    dressed_case,
     film_ablation,
     film_faithfulness,
     film_reading,
@@ -54,7 +57,9 @@ SHORTCUT_STEPS = ["Two chest models", "The same film, blurred", "What their maps
                   "What to take away"]
 SKULL_STEPS = ["A brain model that never sees the brain", "Its answers", "Where the default model looks",
                "The tumour filled in", "Every brain model we trained", "What to take away"]
-KINDS = ["One case, step by step", "The shortcut lesson", "The skull lesson"]
+METAL_STEPS = ["An intact limb film", "A plate and a cast drawn on it", "Where the maps point",
+               "Over the validation films", "What to take away"]
+KINDS = ["One case, step by step", "The shortcut lesson", "The skull lesson", "The metal lesson"]
 
 st.title("Lesson")
 disclaimer()
@@ -614,9 +619,141 @@ def skull_lesson() -> None:
     step_bar("skull", SKULL_STEPS, where="bottom")
 
 
+# ----------------------------------------------------------------------------- the metal lesson
+
+def _share(row: dict | None) -> str:
+    return "–" if not row or not row.get("n") else f"{row['called_fractured']:.0%} of {row['n']}"
+
+
+def metal_lesson() -> None:
+    samples = teaching_samples()
+    metal = spec.get("metal") or {}
+    candidates = [samples[c] for c in metal.get("choose_from", []) if c in samples]
+    folder = next((model_for(s) for s in candidates if model_for(s)), None)
+    if folder is None:
+        st.info("The metal lesson needs the fracture model and its intact sample films (assets/samples/fracture), and "
+                "they are not installed.")
+        return
+    try:
+        loaded = get_model(folder)
+    except ModelError as err:
+        st.error(str(err))
+        return
+    names = loaded.class_names
+    if "fractured" not in names:
+        st.info(f"The metal lesson needs a model with a 'fractured' class; {loaded.title} has none.")
+        return
+    positive = names.index("fractured")
+    with st.spinner("The fracture model reads the lesson's films…"):
+        plain = {s.path.name: film_reading(folder, s, positive) for s in candidates}
+    sample = next((s for s in candidates if plain[s.path.name].decision != positive), candidates[0])
+    seeds = {"plate": int(metal.get("plate_seed", 0)), "cast": int(metal.get("cast_seed", 0))}
+    versions = (("as scanned", case_scan(sample), plain[sample.path.name]),
+                *((f"with a {kind} drawn", dressed_case(sample, kind, seed),
+                   film_reading(folder, sample, positive, dressing=(kind, seed))) for kind, seed in seeds.items()))
+    threshold = loaded.threshold
+
+    def verdict(reading) -> str:
+        return f"P(fractured) {reading.probability:.0%}, **{names[reading.decision]}**"
+
+    step = step_bar("metal", METAL_STEPS)
+    st.subheader(METAL_STEPS[step])
+
+    if step == 0:
+        left, right = st.columns([3, 2])
+        left.image(picture(case_display(versions[0][1]), side=900), width="stretch",
+                   caption=f"{sample.path.name}: the dataset's radiologists found no fracture.")
+        with right:
+            st.metric("P(fractured), as scanned", f"{versions[0][2].probability:.1%}",
+                      help=f"The model calls a film fractured from {threshold:.2f} up.")
+            st.markdown(
+                f"The fracture model ({loaded.title}) reads this intact film as **{names[versions[0][2].decision]}**. "
+                "In its training data (FracAtlas), 89 of the 91 films with a plate or screws are fractured: metal "
+                "is put in to hold a fracture. Of the 63 validation fractures 13 wear a cast or splint, and none of "
+                "the 397 intact validation films does. A model rewarded for finding fractures can learn the metal "
+                "and the plaster instead.")
+
+    elif step == 1:
+        st.markdown("The same film with a metal plate (and its screws), then a plaster cast, drawn on the limb, each "
+                    "at a random place; nothing else changed and the bone beneath is intact.")
+        for column, (label, scan, reading) in zip(st.columns(3), versions):
+            column.image(picture(case_display(scan), side=520), width="stretch", caption=f"{label}: {verdict(reading)}")
+        base = versions[0][2].probability
+        changes = [f"the {label.split()[-2]} {'raises' if r.probability > base else 'lowers'} P(fractured) from "
+                   f"{base:.0%} to {r.probability:.0%}" + (" and crosses the threshold" if r.decision == positive
+                                                               != versions[0][2].decision else "")
+                   for label, _, r in versions[1:]]
+        st.markdown(f"On this film {changes[0]}; {changes[1]}. One film and one placement prove little: step 4 "
+                    "counts every intact validation film.")
+
+    elif step == 2:
+        st.markdown("Grad-CAM for **fractured** on the three films; the pink ring marks each map's hottest point.")
+        grey = display_grey(versions[0][1])
+        for column, (label, scan, reading) in zip(st.columns(3), versions):
+            peak = map_peak(reading.on_scan)
+            on = label != "as scanned" and peak_on_drawing(grey, display_grey(scan), peak)
+            column.image(picture(case_display(scan), saliency=reading.on_scan, points=((peak, PEAK_COLOUR),),
+                                 side=520), width="stretch",
+                         caption=f"{label}: {verdict(reading)}" + ("; the hottest point is on what was drawn" if on
+                                                                   else ""))
+        st.markdown("Where the map is warm on the drawn film, the plate or the plaster raised the fracture score: the "
+                    "map shows what the model used, and here that is the metal, not a break in the bone. On a real "
+                    "film with a plate the map lands on the plate too, and looks as if it found the fracture the plate "
+                    "holds.")
+
+    elif step == 3:
+        measured = {name: json.loads((loaded.path / f"{name}_valid.json").read_text())
+                    for name in ("metal", "cast") if (loaded.path / f"{name}_valid.json").is_file()}
+        if not measured:
+            st.info("This step needs the model's measurements on its validation films (metal_valid.json and "
+                    "cast_valid.json from scripts/metal_check.py and scripts/cast_check.py), and none is installed.")
+        else:
+            metal_rows = (measured.get("metal") or {}).get("rows", {})
+            cast_rows = (measured.get("cast") or {}).get("rows", {})
+            rows = [("Intact films as scanned", metal_rows.get("as scanned")),
+                    ("The same with a plate drawn on the limb", metal_rows.get("plate on the limb")),
+                    ("… its shape at the limb's own grey (no metal)", metal_rows.get("plate's shape at the limb's grey")),
+                    ("… the plate on the empty film beside the limb", metal_rows.get("plate on the open field")),
+                    ("Intact films with a cast drawn", cast_rows.get("intact films with a cast drawn")),
+                    ("Real fractures in a cast or splint", cast_rows.get("fractures in a cast or splint")),
+                    ("Real fractures without", cast_rows.get("fractures without"))]
+            rows = [(label, row) for label, row in rows if row]
+            st.dataframe({"Films": [label for label, _ in rows],
+                          "Called fractured": [_share(row) for _, row in rows],
+                          "Median P(fractured)": [f"{row['median_p']:.2f}" for _, row in rows]},
+                         hide_index=True, width="stretch")
+            st.caption(f"At the model's threshold {threshold:.2f}, every intact validation film: the plate along the limb "
+                       "over its brightest bone, with six screws; the cast at a random place on each film (`python "
+                       "scripts/metal_check.py` and `python scripts/cast_check.py` with the "
+                       "model folder; `docs/EXPLANATIONS.md`, \"Metal and collages\" and \"Casts, splints and worn "
+                       "metal\").")
+            record = record_sentence(read_localisation(loaded.path))
+            st.markdown("The control row is the point: the plate's outline alone, at the limb's own grey, barely moves "
+                        "the model; the brightness of metal does. A cast does the same, and real fractures in plaster "
+                        "are found far more often than fractures without it."
+                        + (f" {record[1]}" if record else ""))
+
+    else:
+        st.markdown(
+            "- A model can score well by reading what comes *with* a finding (the plate that holds a fracture, the cast "
+            "put on after it), and it will then call a healed or a sound limb with metal or plaster fractured.\n"
+            "- Test for it on purpose: draw the suspect on films without the finding, and keep a control that changes "
+            "the same pixels without the suspect (here, the plate's shape at the limb's own grey).\n"
+            "- A map on the plate looks convincing, because the plate sits where the fracture was: check a map against "
+            "the radiologists' outline, and against a fixed blob, before reading it as the fracture's place.\n"
+            "- The fix is in the training data: films with metal and plaster on both sides of the label, or metal drawn "
+            "on intact films as they train (`train --implant`). Measured here, that takes four fifths of the metal "
+            "effect away, but the model trained so was no better overall and was not shipped, so the default still "
+            "carries the effect: this lesson shows the model in use (`docs/EXPLANATIONS.md`, \"Metal and collages\").")
+    st.divider()
+    step_bar("metal", METAL_STEPS, where="bottom")
+
+
 if kind == KINDS[1]:
     shortcut_lesson()
 elif kind == KINDS[2]:
     skull_lesson()
+elif kind == KINDS[3]:
+    metal_lesson()
 else:
     case_lesson()

@@ -214,6 +214,24 @@ def test_lesson_forward_through_every_step_and_back(browser, server):
             page.get_by_role("button", name="Next ▶").first.click()
             page.get_by_text(f"Step {number + 1} of 6").wait_for()
             settle(page)
+
+    # the metal lesson: an intact film, the same with a plate and a cast drawn, their maps, the validation count
+    segmented(page, "The metal lesson").click()
+    page.get_by_text("Step 1 of 5: An intact limb film").wait_for()
+    settle(page)
+    for number in range(1, 6):
+        assert_no_errors(page)
+        if number in (2, 3):
+            for label in ("as scanned: P(fractured)", "with a plate drawn: P(fractured)", "with a cast drawn: P(fractured)"):
+                page.get_by_text(label).first.wait_for()
+        if number == 4:
+            page.get_by_text("Intact films with a cast drawn").first.wait_for(state="attached")
+            page.get_by_text("The control row is the point").wait_for()
+        screenshot(page, f"teaching-metal-{number}")
+        if number < 5:
+            page.get_by_role("button", name="Next ▶").first.click()
+            page.get_by_text(f"Step {number + 1} of 5").wait_for()
+            settle(page)
     page.context.close()
 
 

@@ -298,3 +298,71 @@ def test_the_skull_lesson_with_the_committed_rim_only_model(teaching_env, models
         if number < len(titles) - 1:
             [b for b in at.button if b.label == "Next ▶"][0].click().run()
     assert "The cure is data" in texts(at)
+
+
+def test_the_metal_lesson_draws_a_plate_and_a_cast_and_counts_the_validation_films(teaching_env, models_root):
+    """The fracture model reads an intact film, then the same film with a plate and with a cast drawn on it
+    (``core.teaching.dressed_scan``): the probabilities shown are the model's own; the validation table is the
+    model folder's metal and cast checks; the map's record closes the count."""
+    from core.runs import read_localisation, record_sentence
+    from core.teaching import dressed_scan
+
+    at = teaching_env("lesson")
+    at.segmented_control(key=Keys.LESSON_KIND).set_value("The metal lesson").run()
+    titles = ["An intact limb film", "A plate and a cast drawn on it", "Where the maps point",
+              "Over the validation films", "What to take away"]
+    spec = read_lesson()["metal"]
+    fracture = loaded_for(models_root, "fracture")
+    positive = fracture.class_names.index("fractured")
+    film = next(k for k in spec["choose_from"]
+                if fracture.decide(fracture.predict(fracture.pipeline.scan_tensor(case_scan(k)))[0]) != positive)
+    scan = case_scan(film)
+    p = {label: float(fracture.predict(fracture.pipeline.scan_tensor(s))[0][positive])
+         for label, s in (("as scanned", scan), ("with a plate drawn", dressed_scan(scan, "plate", spec["plate_seed"])),
+                          ("with a cast drawn", dressed_scan(scan, "cast", spec["cast_seed"])))}
+    for number, title in enumerate(titles):
+        check_clean(at)
+        assert step_title(at) == title
+        page = texts(at)
+        if number == 0:
+            (shown,) = [m.value for m in at.metric if m.label == "P(fractured), as scanned"]
+            assert shown == f"{p['as scanned']:.1%}" and "89 of the 91 films" in page
+        if number in (1, 2):  # the three pictures' captions
+            captions = " ".join(img.caption for element in at.get("image") for img in element.proto.imgs)
+            for label, value in p.items():
+                assert f"{label}: P(fractured) {value:.0%}" in captions, (label, captions)
+        if number == 1:
+            assert f"from {p['as scanned']:.0%} to {p['with a plate drawn']:.0%}" in page
+        if number == 3:
+            metal = json.loads((models_root / "fracture" / "metal_valid.json").read_text())["rows"]
+            cast = json.loads((models_root / "fracture" / "cast_valid.json").read_text())["rows"]
+            table = at.dataframe[0].value
+            row = dict(zip(table["Films"], table["Called fractured"]))
+            plate = metal["plate on the limb"]
+            assert row["The same with a plate drawn on the limb"] == f"{plate['called_fractured']:.0%} of {plate['n']}"
+            drawn = cast["intact films with a cast drawn"]
+            assert row["Intact films with a cast drawn"] == f"{drawn['called_fractured']:.0%} of {drawn['n']}"
+            said = record_sentence(read_localisation(models_root / "fracture"))
+            assert said is None or said[1] in page
+        if number < len(titles) - 1:
+            [b for b in at.button if b.label == "Next ▶"][0].click().run()
+    assert "Test for it on purpose" in texts(at)
+
+
+def test_the_metal_lesson_without_the_models_checks_says_so_in_one_sentence(teaching_env, models_root, tmp_path,
+                                                                            monkeypatch):
+    """A fracture model folder without its metal and cast checks: step 4 is one sentence, the rest runs."""
+    import shutil
+
+    copy = tmp_path / "models"
+    for task in ("chest_xray", "brain_mri", "fracture"):
+        shutil.copytree(models_root / task, copy / task,
+                        ignore=shutil.ignore_patterns("metal_valid.json", "cast_valid.json"))
+    monkeypatch.setenv("MEDXAI_MODELS", str(copy))
+    at = teaching_env("lesson")
+    at.segmented_control(key=Keys.LESSON_KIND).set_value("The metal lesson").run()
+    for _ in range(3):
+        [b for b in at.button if b.label == "Next ▶"][0].click().run()
+    check_clean(at)
+    assert step_title(at) == "Over the validation films"
+    assert len(at.info) == 1 and is_one_sentence(at.info[0].value) and "metal_valid.json" in at.info[0].value

@@ -364,6 +364,18 @@ def blurred_case(sample: Sample, sigma_224: float) -> Scan:
     return _blurred(str(sample.path), sample.spacing, float(sigma_224))
 
 
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _dressed(path: str, spacing, kind: str, seed: int) -> Scan:
+    from core.teaching import dressed_scan
+
+    return dressed_scan(_scan(path, spacing), kind, seed)
+
+
+def dressed_case(sample: Sample, kind: str, seed: int) -> Scan:
+    """A curated film with a plate or a cast drawn on its limb, as in the metal lesson (once per process)."""
+    return _dressed(str(sample.path), sample.spacing, kind, int(seed))
+
+
 @dataclass(frozen=True)
 class FilmReading:
     """A model's reading of one film, sharp or blurred: P(class), its Grad-CAM map and deletion test."""
@@ -375,23 +387,28 @@ class FilmReading:
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def _film_reading(folder: str, sha: str, path: str, spacing, sigma_224: float | None, class_index: int) -> FilmReading:
+def _film_reading(folder: str, sha: str, path: str, spacing, sigma_224: float | None, class_index: int,
+                  dressing: tuple[str, int] | None = None) -> FilmReading:
     from core.saliency import explain
 
     loaded = shared_model(folder)
-    scan = _scan(path, spacing) if sigma_224 is None else _blurred(path, spacing, sigma_224)
+    scan = (_dressed(path, spacing, *dressing) if dressing else
+            _scan(path, spacing) if sigma_224 is None else _blurred(path, spacing, sigma_224))
     tensor = loaded.pipeline.scan_tensor(scan)
     probabilities = loaded.predict(tensor)[0]
     result = explain(loaded, tensor, scan.shape, method="gradcam", class_index=class_index)
     return FilmReading(float(probabilities[class_index]), loaded.decide(probabilities), result.on_scan, result.raw)
 
 
-def film_reading(folder: str, sample: Sample, class_index: int, sigma_224: float | None = None) -> FilmReading:
+def film_reading(folder: str, sample: Sample, class_index: int, sigma_224: float | None = None,
+                 dressing: tuple[str, int] | None = None) -> FilmReading:
     """What a model (any folder, e.g. the teaching model) says about a curated film, sharp
-    (``sigma_224=None``) or blurred (once per process)."""
+    (``sigma_224=None``), blurred, or with a plate or cast drawn on it (``dressing``: kind and seed of
+    :func:`core.teaching.dressed_scan`), once per process."""
     _, sha = _stamp(folder)
     return _film_reading(folder, sha, str(sample.path), sample.spacing,
-                         None if sigma_224 is None else float(sigma_224), int(class_index))
+                         None if sigma_224 is None else float(sigma_224), int(class_index),
+                         None if dressing is None else (str(dressing[0]), int(dressing[1])))
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
