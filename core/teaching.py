@@ -307,8 +307,8 @@ def peak_on_drawing(plain: np.ndarray, dressed: np.ndarray, peak: tuple[int, int
     dressed film differs from the plain one (both grey, [0, 1]), grown by ``margin`` of the film's long side.
 
     >>> plain = np.zeros((100, 80), np.float32); dressed = plain.copy(); dressed[40:60, 30:34] = 0.9
-    >>> peak_on_drawing(plain, dressed, (50, 32)), peak_on_drawing(plain, dressed, (50, 35)), peak_on_drawing(plain, dressed, (5, 5))
-    (True, True, False)
+    >>> [peak_on_drawing(plain, dressed, peak) for peak in ((50, 32), (50, 35), (5, 5))]
+    [True, True, False]
     """
     from scipy.ndimage import binary_dilation
 

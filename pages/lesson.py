@@ -625,6 +625,32 @@ def _share(row: dict | None) -> str:
     return "–" if not row or not row.get("n") else f"{row['called_fractured']:.0%} of {row['n']}"
 
 
+def metal_reading(metal_rows: dict, cast_rows: dict) -> str:
+    """What the validation table says, read from its rows: whether drawn metal and plaster move the model, against
+    the control (the plate's shape at the limb's own grey)."""
+    def called(rows, name):
+        return (rows.get(name) or {}).get("called_fractured")
+
+    base, plate = called(metal_rows, "as scanned"), called(metal_rows, "plate on the limb")
+    control = called(metal_rows, "plate's shape at the limb's grey")
+    drawn_cast = called(cast_rows, "intact films with a cast drawn")
+    in_cast, without = called(cast_rows, "fractures in a cast or splint"), called(cast_rows, "fractures without")
+    said = []
+    if None not in (base, plate, control):
+        if plate - base >= 0.1 and control - base < (plate - base) / 2:
+            said.append(f"The control row is the point: the plate's shape alone, at the limb's own grey, moves the "
+                        f"share called fractured from {base:.0%} to {control:.0%}; the brightness of metal moves it to "
+                        f"{plate:.0%}.")
+        else:
+            said.append(f"A drawn plate moves this model little ({base:.0%} to {plate:.0%} of intact films called "
+                        "fractured): it does not read metal as a fracture.")
+    if None not in (base, drawn_cast):
+        said.append(f"A drawn cast takes it to {drawn_cast:.0%}" + (
+            f", and real fractures in plaster are called fractured {in_cast:.0%} of the time against {without:.0%} "
+            "without." if None not in (in_cast, without) else "."))
+    return " ".join(said)
+
+
 def metal_lesson() -> None:
     samples = teaching_samples()
     metal = spec.get("metal") or {}
@@ -648,8 +674,9 @@ def metal_lesson() -> None:
         plain = {s.path.name: film_reading(folder, s, positive) for s in candidates}
     sample = next((s for s in candidates if plain[s.path.name].decision != positive), candidates[0])
     seeds = {"plate": int(metal.get("plate_seed", 0)), "cast": int(metal.get("cast_seed", 0))}
-    versions = (("as scanned", case_scan(sample), plain[sample.path.name]),
-                *((f"with a {kind} drawn", dressed_case(sample, kind, seed),
+    # (what was drawn, its caption, the film, the model's reading of it)
+    versions = (("", "as scanned", case_scan(sample), plain[sample.path.name]),
+                *((kind, f"with a {kind} drawn", dressed_case(sample, kind, seed),
                    film_reading(folder, sample, positive, dressing=(kind, seed))) for kind, seed in seeds.items()))
     threshold = loaded.threshold
 
@@ -661,13 +688,13 @@ def metal_lesson() -> None:
 
     if step == 0:
         left, right = st.columns([3, 2])
-        left.image(picture(case_display(versions[0][1]), side=900), width="stretch",
+        left.image(picture(case_display(versions[0][2]), side=900), width="stretch",
                    caption=f"{sample.path.name}: the dataset's radiologists found no fracture.")
         with right:
-            st.metric("P(fractured), as scanned", f"{versions[0][2].probability:.1%}",
+            st.metric("P(fractured), as scanned", f"{versions[0][3].probability:.1%}",
                       help=f"The model calls a film fractured from {threshold:.2f} up.")
             st.markdown(
-                f"The fracture model ({loaded.title}) reads this intact film as **{names[versions[0][2].decision]}**. "
+                f"The fracture model ({loaded.title}) reads this intact film as **{names[versions[0][3].decision]}**. "
                 "In its training data (FracAtlas), 89 of the 91 films with a plate or screws are fractured: metal "
                 "is put in to hold a fracture. Of the 63 validation fractures 13 wear a cast or splint, and none of "
                 "the 397 intact validation films does. A model rewarded for finding fractures can learn the metal "
@@ -676,22 +703,22 @@ def metal_lesson() -> None:
     elif step == 1:
         st.markdown("The same film with a metal plate (and its screws), then a plaster cast, drawn on the limb, each "
                     "at a random place; nothing else changed and the bone beneath is intact.")
-        for column, (label, scan, reading) in zip(st.columns(3), versions):
+        for column, (_, label, scan, reading) in zip(st.columns(3), versions):
             column.image(picture(case_display(scan), side=520), width="stretch", caption=f"{label}: {verdict(reading)}")
-        base = versions[0][2].probability
-        changes = [f"the {label.split()[-2]} {'raises' if r.probability > base else 'lowers'} P(fractured) from "
-                   f"{base:.0%} to {r.probability:.0%}" + (" and crosses the threshold" if r.decision == positive
-                                                               != versions[0][2].decision else "")
-                   for label, _, r in versions[1:]]
+        scanned = versions[0][3]
+        changes = [f"the {kind} {'raises' if r.probability > scanned.probability else 'lowers'} P(fractured) from "
+                   f"{scanned.probability:.0%} to {r.probability:.0%}"
+                   + (" and crosses the threshold" if r.decision == positive != scanned.decision else "")
+                   for kind, _, _, r in versions[1:]]
         st.markdown(f"On this film {changes[0]}; {changes[1]}. One film and one placement prove little: step 4 "
                     "counts every intact validation film.")
 
     elif step == 2:
         st.markdown("Grad-CAM for **fractured** on the three films; the pink ring marks each map's hottest point.")
-        grey = display_grey(versions[0][1])
-        for column, (label, scan, reading) in zip(st.columns(3), versions):
+        grey = display_grey(versions[0][2])
+        for column, (kind, label, scan, reading) in zip(st.columns(3), versions):
             peak = map_peak(reading.on_scan)
-            on = label != "as scanned" and peak_on_drawing(grey, display_grey(scan), peak)
+            on = bool(kind) and peak_on_drawing(grey, display_grey(scan), peak)
             column.image(picture(case_display(scan), saliency=reading.on_scan, points=((peak, PEAK_COLOUR),),
                                  side=520), width="stretch",
                          caption=f"{label}: {verdict(reading)}" + ("; the hottest point is on what was drawn" if on
@@ -728,10 +755,7 @@ def metal_lesson() -> None:
                        "model folder; `docs/EXPLANATIONS.md`, \"Metal and collages\" and \"Casts, splints and worn "
                        "metal\").")
             record = record_sentence(read_localisation(loaded.path))
-            st.markdown("The control row is the point: the plate's outline alone, at the limb's own grey, barely moves "
-                        "the model; the brightness of metal does. A cast does the same, and real fractures in plaster "
-                        "are found far more often than fractures without it."
-                        + (f" {record[1]}" if record else ""))
+            st.markdown(metal_reading(metal_rows, cast_rows) + (f" {record[1]}" if record else ""))
 
     else:
         st.markdown(

@@ -132,8 +132,8 @@ def part_threshold_check(p, fractured, parts, saved: float, *, folds: int = 5, s
         each[held] = p[held] >= np.array([pp.get(q, o) for q in parts[held]])
     crossed = {"one threshold": _rates(one, fractured), "per body part": _rates(each, fractured)}
     change = paired_bootstrap(each[fractured].astype(float), one[fractured].astype(float), seed=seed)
-    films = {str(q): {"fractured": int((fractured & (parts == q)).sum()), "intact": int((~fractured & (parts == q)).sum())}
-             for q in np.unique(parts)}
+    films = {str(q): {"fractured": int((fractured & (parts == q)).sum()),
+                      "intact": int((~fractured & (parts == q)).sum())} for q in np.unique(parts)}
     return {"saved_threshold": saved, "specificity": specificity, "thresholds": {"one": overall, **per_part},
             "in_sample": in_sample, "cross_validated": crossed, "folds": folds,
             "sensitivity_change_cross_validated": [float(v) for v in change], "films": films}
@@ -171,7 +171,8 @@ def main(argv=None) -> int:
     for rule, a in result["in_sample"].items():
         b = result["cross_validated"].get(rule)
         print(f"| {rule} | {a['sensitivity']:.3f} / {a['specificity']:.3f} | "
-              + (f"{b['sensitivity']:.3f} / {b['specificity']:.3f} |" if b else "not a rule: chosen on the films it scores |"))
+              + (f"{b['sensitivity']:.3f} / {b['specificity']:.3f} |" if b
+                 else "not a rule: chosen on the films it scores |"))
     change, low, high = result["sensitivity_change_cross_validated"]
     print(f"\nSensitivity, per body part minus one threshold, cross-validated ({args.folds} folds): "
           f"{change:+.3f} [{low:+.3f}, {high:+.3f}].")

@@ -222,8 +222,8 @@ def test_lesson_forward_through_every_step_and_back(browser, server):
     for number in range(1, 6):
         assert_no_errors(page)
         if number in (2, 3):
-            for label in ("as scanned: P(fractured)", "with a plate drawn: P(fractured)", "with a cast drawn: P(fractured)"):
-                page.get_by_text(label).first.wait_for()
+            for drawn in ("as scanned", "with a plate drawn", "with a cast drawn"):
+                page.get_by_text(f"{drawn}: P(fractured)").first.wait_for()
         if number == 4:
             page.get_by_text("Intact films with a cast drawn").first.wait_for(state="attached")
             page.get_by_text("The control row is the point").wait_for()

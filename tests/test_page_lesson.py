@@ -342,6 +342,12 @@ def test_the_metal_lesson_draws_a_plate_and_a_cast_and_counts_the_validation_fil
             assert row["The same with a plate drawn on the limb"] == f"{plate['called_fractured']:.0%} of {plate['n']}"
             drawn = cast["intact films with a cast drawn"]
             assert row["Intact films with a cast drawn"] == f"{drawn['called_fractured']:.0%} of {drawn['n']}"
+            # the reading under the table follows the rows: the shipped default reads drawn metal, the control not
+            base, control = metal["as scanned"]["called_fractured"], metal["plate's shape at the limb's grey"]["called_fractured"]
+            if plate["called_fractured"] - base >= 0.1 and control - base < (plate["called_fractured"] - base) / 2:
+                assert (f"from {base:.0%} to {control:.0%}; the brightness of metal moves it to "
+                        f"{plate['called_fractured']:.0%}") in page
+            assert f"A drawn cast takes it to {drawn['called_fractured']:.0%}" in page
             said = record_sentence(read_localisation(models_root / "fracture"))
             assert said is None or said[1] in page
         if number < len(titles) - 1:
