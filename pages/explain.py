@@ -321,11 +321,11 @@ def side_by_side():
             scores = localisation(raw, mask, scan.spacing)
             rows.append([method_label(method, loaded.map_score)] + [scores[m] for m in (*loc.METRICS, "peak_distance")])
     progress.progress(1.0, text="All maps ready.")
-    if mask is None:
-        map_record_note(loaded)
     st.image(np.rot90(colour_bar(colormap, height=512, width=12), k=-1), width="stretch",
              caption=f"Colour scale of every map above ({colormap}): saliency 0 at the left to 1 at the right. Each map "
                      "is scaled to its own range, so compare where the maps are warm, not how warm.")
+    if mask is None:
+        map_record_note(loaded)
     if rows:
         baselines = baseline_scores(chosen.digest, full_background(), mask, scan.spacing)
         rows += [[name] + [scores[m] for m in (*loc.METRICS, "peak_distance")] for name, scores in baselines.items()]
