@@ -49,8 +49,9 @@ def patchwork(grey: np.ndarray, share: float, rng: np.random.Generator) -> np.nd
 
 def edge_check(folder: str, images: Path = IMAGES, limit: int = 60, seed: int = 0) -> dict:
     loaded = load_model(folder)
-    keys = [k for k in validation_keys(folder)
-            if k.startswith("not_fractured/")][:limit]
+    if "fractured" not in loaded.class_names:
+        raise ValueError(f"The model {folder} has no class 'fractured' ({', '.join(loaded.class_names)}).")
+    keys = [k for k in validation_keys(folder) if k.startswith("not_fractured/")][:limit]
     greys = [display_grey(load_scan((images / key).read_bytes(), Path(key).name)) for key in keys]
     fractured = loaded.class_names.index("fractured")
     rows = {}
@@ -68,7 +69,11 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default=str(IMAGES))
     parser.add_argument("--limit", type=int, default=60)
     args = parser.parse_args(argv)
-    results = [edge_check(folder, Path(args.data), args.limit) for folder in args.models]
+    try:
+        results = [edge_check(folder, Path(args.data), args.limit) for folder in args.models]
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return 2
     print(f"| model | not-fractured validation films | {' | '.join(name for name, _ in VERSIONS)} |")
     print("|---|---|" + "---|" * len(VERSIONS))
     for r in results:

@@ -42,8 +42,7 @@ CHANGED = 0.05
 def drawn_films(folder: str, images: Path = IMAGES, limit: int = 60) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """``(key, film, film with a line)`` for the first ``limit`` intact validation films of a model folder's split
     on which a line could be drawn (film ``k`` of the split with seed ``k``, so every model gets the same lines)."""
-    keys = [k for k in validation_keys(folder)
-            if k.startswith("not_fractured/")][:limit]
+    keys = [k for k in validation_keys(folder) if k.startswith("not_fractured/")][:limit]
     films = []
     for seed, key in enumerate(keys):
         grey = display_grey(load_scan((images / key).read_bytes(), Path(key).name))

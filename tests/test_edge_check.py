@@ -58,3 +58,10 @@ def test_the_command_scores_every_version_with_the_models_own_decision(data_dir)
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "| `" + folder + "` | 2 |" in out.stdout and "50% of cells blurred" in out.stdout
+
+
+def test_a_model_without_the_fractured_class_gets_one_sentence():
+    """As scripts/line_check.py: one sentence and exit 2, not a traceback from the class lookup."""
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "edge_check.py"), "assets/models/chest_xray"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 2 and "has no class 'fractured'" in out.stderr and "Traceback" not in out.stderr
