@@ -1027,17 +1027,32 @@ def _auc_metric(n_classes: int):
 #: pretrained backbone at 320 px recalibrates in the memory it trains in (at 128 x 320 x 320 the eager forward
 #: pass of EfficientNet-Lite0 took 17 GB more than its training and a 24 GB machine killed the run).
 RECALIBRATION_PIXELS = 128 * 224 * 224
+#: Bytes of layer outputs per recalibration batch. The eager forward pass keeps every layer's output until the
+#: call ends, so a batch costs its images times :func:`activation_bytes`: the small CNN at 224 px keeps 20.5 MB an
+#: image (128 images, 2.6 GB), EfficientNet-Lite0 100 MB and -Lite2 135 MB (at 128 images 14 GB more than
+#: its training for Lite0 and past 24 GB for Lite2, which the machine killed at the first validation).
+RECALIBRATION_BYTES = 3_000_000_000
 
 
-def recalibration_batch(images: np.ndarray) -> int:
+def activation_bytes(model) -> int:
+    """Bytes of all of ``model``'s layer outputs for one image (float32): what an eager forward pass holds."""
+    return 4 * sum(int(np.prod(layer.output.shape[1:])) for layer in model.layers
+                   if not isinstance(layer.output, (list, tuple)))
+
+
+def recalibration_batch(images: np.ndarray, model=None) -> int:
     """The batch size :func:`recalibrate_batch_norm` uses for images of this shape: 128 at 224 px or less,
-    fewer as the side grows (at least 16, enough images for a stable batch mean and variance).
+    fewer as the side grows, and, given the ``model``, no more than :data:`RECALIBRATION_BYTES` of its layer
+    outputs (at least 16, enough images for a stable batch mean and variance).
 
     >>> recalibration_batch(np.zeros((1, 224, 224, 1))), recalibration_batch(np.zeros((1, 320, 320, 1)))
     (128, 62)
     """
     height, width = images.shape[1:3]
-    return int(max(16, min(128, RECALIBRATION_PIXELS // (height * width))))
+    batch = RECALIBRATION_PIXELS // (height * width)
+    if model is not None:
+        batch = min(batch, RECALIBRATION_BYTES // activation_bytes(model))
+    return int(max(16, min(128, batch)))
 
 
 def recalibrate_batch_norm(model, images: np.ndarray, batch_size: int | None = None) -> int:
@@ -1064,7 +1079,7 @@ def recalibrate_batch_norm(model, images: np.ndarray, batch_size: int | None = N
     layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     if not layers or len(images) == 0:
         return 0
-    batch_size = batch_size or recalibration_batch(images)
+    batch_size = batch_size or recalibration_batch(images, model)
     order = np.random.default_rng(0).permutation(len(images))  # the same on every worker
     saved = [layer.momentum for layer in layers]
     try:

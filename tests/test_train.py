@@ -152,6 +152,23 @@ def test_batch_norm_recalibration_batches_shrink_with_the_input_side():
     assert recalibration_batch(np.zeros((1, 2048, 2048, 1))) == 16  # a floor: batch statistics stay stable
 
 
+def test_batch_norm_recalibration_batches_shrink_with_the_models_layer_outputs():
+    """An EfficientNet-Lite2 run was killed for memory at its first validation, at 224 px: the eager forward pass
+    keeps every layer's output, 135 MB an image, so 128 images took past 24 GB. Given the model, a batch now holds
+    at most RECALIBRATION_BYTES of layer outputs; the small CNN at 224 px keeps its 128."""
+    import numpy as np
+
+    from core.backbone import efficientnet_lite
+    from core.model import build_model
+    from core.train import RECALIBRATION_BYTES, activation_bytes, recalibration_batch
+
+    images = np.zeros((1, 224, 224, 1))
+    assert recalibration_batch(images, build_model(224, 2, pooling="avg+max")) == 128
+    wide = efficientnet_lite(224, 2, variant="efficientnet-lite2", body_gate=True)
+    batch = recalibration_batch(images, wide)
+    assert 16 <= batch < 32 and batch * activation_bytes(wide) <= RECALIBRATION_BYTES
+
+
 def test_recalibration_sample_size_is_recorded_in_params(tiny_run):
     folder, _, _ = tiny_run
     assert read_json(folder / "params.json")["recalibrate_bn"] == 1024
