@@ -3,7 +3,7 @@
 Prints a Markdown table and writes ``bench/results.json``. Every figure divides two things
 measured in the same run (see :mod:`bench.common`); none is a pass/fail test.
 
-    python -m bench                                   # all nine, committed chest model
+    python -m bench                                   # all ten, committed chest model
     python -m bench --only explain large              # a subset
     python -m bench --model /tmp/some_run --quick     # fewer repetitions, for development
     python -m bench --only viewer                     # only the viewer in real Chromium (7; 16 sessions)
@@ -11,7 +11,8 @@ measured in the same run (see :mod:`bench.common`); none is a pass/fail test.
 
 Numbered as in BENCHMARKS.md: 1 explain, 2 training, 3 predict, 4 startup, 5 large, 6 scaling, 7 viewer,
 8 onednn (TensorFlow's oneDNN kernels off against on), 9 epochs (train's input iterator four ways: a new one each
-epoch and one endless one, each with tf.data's autotuning and without).
+epoch and one endless one, each with tf.data's autotuning and without), 10 recalibration (batch-norm recalibration's
+peak memory, batches sized by pixels against by the model's layer outputs; about 14 GB at its peak).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench.common import REPO, machine, table, versions  # noqa: E402
 
-BENCHES = ("explain", "training", "predict", "startup", "large", "scaling", "viewer", "onednn", "epochs")
+BENCHES = ("explain", "training", "predict", "startup", "large", "scaling", "viewer", "onednn", "epochs",
+           "recalibration")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
             from bench import epoch_iterator
             new, info = epoch_iterator.run(loaded, n_images=args.train_images, epochs=args.epoch_epochs,
                                            rounds=1 if args.quick else 3, log=log)
+        elif name == "recalibration":
+            from bench import recalibration
+            new, info = recalibration.run(n_images=128 if args.quick else 256, log=log)
         elif name == "onednn":
             from bench import onednn
             new, info = onednn.run(args.model, repeats=max(3, args.repeats // 2), rounds=1 if args.quick else 2,
