@@ -499,8 +499,9 @@ def _fit_frozen(model, config: TrainConfig, x_train, y_train, x_val, y_val, *, n
     started = time.time()
     cut = model.get_layer(LAST_CONV).input
     if config.tune_blocks:  # the cut moves down to the input of the first block trained
-        stages = architecture(config.backbone)[:config.backbone_stages]
-        first = sum(stage[4] for stage in stages) - config.tune_blocks
+        blocks = sum(1 for layer in model.layers  # the backbone blocks the model holds
+                     if layer.name.startswith("block") and layer.name.endswith("_project"))
+        first = blocks - config.tune_blocks
         cut = next(layer for layer in model.layers if layer.name.startswith(f"block{first}_")).input
     trunk, head = keras.Model(model.input, cut), keras.Model(cut, model.output)
     for layer in trunk.layers:

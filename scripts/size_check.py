@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.data import validation_keys  # noqa: E402
 from core.io import load_scan  # noqa: E402
-from core.model import load_model  # noqa: E402
+from core.model import _two_columns, load_model  # noqa: E402
 from core.robustness import display_grey, tensor_of_grey  # noqa: E402
 
 
@@ -75,8 +75,7 @@ def size_check(folder: str, images: Path, sizes: list[int], limit: int | None = 
         pipeline = dataclasses.replace(loaded.pipeline, input_size=side)
         tensors = np.stack([tensor_of_grey(pipeline, grey) for grey in greys])
         outputs = np.asarray(network.predict(tensors, batch_size=16, verbose=0))
-        probabilities = np.column_stack([1 - outputs[:, 0], outputs[:, 0]]) if outputs.shape[1] == 1 else outputs
-        rows[side] = scores(probabilities, labels)
+        rows[side] = scores(_two_columns(outputs), labels)
     return {"model": folder, "trained_at": int(loaded.pipeline.input_size), "films": len(keys), "sizes": rows}
 
 
